@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+"""The KernKoa README's "Folder Example": the fasthelloworld code in a folder."""
+
+from kernkoa import *
+
+
+class fastHelloClass:
+    def fastHelloWorld(self, params=None):
+        """Say hello."""
+        return "hello world!!."
+
+    def fastHelloWorldWithParameters(self, params=None):
+        """Echo every parameter as "key = value" lines."""
+        if params == None:
+            return "Hello World"
+        returnData = ""
+        for key, parameter in params.items():
+            returnData = returnData + escape(key) + " = " + escape(parameter) + "<br>"
+        return returnData

@@ -1,0 +1,81 @@
+"""KernKoa settings.
+
+Every name below is a setting. Each can be overridden without editing this file
+by an environment variable ``KERNKOA_<NAME>`` (the name matched without regard to
+case, so ``KERNKOA_URL`` sets ``url``). The value is parsed by the type of the
+default: ``true``/``false`` for switches, integers, comma-separated lists, JSON
+for dicts. Folder settings are relative to the project root (``path``).
+
+Lower-case names are the ones KernKoa controllers already use; upper-case names
+are new to this kernel. Keep secrets out of this file: use the environment.
+"""
+
+# --- Settings KernKoa controllers know -------------------------------------
+
+#: Absolute base URL of the site, ending in "/" (``config.url`` in controllers).
+#: Empty: taken from each request (scheme, host and script root).
+url = ""
+
+#: URL prefix under which controller and static URLs are served ("" or "/api").
+base = ""
+
+#: Project root. Empty: the folder holding this file.
+path = ""
+
+#: Secret for signed session cookies. Empty: one is generated into VAR and kept.
+secretKey = ""
+
+#: Lifetime of a session cookie, in minutes.
+session_timeout = 60
+
+#: Databases for ``dbs[name]`` (see the README's "Databases" section).
+databases = {}
+
+#: Name of the database models use when they name none.
+defaultDatabase = "maindb"
+
+# --- Kernel settings -----------------------------------------------------------
+
+#: Debug mode: tracebacks and resolution details in error bodies. Never in production.
+DEBUG = False
+
+#: Catalog root: holds controller/, model/ and print/.
+CATALOG = "catalog"
+
+#: Jinja2 templates for ``render``.
+TEMPLATES = "templates"
+
+#: Runtime data: generated secret, embedded broker, SQLite files. Kept out of git.
+VAR = "var"
+
+#: Folders served read-only at /images/<file> and /pdfs/<file>.
+IMAGES = "images"
+PDFS = "pdfs"
+
+#: Run a controller file's new code on the next request after it changes.
+RELOAD = True
+
+#: What "/" calls: module path, class and method under catalog/controller/.
+INDEX_ROUTE = "index/index/index"
+
+#: First path segment of the kernel's own pages (/_kernkoa/...).
+RESERVED_PREFIX = "_kernkoa"
+
+#: Longest accepted URL path, in characters.
+MAX_PATH_LENGTH = 1024
+
+#: Most path segments in a URL.
+MAX_PATH_DEPTH = 32
+
+#: Longest path segment, in characters.
+MAX_SEGMENT_LENGTH = 128
+
+#: Largest request body, in bytes (larger ones get 413).
+MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+
+#: How many resolved URLs each process remembers.
+ROUTE_CACHE_SIZE = 4096
+
+#: Address and port of ``kernkoa serve``.
+HOST = "127.0.0.1"
+PORT = 5000

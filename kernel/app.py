@@ -1,0 +1,145 @@
+"""The application factory.
+
+``create_app()`` builds a Flask app serving the catalog: the catch-all route,
+the static ``/images/`` and ``/pdfs/`` folders, and the JSON error envelope.
+Building it imports no controller, starts no thread and opens no connection,
+so uWSGI may fork after loading it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import typing as t
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask
+from flask import request
+from flask import send_from_directory
+from werkzeug.wrappers import Response
+
+from .dispatch import Kernel
+from .dispatch import dispatch
+from .errors import RouteNotFound
+from .errors import register_error_handlers
+from .loader import ModuleLoader
+from .routing import Limits
+from .routing import Router
+from .settings import PROJECT_ROOT
+from .settings import Settings
+
+log = logging.getLogger("kernkoa")
+
+#: HTTP methods the catch-all rule accepts; each controller method narrows them.
+ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+#: First path segments that are never controller paths (besides the kernel prefix).
+RESERVED_SEGMENTS = ("status", "images", "pdfs")
+
+#: Name of the generated secret's file in the VAR folder.
+SECRET_FILE = "secret_key"
+
+
+def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
+    """Build a KernKoa application.
+
+    :param overrides: settings that win over ``config.py`` and the environment
+        (tests point ``CATALOG`` at a folder of their own this way).
+    """
+    settings = Settings.load(overrides)
+    app = Flask(
+        "kernkoa",
+        root_path=str(PROJECT_ROOT),
+        template_folder=str(settings.TEMPLATES),
+        static_folder=None,
+    )
+    app.debug = settings.DEBUG
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
+        SECRET_KEY=settings.secretKey or _generated_secret(settings.VAR),
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_timeout),
+    )
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+
+    reserved = frozenset((*RESERVED_SEGMENTS, settings.RESERVED_PREFIX))
+    router = Router(
+        settings.CATALOG / "controller",
+        index_route=settings.INDEX_ROUTE,
+        reserved=reserved,
+        limits=Limits(settings.MAX_PATH_LENGTH, settings.MAX_PATH_DEPTH,
+                      settings.MAX_SEGMENT_LENGTH),
+        cache_size=settings.ROUTE_CACHE_SIZE,
+    )
+    loader = ModuleLoader(settings.CATALOG, reload=settings.RELOAD)
+    app.extensions["kernkoa"] = Kernel(settings, router, loader)
+
+    base = settings.base.rstrip("/")
+    app.add_url_rule(f"{base}/", "dispatch", dispatch, methods=ROUTED_METHODS,
+                     provide_automatic_options=False)
+    app.add_url_rule(f"{base}/<path:path>", "dispatch", dispatch, methods=ROUTED_METHODS,
+                     provide_automatic_options=False)
+    _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
+    _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
+    register_error_handlers(app)
+    _warn_about_shadowed_controllers(router.root, reserved)
+    return app
+
+
+def _add_static_folder(app: Flask, rule: str, name: str, folder: Path) -> None:
+    def serve(filename: str = "") -> Response:
+        # The KernKoa form /images?image=NAME is accepted too.
+        filename = filename or request.args.get(name[:-1], "")
+        if not filename:
+            raise RouteNotFound(detail=f"no file named under /{name}")
+        return send_from_directory(folder, filename)
+
+    serve.__name__ = f"static_{name}"
+    app.add_url_rule(rule, serve.__name__, serve, methods=["GET", "HEAD"])
+    app.add_url_rule(f"{rule}/<path:filename>", serve.__name__, serve, methods=["GET", "HEAD"])
+
+
+def _generated_secret(var: Path) -> str:
+    """The secret kept in ``VAR``, created (mode 0600) when there is none yet."""
+    path = var / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    var.mkdir(parents=True, exist_ok=True)
+    # Written aside, then linked into place: a process racing us either wins
+    # and we read its secret, or loses and reads ours, never a half-written one.
+    draft = var / f".{SECRET_FILE}.{os.getpid()}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
+
+
+def _warn_about_shadowed_controllers(root: Path, reserved: frozenset[str]) -> None:
+    for name in sorted(reserved):
+        for shadowed in (root / f"{name}.py", root / name):
+            if shadowed.exists():
+                log.warning("%s is never reached: /%s/ is reserved by the kernel", shadowed, name)
+
+
+_default_app: Flask | None = None
+
+
+def default_app() -> Flask:
+    """The app built from ``config.py`` and the environment, created on first use.
+
+    This is ``kernkoa.app``, the object uWSGI and ``kernkoa serve`` run.
+    """
+    global _default_app
+    if _default_app is None:
+        _default_app = create_app()
+    return _default_app

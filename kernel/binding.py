@@ -1,0 +1,317 @@
+"""From a controller method's signature to the arguments of one call.
+
+A :class:`Binder` is built once per method and reused for every request:
+
+- a parameter named ``params`` gets KernKoa's params (``None`` when empty);
+- other named parameters are bound from the field of that name, converted by
+  their annotation (``str``, ``int``, ``float``, ``bool``, ``list[...]``,
+  ``Optional[...]``, ``FileStorage``), defaults honoured;
+- ``**kwargs`` receives the remaining fields;
+- leftover path segments fill the positional parameters in order (``*args``
+  takes any more).
+
+Every problem is collected and raised at once as a :class:`ParameterError` (422).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing as t
+from dataclasses import dataclass
+
+from werkzeug.datastructures import FileStorage
+
+from .errors import ParameterError
+from .errors import RouteNotFound
+from .params import RequestFields
+from .params import build_params
+
+#: The name of the parameter that receives KernKoa's params.
+PARAMS_NAME = "params"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_EMPTY = inspect.Parameter.empty
+
+
+class ConversionError(ValueError):
+    """A value does not fit a parameter's annotation."""
+
+
+def _identity(value: t.Any) -> t.Any:
+    return value
+
+
+def _to_str(value: t.Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConversionError("expected a string")
+
+
+def _to_int(value: t.Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip(), 10)
+        except ValueError:
+            pass
+    raise ConversionError(f"expected an integer, got {_show(value)}")
+
+
+def _to_float(value: t.Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ConversionError(f"expected a number, got {_show(value)}")
+
+
+def _to_bool(value: t.Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    raise ConversionError(f"expected true or false, got {_show(value)}")
+
+
+def _to_file(value: t.Any) -> FileStorage:
+    if isinstance(value, FileStorage):
+        return value
+    raise ConversionError("expected an uploaded file")
+
+
+def _show(value: t.Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_SCALARS: dict[t.Any, t.Callable[[t.Any], t.Any]] = {
+    str: _to_str,
+    int: _to_int,
+    float: _to_float,
+    bool: _to_bool,
+    FileStorage: _to_file,
+}
+
+
+@dataclass(frozen=True)
+class Converter:
+    """How to turn a field's value(s) into one parameter's argument."""
+
+    #: ``list[...]``: takes every value of the field.
+    many: bool
+    #: ``Optional[...]``: an empty value becomes ``None``.
+    optional: bool
+    #: Converts one value.
+    item: t.Callable[[t.Any], t.Any]
+    #: The annotation, for listings.
+    annotation: t.Any
+
+    @property
+    def wants_file(self) -> bool:
+        """Whether the parameter takes uploaded files."""
+        return self.item is _to_file
+
+    def __call__(self, source: str, raw: t.Any) -> t.Any:
+        """Convert a value as :meth:`RequestFields.lookup` returns it."""
+        if source == "json":
+            if self.many:
+                values = raw if isinstance(raw, list) else [raw]
+                return [self.item(v) for v in values]
+            if raw is None and self.optional:
+                return None
+            return self.item(raw)
+        if self.many:
+            return [self.item(v) for v in raw]
+        value = raw[0]
+        if self.optional and value == "":
+            return None
+        return self.item(value)
+
+
+def converter_for(annotation: t.Any) -> Converter:
+    """Build the :class:`Converter` of an annotation."""
+    optional = False
+    origin = t.get_origin(annotation)
+    if origin in (t.Union, types.UnionType):
+        members = [a for a in t.get_args(annotation) if a is not type(None)]
+        optional = len(members) < len(t.get_args(annotation))
+        annotation_inner = members[0] if len(members) == 1 else t.Any
+        inner = converter_for(annotation_inner)
+        return Converter(inner.many, optional, inner.item, annotation)
+    if origin is list or annotation is list:
+        args = t.get_args(annotation)
+        item = _SCALARS.get(args[0], _identity) if args else _identity
+        return Converter(True, optional, item, annotation)
+    return Converter(False, optional, _SCALARS.get(annotation, _identity), annotation)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One parameter of a controller method, as the binder sees it."""
+
+    name: str
+    kind: inspect._ParameterKind
+    converter: Converter
+    default: t.Any
+
+    @property
+    def required(self) -> bool:
+        """Whether the request must provide it."""
+        return self.default is _EMPTY
+
+    @property
+    def positional(self) -> bool:
+        """Whether leftover path segments may fill it."""
+        return self.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
+
+
+def _hints(func: t.Callable[..., t.Any]) -> dict[str, t.Any]:
+    try:
+        return t.get_type_hints(func)
+    except Exception:  # an annotation naming something undefined: fall back to raw ones
+        return dict(getattr(func, "__annotations__", {}))
+
+
+class Binder:
+    """Binds requests to the parameters of one controller method.
+
+    :param func: the plain function defined on the controller class.
+    :param skip: leading parameters the kernel fills itself (``self``, and for
+        ``_celery`` methods the task handle).
+    """
+
+    def __init__(self, func: t.Callable[..., t.Any], skip: int = 1) -> None:
+        signature = inspect.signature(func)
+        hints = _hints(func)
+        parameters = list(signature.parameters.values())[skip:]
+        self.slots: list[Slot] = []
+        self.takes_params = False
+        self.kwargs_name: str | None = None
+        self.varargs: Slot | None = None
+        for parameter in parameters:
+            slot = Slot(
+                parameter.name,
+                parameter.kind,
+                converter_for(hints.get(parameter.name, _EMPTY)),
+                parameter.default,
+            )
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                self.kwargs_name = parameter.name
+            elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                self.varargs = slot
+            else:
+                self.takes_params |= parameter.name == PARAMS_NAME
+                self.slots.append(slot)
+        self._path_slots = [s for s in self.slots if s.positional and s.name != PARAMS_NAME]
+        #: True when arguments must be passed by position (positional-only or ``*args``).
+        self._by_position = self.varargs is not None or any(
+            s.kind is inspect.Parameter.POSITIONAL_ONLY for s in self.slots
+        )
+        self._open = self.takes_params or self.kwargs_name is not None
+
+    @property
+    def max_path_args(self) -> int | None:
+        """How many leftover path segments the method takes (``None``: any number)."""
+        return None if self.varargs is not None else len(self._path_slots)
+
+    def bind(
+        self, fields: RequestFields, path_args: tuple[str, ...], urlpath: str
+    ) -> tuple[list[t.Any], dict[str, t.Any]]:
+        """The positional and keyword arguments for one call.
+
+        :raises RouteNotFound: when there are more path segments than parameters.
+        :raises ParameterError: when fields are missing, unconvertible or unexpected.
+        """
+        limit = self.max_path_args
+        if limit is not None and len(path_args) > limit:
+            raise RouteNotFound(detail=f"the method takes {limit} path argument(s)")
+        errors: list[dict[str, str]] = []
+        values: dict[str, t.Any] = {}
+        consumed: set[str] = set()
+        for slot, segment in zip(self._path_slots, path_args, strict=False):
+            values[slot.name] = self._convert(slot, "path", [segment], errors)
+        for slot in self.slots:
+            if slot.name in values:
+                continue
+            if slot.name == PARAMS_NAME:
+                values[slot.name] = build_params(fields, urlpath)
+                continue
+            found = self._lookup(slot, fields)
+            if found is not None:
+                consumed.add(slot.name)
+                values[slot.name] = self._convert(slot, *found, errors)
+            elif slot.required:
+                errors.append({"name": slot.name, "source": "request",
+                               "message": "this field is required"})
+        extra_kwargs = self._leftover(fields, consumed, errors)
+        if errors:
+            raise ParameterError(errors)
+        return self._arrange(values, path_args, extra_kwargs)
+
+    def _lookup(self, slot: Slot, fields: RequestFields) -> tuple[str, t.Any] | None:
+        if slot.converter.wants_file:
+            files = fields.files.getlist(slot.name)
+            return ("form", files) if files else None
+        return fields.lookup(slot.name)
+
+    @staticmethod
+    def _convert(slot: Slot, source: str, raw: t.Any, errors: list[dict[str, str]]) -> t.Any:
+        try:
+            return slot.converter(source, raw)
+        except ConversionError as error:
+            errors.append({"name": slot.name, "source": source, "message": str(error)})
+            return None
+
+    def _leftover(
+        self, fields: RequestFields, consumed: set[str], errors: list[dict[str, str]]
+    ) -> dict[str, t.Any]:
+        if self.kwargs_name is not None:
+            rest: dict[str, t.Any] = {}
+            for name in list(fields.query) + list(fields.body_field_names()):
+                if name not in consumed and name not in rest:
+                    found = fields.lookup(name)
+                    if found is not None:
+                        source, raw = found
+                        rest[name] = raw if source == "json" else raw[0]
+                    else:
+                        rest[name] = fields.files[name]
+            return rest
+        if not self._open:
+            for name in sorted(fields.body_field_names() - consumed):
+                errors.append({"name": name, "source": "body",
+                               "message": "the method takes no such field"})
+        return {}
+
+    def _arrange(
+        self, values: dict[str, t.Any], path_args: tuple[str, ...], extra: dict[str, t.Any]
+    ) -> tuple[list[t.Any], dict[str, t.Any]]:
+        if not self._by_position:
+            values.update(extra)
+            return [], values
+        args: list[t.Any] = []
+        kwargs: dict[str, t.Any] = dict(extra)
+        for slot in self.slots:
+            if slot.positional:
+                args.append(values.get(slot.name, slot.default))
+            elif slot.name in values:
+                kwargs[slot.name] = values[slot.name]
+        if self.varargs is not None:
+            surplus = path_args[len(self._path_slots):]
+            errors: list[dict[str, str]] = []
+            args.extend(self._convert(self.varargs, "path", [s], errors) for s in surplus)
+            if errors:
+                raise ParameterError(errors)
+        return args, kwargs

@@ -1,0 +1,98 @@
+"""The catch-all view: resolve the URL, check the method, bind, call, render.
+
+Per request after the first: one cache lookup for the path, one ``stat`` of the
+controller file when reloading is on, one dict lookup for the endpoint, then
+the call. Nothing is imported, listed or added to ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import current_app
+from flask import request
+from werkzeug.wrappers import Response
+
+from .errors import MethodNotAllowed
+from .errors import NotAvailableYet
+from .errors import RouteNotFound
+from .exposure import Endpoint
+from .exposure import build_endpoint
+from .exposure import find_class
+from .exposure import find_method
+from .loader import ModuleLoader
+from .params import RequestFields
+from .rendering import to_response
+from .routing import Router
+from .routing import Target
+from .settings import Settings
+
+
+class Kernel:
+    """The per-app state of KernKoa: settings, router and module loader.
+
+    Reachable as ``current_app.extensions["kernkoa"]``.
+    """
+
+    def __init__(self, settings: Settings, router: Router, loader: ModuleLoader) -> None:
+        self.settings = settings
+        self.router = router
+        self.loader = loader
+
+    def resolve(self, path: str) -> tuple[Target, Endpoint]:
+        """The target and endpoint that ``path`` names.
+
+        :raises RouteNotFound: when it names none.
+        :raises ControllerLoadError: when its controller file fails to import.
+        """
+        target = self.router.resolve(path)
+        try:
+            loaded = self.loader.load(target.file)
+        except FileNotFoundError:
+            # The file went away since the path was cached: walk again.
+            self.router.forget()
+            target = self.router.resolve(path)
+            try:
+                loaded = self.loader.load(target.file)
+            except FileNotFoundError:
+                raise RouteNotFound(detail=f"{target.file} disappeared") from None
+        key = (target.class_name, target.method_name)
+        endpoint = loaded.cache.get(key)
+        if endpoint is None:
+            module = loaded.require()
+            cls = find_class(module, target.class_name)
+            func = find_method(cls, target.method_name, self.loader.owns)
+            endpoint = loaded.cache[key] = build_endpoint(cls, func)
+        return target, endpoint
+
+
+def kernel() -> Kernel:
+    """The :class:`Kernel` of the current app."""
+    return t.cast(Kernel, current_app.extensions["kernkoa"])
+
+
+def dispatch(path: str = "") -> Response:
+    """The catch-all view: call the controller method that ``path`` names."""
+    _refuse_encoded_slashes()
+    target, endpoint = kernel().resolve(path)
+    if request.method not in endpoint.http_methods:
+        if request.method == "OPTIONS":
+            allow = ", ".join(sorted(endpoint.http_methods | {"OPTIONS"}))
+            return current_app.response_class(status=204, headers={"Allow": allow})
+        raise MethodNotAllowed(valid_methods=sorted(endpoint.http_methods))
+    fields = RequestFields(request)
+    args, kwargs = endpoint.binder.bind(fields, target.args, path)
+    if endpoint.is_celery:
+        raise NotAvailableYet(
+            f"{endpoint.name} is a _celery method: it runs on a Celery worker, "
+            "and this kernel has no task support yet."
+        )
+    instance = endpoint.cls()
+    return to_response(endpoint.func(instance, *args, **kwargs))
+
+
+def _refuse_encoded_slashes() -> None:
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
+    raw_path = raw.split("?", 1)[0].lower()
+    if "%2f" in raw_path or "%5c" in raw_path:
+        raise RouteNotFound(detail="encoded slash in the path")

@@ -1,0 +1,151 @@
+"""Every error the kernel raises, and the one JSON envelope they are all sent in.
+
+Errors are Werkzeug HTTP exceptions, so Flask already knows their status codes.
+Each carries a client-facing ``message`` and, where useful, a ``detail`` kept
+for the log and shown to clients only in debug mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import typing as t
+
+from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import json
+from werkzeug import exceptions as http
+
+log = logging.getLogger("kernkoa")
+
+
+class KernelError(http.HTTPException):
+    """Base of the kernel's own HTTP errors.
+
+    :param message: what the client is told.
+    :param detail: what went wrong internally; logged, and shown to the
+        client only in debug mode.
+    """
+
+    #: Machine-readable error code sent in the envelope; derived from the
+    #: status name when a subclass does not set one.
+    error_code: str | None = None
+
+    def __init__(self, message: str | None = None, detail: str | None = None) -> None:
+        super().__init__(description=message or self.description)
+        #: Internal explanation, for logs and debug mode.
+        self.detail = detail
+
+
+class RouteNotFound(KernelError):
+    """The URL does not name a routable controller method."""
+
+    code = 404
+    name = "Not Found"
+    description = "No controller method answers this URL."
+
+
+class MethodNotAllowed(http.MethodNotAllowed):
+    """The controller method exists but does not accept this HTTP method."""
+
+    description = "This URL does not accept that HTTP method."
+
+
+class BadRequestBody(KernelError):
+    """The request body could not be parsed."""
+
+    code = 400
+    name = "Bad Request"
+    description = "The request body could not be parsed."
+
+
+class ParameterError(KernelError):
+    """Arguments for the controller method were missing or could not be converted.
+
+    :param fields: one entry per offending field, each a dict with ``name``,
+        ``source`` (``query``, ``form``, ``json``, ``path``) and ``message``.
+    """
+
+    code = 422
+    name = "Unprocessable Entity"
+    description = "The request's fields do not fit the method's parameters."
+
+    def __init__(self, fields: list[dict[str, str]]) -> None:
+        super().__init__()
+        #: The fields that failed, as sent to the client.
+        self.fields = fields
+
+
+class ControllerLoadError(KernelError):
+    """A controller file failed to import; only its own routes answer with this."""
+
+    code = 500
+    name = "Internal Server Error"
+    error_code = "controller_error"
+    description = "The controller for this URL failed to load."
+
+
+class NotAvailableYet(KernelError):
+    """A feature controllers may name but this kernel does not provide yet."""
+
+    code = 501
+    name = "Not Implemented"
+
+
+class KernelNotAvailable(RuntimeError):
+    """Raised when a controller uses a helper this kernel does not provide yet."""
+
+
+def _error_code(error: http.HTTPException) -> str:
+    code = getattr(error, "error_code", None)
+    if code:
+        return code
+    return (error.name or "error").lower().replace(" ", "_")
+
+
+def envelope(status: int, code: str, message: str, **extra: t.Any) -> dict[str, t.Any]:
+    """Build the JSON error envelope: ``{"error": {"status", "code", "message", ...}}``."""
+    return {"error": {"status": status, "code": code, "message": message, **extra}}
+
+
+def error_response(error: http.HTTPException) -> Response:
+    """Turn any HTTP exception into the JSON envelope, keeping its headers (``Allow``...)."""
+    status = error.code or 500
+    message = error.description or error.name
+    extra: dict[str, t.Any] = {}
+    if isinstance(error, ParameterError):
+        extra["fields"] = error.fields
+    detail = getattr(error, "detail", None)
+    if detail and current_app.debug:
+        extra["detail"] = detail
+    response = current_app.response_class(
+        json.dumps(envelope(status, _error_code(error), message, **extra)),
+        status=status,
+        mimetype="application/json",
+    )
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _handle_http_error(error: http.HTTPException) -> Response:
+    detail = getattr(error, "detail", None)
+    if detail and (error.code or 500) >= 500:
+        log.error("%s: %s", error.description, detail)
+    return error_response(error)
+
+
+def _handle_unexpected(error: Exception) -> Response:
+    log.exception("Unhandled error while serving the request")
+    wrapped = http.InternalServerError("The server failed to answer this request.")
+    if current_app.debug:
+        wrapped.detail = "".join(traceback.format_exception(error))  # type: ignore[attr-defined]
+    return error_response(wrapped)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Send every error status, Flask's own 404/405/413 included, as the JSON envelope."""
+    app.register_error_handler(http.HTTPException, _handle_http_error)
+    app.register_error_handler(Exception, _handle_unexpected)

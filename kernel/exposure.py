@@ -1,0 +1,121 @@
+"""What in a controller file may be called from a URL, and with which HTTP methods.
+
+Deny by default. A class is routable only if the file itself defines it (never
+a name it imported) and its name does not start with ``_``. A method is
+routable only if it is a plain function, defined in the catalog, found in the
+``__dict__`` of the class or of a catalog base class, and its name does not
+start with ``_``. Properties, class and static methods, nested classes and
+other attributes are never routable. Controllers need no base class.
+"""
+
+from __future__ import annotations
+
+import types
+import typing as t
+from dataclasses import dataclass
+
+from .binding import Binder
+from .errors import RouteNotFound
+
+#: HTTP methods a controller method answers unless decorated.
+DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST"})
+
+#: HTTP methods a ``_celery`` method answers unless decorated: starting work
+#: from a GET could be fired by a prefetch or an ``<img>`` tag.
+CELERY_METHODS = frozenset({"POST"})
+
+#: Suffix of the methods that run on a Celery worker.
+CELERY_SUFFIX = "_celery"
+
+_METHODS_ATTR = "__kernkoa_methods__"
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+def methods(*verbs: str) -> t.Callable[[F], F]:
+    """Set the HTTP methods a controller method answers, replacing the default.
+
+    ``HEAD`` comes along with ``GET``::
+
+        class Cart:
+            @methods("PUT", "DELETE")
+            def item(self, item_id: int): ...
+    """
+    allowed = {verb.upper() for verb in verbs}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+
+    def decorate(func: F) -> F:
+        setattr(func, _METHODS_ATTR, frozenset(allowed))
+        return func
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A routable controller method, with everything needed to call it."""
+
+    cls: type
+    func: types.FunctionType
+    #: HTTP methods it answers.
+    http_methods: frozenset[str]
+    #: Whether it runs on a Celery worker.
+    is_celery: bool
+    binder: Binder
+
+    @property
+    def name(self) -> str:
+        """The method's name."""
+        return self.func.__name__
+
+
+def _routable_name(name: str) -> bool:
+    return bool(name) and not name.startswith("_")
+
+
+def find_class(module: types.ModuleType, name: str) -> type:
+    """The routable class ``name`` defined in ``module``.
+
+    :raises RouteNotFound: when there is none.
+    """
+    cls = module.__dict__.get(name) if _routable_name(name) else None
+    if (
+        not isinstance(cls, type)
+        or cls.__module__ != module.__name__
+        or cls.__qualname__ != name
+    ):
+        raise RouteNotFound(detail=f"{module.__name__} defines no routable class {name!r}")
+    return cls
+
+
+def find_method(
+    cls: type, name: str, in_catalog: t.Callable[[str], bool]
+) -> types.FunctionType:
+    """The routable plain function ``name`` of ``cls``.
+
+    Only the part of the method resolution order that lives in the catalog is
+    searched, so methods inherited from outside it are never routable.
+
+    :param in_catalog: tells whether a module name belongs to the catalog.
+    :raises RouteNotFound: when there is none.
+    """
+    if _routable_name(name):
+        for klass in cls.__mro__:
+            if not in_catalog(klass.__module__):
+                continue
+            if name in klass.__dict__:
+                attr = klass.__dict__[name]
+                if isinstance(attr, types.FunctionType) and in_catalog(attr.__module__):
+                    return attr
+                break
+    raise RouteNotFound(detail=f"{cls.__name__} has no routable method {name!r}")
+
+
+def build_endpoint(cls: type, func: types.FunctionType) -> Endpoint:
+    """Make the :class:`Endpoint` of a routable method."""
+    is_celery = func.__name__.endswith(CELERY_SUFFIX)
+    default = CELERY_METHODS if is_celery else DEFAULT_METHODS
+    http_methods = getattr(func, _METHODS_ATTR, default)
+    binder = Binder(func, skip=2 if is_celery else 1)
+    return Endpoint(cls, func, http_methods, is_celery, binder)

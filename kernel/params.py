@@ -1,0 +1,185 @@
+"""The request's fields, and the KernKoa ``params`` object built from them.
+
+Fields come from the query string, the form and the top-level keys of a JSON
+object body, in that order of precedence (later wins). The body is parsed only
+when the request has one.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+from flask import Request
+from werkzeug.datastructures import FileStorage
+from werkzeug.datastructures import MultiDict
+
+from .errors import BadRequestBody
+
+#: The field sources, lowest precedence first.
+SOURCES = ("query", "form", "json")
+
+#: Keys the 2019 KernKoa put into its params dict; still readable as
+#: ``params["get"]`` and so on when no field of that name exists.
+_LEGACY_KEYS = {
+    "get": lambda p: p.query.to_dict(),
+    "post": lambda p: p.form.to_dict(),
+    "urlpath": lambda p: p.urlpath,
+    "data": lambda p: p.json,
+}
+
+
+class RequestFields:
+    """The fields of one request by source, parsed on first use.
+
+    :param request: the Flask request.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self._body: tuple[MultiDict[str, t.Any], t.Any] | None = None
+
+    @property
+    def query(self) -> MultiDict[str, str]:
+        """The query-string fields."""
+        return self.request.args
+
+    @property
+    def has_body(self) -> bool:
+        """Whether the request carries a body at all."""
+        return bool(self.request.content_length) or (
+            self.request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        )
+
+    @property
+    def form(self) -> MultiDict[str, t.Any]:
+        """Form fields (urlencoded or multipart); empty for other bodies."""
+        return self._parse_body()[0]
+
+    @property
+    def json(self) -> t.Any:
+        """The parsed JSON body, of any JSON type, or ``None``."""
+        return self._parse_body()[1]
+
+    @property
+    def json_fields(self) -> dict[str, t.Any]:
+        """The top-level keys of a JSON object body."""
+        body = self.json
+        return body if isinstance(body, dict) else {}
+
+    @property
+    def files(self) -> MultiDict[str, FileStorage]:
+        """Uploaded files of a multipart body."""
+        if not self.has_body:
+            return MultiDict()
+        return self.request.files
+
+    def body_field_names(self) -> set[str]:
+        """Names of every field that came in the body (form or JSON)."""
+        if not self.has_body:
+            return set()
+        return set(self.form.keys()) | set(self.json_fields) | set(self.files.keys())
+
+    def lookup(self, name: str) -> tuple[str, t.Any] | None:
+        """The winning source of field ``name`` and its value there.
+
+        The value is the JSON value itself for ``json``, and the list of every
+        value of the field for ``query`` and ``form``.
+        """
+        if self.has_body:
+            body = self.json_fields
+            if name in body:
+                return "json", body[name]
+            if name in self.form:
+                return "form", self.form.getlist(name)
+        if name in self.query:
+            return "query", self.query.getlist(name)
+        return None
+
+    def is_empty(self) -> bool:
+        """True when the request carries no field, no file and no JSON at all."""
+        return not self.query and not (
+            self.has_body and (self.form or self.files or self.json is not None)
+        )
+
+    def _parse_body(self) -> tuple[MultiDict[str, t.Any], t.Any]:
+        if self._body is None:
+            if not self.has_body:
+                self._body = (MultiDict(), None)
+            elif self.request.is_json:
+                self._body = (MultiDict(), self._parse_json())
+            else:
+                self._body = (self.request.form, None)
+        return self._body
+
+    def _parse_json(self) -> t.Any:
+        data = self.request.get_data(cache=True)
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise BadRequestBody("The JSON body is not valid JSON.", detail=str(error)) from None
+
+
+class Params(dict[str, t.Any]):
+    """KernKoa's ``params``: field name to its first value, query < form < JSON.
+
+    Iterating gives only the request's fields, as the KernKoa README examples
+    expect. The sources stay reachable as attributes.
+    """
+
+    def __init__(self, fields: RequestFields, urlpath: str) -> None:
+        super().__init__()
+        for name in fields.query:
+            self[name] = fields.query[name]
+        if fields.has_body:
+            for name in fields.form:
+                self[name] = fields.form[name]
+            self.update(fields.json_fields)
+        self._fields = fields
+        #: The URL path that was called, without the leading "/".
+        self.urlpath = urlpath
+        #: The HTTP method of the request.
+        self.method = fields.request.method
+
+    @property
+    def query(self) -> MultiDict[str, str]:
+        """The query-string fields, every value kept."""
+        return self._fields.query
+
+    @property
+    def form(self) -> MultiDict[str, t.Any]:
+        """The form fields, every value kept."""
+        return self._fields.form
+
+    @property
+    def json(self) -> t.Any:
+        """The whole parsed JSON body, of any JSON type, or ``None``."""
+        return self._fields.json
+
+    @property
+    def files(self) -> MultiDict[str, FileStorage]:
+        """Uploaded files, as Werkzeug ``FileStorage`` objects."""
+        return self._fields.files
+
+    def getlist(self, name: str) -> list[t.Any]:
+        """Every value of ``name``: query values, then form values, then JSON."""
+        values = list(self.query.getlist(name)) + list(self.form.getlist(name))
+        if name in self._fields.json_fields:
+            value = self._fields.json_fields[name]
+            values.extend(value if isinstance(value, list) else [value])
+        return values
+
+    def __missing__(self, key: str) -> t.Any:
+        legacy = _LEGACY_KEYS.get(key)
+        if legacy is None:
+            raise KeyError(key)
+        return legacy(self)
+
+
+def build_params(fields: RequestFields, urlpath: str) -> Params | None:
+    """KernKoa's ``params``: ``None`` when the request carries no fields at all."""
+    if fields.is_empty():
+        return None
+    return Params(fields, urlpath)

@@ -1,0 +1,87 @@
+"""Every routable URL of a catalog, found with the same rules that serve requests.
+
+The listing walks ``catalog/controller/``, loads each file with the kernel's
+loader and keeps what :mod:`kernel.exposure` allows, then checks each URL with
+the router itself, so it can never list a route that would not be served.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing as t
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dispatch import Kernel
+from .errors import RouteNotFound
+from .exposure import Endpoint
+from .exposure import find_class
+from .exposure import find_method
+from .routing import SEGMENT
+
+
+@dataclass(frozen=True)
+class Route:
+    """One routable controller method."""
+
+    #: The method's canonical URL path.
+    url: str
+    file: Path
+    endpoint: Endpoint
+
+    @property
+    def summary(self) -> str:
+        """The first line of the method's docstring."""
+        doc = inspect.getdoc(self.endpoint.func) or ""
+        return doc.splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True)
+class BrokenFile:
+    """A controller file that failed to import."""
+
+    file: Path
+    error: str
+
+
+def controller_files(root: Path) -> t.Iterator[Path]:
+    """Every ``.py`` file under ``root`` whose path a URL can name, sorted."""
+    for file in sorted(root.rglob("*.py")):
+        parts = file.relative_to(root).with_suffix("").parts
+        if all(SEGMENT.fullmatch(part) for part in parts):
+            yield file
+
+
+def scan(kernel: Kernel) -> tuple[list[Route], list[BrokenFile]]:
+    """List the routes of the kernel's catalog, and the files that failed to load."""
+    routes: list[Route] = []
+    broken: list[BrokenFile] = []
+    root = kernel.router.root
+    for file in controller_files(root):
+        loaded = kernel.loader.load(file)
+        if loaded.module is None:
+            broken.append(BrokenFile(file, loaded.error or "failed to load"))
+            continue
+        prefix = "/".join(file.relative_to(root).with_suffix("").parts)
+        for class_name, method_name in _exposed_names(loaded.module, kernel):
+            url = f"/{prefix}/{class_name}/{method_name}"
+            try:
+                _, endpoint = kernel.resolve(url)
+            except RouteNotFound:
+                continue  # shadowed by another file, or under a reserved prefix
+            routes.append(Route(url, file, endpoint))
+    return routes, broken
+
+
+def _exposed_names(module: t.Any, kernel: Kernel) -> t.Iterator[tuple[str, str]]:
+    for class_name in list(vars(module)):
+        try:
+            cls = find_class(module, class_name)
+        except RouteNotFound:
+            continue
+        for method_name in sorted({name for klass in cls.__mro__ for name in vars(klass)}):
+            try:
+                find_method(cls, method_name, kernel.loader.owns)
+            except RouteNotFound:
+                continue
+            yield class_name, method_name

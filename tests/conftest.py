@@ -1,0 +1,155 @@
+"""Shared fixtures: apps on the shipped catalog or on a catalog written by the test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import typing as t
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from kernel import create_app
+from kernel.settings import PROJECT_ROOT
+
+#: The project's virtualenv binaries (the tests run from it).
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_kernkoa_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's KERNKOA_* variables; each gets its own VAR folder."""
+    for name in list(os.environ):
+        if name.startswith("KERNKOA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KERNKOA_VAR", str(tmp_path / "var"))
+
+
+class ControllerTree:
+    """A throw-away catalog: ``tree.write("shop/cart.py", source)`` adds a controller."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.controllers = root / "controller"
+        self.controllers.mkdir(parents=True, exist_ok=True)
+
+    def write(self, relative: str, source: str) -> Path:
+        """Write a controller file (dedented) under ``controller/``; return its path."""
+        path = self.controllers / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        return path
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> ControllerTree:
+    """An empty catalog in ``tmp_path``."""
+    return ControllerTree(tmp_path / "catalog")
+
+
+@pytest.fixture
+def make_app(tree: ControllerTree) -> t.Callable[..., Flask]:
+    """Build an app on the test's catalog, with extra settings."""
+
+    def make(**overrides: t.Any) -> Flask:
+        return create_app({"CATALOG": str(tree.root), **overrides})
+
+    return make
+
+
+@pytest.fixture
+def app() -> Flask:
+    """An app on the project's shipped catalog."""
+    return create_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of :func:`app`."""
+    return app.test_client()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None,
+                  timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers at all (any status); fail if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Terminate a process, escalating to SIGKILL after ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(grace)
+
+
+class LiveServer:
+    """A real server process on 127.0.0.1, and a small HTTP client for it."""
+
+    def __init__(self, base: str, process: subprocess.Popen[bytes]) -> None:
+        self.base = base
+        self.process = process
+
+    def request(self, path: str, method: str = "GET", data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; return status, headers and body, whatever the status."""
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> t.Iterator[t.Callable[..., LiveServer]]:
+    """Start ``kernkoa serve`` on a free port with extra ``KERNKOA_*`` variables."""
+    started: list[tuple[subprocess.Popen[bytes], t.IO[bytes]]] = []
+
+    def start(**env: str) -> LiveServer:
+        port = free_port()
+        environ = {**os.environ, **{f"KERNKOA_{k}": v for k, v in env.items()}}
+        log = open(tmp_path / f"serve-{port}.log", "wb")
+        process = subprocess.Popen(
+            [str(BIN / "kernkoa"), "serve", "--port", str(port), "--no-worker"],
+            cwd=PROJECT_ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
+        )
+        started.append((process, log))
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base + "/_kernkoa/ready", process)
+        return LiveServer(base, process)
+
+    yield start
+    for process, log in started:
+        stop(process)
+        log.close()
