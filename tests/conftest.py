@@ -146,7 +146,7 @@ def serve(tmp_path: Path) -> t.Iterator[t.Callable[..., LiveServer]]:
         )
         started.append((process, log))
         base = f"http://127.0.0.1:{port}"
-        wait_for_http(base + "/_kernkoa/ready", process)
+        wait_for_http(base + "/", process)
         return LiveServer(base, process)
 
     yield start
