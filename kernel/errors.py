@@ -7,6 +7,7 @@ for the log and shown to clients only in debug mode.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 import typing as t
@@ -14,7 +15,6 @@ import typing as t
 from flask import Flask
 from flask import Response
 from flask import current_app
-from flask import json
 from werkzeug import exceptions as http
 
 log = logging.getLogger("kernkoa")
