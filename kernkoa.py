@@ -4,8 +4,8 @@
 - uWSGI: ``module = kernkoa``, ``callable = app``.
 - Development: ``python kernkoa.py`` is ``kernkoa serve``.
 
-Importing this module creates no app: ``app`` is built on first access, so a
-controller's ``from kernkoa import *`` costs nothing and starts nothing.
+Importing this module creates no app: ``app`` builds it on its first request,
+so a controller's ``from kernkoa import *`` costs nothing and starts nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from flask import session
 from flask import stream_template
 from flask import url_for
 
+from kernel.app import LazyApp
 from kernel.exposure import methods
 from kernel.placeholders import dbs
 from kernel.placeholders import exeTask
@@ -65,12 +66,9 @@ def escape(value: t.Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def __getattr__(name: str) -> t.Any:
-    if name == "app":
-        from kernel.app import default_app
-
-        return default_app()
-    raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
+#: The WSGI application (uWSGI: ``module = kernkoa``, ``callable = app``),
+#: built from ``config.py`` and the environment on its first request.
+app = LazyApp()
 
 
 if __name__ == "__main__":
