@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+# Programs the test suite runs for real, from the distribution when missing.
+SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck
+
+.PHONY: install run test lint clean system-tools
 
 install: $(STAMP)
 
@@ -20,7 +23,16 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: install lint system-tools
 	$(BIN)/python -m pytest
 
 clean:
