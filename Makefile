@@ -5,9 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # Programs the test suite runs for real, from the distribution when missing.
-SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck
+SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck wrk:wrk
 
-.PHONY: install run test lint clean system-tools
+# Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
+BENCH_ARGS ?=
+
+.PHONY: install run test lint clean system-tools bench
 
 install: $(STAMP)
 
@@ -34,6 +37,10 @@ system-tools:
 
 test: install lint system-tools
 	$(BIN)/python -m pytest
+
+# Benchmarks on real uWSGI servers driven by wrk (see bench/RESULTS.md).
+bench: install system-tools
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
