@@ -88,7 +88,13 @@ def dispatch(path: str = "") -> Response:
             "and this kernel has no task support yet."
         )
     instance = endpoint.cls()
-    return to_response(endpoint.func(instance, *args, **kwargs))
+    try:
+        result = endpoint.func(instance, *args, **kwargs)
+    except SystemExit as error:
+        # A controller's sys.exit() would end the worker process (uWSGI) or drop
+        # the connection (dev server): it is a failed request like any other.
+        raise RuntimeError(f"the controller called sys.exit({error.code!r})") from error
+    return to_response(result)
 
 
 def _refuse_hidden_segments() -> None:
