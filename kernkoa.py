@@ -4,7 +4,7 @@
 - uWSGI: ``module = kernkoa``, ``callable = app``.
 - Development: ``python kernkoa.py`` is ``kernkoa serve``.
 
-Importing this module creates no app: ``app`` is built on first access, so a
+Importing this module creates no app: ``app`` is built on first use, so a
 controller's ``from kernkoa import *`` costs nothing and starts nothing.
 """
 
@@ -15,6 +15,7 @@ import json
 import time
 import typing as t
 
+from flask import Flask
 from flask import Response
 from flask import abort
 from flask import jsonify
@@ -25,6 +26,7 @@ from flask import send_file
 from flask import session
 from flask import stream_template
 from flask import url_for
+from werkzeug.local import LocalProxy
 
 from kernel.exposure import methods
 from kernel.placeholders import dbs
@@ -65,12 +67,16 @@ def escape(value: t.Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def __getattr__(name: str) -> t.Any:
-    if name == "app":
-        from kernel.app import default_app
+def _default_app() -> Flask:
+    from kernel.app import default_app
 
-        return default_app()
-    raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
+    return default_app()
+
+
+#: The app of ``config.py`` and the environment, built on first use. A proxy
+#: rather than a module ``__getattr__``: uWSGI looks ``callable = app`` up in the
+#: module's ``__dict__``, and would not find a name served by ``__getattr__``.
+app: Flask = LocalProxy(_default_app)  # type: ignore[assignment]
 
 
 if __name__ == "__main__":
