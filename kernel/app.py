@@ -141,16 +141,3 @@ def default_app() -> Flask:
         _default_app = create_app()
     return _default_app
 
-
-class LazyApp:
-    """A WSGI callable standing for :func:`default_app`, built on the first request.
-
-    This is ``kernkoa.app``: uWSGI needs a real module attribute, while a
-    controller's ``from kernkoa import *`` must not build an app.
-    """
-
-    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        return default_app()(environ, start_response)
-
-    def __getattr__(self, name: str) -> t.Any:
-        return getattr(default_app(), name)
