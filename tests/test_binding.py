@@ -217,6 +217,10 @@ def test_surplus_path_segments_are_404(client: FlaskClient, path: str) -> None:
     assert_error(client.get(path), 404, "not_found")
 
 
+def test_numeric_path_segment_fills_a_typed_parameter(client: FlaskClient) -> None:
+    assert client.get("/b/T/integer/42").get_json() == {"n": 42}
+
+
 def test_typed_path_segment_that_does_not_convert_is_422(client: FlaskClient) -> None:
     error = assert_error(client.get("/b/T/integer/abc"), 422)
     assert error["fields"][0]["source"] == "path"

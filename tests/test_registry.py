@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing as t
+from pathlib import Path
 
 from conftest import ControllerTree
 from flask import Flask
@@ -127,3 +128,16 @@ def test_scan_lists_exactly_the_routable_urls(make_app: t.Callable[..., Flask],
         for verb in route.endpoint.http_methods:
             response = client.open(route.url, method=verb)
             assert response.status_code not in (404, 405), (route.url, verb)
+
+
+def test_listing_skips_shadowed_and_escaping_files(tree: ControllerTree, tmp_path: Path) -> None:
+    tree.write("a.py", "class C:\n    def m(self):\n        return 'file'\n")
+    tree.write("a/b.py", "class C:\n    def m(self):\n        return 'shadowed'\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    marker = tmp_path / "marker"
+    (outside / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass C:\n    def m(self):\n        pass\n")
+    (tree.controllers / "linked").symlink_to(outside, target_is_directory=True)
+    assert list(controller_files(tree.controllers)) == [tree.controllers / "a.py"]
+    assert not marker.exists()

@@ -33,6 +33,7 @@ HELLO = """
         ("/a", ["a"]),
         ("/a/B/c_1", ["a", "B", "c_1"]),
         ("a/b", ["a", "b"]),
+        ("/a/B/c/42/v1.2-rc~3", ["a", "B", "c", "42", "v1.2-rc~3"]),
     ],
 )
 def test_split_path_accepts_identifiers(path: str, segments: list[str]) -> None:
@@ -42,8 +43,8 @@ def test_split_path_accepts_identifiers(path: str, segments: list[str]) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/..", "/a/../b", "/.", "/a//b", "/a/", "/_x", "/a/__init__", "/1a", "/a-b",
-        "/a.py", "/a b", "/café", "/a\\b", "/a\nb", "/a\x00b", "/%2e%2e",
+        "/..", "/a/../b", "/.", "/a//b", "/a/", "/_x", "/a/__init__", "/-a", "/.a",
+        "/a/.py", "/~a", "/a b", "/café", "/a\\b", "/a\nb", "/a\x00b", "/%2e%2e",
     ],
 )
 def test_split_path_refuses_everything_else(path: str) -> None:
@@ -76,7 +77,9 @@ def test_router_defaults_to_index_method_and_route(tree: ControllerTree) -> None
     assert router.resolve("/").route == "/index/C/m"
 
 
-@pytest.mark.parametrize("path", ["/shop", "/shop/cart", "/nothing/C/m", "/shop/none/C/m"])
+@pytest.mark.parametrize("path", ["/shop", "/shop/cart", "/nothing/C/m", "/shop/none/C/m",
+                                  "/1shop/cart/C/m", "/shop/cart/1C/m", "/shop/cart/C/m-1",
+                                  "/shop.py/cart/C/m", "/shop/cart.py/C/m"])
 def test_router_needs_a_file_and_a_class(tree: ControllerTree, path: str) -> None:
     tree.write("shop/cart.py", HELLO)
     with pytest.raises(RouteNotFound):
@@ -138,7 +141,9 @@ BAD_PATHS = [
     "/caf%C3%A9/C/m",
     "/m/C%C3%A9/m",
     "/m/C/m%00",
-    "/m/C/m/1",
+    "/m/C/m/-1",
+    "/m/C/m/.x",
+    "/m/C/m/_x",
     "/_m/C/m",
     "/m/_C/m",
     "/m/C/_m",
