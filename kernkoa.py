@@ -26,8 +26,8 @@ from flask import session
 from flask import stream_template
 from flask import url_for
 
+from kernel.databases import dbs
 from kernel.exposure import methods
-from kernel.placeholders import dbs
 from kernel.placeholders import exeTask
 from kernel.placeholders import load
 from kernel.rendering import render
