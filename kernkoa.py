@@ -28,8 +28,8 @@ from flask import url_for
 
 from kernel.databases import dbs
 from kernel.exposure import methods
+from kernel.load import load
 from kernel.placeholders import exeTask
-from kernel.placeholders import load
 from kernel.rendering import render
 from kernel.settings import config
 
