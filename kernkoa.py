@@ -73,6 +73,20 @@ def __getattr__(name: str) -> t.Any:
     raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
 
 
+# uWSGI finds ``callable = app`` by a lookup in this module's __dict__, which
+# never reaches __getattr__ above: under uWSGI (the only place the ``uwsgi``
+# module can be imported) the app is built at import. Building it opens no
+# connection and starts no thread, so forking workers afterwards is safe.
+try:
+    import uwsgi  # noqa: F401
+except ImportError:
+    pass
+else:
+    from kernel.app import default_app as _default_app
+
+    app = _default_app()
+
+
 if __name__ == "__main__":
     import sys
 
