@@ -9,6 +9,7 @@ import subprocess
 import sys
 import typing as t
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -201,7 +202,10 @@ def test_forked_child_builds_its_own_engine(db: Database) -> None:
     db.query("INSERT INTO items (name) VALUES ('parent')")
     parent_engine = db.engine
     read, write = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() beside threads; this test has none of its own.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: report and leave without running any test machinery
         code = 1
         try:
