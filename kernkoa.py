@@ -28,10 +28,10 @@ from flask import stream_template
 from flask import url_for
 from werkzeug.local import LocalProxy
 
+from kernel.databases import dbs
 from kernel.exposure import methods
-from kernel.placeholders import dbs
+from kernel.load import load
 from kernel.placeholders import exeTask
-from kernel.placeholders import load
 from kernel.rendering import render
 from kernel.settings import config
 

@@ -20,6 +20,7 @@ from flask import request
 from flask import send_from_directory
 from werkzeug.wrappers import Response
 
+from .addons import install_addons
 from .dispatch import Kernel
 from .dispatch import dispatch
 from .errors import RouteNotFound
@@ -84,6 +85,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
+    install_addons(app, settings)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 
