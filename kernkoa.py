@@ -29,6 +29,7 @@ from flask import url_for
 from werkzeug.local import LocalProxy
 
 from kernel.databases import dbs
+from kernel.errors import ParameterError
 from kernel.exposure import methods
 from kernel.load import load
 from kernel.placeholders import exeTask
@@ -36,6 +37,7 @@ from kernel.rendering import render
 from kernel.settings import config
 
 __all__ = [
+    "ParameterError",
     "Response",
     "abort",
     "config",

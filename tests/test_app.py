@@ -21,7 +21,8 @@ from kernel.settings import PROJECT_ROOT
 
 #: What ``from kernkoa import *`` gives controllers.
 DOCUMENTED_NAMES = {
-    "Response", "abort", "config", "dbs", "escape", "exeTask", "json", "jsonify", "load",
+    "ParameterError", "Response", "abort", "config", "dbs", "escape", "exeTask", "json",
+    "jsonify", "load",
     "methods", "redirect", "render", "render_template", "request", "send_file", "session",
     "stream_template", "time", "url_for",
 }

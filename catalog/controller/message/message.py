@@ -6,7 +6,6 @@
   Invalid input is a 422 error envelope naming each field, and nothing is stored.
 """
 
-from kernel.errors import ParameterError
 from kernkoa import *
 
 #: Longest accepted name and message, in characters.
