@@ -3,6 +3,7 @@
 - Controllers: ``from kernkoa import *`` gives the names in ``__all__``.
 - uWSGI: ``module = kernkoa``, ``callable = app``.
 - Development: ``python kernkoa.py`` is ``kernkoa serve``.
+- Workers: ``celery -A kernkoa.celery worker`` (``-A kernkoa`` would find ``app``).
 
 Importing this module creates no app: ``app`` is built on first access, so a
 controller's ``from kernkoa import *`` costs nothing and starts nothing.
@@ -27,11 +28,12 @@ from flask import stream_template
 from flask import url_for
 
 from kernel.exposure import methods
+from kernel.jobs import exe_task as exeTask
 from kernel.placeholders import dbs
-from kernel.placeholders import exeTask
 from kernel.placeholders import load
 from kernel.rendering import render
 from kernel.settings import config
+from kernel.tasks import task_options
 
 __all__ = [
     "Response",
@@ -51,6 +53,7 @@ __all__ = [
     "send_file",
     "session",
     "stream_template",
+    "task_options",
     "time",
     "url_for",
 ]
@@ -70,6 +73,11 @@ def __getattr__(name: str) -> t.Any:
         from kernel.app import default_app
 
         return default_app()
+    if name == "celery":
+        # ``celery -A kernkoa.celery worker``: the Celery app, built on first use.
+        from kernel.celeryapp import get_celery
+
+        return get_celery()
     raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
 
 

@@ -14,7 +14,6 @@ from flask import request
 from werkzeug.wrappers import Response
 
 from .errors import MethodNotAllowed
-from .errors import NotAvailableYet
 from .errors import RouteNotFound
 from .exposure import Endpoint
 from .exposure import build_endpoint
@@ -83,10 +82,10 @@ def dispatch(path: str = "") -> Response:
     fields = RequestFields(request)
     args, kwargs = endpoint.binder.bind(fields, target.args, path)
     if endpoint.is_celery:
-        raise NotAvailableYet(
-            f"{endpoint.name} is a _celery method: it runs on a Celery worker, "
-            "and this kernel has no task support yet."
-        )
+        from .jobs import enqueue  # imports Celery only when long work is used
+        from .status import task_started
+
+        return task_started(enqueue(endpoint, "/" + path.lstrip("/"), list(args), kwargs))
     instance = endpoint.cls()
     return to_response(endpoint.func(instance, *args, **kwargs))
 

@@ -42,6 +42,3 @@ load = NotYetAvailable("load")
 
 #: ``dbs[name]``: the databases of ``config.databases``.
 dbs = NotYetAvailable("dbs")
-
-#: ``exeTask(self, "name_celery", params)``: start a Celery task.
-exeTask = NotYetAvailable("exeTask")
