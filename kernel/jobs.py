@@ -16,6 +16,7 @@ a dead broker never ties up the web process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -34,6 +35,7 @@ from kombu.utils.json import dumps
 from redis.exceptions import RedisError
 
 from .binding import PARAMS_NAME
+from .binding import ConversionError
 from .celeryapp import TASK_NAME
 from .celeryapp import get_celery
 from .errors import KernelError
@@ -149,14 +151,21 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     task_id = str(uuid.uuid4())
 
     def publish() -> None:
-        JobStore(celery).mark_issued(task_id, route, time.time())
-        celery.send_task(
-            TASK_NAME, task_id=task_id,
-            kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
-            queue=options.get("queue"), retry=False,
-            soft_time_limit=options.get("soft_time_limit"),
-            time_limit=options.get("time_limit"),
-        )
+        store = JobStore(celery)
+        store.mark_issued(task_id, route, time.time())
+        try:
+            celery.send_task(
+                TASK_NAME, task_id=task_id,
+                kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
+                queue=options.get("queue"), retry=False,
+                soft_time_limit=options.get("soft_time_limit"),
+                time_limit=options.get("time_limit"),
+            )
+        except CONNECTION_ERRORS:
+            # Never published: the id must not read as PENDING forever.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                store.forget(task_id)
+            raise
 
     breaker.call(publish)
     return task_id
@@ -184,8 +193,30 @@ def exe_task(instance: t.Any, name: str, params: t.Mapping[str, t.Any] | None = 
     if endpoint.binder.takes_params:
         kwargs: dict[str, t.Any] = {PARAMS_NAME: params}
     else:
-        kwargs = dict(params or {})
+        kwargs = _convert_fields(endpoint, dict(params or {}))
     return {"type": "task", "id": enqueue(endpoint, route, [], kwargs)}
+
+
+def _convert_fields(endpoint: Endpoint, fields: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Fields given to ``exeTask`` as the method's keyword arguments, converted
+    by its annotations like request fields (extra ones go to ``**kwargs`` or away)."""
+    binder = endpoint.binder
+    kwargs: dict[str, t.Any] = {}
+    errors: list[dict[str, str]] = []
+    for slot in binder.slots:
+        if slot.name in fields:
+            try:
+                kwargs[slot.name] = slot.converter("json", fields.pop(slot.name))
+            except ConversionError as error:
+                errors.append({"name": slot.name, "source": "params", "message": str(error)})
+        elif slot.required:
+            errors.append({"name": slot.name, "source": "params",
+                           "message": "this field is required"})
+    if errors:
+        raise ParameterError(errors)
+    if binder.kwargs_name is not None:
+        kwargs.update(fields)
+    return kwargs
 
 
 def read_task(task_id: str) -> TaskRecord:

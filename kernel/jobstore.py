@@ -62,6 +62,10 @@ class JobStore:
         """Record that ``task_id`` was cancelled."""
         self._set(REVOKED_PREFIX + task_id.encode(), {"revoked": True})
 
+    def forget(self, task_id: str) -> None:
+        """Drop the issued marker of a task that was never published."""
+        self.backend.delete(ISSUED_PREFIX + task_id.encode())
+
     def is_revoked(self, task_id: str) -> bool:
         """Whether ``task_id`` was cancelled."""
         return self.backend.get(REVOKED_PREFIX + task_id.encode()) is not None
