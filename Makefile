@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean redis
 
 install: $(STAMP)
 
@@ -20,7 +20,13 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# The task tests start their own redis-server; install it if the machine has none.
+redis:
+	command -v redis-server >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends redis-server; }
+
+test: install lint redis
 	$(BIN)/python -m pytest
 
 clean:

@@ -17,14 +17,13 @@ import typing as t
 from pathlib import Path
 
 import pytest
-
-from kernel.settings import PROJECT_ROOT
-
 from conftest import BIN
 from conftest import LiveServer
 from conftest import free_port
 from conftest import stop
 from conftest import wait_for_http
+
+from kernel.settings import PROJECT_ROOT
 
 #: Controllers used by the long-work tests.
 JOBS_CONTROLLER = '''
