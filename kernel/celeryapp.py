@@ -19,6 +19,7 @@ Two broker set-ups:
 
 from __future__ import annotations
 
+import threading
 import typing as t
 from pathlib import Path
 
@@ -35,6 +36,9 @@ TASK_NAME = "kernkoa.run"
 EMBEDDED_FOLDERS = ("queue", "processed", "control", "results")
 
 _EXTENSION = "kernkoa.celery"
+
+# Threaded servers may ask for the app from two requests at once.
+_build_lock = threading.Lock()
 
 
 class PublishingRedisBackend(RedisBackend):
@@ -169,5 +173,8 @@ def get_celery(flask_app: Flask | None = None) -> Celery:
         flask_app = default_app()
     celery = flask_app.extensions.get(_EXTENSION)
     if celery is None:
-        celery = flask_app.extensions[_EXTENSION] = make_celery(flask_app)
+        with _build_lock:
+            celery = flask_app.extensions.get(_EXTENSION)
+            if celery is None:
+                celery = flask_app.extensions[_EXTENSION] = make_celery(flask_app)
     return t.cast(Celery, celery)
