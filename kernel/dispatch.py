@@ -19,12 +19,14 @@ from .exposure import Endpoint
 from .exposure import build_endpoint
 from .exposure import find_class
 from .exposure import find_method
+from .jobs import enqueue
 from .loader import ModuleLoader
 from .params import RequestFields
 from .rendering import to_response
 from .routing import Router
 from .routing import Target
 from .settings import Settings
+from .status import task_started
 
 
 class Kernel:
@@ -82,9 +84,7 @@ def dispatch(path: str = "") -> Response:
     fields = RequestFields(request)
     args, kwargs = endpoint.binder.bind(fields, target.args, path)
     if endpoint.is_celery:
-        from .jobs import enqueue  # imports Celery only when long work is used
-        from .status import task_started
-
+        # Never run here: bound and checked above, then sent to a worker.
         return task_started(enqueue(endpoint, "/" + path.lstrip("/"), list(args), kwargs))
     instance = endpoint.cls()
     return to_response(endpoint.func(instance, *args, **kwargs))

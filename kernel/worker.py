@@ -80,7 +80,7 @@ def start_embedded_worker() -> subprocess.Popen[bytes]:
     command = [sys.executable, "-c",
                "import sys; from kernel.cli import main; sys.exit(main(['worker']))"]
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    process = subprocess.Popen(command, preexec_fn=preexec)  # noqa: PLW1509
+    process = subprocess.Popen(command, preexec_fn=preexec)
     log.info("started a task worker, pid %d", process.pid)
     return process
 
