@@ -2,7 +2,7 @@
 worker and Redis, driven through nginx on a free port.
 
 The tests in this module share one installation and run in file order; the last
-one stops it and checks that no process is left.
+ones stop it, check that no process is left, and uninstall it.
 """
 
 from __future__ import annotations
@@ -218,3 +218,9 @@ def test_stop_leaves_no_process(deployment: Deployment) -> None:
     assert processes_under(deployment.prefix) == []
     result = run_setup("--prefix", str(deployment.prefix), "--status")
     assert "running" not in result.stdout
+
+
+def test_uninstall_removes_the_install(deployment: Deployment) -> None:
+    run_setup("--prefix", str(deployment.prefix), "--no-systemd", "--uninstall")
+    assert not deployment.prefix.exists()
+    assert processes_under(deployment.prefix) == []
