@@ -124,13 +124,16 @@ def _html_page(body: dict[str, t.Any]) -> str:
             f"<body><h1>Task: {html.escape(body['status'])}</h1><pre>{text}</pre></body></html>")
 
 
-def _answer(body: dict[str, t.Any], status: int = 200) -> Response:
+def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
+    """Send a status body: JSON, or the HTML page when the client prefers HTML."""
     if prefers_html():
         response = current_app.response_class(_html_page(body), status=status,
                                               mimetype="text/html")
     else:
-        response = current_app.json.response(body)
-        response.status_code = status
+        # json.dumps keeps "status" first with KernKoa's spacing:
+        # {"status": "SUCCESS", "data": 10}, byte for byte as clients saw it.
+        response = current_app.response_class(json.dumps(body), status=status,
+                                              mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -145,7 +148,7 @@ def task_status(task_id: str) -> Response:
             raise TaskFinished()
         cancel_task(task_id)
         body = {"status": states.REVOKED}
-    return _answer(body)
+    return status_response(body)
 
 
 def task_started(task_id: str) -> Response:
