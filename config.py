@@ -28,8 +28,14 @@ secretKey = ""
 #: Lifetime of a session cookie, in minutes.
 session_timeout = 60
 
-#: Databases for ``dbs[name]`` (see the README's "Databases" section).
-databases = {}
+#: Databases for ``dbs[name]`` (see docs/mvc.md, "Databases"). Each entry is either
+#: KernKoa's shape, ``{"driver": "sqlite" | "postgresql" | "mysql", "host", "port",
+#: "user", "password", "database"}`` (for SQLite, ``host`` is the file, relative to
+#: VAR), or ``{"url": "<any SQLAlchemy URL>"}``; ``"options"`` adds engine options.
+databases = {
+    "maindb": {"driver": "sqlite", "host": "maindb.sqlite3", "user": "", "password": "",
+               "database": ""},
+}
 
 #: Name of the database models use when they name none.
 defaultDatabase = "maindb"
@@ -76,6 +82,56 @@ MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 #: How many resolved URLs each process remembers.
 ROUTE_CACHE_SIZE = 4096
 
+#: Add-ons to enable, by module name in ADDONS_FOLDER, hooks run in this order
+#: (see docs/mvc.md, "Add-ons"). Example: ``KERNKOA_ADDONS=access_log``.
+ADDONS = []
+
+#: Folder of the add-on modules, relative to the project root.
+ADDONS_FOLDER = "system/addons"
+
 #: Address and port of ``kernkoa serve``.
 HOST = "127.0.0.1"
 PORT = 5000
+
+# --- Long work (Celery) ----------------------------------------------------------
+
+#: Task broker URL, e.g. "redis://127.0.0.1:6379/0" (RabbitMQ: "amqp://...").
+#: Empty: the embedded broker, files under VAR/celery/ (development only: a
+#: worker that crashes loses the task it was running).
+BROKER_URL = ""
+
+#: Where task states and results are kept. Empty: BROKER_URL when it is Redis,
+#: else files under VAR/celery/results/.
+RESULT_BACKEND = ""
+
+#: Seconds a task may run before it is stopped with a FAILURE (0: no limit).
+TASK_SOFT_TIME_LIMIT = 3600
+
+#: Seconds after which a task's worker process is killed (0: no limit).
+TASK_TIME_LIMIT = 3660
+
+#: Seconds before Redis hands an unacknowledged task (its worker died) to another
+#: worker. Must exceed TASK_TIME_LIMIT. 0: twice TASK_TIME_LIMIT.
+VISIBILITY_TIMEOUT = 0
+
+#: Seconds task states, results and KernKoa's task records are kept (Redis).
+RESULT_EXPIRES = 86400
+
+#: Seconds between two stored progress reports of the same state; the reports
+#: in between are dropped, so a tight loop does not flood the result store.
+PROGRESS_INTERVAL = 0.5
+
+#: Seconds the web process waits to connect to the broker or result store
+#: before it answers 503.
+BROKER_TIMEOUT = 1.0
+
+#: Seconds the web process answers 503 at once after a broker failure, instead
+#: of trying again (a circuit breaker).
+BROKER_COOLDOWN = 2.0
+
+#: Seconds between two looks at the embedded broker's queue folder.
+BROKER_POLLING_INTERVAL = 0.05
+
+#: Task processes of a worker started by ``kernkoa serve`` / ``kernkoa worker``
+#: (0: Celery's default, one per CPU).
+WORKER_CONCURRENCY = 0

@@ -3,9 +3,10 @@
 - Controllers: ``from kernkoa import *`` gives the names in ``__all__``.
 - uWSGI: ``module = kernkoa``, ``callable = app``.
 - Development: ``python kernkoa.py`` is ``kernkoa serve``.
+- Workers: ``celery -A kernkoa.celery worker`` (``-A kernkoa`` would find ``app``).
 
-Importing this module creates no app: ``app`` builds it on its first request,
-so a controller's ``from kernkoa import *`` costs nothing and starts nothing.
+Importing this module creates no app: ``app`` is built on first use, so a
+controller's ``from kernkoa import *`` costs nothing and starts nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import time
 import typing as t
 
+from flask import Flask
 from flask import Response
 from flask import abort
 from flask import jsonify
@@ -25,16 +27,19 @@ from flask import send_file
 from flask import session
 from flask import stream_template
 from flask import url_for
+from werkzeug.local import LocalProxy
 
-from kernel.app import LazyApp
+from kernel.databases import dbs
+from kernel.errors import ParameterError
 from kernel.exposure import methods
-from kernel.placeholders import dbs
-from kernel.placeholders import exeTask
-from kernel.placeholders import load
+from kernel.jobs import exe_task as exeTask
+from kernel.load import load
 from kernel.rendering import render
 from kernel.settings import config
+from kernel.tasks import task_options
 
 __all__ = [
+    "ParameterError",
     "Response",
     "abort",
     "config",
@@ -52,6 +57,7 @@ __all__ = [
     "send_file",
     "session",
     "stream_template",
+    "task_options",
     "time",
     "url_for",
 ]
@@ -66,9 +72,25 @@ def escape(value: t.Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-#: The WSGI application (uWSGI: ``module = kernkoa``, ``callable = app``),
-#: built from ``config.py`` and the environment on its first request.
-app = LazyApp()
+def _default_app() -> Flask:
+    from kernel.app import default_app
+
+    return default_app()
+
+
+#: The app of ``config.py`` and the environment, built on first use. A proxy
+#: rather than a module ``__getattr__``: uWSGI looks ``callable = app`` up in the
+#: module's ``__dict__``, and would not find a name served by ``__getattr__``.
+app: Flask = LocalProxy(_default_app)  # type: ignore[assignment]
+
+
+def __getattr__(name: str) -> t.Any:
+    if name == "celery":
+        # ``celery -A kernkoa.celery worker``: the Celery app, built on first use.
+        from kernel.celeryapp import get_celery
+
+        return get_celery()
+    raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from flask import request
 from flask import send_from_directory
 from werkzeug.wrappers import Response
 
+from .addons import install_addons
 from .dispatch import Kernel
 from .dispatch import dispatch
 from .errors import RouteNotFound
@@ -30,6 +31,7 @@ from .routing import Router
 from .sessions import CachedSecureCookieSessionInterface
 from .settings import PROJECT_ROOT
 from .settings import Settings
+from .status import register_status_routes
 
 log = logging.getLogger("kernkoa")
 
@@ -84,9 +86,11 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
                      provide_automatic_options=False)
     app.add_url_rule(f"{base}/<path:path>", "dispatch", dispatch, methods=ROUTED_METHODS,
                      provide_automatic_options=False)
+    register_status_routes(app, base)
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
+    install_addons(app, settings)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 
@@ -144,16 +148,3 @@ def default_app() -> Flask:
         _default_app = create_app()
     return _default_app
 
-
-class LazyApp:
-    """A WSGI callable standing for :func:`default_app`, built on the first request.
-
-    This is ``kernkoa.app``: uWSGI needs a real module attribute, while a
-    controller's ``from kernkoa import *`` must not build an app.
-    """
-
-    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        return default_app()(environ, start_response)
-
-    def __getattr__(self, name: str) -> t.Any:
-        return getattr(default_app(), name)

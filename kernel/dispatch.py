@@ -14,18 +14,19 @@ from flask import request
 from werkzeug.wrappers import Response
 
 from .errors import MethodNotAllowed
-from .errors import NotAvailableYet
 from .errors import RouteNotFound
 from .exposure import Endpoint
 from .exposure import build_endpoint
 from .exposure import find_class
 from .exposure import find_method
+from .jobs import enqueue
 from .loader import ModuleLoader
 from .params import RequestFields
 from .rendering import to_response
 from .routing import Router
 from .routing import Target
 from .settings import Settings
+from .status import task_started
 
 
 class Kernel:
@@ -77,7 +78,7 @@ def dispatch(path: str = "") -> Response:
     # access costs a context-variable read (~0.5 µs), and this runs per request.
     req = request._get_current_object()  # type: ignore[attr-defined]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    _refuse_encoded_slashes(req.environ)
+    _refuse_hidden_segments(req.environ)
     target, endpoint = t.cast(Kernel, app.extensions["kernkoa"]).resolve(path)
     if req.method not in endpoint.http_methods:
         if req.method == "OPTIONS":
@@ -86,15 +87,20 @@ def dispatch(path: str = "") -> Response:
         raise MethodNotAllowed(valid_methods=sorted(endpoint.http_methods))
     args, kwargs = endpoint.binder.bind(RequestFields(req), target.args, path)
     if endpoint.is_celery:
-        raise NotAvailableYet(
-            f"{endpoint.name} is a _celery method: it runs on a Celery worker, "
-            "and this kernel has no task support yet."
-        )
+        # Never run here: bound and checked above, then sent to a worker.
+        return task_started(enqueue(endpoint, "/" + path.lstrip("/"), list(args), kwargs))
     instance = endpoint.cls()
-    return to_response(endpoint.func(instance, *args, **kwargs))
+    try:
+        result = endpoint.func(instance, *args, **kwargs)
+    except SystemExit as error:
+        # A controller's sys.exit() would end the worker process (uWSGI) or drop
+        # the connection (dev server): it is a failed request like any other.
+        raise RuntimeError(f"the controller called sys.exit({error.code!r})") from error
+    return to_response(result)
 
 
-def _refuse_encoded_slashes(environ: dict[str, t.Any]) -> None:
+def _refuse_hidden_segments(environ: dict[str, t.Any]) -> None:
+    """Refuse what Werkzeug's matcher hides from the ``path`` it hands over."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
     raw_path = raw.split("?", 1)[0]
     # Only a "%" can start an encoded slash: most paths skip the lowering.
@@ -102,3 +108,6 @@ def _refuse_encoded_slashes(environ: dict[str, t.Any]) -> None:
         raw_path = raw_path.lower()
         if "%2f" in raw_path or "%5c" in raw_path:
             raise RouteNotFound(detail="encoded slash in the path")
+    # The matcher drops leading empty segments ("//m/C/m" arrives as "m/C/m").
+    if "//" in environ.get("PATH_INFO", ""):
+        raise RouteNotFound(detail="empty segment in the path")
