@@ -18,6 +18,9 @@ class Bench:
 
     def echo(self, a: int, b: str, c: bool):
         return {"a": a, "b": b, "c": c}
+
+    def ping_celery(self, task):
+        return "pong"
 '''
 
 

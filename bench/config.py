@@ -14,7 +14,7 @@ class RunConfig:
     rounds: int = 5
     #: Seconds of load per wrk run.
     duration: float = 5.0
-    #: Seconds of load to warm each server up before the rounds.
+    #: Seconds of load to warm each server up before the rounds (0: none).
     warmup: float = 2.0
     #: wrk connections.
     connections: int = 8
@@ -30,5 +30,5 @@ class RunConfig:
     @classmethod
     def smoke(cls, work: Path) -> RunConfig:
         """The tiny run ``make test`` uses so the scripts cannot rot."""
-        return cls(rounds=1, duration=1.0, warmup=1.0, connections=2, files=20, trips=5,
+        return cls(rounds=1, duration=1.0, warmup=0.0, connections=2, files=20, trips=5,
                    work=work)

@@ -63,7 +63,7 @@ def run(config: RunConfig) -> list[Comparison]:
         }
         # Warm-up: every worker builds its app and loads every controller file.
         for side, server in servers.items():
-            for load in sides[side]:
+            for load in sides[side] if config.warmup > 0 else ():
                 run_wrk(server.base, load, scripts, config.warmup, config.connections)
         for _ in range(config.rounds):
             for index in range(len(KINDS)):

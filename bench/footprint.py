@@ -33,8 +33,9 @@ def run(config: RunConfig) -> list[Comparison]:
         for side, (module, path, env) in sides.items():
             with uwsgi(side, module, path, work / "logs", config.processes, env=env) as server:
                 startup.add(side, server.startup * 1000)
+                # RSS after serving, not just after start-up.
                 run_wrk(server.base, Load(f"warm-{side}", (path,)), work / "wrk",
-                        config.warmup, config.connections)
+                        max(config.warmup, 1.0), config.connections)
                 rss = server.worker_rss_kib()
                 memory.add(side, max(rss) / 1024)
     return [startup, memory]

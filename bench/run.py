@@ -24,6 +24,7 @@ from pathlib import Path
 from . import dispatch_bench
 from . import footprint
 from . import inprocess
+from . import tasks_bench
 from .config import RunConfig
 from .servers import ROOT
 from .stats import Comparison
@@ -31,6 +32,7 @@ from .stats import Comparison
 #: Section name to its ``run(config)``, in the order they are run.
 SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "dispatch": dispatch_bench.run,
+    "tasks": tasks_bench.run,
     "footprint": footprint.run,
     "inprocess": inprocess.run,
 }

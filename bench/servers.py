@@ -159,3 +159,26 @@ def redis_server(log_dir: Path) -> t.Iterator[str]:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             stop(process)
+
+
+@contextlib.contextmanager
+def celery_worker(name: str, command: list[str], log_dir: Path,
+                  env: dict[str, str] | None = None, timeout: float = 60.0) -> t.Iterator[None]:
+    """Run a Celery worker command until the block ends; wait until it logs "ready"."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while b" ready." not in log_path.read_bytes():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready: {log_path.read_text()[-2000:]}")
+                time.sleep(0.05)
+            yield
+        finally:
+            stop(process)
