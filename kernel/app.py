@@ -25,13 +25,13 @@ from .dispatch import Kernel
 from .dispatch import dispatch
 from .errors import RouteNotFound
 from .errors import register_error_handlers
+from .lazy import LazyModule
 from .loader import ModuleLoader
 from .routing import Limits
 from .routing import Router
 from .sessions import CachedSecureCookieSessionInterface
 from .settings import PROJECT_ROOT
 from .settings import Settings
-from .status import register_status_routes
 
 log = logging.getLogger("kernkoa")
 
@@ -86,13 +86,24 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
                      provide_automatic_options=False)
     app.add_url_rule(f"{base}/<path:path>", "dispatch", dispatch, methods=ROUTED_METHODS,
                      provide_automatic_options=False)
-    register_status_routes(app, base)
+    app.add_url_rule(f"{base}/status/<task_id>", "task_status", task_status,
+                     methods=["GET", "HEAD", "DELETE"])
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
     install_addons(app, settings)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
+
+
+#: Celery's stack costs every worker process ~15 MiB and ~150 ms to import:
+#: it comes with the first /status request or _celery trigger, not with the app.
+_status = LazyModule("kernel.status")
+
+
+def task_status(task_id: str) -> Response:
+    """``/status/<id>``: :func:`kernel.status.task_status`, imported on first use."""
+    return t.cast(Response, _status.task_status(task_id))
 
 
 def _add_static_folder(app: Flask, rule: str, name: str, folder: Path) -> None:

@@ -19,14 +19,18 @@ from .exposure import Endpoint
 from .exposure import build_endpoint
 from .exposure import find_class
 from .exposure import find_method
-from .jobs import enqueue
+from .lazy import LazyModule
 from .loader import ModuleLoader
 from .params import RequestFields
 from .rendering import to_response
 from .routing import Router
 from .routing import Target
 from .settings import Settings
-from .status import task_started
+
+# The Celery stack (~15 MiB, ~150 ms per worker process) is imported with the
+# first _celery trigger, not with the app: most processes never send a task.
+_jobs = LazyModule("kernel.jobs")
+_status = LazyModule("kernel.status")
 
 
 class Kernel:
@@ -88,7 +92,8 @@ def dispatch(path: str = "") -> Response:
     args, kwargs = endpoint.binder.bind(RequestFields(req), target.args, path)
     if endpoint.is_celery:
         # Never run here: bound and checked above, then sent to a worker.
-        return task_started(enqueue(endpoint, "/" + path.lstrip("/"), list(args), kwargs))
+        task_id = _jobs.enqueue(endpoint, "/" + path.lstrip("/"), list(args), kwargs)
+        return t.cast(Response, _status.task_started(task_id))
     instance = endpoint.cls()
     try:
         result = endpoint.func(instance, *args, **kwargs)
