@@ -61,6 +61,13 @@ INDEX_ROUTE = "index/index/index"
 #: First path segment of the kernel's own pages (/_kernkoa/...).
 RESERVED_PREFIX = "_kernkoa"
 
+#: Serve the kernel's pages: /_kernkoa/endpoints, /info, /openapi.json and /docs.
+#: They show every route with its docstring and parameters, the library versions
+#: and the catalog folder, which is what a developer wants and a stranger should
+#: not see: on a public server set False (they answer 404), or put them behind a
+#: login (``kernel.pages.add_guard``, used by the auth add-on).
+PAGES = True
+
 #: Longest accepted URL path, in characters.
 MAX_PATH_LENGTH = 1024
 

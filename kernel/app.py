@@ -25,6 +25,7 @@ from .dispatch import dispatch
 from .errors import RouteNotFound
 from .errors import register_error_handlers
 from .loader import ModuleLoader
+from .pages import register as register_pages
 from .routing import Limits
 from .routing import Router
 from .settings import PROJECT_ROOT
@@ -84,6 +85,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
+    register_pages(app)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 
