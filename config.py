@@ -28,8 +28,14 @@ secretKey = ""
 #: Lifetime of a session cookie, in minutes.
 session_timeout = 60
 
-#: Databases for ``dbs[name]`` (see the README's "Databases" section).
-databases = {}
+#: Databases for ``dbs[name]`` (see docs/mvc.md, "Databases"). Each entry is either
+#: KernKoa's shape, ``{"driver": "sqlite" | "postgresql" | "mysql", "host", "port",
+#: "user", "password", "database"}`` (for SQLite, ``host`` is the file, relative to
+#: VAR), or ``{"url": "<any SQLAlchemy URL>"}``; ``"options"`` adds engine options.
+databases = {
+    "maindb": {"driver": "sqlite", "host": "maindb.sqlite3", "user": "", "password": "",
+               "database": ""},
+}
 
 #: Name of the database models use when they name none.
 defaultDatabase = "maindb"
@@ -82,6 +88,13 @@ MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
 #: How many resolved URLs each process remembers.
 ROUTE_CACHE_SIZE = 4096
+
+#: Add-ons to enable, by module name in ADDONS_FOLDER, hooks run in this order
+#: (see docs/mvc.md, "Add-ons"). Example: ``KERNKOA_ADDONS=access_log``.
+ADDONS = []
+
+#: Folder of the add-on modules, relative to the project root.
+ADDONS_FOLDER = "system/addons"
 
 #: Address and port of ``kernkoa serve``.
 HOST = "127.0.0.1"

@@ -4,8 +4,8 @@
 - uWSGI: ``module = kernkoa``, ``callable = app``.
 - Development: ``python kernkoa.py`` is ``kernkoa serve``.
 
-Importing this module creates no app: ``app`` builds it on its first request,
-so a controller's ``from kernkoa import *`` costs nothing and starts nothing.
+Importing this module creates no app: ``app`` is built on first use, so a
+controller's ``from kernkoa import *`` costs nothing and starts nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import time
 import typing as t
 
+from flask import Flask
 from flask import Response
 from flask import abort
 from flask import jsonify
@@ -25,16 +26,18 @@ from flask import send_file
 from flask import session
 from flask import stream_template
 from flask import url_for
+from werkzeug.local import LocalProxy
 
-from kernel.app import LazyApp
+from kernel.databases import dbs
+from kernel.errors import ParameterError
 from kernel.exposure import methods
-from kernel.placeholders import dbs
+from kernel.load import load
 from kernel.placeholders import exeTask
-from kernel.placeholders import load
 from kernel.rendering import render
 from kernel.settings import config
 
 __all__ = [
+    "ParameterError",
     "Response",
     "abort",
     "config",
@@ -66,9 +69,16 @@ def escape(value: t.Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-#: The WSGI application (uWSGI: ``module = kernkoa``, ``callable = app``),
-#: built from ``config.py`` and the environment on its first request.
-app = LazyApp()
+def _default_app() -> Flask:
+    from kernel.app import default_app
+
+    return default_app()
+
+
+#: The app of ``config.py`` and the environment, built on first use. A proxy
+#: rather than a module ``__getattr__``: uWSGI looks ``callable = app`` up in the
+#: module's ``__dict__``, and would not find a name served by ``__getattr__``.
+app: Flask = LocalProxy(_default_app)  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

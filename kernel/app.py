@@ -20,6 +20,7 @@ from flask import request
 from flask import send_from_directory
 from werkzeug.wrappers import Response
 
+from .addons import install_addons
 from .dispatch import Kernel
 from .dispatch import dispatch
 from .errors import RouteNotFound
@@ -86,6 +87,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
     register_pages(app)
+    install_addons(app, settings)  # after the pages, so an add-on can guard them
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 
@@ -143,16 +145,3 @@ def default_app() -> Flask:
         _default_app = create_app()
     return _default_app
 
-
-class LazyApp:
-    """A WSGI callable standing for :func:`default_app`, built on the first request.
-
-    This is ``kernkoa.app``: uWSGI needs a real module attribute, while a
-    controller's ``from kernkoa import *`` must not build an app.
-    """
-
-    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        return default_app()(environ, start_response)
-
-    def __getattr__(self, name: str) -> t.Any:
-        return getattr(default_app(), name)

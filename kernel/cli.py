@@ -44,10 +44,10 @@ def routes(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=2))
         return 0
     for route in found["routes"]:
-        verbs = ",".join(v for v in route["http_methods"] if v != "HEAD")
-        print(f"{verbs:<12} {route['kind']:<7} {route['url']}  {route['summary']}".rstrip())
+        verbs = ",".join(route["http_methods"])
+        print(f"{verbs:<16} {route['url']}  {route['summary']}".rstrip())
     for bad in found["broken"]:
-        print(f"{'BROKEN':<12} {'':<7} {bad['file']}  {bad['error']}", file=sys.stderr)
+        print(f"{'BROKEN':<16} {bad['file']}  {bad['error']}", file=sys.stderr)
     return 0
 
 

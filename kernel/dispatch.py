@@ -73,7 +73,7 @@ def kernel() -> Kernel:
 
 def dispatch(path: str = "") -> Response:
     """The catch-all view: call the controller method that ``path`` names."""
-    _refuse_encoded_slashes()
+    _refuse_hidden_segments()
     target, endpoint = kernel().resolve(path)
     if request.method not in endpoint.http_methods:
         if request.method == "OPTIONS":
@@ -88,11 +88,21 @@ def dispatch(path: str = "") -> Response:
             "and this kernel has no task support yet."
         )
     instance = endpoint.cls()
-    return to_response(endpoint.func(instance, *args, **kwargs))
+    try:
+        result = endpoint.func(instance, *args, **kwargs)
+    except SystemExit as error:
+        # A controller's sys.exit() would end the worker process (uWSGI) or drop
+        # the connection (dev server): it is a failed request like any other.
+        raise RuntimeError(f"the controller called sys.exit({error.code!r})") from error
+    return to_response(result)
 
 
-def _refuse_encoded_slashes() -> None:
+def _refuse_hidden_segments() -> None:
+    """Refuse what Werkzeug's matcher hides from the ``path`` it hands over."""
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
     raw_path = raw.split("?", 1)[0].lower()
     if "%2f" in raw_path or "%5c" in raw_path:
         raise RouteNotFound(detail="encoded slash in the path")
+    # The matcher drops leading empty segments ("//m/C/m" arrives as "m/C/m").
+    if "//" in request.environ.get("PATH_INFO", ""):
+        raise RouteNotFound(detail="empty segment in the path")

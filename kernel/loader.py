@@ -133,7 +133,7 @@ class ModuleLoader:
             else:
                 sys.modules.pop(name, None)
             text = "".join(traceback.format_exception(error))
-            log.error("Controller file %s failed to load:\n%s", file, text)
+            log.error("Catalog file %s failed to load:\n%s", file, text)
             return LoadedModule(file, signature, None, error=text)
         return LoadedModule(file, signature, module)
 

@@ -37,11 +37,5 @@ class NotYetAvailable:
         return f"<{self._name}: not available yet>"
 
 
-#: ``load.model(...)`` and friends: the catalog loader for models and print formats.
-load = NotYetAvailable("load")
-
-#: ``dbs[name]``: the databases of ``config.databases``.
-dbs = NotYetAvailable("dbs")
-
 #: ``exeTask(self, "name_celery", params)``: start a Celery task.
 exeTask = NotYetAvailable("exeTask")

@@ -8,6 +8,7 @@ the router itself, so it can never list a route that would not be served.
 from __future__ import annotations
 
 import inspect
+import os
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,23 @@ class BrokenFile:
 
 
 def controller_files(root: Path) -> t.Iterator[Path]:
-    """Every ``.py`` file under ``root`` whose path a URL can name, sorted."""
+    """Every ``.py`` file under ``root`` that a URL can reach, sorted.
+
+    Left out: names that are not identifiers, files inside a folder that a
+    module of the same name shadows (``a.py`` beside ``a/``), and files whose
+    real path leaves ``root`` (symlinks): the router never serves those either.
+    """
+    real_root = os.path.realpath(root)
     for file in sorted(root.rglob("*.py")):
         parts = file.relative_to(root).with_suffix("").parts
-        if all(SEGMENT.fullmatch(part) for part in parts):
-            yield file
+        if not all(SEGMENT.fullmatch(part) for part in parts):
+            continue
+        if any(root.joinpath(*parts[:depth]).with_suffix(".py").is_file()
+               for depth in range(1, len(parts))):
+            continue
+        if os.path.commonpath([os.path.realpath(file), real_root]) != real_root:
+            continue
+        yield file
 
 
 def scan(kernel: Kernel) -> tuple[list[Route], list[BrokenFile]]:

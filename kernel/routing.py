@@ -1,6 +1,7 @@
 """From a URL path to a controller file, class name, method name and arguments.
 
-The path is checked against an allow-list before the file system is touched;
+The path is checked against an allow-list before the file system is touched
+(segments that name folders, modules, classes and methods must be identifiers);
 then folders are walked from the controller root until a segment names a
 ``.py`` file. The walk's answers are cached per path, so a request after the
 first does no directory lookups at all.
@@ -16,9 +17,15 @@ from pathlib import Path
 
 from .errors import RouteNotFound
 
-#: What every path segment must look like: ASCII letters, digits and "_",
-#: starting with a letter (so "_private", "..", "" and dunders never pass).
+#: What a segment naming a folder, module, class or method must look like:
+#: ASCII letters, digits and "_", starting with a letter (so "_private", "..",
+#: "" and dunders never pass).
 SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+#: What a leftover segment passed as an argument may look like: it never
+#: reaches the file system, so numbers and "-", "." and "~" are allowed too,
+#: but it must start with a letter or digit (never "..", "." or "_x").
+ARGUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.~-]*")
 
 #: The method called when a URL names only module and class.
 DEFAULT_METHOD = "index"
@@ -67,9 +74,14 @@ def split_path(path: str, limits: Limits) -> list[str]:
     if len(segments) > limits.max_depth:
         raise RouteNotFound(detail=f"more than {limits.max_depth} path segments")
     for segment in segments:
-        if len(segment) > limits.max_segment or not SEGMENT.fullmatch(segment):
-            raise RouteNotFound(detail=f"path segment {segment[:40]!r} is not an identifier")
+        if len(segment) > limits.max_segment or not ARGUMENT.fullmatch(segment):
+            raise RouteNotFound(detail=f"path segment {segment[:40]!r} is not allowed")
     return segments
+
+
+def _require_name(segment: str, role: str) -> None:
+    if not SEGMENT.fullmatch(segment):
+        raise RouteNotFound(detail=f"{role} {segment[:40]!r} is not an identifier")
 
 
 class Router:
@@ -115,6 +127,7 @@ class Router:
             raise RouteNotFound(detail=f"{segments[0]!r} is a reserved prefix")
         folder = self.root
         for depth, segment in enumerate(segments):
+            _require_name(segment, "folder or module name")
             candidate = folder / f"{segment}.py"
             if candidate.is_file():
                 return self._target(candidate, segments, depth)
@@ -130,6 +143,9 @@ class Router:
         rest = segments[depth + 1:]
         if not rest:
             raise RouteNotFound(detail="the URL names a module but no class")
+        _require_name(rest[0], "class name")
+        if len(rest) > 1:
+            _require_name(rest[1], "method name")
         return Target(
             file=file,
             module_parts=tuple(segments[: depth + 1]),

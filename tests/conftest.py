@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from kernel import create_app
 from kernel.settings import PROJECT_ROOT
@@ -75,6 +76,21 @@ def app() -> Flask:
 def client(app: Flask) -> FlaskClient:
     """A test client of :func:`app`."""
     return app.test_client()
+
+
+def assert_error(response: TestResponse, status: int, code: str | None = None) -> dict[str, t.Any]:
+    """Check that ``response`` is the kernel's JSON error envelope; return its inner dict."""
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/json"
+    error = response.get_json()["error"]
+    assert error["status"] == status
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    else:
+        assert isinstance(error["code"], str) and error["code"]
+    assert ("fields" in error) == (status == 422)
+    return t.cast(dict[str, t.Any], error)
 
 
 def free_port() -> int:

@@ -1,0 +1,143 @@
+"""The route listing: every routable URL of a catalog, and nothing else."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+from conftest import ControllerTree
+from flask import Flask
+
+from kernel.dispatch import Kernel
+from kernel.registry import controller_files
+from kernel.registry import scan
+
+#: A catalog with routable and unroutable things side by side.
+CATALOG = {
+    "index.py": """
+        class index:
+            def index(self):
+                '''The home page.
+
+                More text.'''
+                return "home"
+    """,
+    "shop/cart.py": """
+        import json
+        from flask import Response
+        from kernkoa import methods
+
+        class Base:
+            def shared(self):
+                return "shared"
+
+        class Cart(Base):
+            def add(self, item: int):
+                return item
+
+            @methods("PUT")
+            def replace(self):
+                return "put"
+
+            def order_celery(self, task):
+                return "later"
+
+            def _private(self):
+                pass
+
+            @property
+            def prop(self):
+                return 1
+
+            @staticmethod
+            def static():
+                pass
+
+            @classmethod
+            def klass(cls):
+                pass
+
+            class Nested:
+                def index(self):
+                    pass
+
+        class Encoder(json.JSONEncoder):
+            pass
+
+        class _Hidden:
+            def index(self):
+                pass
+
+        Alias = Cart
+    """,
+    "status.py": """
+        class C:
+            def m(self):
+                pass
+    """,
+    "bad-name.py": """
+        class C:
+            def m(self):
+                pass
+    """,
+    "_private.py": """
+        class C:
+            def m(self):
+                pass
+    """,
+    "broken.py": "class C(\n",
+}
+
+EXPECTED_ROUTES = [
+    "/index/index/index",
+    "/shop/cart/Base/shared",
+    "/shop/cart/Cart/add",
+    "/shop/cart/Cart/order_celery",
+    "/shop/cart/Cart/replace",
+    "/shop/cart/Cart/shared",
+]
+
+
+def write_catalog(tree: ControllerTree) -> None:
+    """Write :data:`CATALOG` into ``tree``."""
+    for name, source in CATALOG.items():
+        tree.write(name, source)
+
+
+def test_controller_files_skip_unnameable_files(tree: ControllerTree) -> None:
+    write_catalog(tree)
+    names = [p.relative_to(tree.controllers).as_posix() for p in controller_files(tree.controllers)]
+    assert names == ["broken.py", "index.py", "shop/cart.py", "status.py"]
+
+
+def test_scan_lists_exactly_the_routable_urls(make_app: t.Callable[..., Flask],
+                                              tree: ControllerTree) -> None:
+    write_catalog(tree)
+    app = make_app()
+    kernel = t.cast(Kernel, app.extensions["kernkoa"])
+    routes, broken = scan(kernel)
+    assert sorted(r.url for r in routes) == EXPECTED_ROUTES
+    assert [b.file.name for b in broken] == ["broken.py"]
+    assert "SyntaxError" in broken[0].error
+    by_url = {r.url: r for r in routes}
+    assert by_url["/index/index/index"].summary == "The home page."
+    assert by_url["/shop/cart/Cart/add"].summary == ""
+    assert by_url["/shop/cart/Cart/replace"].endpoint.http_methods == {"PUT"}
+    client = app.test_client()
+    for route in routes:  # every listed URL is served by its own method
+        for verb in route.endpoint.http_methods:
+            response = client.open(route.url, method=verb)
+            assert response.status_code not in (404, 405), (route.url, verb)
+
+
+def test_listing_skips_shadowed_and_escaping_files(tree: ControllerTree, tmp_path: Path) -> None:
+    tree.write("a.py", "class C:\n    def m(self):\n        return 'file'\n")
+    tree.write("a/b.py", "class C:\n    def m(self):\n        return 'shadowed'\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    marker = tmp_path / "marker"
+    (outside / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass C:\n    def m(self):\n        pass\n")
+    (tree.controllers / "linked").symlink_to(outside, target_is_directory=True)
+    assert list(controller_files(tree.controllers)) == [tree.controllers / "a.py"]
+    assert not marker.exists()

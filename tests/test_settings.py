@@ -1,0 +1,206 @@
+"""Settings from ``config.py``, ``KERNKOA_<NAME>`` variables and overrides."""
+
+from __future__ import annotations
+
+import stat
+import typing as t
+from pathlib import Path
+
+import pytest
+from conftest import ControllerTree
+from flask import Flask
+
+from kernel import create_app
+from kernel.app import SECRET_FILE
+from kernel.settings import PROJECT_ROOT
+from kernel.settings import Settings
+from kernel.settings import SettingsError
+from kernel.settings import config
+from kernel.settings import parse_value
+
+
+def test_defaults_come_from_config_py() -> None:
+    settings = Settings.load(environ={})
+    assert settings.DEBUG is False
+    assert settings.RELOAD is True
+    assert settings.url == "" and settings.base == ""
+    assert settings.defaultDatabase == "maindb"
+    assert settings.CATALOG == PROJECT_ROOT / "catalog"
+    assert settings.TEMPLATES == PROJECT_ROOT / "templates"
+    assert settings.VAR == PROJECT_ROOT / "var"
+    assert settings.path == str(PROJECT_ROOT)
+    assert "os" not in settings.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "name", "value"),
+    [
+        ("KERNKOA_url", "http://example.org/", "url", "http://example.org/"),
+        ("KERNKOA_URL", "http://example.org", "url", "http://example.org"),
+        ("KERNKOA_DEBUG", "true", "DEBUG", True),
+        ("KERNKOA_debug", "Yes", "DEBUG", True),
+        ("KERNKOA_Reload", "off", "RELOAD", False),
+        ("KERNKOA_RELOAD", "0", "RELOAD", False),
+        ("KERNKOA_PORT", "8123", "PORT", 8123),
+        ("KERNKOA_session_TIMEOUT", "5", "session_timeout", 5),
+        ("KERNKOA_DATABASES", '{"maindb": {"driver": "sqlite"}}', "databases",
+         {"maindb": {"driver": "sqlite"}}),
+        ("KERNKOA_DEFAULTDATABASE", "other", "defaultDatabase", "other"),
+    ],
+)
+def test_environment_overrides(key: str, raw: str, name: str, value: t.Any) -> None:
+    assert getattr(Settings.load(environ={key: raw}), name) == value
+
+
+def test_unknown_and_unprefixed_variables_are_ignored() -> None:
+    settings = Settings.load(environ={"KERNKOA_NO_SUCH": "1", "DEBUG": "true"})
+    assert settings.DEBUG is False
+    assert not hasattr(settings, "NO_SUCH")
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "fragment"),
+    [
+        ("KERNKOA_DEBUG", "maybe", "KERNKOA_DEBUG"),
+        ("KERNKOA_PORT", "eighty", "KERNKOA_PORT"),
+        ("KERNKOA_databases", "{not json", "KERNKOA_DATABASES"),
+        ("KERNKOA_DATABASES", "[1, 2]", "JSON object"),
+    ],
+)
+def test_bad_values_raise_a_clear_error(key: str, raw: str, fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        Settings.load(environ={key: raw})
+
+
+def test_bad_environment_stops_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERNKOA_MAX_PATH_DEPTH", "deep")
+    with pytest.raises(SettingsError, match="KERNKOA_MAX_PATH_DEPTH"):
+        create_app()
+
+
+@pytest.mark.parametrize(
+    ("raw", "default", "value"),
+    [
+        ("a, b,,c", ["x"], ["a", "b", "c"]),
+        ("", ("x",), []),
+        ("2.5", 1.0, 2.5),
+        ("text", "default", "text"),
+        ("", True, False),
+    ],
+)
+def test_parse_value_by_type(raw: str, default: t.Any, value: t.Any) -> None:
+    assert parse_value("name", raw, default) == value
+
+
+def test_overrides_win_and_match_case() -> None:
+    settings = Settings.load({"debug": True, "NEW_THING": 1}, environ={"KERNKOA_DEBUG": "no"})
+    assert settings.DEBUG is True
+    assert settings.NEW_THING == 1
+
+
+def test_folder_variables(tmp_path: Path) -> None:
+    settings = Settings.load(environ={
+        "KERNKOA_CATALOG": str(tmp_path / "cat"),
+        "KERNKOA_TEMPLATES": str(tmp_path / "tpl"),
+        "KERNKOA_VAR": str(tmp_path / "var"),
+        "KERNKOA_IMAGES": "relative/images",
+    })
+    assert settings.CATALOG == tmp_path / "cat"
+    assert settings.TEMPLATES == tmp_path / "tpl"
+    assert settings.VAR == tmp_path / "var"
+    assert settings.IMAGES == PROJECT_ROOT / "relative" / "images"
+
+
+def test_catalog_variable_reaches_the_app(tree: ControllerTree,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    tree.write("only.py", "class C:\n    def m(self):\n        return 'from env catalog'\n")
+    monkeypatch.setenv("KERNKOA_CATALOG", str(tree.root))
+    assert create_app().test_client().get("/only/C/m").data == b"from env catalog"
+
+
+def test_templates_variable_reaches_render(tree: ControllerTree, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "t.html").write_text("custom {{ x }}")
+    tree.write("m.py", "from kernkoa import *\n\nclass C:\n"
+                       "    def m(self):\n        return render('t.html', x=1)\n")
+    monkeypatch.setenv("KERNKOA_TEMPLATES", str(tmp_path / "tpl"))
+    monkeypatch.setenv("KERNKOA_CATALOG", str(tree.root))
+    assert create_app().test_client().get("/m/C/m").data == b"custom 1"
+
+
+URL = """
+from kernkoa import *
+
+class C:
+    def url(self):
+        return config.url
+
+    def setting(self, name):
+        return {"value": getattr(config, name)}
+"""
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        ("", "http://localhost/"),
+        ("https://example.org/app", "https://example.org/app/"),
+        ("https://example.org/app/", "https://example.org/app/"),
+    ],
+)
+def test_config_url(make_app: t.Callable[..., Flask], tree: ControllerTree, configured: str,
+                    expected: str) -> None:
+    tree.write("u.py", URL)
+    client = make_app(url=configured).test_client()
+    assert client.get("/u/C/url").text == expected
+
+
+def test_config_url_follows_the_request_root(make_app: t.Callable[..., Flask],
+                                             tree: ControllerTree) -> None:
+    tree.write("u.py", URL)
+    client = make_app().test_client()
+    response = client.get("/u/C/url", base_url="https://shop.example:8443/prefix")
+    assert response.text == "https://shop.example:8443/prefix/"
+
+
+def test_config_reads_the_current_app(make_app: t.Callable[..., Flask],
+                                      tree: ControllerTree) -> None:
+    tree.write("u.py", URL)
+    client = make_app(defaultDatabase="current").test_client()
+    assert client.get("/u/C/setting?name=defaultDatabase").get_json() == {"value": "current"}
+
+
+def test_config_outside_an_app() -> None:
+    assert config.url == "/"
+    assert config.defaultDatabase == "maindb"
+    assert repr(config) == "<kernkoa config>"
+
+
+def test_debug_is_off_by_default(make_app: t.Callable[..., Flask]) -> None:
+    assert make_app().debug is False
+    assert make_app(DEBUG=True).debug is True
+
+
+def test_generated_secret_is_private_and_reused(make_app: t.Callable[..., Flask],
+                                                tmp_path: Path) -> None:
+    first = make_app()
+    secret = tmp_path / "var" / SECRET_FILE  # conftest points KERNKOA_VAR there
+    assert secret.is_file()
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(first.secret_key) >= 32  # type: ignore[arg-type]
+    assert make_app().secret_key == first.secret_key
+    assert secret.read_text().strip() == first.secret_key
+    assert [p.name for p in secret.parent.iterdir()] == [SECRET_FILE]
+
+
+def test_configured_secret_is_used(make_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+    assert make_app(secretKey="configured-secret").secret_key == "configured-secret"
+    assert not (tmp_path / "var" / SECRET_FILE).exists()
+
+
+def test_other_var_gets_its_own_secret(make_app: t.Callable[..., Flask],
+                                       tmp_path: Path) -> None:
+    one = make_app().secret_key
+    two = make_app(VAR=str(tmp_path / "other")).secret_key
+    assert one != two
