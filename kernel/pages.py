@@ -59,6 +59,9 @@ _templates = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+# JSON as plain text, escaped like any other value: Jinja's own ``tojson`` is
+# marked safe and would end a double-quoted attribute at its first quote.
+_templates.filters["json_text"] = lambda value: json.dumps(value, ensure_ascii=False)
 
 
 def render_page(template: str, status: int = 200, **context: t.Any) -> Response:

@@ -243,6 +243,8 @@ def test_docs_page_escapes_and_groups(tree: ControllerTree,
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.index("<h2>/</h2>") < page.index("<h2>/shop</h2>")
     assert 'action="/shop/evil/Evil/run"' in page
+    # A default with quotes and markup stays inside its placeholder attribute.
+    assert 'placeholder="default: &#34;&lt;b&gt;&#34;"' in page
     assert "://" not in page.replace("http://www.w3.org", "")  # nothing from other hosts
 
 
