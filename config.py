@@ -99,3 +99,46 @@ ADDONS_FOLDER = "system/addons"
 #: Address and port of ``kernkoa serve``.
 HOST = "127.0.0.1"
 PORT = 5000
+
+# --- Long work (Celery) ----------------------------------------------------------
+
+#: Task broker URL, e.g. "redis://127.0.0.1:6379/0" (RabbitMQ: "amqp://...").
+#: Empty: the embedded broker, files under VAR/celery/ (development only: a
+#: worker that crashes loses the task it was running).
+BROKER_URL = ""
+
+#: Where task states and results are kept. Empty: BROKER_URL when it is Redis,
+#: else files under VAR/celery/results/.
+RESULT_BACKEND = ""
+
+#: Seconds a task may run before it is stopped with a FAILURE (0: no limit).
+TASK_SOFT_TIME_LIMIT = 3600
+
+#: Seconds after which a task's worker process is killed (0: no limit).
+TASK_TIME_LIMIT = 3660
+
+#: Seconds before Redis hands an unacknowledged task (its worker died) to another
+#: worker. Must exceed TASK_TIME_LIMIT. 0: twice TASK_TIME_LIMIT.
+VISIBILITY_TIMEOUT = 0
+
+#: Seconds task states, results and KernKoa's task records are kept (Redis).
+RESULT_EXPIRES = 86400
+
+#: Seconds between two stored progress reports of the same state; the reports
+#: in between are dropped, so a tight loop does not flood the result store.
+PROGRESS_INTERVAL = 0.5
+
+#: Seconds the web process waits to connect to the broker or result store
+#: before it answers 503.
+BROKER_TIMEOUT = 1.0
+
+#: Seconds the web process answers 503 at once after a broker failure, instead
+#: of trying again (a circuit breaker).
+BROKER_COOLDOWN = 2.0
+
+#: Seconds between two looks at the embedded broker's queue folder.
+BROKER_POLLING_INTERVAL = 0.05
+
+#: Task processes of a worker started by ``kernkoa serve`` / ``kernkoa worker``
+#: (0: Celery's default, one per CPU).
+WORKER_CONCURRENCY = 0

@@ -3,6 +3,7 @@
 - Controllers: ``from kernkoa import *`` gives the names in ``__all__``.
 - uWSGI: ``module = kernkoa``, ``callable = app``.
 - Development: ``python kernkoa.py`` is ``kernkoa serve``.
+- Workers: ``celery -A kernkoa.celery worker`` (``-A kernkoa`` would find ``app``).
 
 Importing this module creates no app: ``app`` is built on first use, so a
 controller's ``from kernkoa import *`` costs nothing and starts nothing.
@@ -31,10 +32,11 @@ from werkzeug.local import LocalProxy
 from kernel.databases import dbs
 from kernel.errors import ParameterError
 from kernel.exposure import methods
+from kernel.jobs import exe_task as exeTask
 from kernel.load import load
-from kernel.placeholders import exeTask
 from kernel.rendering import render
 from kernel.settings import config
+from kernel.tasks import task_options
 
 __all__ = [
     "ParameterError",
@@ -55,6 +57,7 @@ __all__ = [
     "send_file",
     "session",
     "stream_template",
+    "task_options",
     "time",
     "url_for",
 ]
@@ -79,6 +82,15 @@ def _default_app() -> Flask:
 #: rather than a module ``__getattr__``: uWSGI looks ``callable = app`` up in the
 #: module's ``__dict__``, and would not find a name served by ``__getattr__``.
 app: Flask = LocalProxy(_default_app)  # type: ignore[assignment]
+
+
+def __getattr__(name: str) -> t.Any:
+    if name == "celery":
+        # ``celery -A kernkoa.celery worker``: the Celery app, built on first use.
+        from kernel.celeryapp import get_celery
+
+        return get_celery()
+    raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from .routing import Limits
 from .routing import Router
 from .settings import PROJECT_ROOT
 from .settings import Settings
+from .status import register_status_routes
 
 log = logging.getLogger("kernkoa")
 
@@ -83,6 +84,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
                      provide_automatic_options=False)
     app.add_url_rule(f"{base}/<path:path>", "dispatch", dispatch, methods=ROUTED_METHODS,
                      provide_automatic_options=False)
+    register_status_routes(app, base)
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)

@@ -1,10 +1,11 @@
-"""The ``kernkoa`` command: ``serve``, ``routes`` and ``check``."""
+"""The ``kernkoa`` command: ``serve``, ``worker``, ``routes`` and ``check``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import sys
 import typing as t
 
@@ -14,6 +15,9 @@ from . import listing
 from .app import create_app
 from .dispatch import Kernel
 from .registry import scan
+from .worker import run_worker
+from .worker import start_embedded_worker
+from .worker import stop_worker
 
 
 def _kernel(app: Flask) -> Kernel:
@@ -29,10 +33,23 @@ def serve(args: argparse.Namespace) -> int:
     settings = _kernel(app).settings
     host = args.host or settings.HOST
     port = args.port if args.port is not None else settings.PORT
-    # Our own loader reloads controllers; Werkzeug's reloader would start the
-    # process twice, and its debugger runs code typed into a web page.
-    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    worker = None if args.no_worker else start_embedded_worker()
+    # SIGTERM must unwind through the finally below, so the worker goes too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        # Our own loader reloads controllers; Werkzeug's reloader would start
+        # the process twice (and two workers), and its debugger runs code
+        # typed into a web page.
+        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    finally:
+        if worker is not None:
+            stop_worker(worker)
     return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker; extra arguments go to ``celery worker``."""
+    return run_worker(args.celery_args)
 
 
 def routes(args: argparse.Namespace) -> int:
@@ -71,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-worker", action="store_true",
                    help="do not start a task worker beside the server")
     p.set_defaults(func=serve)
+    p = commands.add_parser("worker", help="run a task worker (options go to celery worker)")
+    p.add_argument("celery_args", nargs=argparse.REMAINDER,
+                   help="celery worker options, e.g. --concurrency=4 -Q celery,long")
+    p.set_defaults(func=worker)
     p = commands.add_parser("routes", help="list every routable URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=routes)
@@ -83,5 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``kernkoa`` command."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after "worker" is Celery's, options included.
+        return run_worker(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))

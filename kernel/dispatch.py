@@ -14,18 +14,19 @@ from flask import request
 from werkzeug.wrappers import Response
 
 from .errors import MethodNotAllowed
-from .errors import NotAvailableYet
 from .errors import RouteNotFound
 from .exposure import Endpoint
 from .exposure import build_endpoint
 from .exposure import find_class
 from .exposure import find_method
+from .jobs import enqueue
 from .loader import ModuleLoader
 from .params import RequestFields
 from .rendering import to_response
 from .routing import Router
 from .routing import Target
 from .settings import Settings
+from .status import task_started
 
 
 class Kernel:
@@ -83,10 +84,8 @@ def dispatch(path: str = "") -> Response:
     fields = RequestFields(request)
     args, kwargs = endpoint.binder.bind(fields, target.args, path)
     if endpoint.is_celery:
-        raise NotAvailableYet(
-            f"{endpoint.name} is a _celery method: it runs on a Celery worker, "
-            "and this kernel has no task support yet."
-        )
+        # Never run here: bound and checked above, then sent to a worker.
+        return task_started(enqueue(endpoint, "/" + path.lstrip("/"), list(args), kwargs))
     instance = endpoint.cls()
     try:
         result = endpoint.func(instance, *args, **kwargs)

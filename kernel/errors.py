@@ -86,17 +86,6 @@ class ControllerLoadError(KernelError):
     description = "The controller for this URL failed to load."
 
 
-class NotAvailableYet(KernelError):
-    """A feature controllers may name but this kernel does not provide yet."""
-
-    code = 501
-    name = "Not Implemented"
-
-
-class KernelNotAvailable(RuntimeError):
-    """Raised when a controller uses a helper this kernel does not provide yet."""
-
-
 def _error_code(error: http.HTTPException) -> str:
     code = getattr(error, "error_code", None)
     if code:

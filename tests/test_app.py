@@ -24,7 +24,7 @@ DOCUMENTED_NAMES = {
     "ParameterError", "Response", "abort", "config", "dbs", "escape", "exeTask", "json",
     "jsonify", "load",
     "methods", "redirect", "render", "render_template", "request", "send_file", "session",
-    "stream_template", "time", "url_for",
+    "stream_template", "task_options", "time", "url_for",
 }
 
 

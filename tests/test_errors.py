@@ -41,8 +41,6 @@ class E:
     def reads(self):
         return str(len(request.get_data()))
 
-    def start_task(self, params=None):
-        return exeTask(self, "work_celery", params)
 """
 
 
@@ -116,14 +114,3 @@ def test_flask_own_errors_use_the_envelope(make_app: t.Callable[..., Flask],
     response = client.open("/e/E/raw", method="TRACE")
     assert_error(response, 405)
     assert "Allow" in response.headers
-
-
-@pytest.mark.parametrize(
-    ("path", "name"),
-    [("/e/E/start_task", "exeTask")],
-)
-def test_placeholders_answer_501(make_app: t.Callable[..., Flask],
-                                 tree_with_errors: ControllerTree, path: str,
-                                 name: str) -> None:
-    error = assert_error(make_app().test_client().get(path), 501, "not_implemented")
-    assert error["message"] == f"{name} is not available yet in this KernKoa kernel."

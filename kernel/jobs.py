@@ -1,0 +1,243 @@
+"""The web side of long work: enqueue a ``_celery`` method, read and cancel tasks.
+
+Enqueueing writes the *issued* marker, then publishes one ``kernkoa.run``
+message whose JSON kwargs are::
+
+    {"route": "/shop/report/Report/build_celery",
+     "args": [...], "kwargs": {"year": 2024, "params": {"$kernkoa": "params"}},
+     "request": {"path", "query_string", "method", "root_url", "headers",
+                 "json" | "form"}}
+
+Every broker or backend call here is bounded (connect and socket timeouts, no
+retries) and guarded by a short circuit breaker: after a failure, calls fail
+at once with :class:`BrokerUnavailable` (503) until the cool-down is over, so
+a dead broker never ties up the web process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+import typing as t
+import uuid
+from pathlib import Path
+
+from celery import Celery
+from flask import Request
+from flask import current_app
+from flask import has_request_context
+from flask import request
+from kombu.exceptions import KombuError
+from kombu.utils.json import dumps
+from redis.exceptions import RedisError
+
+from .binding import PARAMS_NAME
+from .binding import ConversionError
+from .celeryapp import TASK_NAME
+from .celeryapp import get_celery
+from .errors import KernelError
+from .errors import ParameterError
+from .errors import RouteNotFound
+from .exposure import Endpoint
+from .jobstore import JobStore
+from .jobstore import TaskRecord
+from .params import Params
+from .params import RequestFields
+from .tasks import PARAMS_FROM_REQUEST
+from .tasks import options_of
+
+log = logging.getLogger("kernkoa.tasks")
+
+#: Errors that mean "the broker or the result store is unreachable".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    KombuError, RedisError, OSError, TimeoutError,
+)
+
+#: Request headers never copied into a message: they are re-derived, or are
+#: credentials that have no business sitting in a broker.
+DROPPED_HEADERS = frozenset({"content-length", "content-type", "cookie", "authorization"})
+
+
+class BrokerUnavailable(KernelError):
+    """The task broker or result store cannot be reached right now."""
+
+    code = 503
+    name = "Service Unavailable"
+    error_code = "broker_unavailable"
+    description = "Background tasks are unavailable right now; try again shortly."
+
+
+class CircuitBreaker:
+    """Fails calls at once for ``cooldown`` seconds after a connection failure."""
+
+    def __init__(self, cooldown: float) -> None:
+        self.cooldown = cooldown
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    def call(self, func: t.Callable[[], t.Any]) -> t.Any:
+        """Run ``func``; turn connection errors into :class:`BrokerUnavailable`."""
+        if time.monotonic() < self._open_until:
+            raise BrokerUnavailable(detail="circuit open after a recent broker failure")
+        try:
+            return func()
+        except CONNECTION_ERRORS as error:
+            with self._lock:
+                self._open_until = time.monotonic() + self.cooldown
+            log.error("task broker or result store unreachable: %r", error)
+            raise BrokerUnavailable(detail=repr(error)) from error
+
+
+def _celery() -> tuple[Celery, CircuitBreaker]:
+    celery = get_celery(current_app._get_current_object())  # type: ignore[attr-defined]
+    breaker = getattr(celery, "kernkoa_breaker", None)
+    if breaker is None:
+        settings = current_app.extensions["kernkoa"].settings
+        breaker = celery.kernkoa_breaker = CircuitBreaker(float(settings.BROKER_COOLDOWN))
+    return celery, breaker
+
+
+def request_snapshot(req: Request) -> dict[str, t.Any]:
+    """The parts of ``req`` a worker needs to rebuild it (JSON-safe)."""
+    snapshot: dict[str, t.Any] = {
+        "path": req.path,
+        "query_string": req.query_string.decode("latin-1"),
+        "method": req.method,
+        "root_url": req.url_root,
+        "headers": [[k, v] for k, v in req.headers.items()
+                    if k.lower() not in DROPPED_HEADERS],
+    }
+    fields = RequestFields(req)
+    if fields.has_body:
+        if req.is_json:
+            snapshot["json"] = fields.json
+        elif fields.form:
+            snapshot["form"] = [[k, v] for k, v in fields.form.items(multi=True)]
+    return snapshot
+
+
+def _encode(value: t.Any) -> t.Any:
+    return PARAMS_FROM_REQUEST if isinstance(value, Params) else value
+
+
+def _check_json(args: list[t.Any], kwargs: dict[str, t.Any]) -> None:
+    bad = []
+    for name, value in [*((str(i), a) for i, a in enumerate(args)), *kwargs.items()]:
+        try:
+            dumps(value)
+        except (TypeError, ValueError):
+            bad.append({"name": name, "source": "request",
+                        "message": "this value cannot be sent to a task (not JSON)"})
+    if bad:
+        raise ParameterError(bad)
+
+
+def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
+            kwargs: dict[str, t.Any]) -> str:
+    """Publish ``route``'s ``_celery`` method with bound arguments; return the task id.
+
+    :raises ParameterError: when an argument is not JSON.
+    :raises BrokerUnavailable: when the broker or result store is unreachable.
+    """
+    args = [_encode(a) for a in args]
+    kwargs = {k: _encode(v) for k, v in kwargs.items()}
+    _check_json(args, kwargs)
+    snapshot = request_snapshot(request) if has_request_context() else None
+    celery, breaker = _celery()
+    options = options_of(endpoint.func)
+    task_id = str(uuid.uuid4())
+
+    def publish() -> None:
+        store = JobStore(celery)
+        store.mark_issued(task_id, route, time.time())
+        try:
+            celery.send_task(
+                TASK_NAME, task_id=task_id,
+                kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
+                queue=options.get("queue"), retry=False,
+                soft_time_limit=options.get("soft_time_limit"),
+                time_limit=options.get("time_limit"),
+            )
+        except CONNECTION_ERRORS:
+            # Never published: the id must not read as PENDING forever.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                store.forget(task_id)
+            raise
+
+    breaker.call(publish)
+    return task_id
+
+
+def exe_task(instance: t.Any, name: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
+    """KernKoa's ``exeTask(self, "name_celery", params)``: enqueue a method of ``instance``.
+
+    The method is found by URL, through the same router and rules as a
+    request, so only a routable ``_celery`` method can be started. Returns
+    ``{"type": "task", "id": <id>}``.
+    """
+    kernel = current_app.extensions["kernkoa"]
+    cls = type(instance)
+    module = sys.modules.get(cls.__module__)
+    file = Path(getattr(module, "__file__", "") or "")
+    try:
+        parts = file.relative_to(kernel.router.root).with_suffix("").parts
+    except ValueError:
+        raise RouteNotFound(detail=f"{cls.__name__} is not a catalog controller") from None
+    route = "/" + "/".join((*parts, cls.__name__, name))
+    _, endpoint = kernel.resolve(route)
+    if not endpoint.is_celery:
+        raise RouteNotFound(detail=f"{name} is not a _celery method")
+    if endpoint.binder.takes_params:
+        kwargs: dict[str, t.Any] = {PARAMS_NAME: params}
+    else:
+        kwargs = _convert_fields(endpoint, dict(params or {}))
+    return {"type": "task", "id": enqueue(endpoint, route, [], kwargs)}
+
+
+def _convert_fields(endpoint: Endpoint, fields: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Fields given to ``exeTask`` as the method's keyword arguments, converted
+    by its annotations like request fields (extra ones go to ``**kwargs`` or away)."""
+    binder = endpoint.binder
+    kwargs: dict[str, t.Any] = {}
+    errors: list[dict[str, str]] = []
+    for slot in binder.slots:
+        if slot.name in fields:
+            try:
+                kwargs[slot.name] = slot.converter("json", fields.pop(slot.name))
+            except ConversionError as error:
+                errors.append({"name": slot.name, "source": "params", "message": str(error)})
+        elif slot.required:
+            errors.append({"name": slot.name, "source": "params",
+                           "message": "this field is required"})
+    if errors:
+        raise ParameterError(errors)
+    if binder.kwargs_name is not None:
+        kwargs.update(fields)
+    return kwargs
+
+
+def read_task(task_id: str) -> TaskRecord:
+    """What the result store holds about ``task_id``.
+
+    :raises BrokerUnavailable: when it is unreachable.
+    """
+    celery, breaker = _celery()
+    return t.cast(TaskRecord, breaker.call(lambda: JobStore(celery).read(task_id)))
+
+
+def cancel_task(task_id: str) -> None:
+    """Record the cancellation, then ask the workers to drop the task.
+
+    The record makes it REVOKED for good, and the task checks it before it
+    starts and at each progress report; Celery's own revoke is a broadcast
+    that is only a best effort (lost if no worker is listening).
+    """
+    celery, breaker = _celery()
+    breaker.call(lambda: JobStore(celery).mark_revoked(task_id))
+    try:
+        breaker.call(lambda: celery.control.revoke(task_id))
+    except BrokerUnavailable:
+        log.warning("task %s: cancellation recorded, but the revoke broadcast failed", task_id)

@@ -1,0 +1,84 @@
+"""KernKoa's own records about tasks, kept in the Celery result backend.
+
+Celery reads an id it never heard of as ``PENDING``, so the web process writes
+an *issued* marker before publishing, and ``/status`` answers 404 for an id
+without one. A cancellation is recorded the same way, so a task reads as
+``REVOKED`` from then on whatever its worker does later. Both live beside
+Celery's own result keys (never inside them: a worker may be writing those)
+and, on Redis, expire with the results.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from dataclasses import dataclass
+
+from celery import Celery
+from celery.backends.redis import RedisBackend
+
+ISSUED_PREFIX = b"kernkoa-task-"
+REVOKED_PREFIX = b"kernkoa-revoked-"
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What the backend holds about one task id."""
+
+    #: Our marker, written before publishing (``None``: never issued or expired).
+    issued: dict[str, t.Any] | None
+    #: Whether the task was cancelled.
+    revoked: bool
+    #: Celery's raw result meta (``status``, ``result``), undecoded exceptions.
+    meta: dict[str, t.Any] | None
+
+
+class JobStore:
+    """Reads and writes the task records of one Celery app.
+
+    :param celery: the Celery app; its result backend stores the records.
+    :param fail_fast: do not retry a lost Redis connection (the web side,
+        which must answer 503 quickly); the worker side may retry.
+    """
+
+    def __init__(self, celery: Celery, fail_fast: bool = True) -> None:
+        self.backend = celery.backend
+        self.fail_fast = fail_fast
+
+    def _set(self, key: bytes, value: dict[str, t.Any]) -> None:
+        data = json.dumps(value)
+        if isinstance(self.backend, RedisBackend):
+            # Expires with the results (RedisBackend.set applies result_expires).
+            policy = {"max_retries": 0} if self.fail_fast else {}
+            self.backend.set(key, data, **policy)
+        else:
+            self.backend.set(key, data)
+
+    def mark_issued(self, task_id: str, route: str, created: float) -> None:
+        """Record that ``task_id`` was issued for ``route``, before publishing it."""
+        self._set(ISSUED_PREFIX + task_id.encode(), {"route": route, "created": created})
+
+    def mark_revoked(self, task_id: str) -> None:
+        """Record that ``task_id`` was cancelled."""
+        self._set(REVOKED_PREFIX + task_id.encode(), {"revoked": True})
+
+    def forget(self, task_id: str) -> None:
+        """Drop the issued marker of a task that was never published."""
+        self.backend.delete(ISSUED_PREFIX + task_id.encode())
+
+    def is_revoked(self, task_id: str) -> bool:
+        """Whether ``task_id`` was cancelled."""
+        return self.backend.get(REVOKED_PREFIX + task_id.encode()) is not None
+
+    def read(self, task_id: str) -> TaskRecord:
+        """The marker, the cancellation and Celery's meta of ``task_id``, in one read."""
+        key = task_id.encode()
+        keys = [ISSUED_PREFIX + key, REVOKED_PREFIX + key, self.backend.get_key_for_task(task_id)]
+        issued, revoked, meta = list(self.backend.mget(keys))
+        return TaskRecord(
+            issued=json.loads(issued) if issued else None,
+            revoked=revoked is not None,
+            # Decoded without rebuilding exceptions: the status only needs
+            # their type name and message.
+            meta=self.backend.decode(meta) if meta else None,
+        )

@@ -1,0 +1,166 @@
+"""HTTP faces of long work: the trigger's answer and ``/status/<id>``.
+
+``GET /status/<id>`` answers, with ``Cache-Control: no-store``:
+
+==========================  ===================================================
+task                        body
+==========================  ===================================================
+queued                      ``{"status": "PENDING"}``
+running, no progress yet    ``{"status": "STARTED"}``
+custom state                ``{"status": "<state>", "state": <meta>}``
+done                        ``{"status": "SUCCESS", "data": <return value>}``
+raised                      ``{"status": "FAILURE", "error": {"type", "message"}}``
+cancelled                   ``{"status": "REVOKED"}``
+never issued or expired     404 error envelope
+==========================  ===================================================
+
+JSON unless the client prefers HTML (a browser), which gets a small page that
+reloads itself until the task is over; ``?format=json`` forces JSON.
+``DELETE /status/<id>`` cancels the task.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import typing as t
+import uuid
+
+from celery import states
+from flask import Flask
+from flask import current_app
+from flask import redirect
+from flask import request
+from flask import url_for
+from werkzeug.wrappers import Response
+
+from .errors import KernelError
+from .jobs import cancel_task
+from .jobs import read_task
+from .jobstore import TaskRecord
+
+#: States after which a task's status never changes.
+FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE, states.REVOKED})
+
+
+class TaskNotFound(KernelError):
+    """No task was issued with this id, or its record expired."""
+
+    code = 404
+    name = "Not Found"
+    error_code = "not_found"
+    description = "No task has this id (it was never issued, or its result expired)."
+
+
+class TaskFinished(KernelError):
+    """A task that already finished cannot be cancelled."""
+
+    code = 409
+    name = "Conflict"
+    error_code = "conflict"
+    description = "The task has already finished."
+
+
+def _error_message(result: t.Any) -> tuple[str, str]:
+    if not isinstance(result, dict):
+        return "Error", str(result)
+    exc_type = str(result.get("exc_type") or "Error")
+    raw = result.get("exc_message")
+    args = raw if isinstance(raw, (list, tuple)) else [raw] if raw is not None else []
+    if exc_type == "TimeLimitExceeded":
+        limit = args[0] if args else "?"
+        return exc_type, (f"the task ran longer than its hard time limit of {limit} s; "
+                          "its worker process was killed")
+    return exc_type, " ".join(str(a) for a in args)
+
+
+def status_body(record: TaskRecord) -> dict[str, t.Any]:
+    """The status body of a task record (see the module docstring).
+
+    :raises TaskNotFound: when the id was never issued or has expired.
+    """
+    if record.revoked:
+        return {"status": states.REVOKED}
+    meta = record.meta
+    if meta is None:
+        if record.issued is None:
+            raise TaskNotFound()
+        return {"status": states.PENDING}
+    state = meta.get("status", states.PENDING)
+    result = meta.get("result")
+    if state == states.SUCCESS:
+        return {"status": state, "data": result}
+    if state in (states.FAILURE, states.RETRY):
+        exc_type, message = _error_message(result)
+        return {"status": state, "error": {"type": exc_type, "message": message}}
+    if state in (states.PENDING, states.STARTED, states.RECEIVED, states.REVOKED):
+        return {"status": state}
+    return {"status": state, "state": result}
+
+
+def _valid_id(task_id: str) -> bool:
+    try:
+        return str(uuid.UUID(task_id)) == task_id.lower()
+    except ValueError:
+        return False
+
+
+def prefers_html() -> bool:
+    """Whether the client would rather have HTML than JSON (a browser)."""
+    if request.args.get("format") == "json":
+        return False
+    accept = request.accept_mimetypes
+    return accept.best_match(["application/json", "text/html"]) == "text/html" and (
+        accept["text/html"] > accept["application/json"]
+    )
+
+
+def _html_page(body: dict[str, t.Any]) -> str:
+    # Minimal page; it reloads itself until the task is over.
+    refresh = "" if body["status"] in FINAL_STATES else '<meta http-equiv="refresh" content="1">'
+    text = html.escape(json.dumps(body, indent=2))
+    return (f"<!doctype html><html><head><meta charset=utf-8>{refresh}"
+            f"<title>Task {html.escape(body['status'])}</title></head>"
+            f"<body><h1>Task: {html.escape(body['status'])}</h1><pre>{text}</pre></body></html>")
+
+
+def _answer(body: dict[str, t.Any], status: int = 200) -> Response:
+    if prefers_html():
+        response = current_app.response_class(_html_page(body), status=status,
+                                              mimetype="text/html")
+    else:
+        response = current_app.json.response(body)
+        response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def task_status(task_id: str) -> Response:
+    """``GET``/``HEAD``/``DELETE /status/<id>``."""
+    if not _valid_id(task_id):
+        raise TaskNotFound()
+    body = status_body(read_task(task_id))
+    if request.method == "DELETE":
+        if body["status"] in FINAL_STATES - {states.REVOKED}:
+            raise TaskFinished()
+        cancel_task(task_id)
+        body = {"status": states.REVOKED}
+    return _answer(body)
+
+
+def task_started(task_id: str) -> Response:
+    """The trigger's answer: 202 with the id and status URL, or a redirect for browsers."""
+    status_url = url_for("task_status", task_id=task_id, _external=True)
+    if prefers_html():
+        return t.cast(Response, redirect(status_url, code=303))
+    response = current_app.json.response(
+        {"id": task_id, "status": states.PENDING, "status_url": status_url})
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+def register_status_routes(app: Flask, base: str = "") -> None:
+    """Add ``/status/<id>`` to ``app``."""
+    app.add_url_rule(f"{base}/status/<task_id>", "task_status", task_status,
+                     methods=["GET", "HEAD", "DELETE"])

@@ -1,0 +1,96 @@
+"""Running Celery workers: ``kernkoa worker`` and the one beside ``kernkoa serve``."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+
+from .celeryapp import embedded_root
+from .celeryapp import get_celery
+from .celeryapp import is_embedded
+from .settings import Settings
+
+log = logging.getLogger("kernkoa.worker")
+
+#: Linux ``prctl`` option: the signal a child gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+#: Seconds a stopping embedded worker gets before it is killed.
+STOP_GRACE = 5.0
+
+
+def worker_argv(settings: Settings, extra: t.Sequence[str]) -> list[str]:
+    """Celery's ``worker`` command line: KernKoa's defaults, then ``extra``."""
+    argv = ["worker", "--loglevel=INFO"]
+    if settings.WORKER_CONCURRENCY and not any(
+        arg.startswith(("-c", "--concurrency")) for arg in extra
+    ):
+        argv.append(f"--concurrency={settings.WORKER_CONCURRENCY}")
+    return [*argv, *extra]
+
+
+def prune_results(settings: Settings) -> int:
+    """Delete embedded result files older than ``RESULT_EXPIRES``; return how many.
+
+    Celery's file backend never expires them by itself (only ``celery beat``
+    would); Redis expires its keys natively.
+    """
+    folder = embedded_root(settings) / "results"
+    cutoff = time.time() - settings.RESULT_EXPIRES
+    pruned = 0
+    for entry in os.scandir(folder) if folder.is_dir() else ():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                pruned += 1
+        except FileNotFoundError:
+            pass  # another worker pruned it first
+    return pruned
+
+
+def run_worker(extra: t.Sequence[str]) -> int:
+    """Run a Celery worker of ``kernkoa.app`` in this process (``kernkoa worker``)."""
+    from .app import default_app
+
+    app = default_app()
+    settings: Settings = app.extensions["kernkoa"].settings
+    if is_embedded(settings):
+        log.info("embedded broker in %s; pruned %d expired result file(s)",
+                 embedded_root(settings), prune_results(settings))
+    get_celery(app).worker_main(worker_argv(settings, extra))
+    return 0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # The worker gets SIGQUIT (a cold shutdown) if the server dies, even by SIGKILL.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGQUIT))
+    except (OSError, AttributeError):
+        pass
+
+
+def start_embedded_worker() -> subprocess.Popen[bytes]:
+    """Start ``kernkoa worker`` as a child of this process, in its process group."""
+    command = [sys.executable, "-c",
+               "import sys; from kernel.cli import main; sys.exit(main(['worker']))"]
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    process = subprocess.Popen(command, preexec_fn=preexec)
+    log.info("started a task worker, pid %d", process.pid)
+    return process
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Stop a worker started by :func:`start_embedded_worker` (cold shutdown)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_GRACE)

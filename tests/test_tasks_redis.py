@@ -1,0 +1,151 @@
+"""Long work on real parts: redis-server, kernkoa worker processes, a kernkoa server."""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+from pathlib import Path
+
+import pytest
+from conftest import LiveServer
+from tasks_support import RedisServer
+from tasks_support import Stack
+from tasks_support import clean_environ
+from tasks_support import final
+from tasks_support import status_of
+from tasks_support import trigger
+from tasks_support import wait_for
+from tasks_support import wait_status
+from tasks_support import write_catalog
+
+
+class Live(t.NamedTuple):
+    server: LiveServer
+    redis: RedisServer
+    env: dict[str, str]
+    stack: Stack
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Live]:
+    """Redis, one worker (2 processes) and a server, shared by this module's tests."""
+    folder = tmp_path_factory.mktemp("redis-live")
+    redis = RedisServer(folder / "redis")
+    redis.start()
+    stack = Stack(folder)
+    env = clean_environ(CATALOG=str(write_catalog(folder / "catalog")),
+                        BROKER_URL=redis.url, RESULT_BACKEND=redis.url,
+                        VAR=str(folder / "var"), PROGRESS_INTERVAL="0")
+    try:
+        stack.worker(env, "--concurrency=2")
+        yield Live(stack.server(env), redis, env, stack, folder)
+    finally:
+        stack.close()
+        redis.stop()
+
+
+def test_progress_is_seen_in_order_then_success(live: Live) -> None:
+    task_id = trigger(live.server, "/jobs/jobs/count_celery?tag=q", n=8, delay=0.1, tag="t")
+    seen: list[dict[str, t.Any]] = []
+    body = wait_status(live.server, task_id, final, seen=seen)
+    url = live.server.base + "/"
+    assert body == {"status": "SUCCESS",
+                    "data": {"counted": 8, "tag": "t", "arg": "q", "url": url}}
+    progress = [b["state"] for b in seen if b["status"] == "PROGRESS"]
+    assert progress, seen
+    currents = [p["current"] for p in progress]
+    assert currents == sorted(currents)
+    assert progress[-1]["total"] == 8
+    assert progress[-1]["percent"] == round(100.0 * currents[-1] / 8, 1)
+    assert {b["status"] for b in seen} <= {"PENDING", "STARTED", "PROGRESS", "SUCCESS"}
+
+
+def test_failure_envelope(live: Live) -> None:
+    task_id = trigger(live.server, "/jobs/jobs/fail_celery")
+    body = wait_status(live.server, task_id, final)
+    assert body == {"status": "FAILURE", "error": {"type": "ValueError", "message": "boom"}}
+
+
+def test_unknown_id_is_404(live: Live) -> None:
+    for task_id in ("5f0c8f53-7a43-4d59-9a8c-000000000000", "not-a-uuid"):
+        code, body = status_of(live.server, task_id)
+        assert code == 404
+        assert body["error"]["code"] == "not_found"
+
+
+def test_seed_example_flow(live: Live) -> None:
+    code, _, page = live.server.request("/celeryexample/asynclibrary/asyncclass/triggerfunction")
+    assert code == 200
+    match = re.fullmatch(rb"<a href='(http://[^']+/status/([0-9a-f-]+))'>Async Test", page)
+    assert match, page
+    assert match.group(1).decode().startswith(live.server.base + "/status/")
+    seen: list[dict[str, t.Any]] = []
+    body = wait_status(live.server, match.group(2).decode(), final, seen=seen)
+    assert body == {"status": "SUCCESS", "data": 10}
+    numbers = [b["state"]["number"] for b in seen if b["status"] == "inProgress"]
+    assert numbers and numbers == sorted(numbers)
+    assert all(1 <= n <= 10 for n in numbers)
+    progress = next(b for b in seen if b["status"] == "inProgress")
+    assert progress["state"]["title"] == "Contando con 2 segundos de desfase hasta 10"
+
+
+def test_exetask_from_a_get_with_fields(live: Live) -> None:
+    code, _, page = live.server.request("/jobs/jobs/trigger?n=2&tag=x")
+    assert code == 200
+    task_id = page.split(b"status/")[1].split(b"'")[0].decode()
+    body = wait_status(live.server, task_id, final)
+    assert body["status"] == "SUCCESS"
+    assert body["data"]["tag"] == "x" and body["data"]["arg"] == "x"
+
+
+def test_invalid_arguments_are_422_before_enqueueing(live: Live) -> None:
+    code, _, body = live.server.request(
+        "/jobs/jobs/count_celery", "POST", json.dumps({"n": "many"}).encode(),
+        {"Content-Type": "application/json"})
+    assert code == 422
+    assert json.loads(body)["error"]["fields"][0]["name"] == "n"
+
+
+def test_revoking_a_running_task_stops_it(live: Live) -> None:
+    note = live.folder / "running.txt"
+    task_id = trigger(live.server, "/jobs/jobs/run_celery", note=str(note), seconds=60)
+    wait_status(live.server, task_id, lambda b: b["status"] == "PROGRESS")
+    code, _, body = live.server.request(f"/status/{task_id}", "DELETE")
+    assert code == 200 and json.loads(body) == {"status": "REVOKED"}
+    # The task stops at its next progress report, long before its 60 s.
+    wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
+    assert status_of(live.server, task_id) == (200, {"status": "REVOKED"})
+
+
+def test_revoking_a_queued_task_means_it_never_starts(live: Live) -> None:
+    note = live.folder / "side.txt"
+    # Queue "side" has no worker yet: the task stays queued.
+    task_id = trigger(live.server, "/jobs/jobs/side_celery", note=str(note))
+    assert status_of(live.server, task_id) == (200, {"status": "PENDING"})
+    code, _, _ = live.server.request(f"/status/{task_id}", "DELETE")
+    assert code == 200
+    live.stack.worker(live.env, "--concurrency=1", "-Q", "side")
+    client = live.redis.client()
+    wait_for(lambda: client.llen("side") == 0, timeout=20, what="the side queue to drain")
+    witness = trigger(live.server, "/jobs/jobs/side_celery", note=str(note))
+    assert wait_status(live.server, witness, final)["status"] == "SUCCESS"
+    assert note.read_text() == "ran\n"  # only the witness ran
+    assert status_of(live.server, task_id) == (200, {"status": "REVOKED"})
+
+
+def test_time_limits_fail_clearly_and_free_the_slot(live: Live) -> None:
+    soft = trigger(live.server, "/jobs/jobs/soft_celery")
+    hard = trigger(live.server, "/jobs/jobs/hard_celery")
+    soft_body = wait_status(live.server, soft, final)
+    hard_body = wait_status(live.server, hard, final)
+    assert soft_body["status"] == "FAILURE"
+    assert soft_body["error"]["type"] == "TaskTimeLimitExceeded"
+    assert "time limit of 1" in soft_body["error"]["message"]
+    assert hard_body["status"] == "FAILURE"
+    assert hard_body["error"]["type"] == "TimeLimitExceeded"
+    assert "hard time limit of 2" in hard_body["error"]["message"]
+    # Both worker processes take work again.
+    ids = [trigger(live.server, "/jobs/jobs/count_celery", n=1) for _ in range(2)]
+    assert [wait_status(live.server, i, final)["status"] for i in ids] == ["SUCCESS"] * 2

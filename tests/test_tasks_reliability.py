@@ -1,0 +1,120 @@
+"""Workers killed mid-task and Redis going away: nothing lost, nothing hangs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from tasks_support import RedisServer
+from tasks_support import Stack
+from tasks_support import clean_environ
+from tasks_support import final
+from tasks_support import status_of
+from tasks_support import trigger
+from tasks_support import wait_for
+from tasks_support import wait_status
+from tasks_support import write_catalog
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> t.Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> t.Iterator[Stack]:
+    started = Stack(tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path, redis: RedisServer) -> dict[str, str]:
+    # A short visibility timeout, so a dead worker's task comes back quickly;
+    # it must stay above the tasks' run time.
+    return clean_environ(CATALOG=str(write_catalog(tmp_path / "catalog")),
+                         BROKER_URL=redis.url, RESULT_BACKEND=redis.url,
+                         VAR=str(tmp_path / "var"), VISIBILITY_TIMEOUT="4",
+                         TASK_SOFT_TIME_LIMIT="0", TASK_TIME_LIMIT="0")
+
+
+def _starts(note: Path) -> list[int]:
+    if not note.exists():
+        return []
+    return [int(line.split()[1]) for line in note.read_text().splitlines()
+            if line.startswith("start")]
+
+
+def test_pool_child_killed_mid_task_is_run_again(
+        stack: Stack, env: dict[str, str], tmp_path: Path) -> None:
+    stack.worker(env, "--concurrency=1")
+    server = stack.server(env)
+    note = tmp_path / "child.txt"
+    task_id = trigger(server, "/jobs/jobs/run_celery", note=str(note), seconds=1.5)
+    wait_for(lambda: len(_starts(note)) == 1, what="the task to start")
+    os.kill(_starts(note)[0], signal.SIGKILL)
+    body = wait_status(server, task_id, final, timeout=60)
+    assert body == {"status": "SUCCESS", "data": "done"}
+    assert len(_starts(note)) == 2
+
+
+def test_whole_worker_killed_mid_task_completes_on_a_restarted_worker(
+        stack: Stack, env: dict[str, str], tmp_path: Path) -> None:
+    first = stack.worker(env, "--concurrency=1")
+    server = stack.server(env)
+    note = tmp_path / "main.txt"
+    task_id = trigger(server, "/jobs/jobs/run_celery", note=str(note), seconds=1.5)
+    wait_for(lambda: len(_starts(note)) == 1, what="the task to start")
+    first.kill_all()
+    stack.worker(env, "--concurrency=1")
+    body = wait_status(server, task_id, final, timeout=60)
+    assert body == {"status": "SUCCESS", "data": "done"}
+    assert len(_starts(note)) == 2
+
+
+def test_no_task_lost_out_of_50_when_a_worker_dies(
+        stack: Stack, env: dict[str, str], tmp_path: Path) -> None:
+    doomed = stack.worker(env, "--concurrency=2")
+    stack.worker(env, "--concurrency=2")
+    server = stack.server(env)
+    ids = [trigger(server, "/jobs/jobs/run_celery", note=str(tmp_path / f"n{i}.txt"),
+                   seconds=0.3) for i in range(50)]
+    wait_for(lambda: sum(1 for i in range(50) if (tmp_path / f"n{i}.txt").exists()) >= 10,
+             what="ten tasks to start")
+    doomed.kill_all()
+    stack.worker(env, "--concurrency=2")
+    bodies = [wait_status(server, task_id, final, timeout=90) for task_id in ids]
+    assert [b["status"] for b in bodies] == ["SUCCESS"] * 50
+
+
+def test_redis_stopped_gives_503_then_recovers(
+        stack: Stack, env: dict[str, str], redis: RedisServer) -> None:
+    stack.worker(env, "--concurrency=1")
+    server = stack.server(env)
+    task_id = trigger(server, "/jobs/jobs/count_celery", n=1)
+    assert wait_status(server, task_id, final)["status"] == "SUCCESS"
+
+    redis.stop()
+    code, _, body = server.request("/jobs/jobs/count_celery", "POST")
+    assert code == 503, body
+    assert b'"broker_unavailable"' in body
+    assert status_of(server, task_id)[0] == 503
+    assert server.request("/jobs/jobs/hello")[:1] == (200,)
+
+    redis.start()
+
+    def accepted() -> bool:
+        return server.request("/jobs/jobs/count_celery", "POST")[0] == 202
+
+    wait_for(accepted, timeout=30, what="triggers to work again")
+    task_id = trigger(server, "/jobs/jobs/count_celery", n=1)
+    deadline = time.monotonic() + 60
+    assert wait_status(server, task_id, final, timeout=deadline - time.monotonic()
+                       )["status"] == "SUCCESS"

@@ -1,0 +1,153 @@
+"""Fast checks of long work in one process: embedded broker files, no worker."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+import pytest
+from conftest import ControllerTree
+from flask import Flask
+
+from kernel.jobstore import TaskRecord
+from kernel.status import TaskNotFound
+from kernel.status import status_body
+from kernel.tasks import TaskCancelled
+from kernel.tasks import TaskHandle
+
+CONTROLLER = """
+from kernkoa import *
+
+class jobs:
+    def work_celery(self, task, n: int, params=None):
+        return n
+
+    def trigger(self, params=None):
+        return exeTask(self, "work_celery", {"n": "3"})
+
+    def plain(self):
+        return exeTask(self, "plain", None)
+"""
+
+
+@pytest.fixture
+def app(tree: ControllerTree, make_app: t.Callable[..., Flask]) -> Flask:
+    tree.write("jobs.py", CONTROLLER)
+    return make_app()
+
+
+def test_trigger_answers_202_and_status_is_pending(app: Flask) -> None:
+    client = app.test_client()
+    response = client.post("/jobs/jobs/work_celery?n=2")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "PENDING"
+    assert response.headers["Location"] == body["status_url"]
+    status = client.get(body["status_url"])
+    assert status.get_json() == {"status": "PENDING"}
+    assert status.headers["Cache-Control"] == "no-store"
+
+
+def test_browser_is_redirected_to_the_status_page(app: Flask) -> None:
+    client = app.test_client()
+    html = "text/html,application/xhtml+xml,*/*;q=0.8"
+    response = client.post("/jobs/jobs/work_celery?n=2", headers={"Accept": html})
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"], headers={"Accept": html})
+    assert page.content_type.startswith("text/html") and b"PENDING" in page.data
+    forced = client.get(response.headers["Location"] + "?format=json", headers={"Accept": html})
+    assert forced.get_json() == {"status": "PENDING"}
+
+
+def test_bad_arguments_are_422_and_get_is_405(app: Flask) -> None:
+    client = app.test_client()
+    response = client.post("/jobs/jobs/work_celery?n=x")
+    assert response.status_code == 422
+    assert client.get("/jobs/jobs/work_celery?n=1").status_code == 405
+
+
+def test_exetask_converts_fields_and_refuses_plain_methods(app: Flask) -> None:
+    client = app.test_client()
+    body = client.get("/jobs/jobs/trigger").get_json()
+    assert body["type"] == "task"
+    assert client.get(f"/status/{body['id']}").get_json() == {"status": "PENDING"}
+    assert client.get("/jobs/jobs/plain").status_code == 404
+
+
+def test_delete_cancels_and_unknown_ids_are_404(app: Flask) -> None:
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery?n=2").get_json()["id"]
+    assert client.delete(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
+    assert client.get(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
+    unknown = "5f0c8f53-7a43-4d59-9a8c-000000000000"
+    for path in (f"/status/{unknown}", "/status/nope", "/status/" + task_id.upper()):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert json.loads(response.data)["error"]["code"] == "not_found"
+    assert client.delete(f"/status/{unknown}").status_code == 404
+
+
+ISSUED = {"route": "/a/b/c_celery", "created": 0}
+
+
+@pytest.mark.parametrize(("meta", "body"), [
+    (None, {"status": "PENDING"}),
+    ({"status": "STARTED", "result": {"pid": 1}}, {"status": "STARTED"}),
+    ({"status": "inProgress", "result": {"number": 3}},
+     {"status": "inProgress", "state": {"number": 3}}),
+    ({"status": "SUCCESS", "result": 10}, {"status": "SUCCESS", "data": 10}),
+    ({"status": "FAILURE", "result": {"exc_type": "ValueError", "exc_message": ["boom"]}},
+     {"status": "FAILURE", "error": {"type": "ValueError", "message": "boom"}}),
+    ({"status": "REVOKED", "result": None}, {"status": "REVOKED"}),
+])
+def test_status_table(meta: dict[str, t.Any] | None, body: dict[str, t.Any]) -> None:
+    assert status_body(TaskRecord(ISSUED, False, meta)) == body
+
+
+def test_cancellation_wins_and_unissued_is_not_found() -> None:
+    done = {"status": "SUCCESS", "result": 1}
+    assert status_body(TaskRecord(ISSUED, True, done)) == {"status": "REVOKED"}
+    with pytest.raises(TaskNotFound):
+        status_body(TaskRecord(None, False, None))
+
+
+class FakeTask:
+    """Just enough of a bound Celery task for :class:`TaskHandle`."""
+
+    class request:  # noqa: N801 - mimics Celery's attribute
+        id = "t1"
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str | None, t.Any]] = []
+
+    def update_state(self, state: str | None = None, meta: t.Any = None) -> None:
+        self.writes.append((state, meta))
+
+
+class FakeStore:
+    revoked = False
+
+    def is_revoked(self, task_id: str) -> bool:
+        return self.revoked
+
+
+def test_progress_is_throttled_but_the_last_report_is_kept() -> None:
+    task, store = FakeTask(), FakeStore()
+    handle = TaskHandle(task, store, interval=3600)  # type: ignore[arg-type]
+    for i in range(1, 1001):
+        handle.progress(i, 1000, "working")
+    assert [meta["current"] for _, meta in task.writes] == [1, 1000]
+    assert task.writes[-1] == ("PROGRESS", {"current": 1000, "total": 1000,
+                                            "percent": 100.0, "message": "working"})
+    handle.update_state(state="other", meta={"x": 1})
+    assert task.writes[-1] == ("other", {"x": 1})
+
+
+def test_a_cancelled_task_stops_at_its_next_report() -> None:
+    task, store = FakeTask(), FakeStore()
+    handle = TaskHandle(task, store, interval=0)  # type: ignore[arg-type]
+    handle.progress(1)
+    store.revoked = True
+    with pytest.raises(TaskCancelled):
+        handle.progress(2)
+    assert len(task.writes) == 1
