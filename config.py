@@ -74,6 +74,13 @@ RESERVED_PREFIX = "_kernkoa"
 #: login (``kernel.pages.add_guard``, used by the auth add-on).
 PAGES = True
 
+#: Serve /_kernkoa/health for load balancers: 200 when this process, the broker
+#: and the result store answer, 503 naming the failed ones. Never behind a login.
+HEALTH = True
+
+#: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
+HEALTH_TIMEOUT = 3.0
+
 #: Longest accepted URL path, in characters.
 MAX_PATH_LENGTH = 1024
 

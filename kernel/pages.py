@@ -7,11 +7,12 @@
 ``GET openapi.json``       an OpenAPI 3.1 document of every route
 ``GET docs``               an HTML page to read and try every route
 ``GET static/<file>``      the pages' own CSS and JavaScript
+``GET health``             web, broker and result store up? (:mod:`.health`)
 =========================  ================================================
 
-The ``PAGES`` setting switches them off (then they answer 404 like any
-unknown URL). Access checks plug in through :func:`add_guard`, which the
-auth add-on uses to put the pages behind a login.
+The ``PAGES`` setting switches the first five off (then they answer 404 like
+any unknown URL); ``HEALTH`` the health check. Access checks plug in through
+:func:`add_guard`, which the auth add-on uses to put the pages behind a login.
 
 Their templates and assets live in ``kernel/templates`` and ``kernel/static``,
 rendered by a Jinja environment of their own, so they never mix with the
@@ -148,11 +149,23 @@ def static(filename: str) -> Response:
 
 
 def register(app: Flask) -> None:
-    """Add the kernel pages to ``app`` unless the ``PAGES`` setting is off."""
+    """Add the kernel pages to ``app`` (the listing pages unless ``PAGES`` is off).
+
+    The static assets, the health check and the task page's event stream do
+    not depend on ``PAGES``: the task page and load balancers need them.
+    """
+    from . import health
+    from . import taskpage
+
     settings = app.extensions["kernkoa"].settings
+    base = settings.base.rstrip("/")
+    prefix = f"{base}/{settings.RESERVED_PREFIX}"
+    app.add_url_rule(f"{prefix}/static/<path:filename>", "kernkoa_static", static,
+                     methods=["GET", "HEAD"])
+    health.register(app, prefix)
+    taskpage.register(app, base)
     if not getattr(settings, "PAGES", True):
         return
-    prefix = f"{settings.base.rstrip('/')}/{settings.RESERVED_PREFIX}"
     pages = Blueprint("kernkoa_pages", __name__, url_prefix=prefix)
     pages.before_request(_run_guards)
     get = ["GET", "HEAD"]
@@ -161,5 +174,4 @@ def register(app: Flask) -> None:
     pages.add_url_rule("/info", view_func=info, methods=get)
     pages.add_url_rule("/openapi.json", view_func=openapi_json, methods=get)
     pages.add_url_rule("/docs", view_func=docs, methods=get)
-    pages.add_url_rule("/static/<path:filename>", view_func=static, methods=get)
     app.register_blueprint(pages)

@@ -263,7 +263,7 @@ def test_pages_under_base_prefix(catalog: ControllerTree,
 
 def test_pages_switched_off(catalog: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
     client = _client(make_app, PAGES=False)
-    for page in ("endpoints", "info", "openapi.json", "docs", "static/docs.js"):
+    for page in ("endpoints", "info", "openapi.json", "docs"):
         with client.get(f"/_kernkoa/{page}") as response:
             assert response.status_code == 404, page
             assert response.get_json()["error"]["code"] == "not_found"
