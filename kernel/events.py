@@ -37,8 +37,12 @@ def event(name: str, data: t.Any) -> str:
 
 
 def is_final(code: int, body: dict[str, t.Any]) -> bool:
-    """Whether nothing more will happen to this task (finished, or unknown)."""
-    return code >= 400 or body.get("status") in FINAL_STATES
+    """Whether nothing more will happen to this task (finished, or unknown).
+
+    Any other error (a 503 while the result store is down) is passing: the
+    stream goes on and shows the status again once it can be read.
+    """
+    return code == 404 or body.get("status") in FINAL_STATES
 
 
 def status_events(

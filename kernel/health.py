@@ -79,10 +79,9 @@ def run_checks(checks: dict[str, Check], timeout: float) -> dict[str, dict[str, 
         thread.start()
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-    for name in checks:
-        results.setdefault(name, {"ok": False, "error": "Timeout",
-                                  "message": f"no answer within {timeout} s"})
-    return dict(results)
+    timed_out = {"ok": False, "error": "Timeout", "message": f"no answer within {timeout} s"}
+    # A late thread may still write into ``results``: answer from a copy, in order.
+    return {name: dict(results.get(name, timed_out)) for name in checks}
 
 
 def health() -> Response:

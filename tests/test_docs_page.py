@@ -30,6 +30,10 @@ SHOP = '''
             """An HTML answer, shown as text on the docs page."""
             return "<h1>" + title + "</h1>"
 
+        def report_celery(self, task, weeks: int = 2):
+            """Builds a report on a worker."""
+            return weeks
+
         def fail(self, flag: bool = False):
             """Always raises."""
             raise RuntimeError("no")
@@ -86,6 +90,13 @@ def test_try_a_method_from_the_docs_page(server: LiveServer, page: t.Any) -> Non
     fail.locator("button[type=submit]").click()
     fail.locator(".result.failed .body").filter(has_text="internal_server_error").wait_for()
     assert "500" in fail.locator(".result .status").inner_text()
+
+    task = _article(page, "/shop/cart/Cart/report_celery")
+    assert task.locator("button[type=submit]").inner_text() == "Start task"
+    task.locator("button[type=submit]").click()
+    task.locator(".result .body").filter(has_text='"status": "PENDING"').wait_for()
+    assert "202" in task.locator(".result .status").inner_text()
+    assert task.locator("a.task-link").get_attribute("href").startswith(server.base + "/status/")
 
     broken = page.locator("#broken")
     assert "ModuleNotFoundError" in broken.inner_text()

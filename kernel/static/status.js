@@ -41,7 +41,9 @@
 
   function render(body) {
     const code = body.code || 200;
-    const status = code >= 400 ? "UNKNOWN" : String(body.status || "PENDING");
+    // 404: no such task; other errors (503) pass, and the next update shows the task again.
+    const status = code === 404 ? "UNKNOWN" : code >= 400 ? "UNAVAILABLE"
+      : String(body.status || "PENDING");
     const state = $("state");
     state.textContent = status;
     state.className = "state-name state-" + status;
@@ -68,12 +70,13 @@
       const e = body.error;
       $("error").textContent = (e.type ? e.type + ": " : "") + (e.message || "");
     }
-    if (code >= 400 || FINAL.has(status)) finish();
+    if (code === 404 || FINAL.has(status)) finish();
   }
 
   function finish() {
     finished = true;
     $("cancel").disabled = true;
+    $("transport").textContent = "finished";
     if (source) { source.close(); source = null; }
     if (pollTimer) { clearTimeout(pollTimer); pollTimer = null; }
   }
