@@ -75,8 +75,10 @@ def info(settings: Settings) -> dict[str, t.Any]:
                    "implementation": platform.python_implementation()},
         "libraries": library_versions(),
         "features": features(settings),
-        "broker": public_url(getattr(settings, "BROKER_URL", None)),
-        "result_backend": public_url(getattr(settings, "RESULT_BACKEND", None)),
+        # Empty URLs mean the embedded, file-based broker and result store.
+        "broker": public_url(getattr(settings, "BROKER_URL", None)) or {"kind": "embedded"},
+        "result_backend": public_url(getattr(settings, "RESULT_BACKEND", None))
+        or public_url(getattr(settings, "BROKER_URL", None)) or {"kind": "embedded"},
         "catalog": str(settings.CATALOG),
         "reload": bool(settings.RELOAD),
         "reserved_prefix": settings.RESERVED_PREFIX,

@@ -171,6 +171,11 @@ def test_info(catalog: ControllerTree, make_app: t.Callable[..., Flask]) -> None
     assert body["reload"] is True
     assert body["features"]["pages"] is True
     assert body["python"]["version"].count(".") == 2
+    assert body["broker"] == body["result_backend"] == {"kind": "embedded"}
+    redis = _client(make_app, BROKER_URL="redis://:pw@cache:6379/1").get("/_kernkoa/info")
+    assert redis.get_json()["broker"] == {"kind": "redis", "host": "cache", "port": 6379,
+                                          "path": "/1"}
+    assert b"pw@" not in redis.data
 
 
 def test_info_never_shows_broker_credentials() -> None:
