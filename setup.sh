@@ -204,48 +204,38 @@ status_background() {
 
 # --- with systemd ------------------------------------------------------------------
 
+# write_unit NAME DESCRIPTION EXEC_START EXTRA_SERVICE_LINE
+write_unit() {
+    cat > "/etc/systemd/system/$1.service" <<EOF
+[Unit]
+Description=$2
+After=network.target
+
+[Service]
+User=$SERVICE_USER
+Group=$(id -gn "$SERVICE_USER")
+EnvironmentFile=$ETC/kernkoa.env
+WorkingDirectory=$PREFIX
+ExecStart=$3
+$4
+KillSignal=SIGTERM
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
 install_systemd() {
     id "$SERVICE_USER" >/dev/null 2>&1 || useradd --system --home-dir "$PREFIX" \
         --shell /usr/sbin/nologin "$SERVICE_USER"
     chown -R "$SERVICE_USER:" "$RUN"
-    cat > /etc/systemd/system/kernkoa-uwsgi.service <<EOF
-[Unit]
-Description=KernKoa web (uWSGI)
-After=network.target
-
-[Service]
-User=$SERVICE_USER
-Group=$(id -gn "$SERVICE_USER")
-EnvironmentFile=$ETC/kernkoa.env
-WorkingDirectory=$PREFIX
-ExecStart=$VENV/bin/uwsgi --ini $PREFIX/kernkoa_uwsgi.ini
-ExecReload=/bin/kill -HUP \$MAINPID
-KillSignal=SIGTERM
-Restart=on-failure
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-EOF
-    cat > /etc/systemd/system/kernkoa-worker.service <<EOF
-[Unit]
-Description=KernKoa Celery worker
-After=network.target
-
-[Service]
-User=$SERVICE_USER
-Group=$(id -gn "$SERVICE_USER")
-EnvironmentFile=$ETC/kernkoa.env
-WorkingDirectory=$PREFIX
-ExecStart=$VENV/bin/celery -A kernkoa.celery worker --loglevel=INFO
-KillSignal=SIGTERM
-TimeoutStopSec=60
-Restart=on-failure
-RestartSec=2
-
-[Install]
-WantedBy=multi-user.target
-EOF
+    write_unit kernkoa-uwsgi "KernKoa web (uWSGI)" \
+        "$VENV/bin/uwsgi --ini $PREFIX/kernkoa_uwsgi.ini" "ExecReload=/bin/kill -HUP \$MAINPID"
+    # A worker finishes its running tasks before it stops.
+    write_unit kernkoa-worker "KernKoa Celery worker" \
+        "$VENV/bin/celery -A kernkoa.celery worker --loglevel=INFO" "TimeoutStopSec=300"
     # nginx runs as its own user and must reach the socket.
     usermod -a -G "$(id -gn "$SERVICE_USER")" www-data 2>/dev/null || true
     ln -sf "$ETC/kernkoa_nginx.conf" "$NGINX_ETC/sites-enabled/kernkoa"

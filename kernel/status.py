@@ -21,6 +21,7 @@ of :mod:`kernel.taskpage`; ``?format=json`` forces JSON.
 
 from __future__ import annotations
 
+import json
 import typing as t
 import uuid
 
@@ -114,14 +115,17 @@ def prefers_html() -> bool:
     )
 
 
-def _answer(body: dict[str, t.Any], status: int = 200) -> Response:
+def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
+    """Send a status body: JSON, or the HTML page when the client prefers HTML."""
     if prefers_html():
         from .taskpage import status_page  # here: taskpage imports this module
 
         response = status_page(body, status)
     else:
-        response = current_app.json.response(body)
-        response.status_code = status
+        # json.dumps keeps "status" first with KernKoa's spacing:
+        # {"status": "SUCCESS", "data": 10}, byte for byte as clients saw it.
+        response = current_app.response_class(json.dumps(body), status=status,
+                                              mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -136,7 +140,7 @@ def task_status(task_id: str) -> Response:
             raise TaskFinished()
         cancel_task(task_id)
         body = {"status": states.REVOKED}
-    return _answer(body)
+    return status_response(body)
 
 
 def task_started(task_id: str) -> Response:

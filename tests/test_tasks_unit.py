@@ -12,6 +12,7 @@ from flask import Flask
 from kernel.jobstore import TaskRecord
 from kernel.status import TaskNotFound
 from kernel.status import status_body
+from kernel.status import status_response
 from kernel.tasks import TaskCancelled
 from kernel.tasks import TaskHandle
 
@@ -102,6 +103,14 @@ ISSUED = {"route": "/a/b/c_celery", "created": 0}
 ])
 def test_status_table(meta: dict[str, t.Any] | None, body: dict[str, t.Any]) -> None:
     assert status_body(TaskRecord(ISSUED, False, meta)) == body
+
+
+def test_status_json_keeps_kernkoa_bytes(make_app: t.Callable[..., Flask]) -> None:
+    with make_app().test_request_context("/status/x"):
+        response = status_response(status_body(TaskRecord(ISSUED, False,
+                                                  {"status": "SUCCESS", "result": 10})))
+    assert response.get_data() == b'{"status": "SUCCESS", "data": 10}'
+    assert response.mimetype == "application/json"
 
 
 def test_cancellation_wins_and_unissued_is_not_found() -> None:
