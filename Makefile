@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # Programs the test suite runs for real, from the distribution when missing.
-SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck
+SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium
 
 .PHONY: install run test lint clean system-tools
 
