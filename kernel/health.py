@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 
 from .celeryapp import is_embedded
 from .errors import envelope
-from .jobs import _celery
+from .jobs import celery_and_breaker
 from .jobstore import JobStore
 
 #: A check: raises when its part does not answer.
@@ -34,7 +34,7 @@ PROBE_KEY = b"kernkoa-health-probe"
 
 def check_broker() -> None:
     """Open a connection to the broker (the Redis transport pings on connect)."""
-    celery, breaker = _celery()
+    celery, breaker = celery_and_breaker()
 
     def connect() -> None:
         with celery.connection_for_write() as connection:
@@ -47,7 +47,7 @@ def check_broker() -> None:
 
 def check_result_store() -> None:
     """Read one key from the result store."""
-    celery, breaker = _celery()
+    celery, breaker = celery_and_breaker()
     breaker.call(lambda: JobStore(celery).backend.get(PROBE_KEY))
 
 
