@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # Programs the test suite runs for real, from the distribution when missing.
-SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck wrk:wrk
+SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk
 
 # Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
 BENCH_ARGS ?=

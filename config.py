@@ -67,6 +67,20 @@ INDEX_ROUTE = "index/index/index"
 #: First path segment of the kernel's own pages (/_kernkoa/...).
 RESERVED_PREFIX = "_kernkoa"
 
+#: Serve the kernel's pages: /_kernkoa/endpoints, /info, /openapi.json and /docs.
+#: They show every route with its docstring and parameters, the library versions
+#: and the catalog folder, which is what a developer wants and a stranger should
+#: not see: on a public server set False (they answer 404), or put them behind a
+#: login (``kernel.pages.add_guard``, used by the auth add-on).
+PAGES = True
+
+#: Serve /_kernkoa/health for load balancers: 200 when this process, the broker
+#: and the result store answer, 503 naming the failed ones. Never behind a login.
+HEALTH = True
+
+#: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
+HEALTH_TIMEOUT = 3.0
+
 #: Longest accepted URL path, in characters.
 MAX_PATH_LENGTH = 1024
 

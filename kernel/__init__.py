@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .app import create_app as create_app
-from .exposure import methods as methods
-
+# Set before the imports below: modules they load read it.
 __version__ = "0.1.0"
+
+from .app import create_app as create_app  # noqa: E402
+from .exposure import methods as methods  # noqa: E402

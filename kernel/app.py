@@ -27,6 +27,7 @@ from .errors import RouteNotFound
 from .errors import register_error_handlers
 from .lazy import LazyModule
 from .loader import ModuleLoader
+from .pages import register as register_pages
 from .routing import Limits
 from .routing import Router
 from .sessions import CachedSecureCookieSessionInterface
@@ -91,7 +92,8 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
-    install_addons(app, settings)
+    register_pages(app)
+    install_addons(app, settings)  # after the pages, so an add-on can guard them
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

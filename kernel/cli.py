@@ -11,6 +11,7 @@ import typing as t
 
 from flask import Flask
 
+from . import listing
 from .app import create_app
 from .dispatch import Kernel
 from .registry import scan
@@ -52,25 +53,18 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def routes(args: argparse.Namespace) -> int:
-    """Print every routable URL (``--json`` for machines)."""
+    """Print every routable URL (``--json``: the ``/_kernkoa/endpoints`` document)."""
     kernel = _kernel(create_app())
-    found, broken = scan(kernel)
+    # The operator at the console may see full tracebacks, as in debug mode.
+    found = listing.as_json(listing.build(kernel), debug=True)
     if args.json:
-        print(json.dumps({
-            "routes": [
-                {"url": r.url, "file": str(r.file), "class": r.endpoint.cls.__name__,
-                 "method": r.endpoint.name, "http_methods": sorted(r.endpoint.http_methods),
-                 "celery": r.endpoint.is_celery, "summary": r.summary}
-                for r in found
-            ],
-            "broken": [{"file": str(b.file), "error": b.error} for b in broken],
-        }, indent=2))
+        print(json.dumps(found, indent=2))
         return 0
-    for route in found:
-        verbs = ",".join(sorted(route.endpoint.http_methods))
-        print(f"{verbs:<16} {route.url}  {route.summary}".rstrip())
-    for bad in broken:
-        print(f"{'BROKEN':<16} {bad.file}", file=sys.stderr)
+    for route in found["routes"]:
+        verbs = ",".join(route["http_methods"])
+        print(f"{verbs:<16} {route['url']}  {route['summary']}".rstrip())
+    for bad in found["broken"]:
+        print(f"{'BROKEN':<16} {bad['file']}  {bad['error']}", file=sys.stderr)
     return 0
 
 

@@ -91,7 +91,8 @@ class CircuitBreaker:
             raise BrokerUnavailable(detail=repr(error)) from error
 
 
-def _celery() -> tuple[Celery, CircuitBreaker]:
+def celery_and_breaker() -> tuple[Celery, CircuitBreaker]:
+    """The current app's Celery app and the circuit breaker guarding its broker."""
     celery = get_celery(current_app._get_current_object())  # type: ignore[attr-defined]
     breaker = getattr(celery, "kernkoa_breaker", None)
     if breaker is None:
@@ -146,7 +147,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     kwargs = {k: _encode(v) for k, v in kwargs.items()}
     _check_json(args, kwargs)
     snapshot = request_snapshot(request) if has_request_context() else None
-    celery, breaker = _celery()
+    celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
     task_id = str(uuid.uuid4())
 
@@ -224,7 +225,7 @@ def read_task(task_id: str) -> TaskRecord:
 
     :raises BrokerUnavailable: when it is unreachable.
     """
-    celery, breaker = _celery()
+    celery, breaker = celery_and_breaker()
     return t.cast(TaskRecord, breaker.call(lambda: JobStore(celery).read(task_id)))
 
 
@@ -235,7 +236,7 @@ def cancel_task(task_id: str) -> None:
     starts and at each progress report; Celery's own revoke is a broadcast
     that is only a best effort (lost if no worker is listening).
     """
-    celery, breaker = _celery()
+    celery, breaker = celery_and_breaker()
     breaker.call(lambda: JobStore(celery).mark_revoked(task_id))
     try:
         breaker.call(lambda: celery.control.revoke(task_id))

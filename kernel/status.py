@@ -14,14 +14,13 @@ cancelled                   ``{"status": "REVOKED"}``
 never issued or expired     404 error envelope
 ==========================  ===================================================
 
-JSON unless the client prefers HTML (a browser), which gets a small page that
-reloads itself until the task is over; ``?format=json`` forces JSON.
+JSON unless the client prefers HTML (a browser), which gets the live task page
+of :mod:`kernel.taskpage`; ``?format=json`` forces JSON.
 ``DELETE /status/<id>`` cancels the task.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import typing as t
 import uuid
@@ -97,7 +96,8 @@ def status_body(record: TaskRecord) -> dict[str, t.Any]:
     return {"status": state, "state": result}
 
 
-def _valid_id(task_id: str) -> bool:
+def valid_task_id(task_id: str) -> bool:
+    """Whether ``task_id`` has the form of an id this kernel issues (a UUID)."""
     try:
         return str(uuid.UUID(task_id)) == task_id.lower()
     except ValueError:
@@ -114,20 +114,12 @@ def prefers_html() -> bool:
     )
 
 
-def _html_page(body: dict[str, t.Any]) -> str:
-    # Minimal page; it reloads itself until the task is over.
-    refresh = "" if body["status"] in FINAL_STATES else '<meta http-equiv="refresh" content="1">'
-    text = html.escape(json.dumps(body, indent=2))
-    return (f"<!doctype html><html><head><meta charset=utf-8>{refresh}"
-            f"<title>Task {html.escape(body['status'])}</title></head>"
-            f"<body><h1>Task: {html.escape(body['status'])}</h1><pre>{text}</pre></body></html>")
-
-
 def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
     """Send a status body: JSON, or the HTML page when the client prefers HTML."""
     if prefers_html():
-        response = current_app.response_class(_html_page(body), status=status,
-                                              mimetype="text/html")
+        from .taskpage import status_page  # here: taskpage imports this module
+
+        response = status_page(body, status)
     else:
         # json.dumps keeps "status" first with KernKoa's spacing:
         # {"status": "SUCCESS", "data": 10}, byte for byte as clients saw it.
@@ -139,7 +131,7 @@ def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
 
 def task_status(task_id: str) -> Response:
     """``GET``/``HEAD``/``DELETE /status/<id>``."""
-    if not _valid_id(task_id):
+    if not valid_task_id(task_id):
         raise TaskNotFound()
     body = status_body(read_task(task_id))
     if request.method == "DELETE":

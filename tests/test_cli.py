@@ -46,9 +46,10 @@ def test_routes_json(tree: ControllerTree) -> None:
     listing = json.loads(result.stdout)
     assert [r["url"] for r in listing["routes"]] == EXPECTED_ROUTES
     order = next(r for r in listing["routes"] if r["method"] == "order_celery")
-    assert order["celery"] is True and order["http_methods"] == ["POST"]
+    assert order["kind"] == "celery" and order["http_methods"] == ["POST"]
     assert order["class"] == "Cart"
-    assert order["file"] == str(tree.controllers / "shop" / "cart.py")
+    # The same document as /_kernkoa/endpoints: paths relative to the catalog root.
+    assert order["file"] == "controller/shop/cart.py"
     assert [Path(b["file"]).name for b in listing["broken"]] == ["broken.py"]
 
 

@@ -1,0 +1,111 @@
+"""``GET /_kernkoa/health``: is this web process, its broker and its result store up?
+
+200 ``{"status": "ok", "checks": {...}}`` when all answer; 503 with the error
+envelope naming the failed parts otherwise. For load balancers and
+orchestrators, so it is fast and bounded: the broker and result-store checks
+run side by side, each with the Celery work's connect timeouts and circuit
+breaker (``BROKER_TIMEOUT``, ``BROKER_COOLDOWN``), and the whole answer comes
+within ``HEALTH_TIMEOUT`` seconds even if a check hangs. It is never behind
+the page guards, and ``HEALTH = False`` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import typing as t
+
+from flask import Flask
+from flask import current_app
+from werkzeug.wrappers import Response
+
+from .celeryapp import is_embedded
+from .errors import envelope
+from .jobs import celery_and_breaker
+from .jobstore import JobStore
+
+#: A check: raises when its part does not answer.
+Check = t.Callable[[], None]
+
+#: The key read from the result store: any answer, even "missing", proves it is up.
+PROBE_KEY = b"kernkoa-health-probe"
+
+
+def check_broker() -> None:
+    """Open a connection to the broker (the Redis transport pings on connect)."""
+    celery, breaker = celery_and_breaker()
+
+    def connect() -> None:
+        with celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            # A channel makes kombu talk to the server (Redis: PING).
+            connection.default_channel  # noqa: B018
+
+    breaker.call(connect)
+
+
+def check_result_store() -> None:
+    """Read one key from the result store."""
+    celery, breaker = celery_and_breaker()
+    breaker.call(lambda: JobStore(celery).backend.get(PROBE_KEY))
+
+
+def run_checks(checks: dict[str, Check], timeout: float) -> dict[str, dict[str, t.Any]]:
+    """Run the checks in parallel threads; a check not done within ``timeout`` fails.
+
+    Threads are made per call (never at import) and are daemons, so a check
+    stuck in a system call cannot hold the answer or the process's exit.
+    """
+    results: dict[str, dict[str, t.Any]] = {}
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def run(name: str, check: Check) -> None:
+        started = time.monotonic()
+        try:
+            with app.app_context():
+                check()
+        except Exception as error:  # any failure is the answer, not a crash
+            results[name] = {"ok": False, "error": type(error).__name__,
+                             "message": getattr(error, "description", None) or str(error)}
+        else:
+            results[name] = {"ok": True}
+        results[name]["seconds"] = round(time.monotonic() - started, 3)
+
+    threads = [threading.Thread(target=run, args=item, daemon=True, name=f"health-{item[0]}")
+               for item in checks.items()]
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    timed_out = {"ok": False, "error": "Timeout", "message": f"no answer within {timeout} s"}
+    # A late thread may still write into ``results``: answer from a copy, in order.
+    return {name: dict(results.get(name, timed_out)) for name in checks}
+
+
+def health() -> Response:
+    """The health answer (see the module docstring)."""
+    settings = current_app.extensions["kernkoa"].settings
+    checks = run_checks({"broker": check_broker, "result_store": check_result_store},
+                        float(settings.HEALTH_TIMEOUT))
+    checks = {"web": {"ok": True}, **checks}
+    failed = [name for name, result in checks.items() if not result["ok"]]
+    kind = "embedded" if is_embedded(settings) else settings.BROKER_URL.split(":", 1)[0]
+    if failed:
+        body = envelope(503, "unhealthy", "not answering: " + ", ".join(failed),
+                        failed=failed, checks=checks, broker=kind)
+        status = 503
+    else:
+        body = {"status": "ok", "checks": checks, "broker": kind}
+        status = 200
+    response = current_app.response_class(json.dumps(body), status=status,
+                                          mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def register(app: Flask, prefix: str) -> None:
+    """Add ``<prefix>/health`` unless the ``HEALTH`` setting is off."""
+    if getattr(app.extensions["kernkoa"].settings, "HEALTH", True):
+        app.add_url_rule(f"{prefix}/health", "kernkoa_health", health, methods=["GET", "HEAD"])

@@ -1,0 +1,177 @@
+"""The kernel's own pages under ``/<RESERVED_PREFIX>/`` (``/_kernkoa/`` by default).
+
+=========================  ================================================
+``GET endpoints``          every route and broken file, as JSON
+``GET endpoints/<url>``    one route (404 envelope when none answers)
+``GET info``               versions, features, broker kind, catalog root
+``GET openapi.json``       an OpenAPI 3.1 document of every route
+``GET docs``               an HTML page to read and try every route
+``GET static/<file>``      the pages' own CSS and JavaScript
+``GET health``             web, broker and result store up? (:mod:`.health`)
+=========================  ================================================
+
+The ``PAGES`` setting switches the first five off (then they answer 404 like
+any unknown URL); ``HEALTH`` the health check. Access checks plug in through
+:func:`add_guard`, which the auth add-on uses to put the pages behind a login.
+
+Their templates and assets live in ``kernel/templates`` and ``kernel/static``,
+rendered by a Jinja environment of their own, so they never mix with the
+catalog's ``templates/`` folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import typing as t
+from pathlib import Path
+
+import jinja2
+from flask import Blueprint
+from flask import Flask
+from flask import current_app
+from flask import request
+from flask import send_from_directory
+from werkzeug.wrappers import Response
+
+from . import info as info_module
+from . import listing
+from . import openapi
+from .dispatch import kernel
+
+HERE = Path(__file__).resolve().parent
+
+#: The pages' templates and assets, kept apart from the catalog's own.
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+#: Sent with every HTML page: only the kernel's own scripts, styles and URLs.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+       "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+#: ``app.extensions`` key of the page guards.
+GUARDS_KEY = "kernkoa_page_guards"
+
+#: A guard: returns a response to refuse the request, ``None`` to let it through.
+Guard = t.Callable[[], Response | None]
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+# JSON as plain text, escaped like any other value: Jinja's own ``tojson`` is
+# marked safe and would end a double-quoted attribute at its first quote.
+_templates.filters["json_text"] = lambda value: json.dumps(value, ensure_ascii=False)
+
+
+def render_page(template: str, status: int = 200, **context: t.Any) -> Response:
+    """Render one of the kernel's HTML pages, with its security headers."""
+    body = _templates.get_template(template).render(
+        static=_static_url, prefix=pages_url(""), **context)
+    response = current_app.response_class(body, status=status, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def pages_url(path: str) -> str:
+    """The URL of a kernel page (``docs``, ``static/x.js``) as the browser sees it."""
+    settings = kernel().settings
+    return f"{request.script_root}{settings.base.rstrip('/')}/{settings.RESERVED_PREFIX}/{path}"
+
+
+def _static_url(name: str) -> str:
+    return pages_url(f"static/{name}")
+
+
+def site_url(url: str) -> str:
+    """A catalog URL (``/shop/cart/Cart/add``) as the browser must request it."""
+    return f"{request.script_root}{kernel().settings.base.rstrip('/')}{url}"
+
+
+def add_guard(app: Flask, guard: Guard) -> None:
+    """Run ``guard`` before every kernel page; a response it returns is sent instead."""
+    app.extensions.setdefault(GUARDS_KEY, []).append(guard)
+
+
+def _run_guards() -> Response | None:
+    for guard in current_app.extensions.get(GUARDS_KEY, []):
+        refused = guard()
+        if refused is not None:
+            return refused
+    return None
+
+
+def _json(value: t.Any, status: int = 200) -> Response:
+    return current_app.response_class(json.dumps(value, indent=2) + "\n", status=status,
+                                      mimetype="application/json")
+
+
+def endpoints() -> Response:
+    """Every route and every broken controller file."""
+    return _json(listing.as_json(listing.build(kernel()), current_app.debug))
+
+
+def endpoint(url: str) -> Response:
+    """The one route ``url`` names."""
+    return _json(listing.find(kernel(), url))
+
+
+def info() -> Response:
+    """Versions, features, broker kind, catalog root."""
+    return _json(info_module.info(kernel().settings))
+
+
+def openapi_json() -> Response:
+    """The OpenAPI 3.1 document of every route."""
+    settings = kernel().settings
+    doc = openapi.document(listing.build(kernel()), base=site_url(""),
+                           with_status=info_module.features(settings)["tasks"])
+    return _json(doc)
+
+
+def docs() -> Response:
+    """An HTML page listing the catalog by folder, with a form to try each method."""
+    found = listing.as_json(listing.build(kernel()), current_app.debug)
+    routes = sorted(found["routes"], key=lambda r: (r["folder"], r["url"]))
+    folders = [(folder, list(items))
+               for folder, items in itertools.groupby(routes, key=lambda r: r["folder"])]
+    return render_page("docs.html", folders=folders, broken=found["broken"],
+                       route_count=len(routes),
+                       site_url=site_url, info=info_module.info(kernel().settings))
+
+
+def static(filename: str) -> Response:
+    """The pages' own CSS and JavaScript."""
+    return send_from_directory(STATIC, filename, max_age=300)
+
+
+def register(app: Flask) -> None:
+    """Add the kernel pages to ``app`` (the listing pages unless ``PAGES`` is off).
+
+    The static assets, the health check and the task page's event stream do
+    not depend on ``PAGES``: the task page and load balancers need them.
+    """
+    from . import health
+    from . import taskpage
+
+    settings = app.extensions["kernkoa"].settings
+    base = settings.base.rstrip("/")
+    prefix = f"{base}/{settings.RESERVED_PREFIX}"
+    app.add_url_rule(f"{prefix}/static/<path:filename>", "kernkoa_static", static,
+                     methods=["GET", "HEAD"])
+    health.register(app, prefix)
+    taskpage.register(app, base)
+    if not getattr(settings, "PAGES", True):
+        return
+    pages = Blueprint("kernkoa_pages", __name__, url_prefix=prefix)
+    pages.before_request(_run_guards)
+    get = ["GET", "HEAD"]
+    pages.add_url_rule("/endpoints", view_func=endpoints, methods=get)
+    pages.add_url_rule("/endpoints/<path:url>", view_func=endpoint, methods=get)
+    pages.add_url_rule("/info", view_func=info, methods=get)
+    pages.add_url_rule("/openapi.json", view_func=openapi_json, methods=get)
+    pages.add_url_rule("/docs", view_func=docs, methods=get)
+    app.register_blueprint(pages)

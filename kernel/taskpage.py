@@ -1,0 +1,67 @@
+"""The browser side of ``/status/<id>``: the live task page and its event stream.
+
+- :func:`status_page` is what ``/status/<id>`` sends a browser (HTML preferred
+  in ``Accept``): a progress bar, the custom state's fields, the result or the
+  error, and a cancel button, kept up to date by ``static/status.js``.
+- ``GET /status/<id>/events`` streams the same status bodies as Server-Sent
+  Events (:mod:`kernel.events`); the page polls ``/status/<id>`` instead when
+  the stream cannot be opened.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import Flask
+from flask import request
+from flask import url_for
+from werkzeug.wrappers import Response
+
+from .errors import KernelError
+from .errors import envelope
+from .events import events_response
+from .jobs import read_task
+from .pages import render_page
+from .status import TaskNotFound
+from .status import status_body
+from .status import valid_task_id
+
+#: Longest life of one event stream, in seconds (then the browser reconnects).
+STREAM_LIFE = 60.0
+
+#: Seconds between two looks at the task's status inside a stream.
+STREAM_INTERVAL = 0.5
+
+
+def status_page(body: dict[str, t.Any], status: int = 200) -> Response:
+    """The HTML task page of the task being asked for, starting from ``body``."""
+    task_id = str((request.view_args or {}).get("task_id", ""))
+    return render_page(
+        "status.html", status=status, task_id=task_id, initial=body,
+        status_url=url_for("task_status", task_id=task_id),
+        events_url=url_for("task_status_events", task_id=task_id),
+    )
+
+
+def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
+    """``(HTTP status, body)`` as ``GET /status/<id>`` would answer, errors included."""
+    try:
+        if not valid_task_id(task_id):
+            raise TaskNotFound()
+        return 200, status_body(read_task(task_id))
+    except KernelError as error:
+        code = error.code or 500
+        return code, envelope(code, error.error_code or "error", error.description or "")
+
+
+def task_events(task_id: str) -> Response:
+    """``GET /status/<id>/events``: the task's status as Server-Sent Events."""
+    if not valid_task_id(task_id):
+        raise TaskNotFound()
+    return events_response(read_status, task_id, life=STREAM_LIFE, interval=STREAM_INTERVAL)
+
+
+def register(app: Flask, base: str = "") -> None:
+    """Add ``/status/<id>/events`` to ``app``."""
+    app.add_url_rule(f"{base}/status/<task_id>/events", "task_status_events", task_events,
+                     methods=["GET"])
