@@ -29,6 +29,7 @@ from flask import stream_template
 from flask import url_for
 from werkzeug.local import LocalProxy
 
+import kernel.app as _kernel_app
 from kernel.databases import dbs
 from kernel.errors import ParameterError
 from kernel.exposure import methods
@@ -88,9 +89,8 @@ def escape(value: t.Any) -> str:
 
 
 def _default_app() -> Flask:
-    from kernel.app import default_app
-
-    return default_app()
+    # uWSGI calls through this on every request: no import statement in here.
+    return _kernel_app.default_app()
 
 
 #: The app of ``config.py`` and the environment, built on first use. A proxy

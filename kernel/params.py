@@ -95,8 +95,9 @@ class RequestFields:
                 return "json", body[name]
             if name in form:
                 return "form", form.getlist(name)
-        if name in self.query:
-            return "query", self.query.getlist(name)
+        query = self.request.args
+        if name in query:
+            return "query", query.getlist(name)
         return None
 
     def is_empty(self) -> bool:
