@@ -48,6 +48,9 @@ class RequestFields:
     @functools.cached_property
     def has_body(self) -> bool:
         """Whether the request carries a body at all (asked once per field: cached)."""
+        environ = self.request.environ
+        if not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ:
+            return False  # the usual bodiless request, told without parsing headers
         return bool(self.request.content_length) or (
             self.request.headers.get("Transfer-Encoding", "").lower() == "chunked"
         )
