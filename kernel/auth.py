@@ -127,6 +127,7 @@ class AuthLayer:
         #: Auth add-on modules by lower-case scheme name.
         self.schemes = schemes
         self._default = default_rule(self.auth_default)
+        self._warned = False
 
     def challenges(self, error: str | None = None) -> list[str]:
         """One ``WWW-Authenticate`` value per enabled scheme."""
@@ -200,9 +201,11 @@ class AuthLayer:
         if not rule.required:
             return
         if identity is None:
-            if not self.schemes:
-                log.warning("%s requires authentication, but no auth add-on is enabled",
-                            request.path)
+            if not self.schemes and not self._warned:
+                # Once: a log line per request would let anyone flood the log.
+                self._warned = True
+                log.warning("%s requires authentication, but no auth add-on is enabled; "
+                            "such routes answer 401 to everyone", request.path)
             raise AuthenticationRequired(challenges=self.challenges())
         missing = rule.scopes - identity.scopes
         if missing:
