@@ -96,7 +96,7 @@ ADDONS = []
 #: Folder of the add-on modules, relative to the project root.
 ADDONS_FOLDER = "system/addons"
 
-# --- Access (see SECURITY.md and docs/security.md) -------------------------------
+# --- Access (see SECURITY.md) ------------------------------------------------------
 
 #: "open": every route is open unless decorated with @requires; "required": every
 #: route (controllers, /status/<id>, /_kernkoa/ pages, static files) needs the
