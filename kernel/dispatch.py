@@ -10,6 +10,7 @@ from __future__ import annotations
 import typing as t
 
 from flask import current_app
+from flask import g
 from flask import request
 from werkzeug.wrappers import Response
 
@@ -66,6 +67,16 @@ class Kernel:
             endpoint = loaded.cache[key] = build_endpoint(cls, func)
         return target, endpoint
 
+    def resolve_for_request(self, path: str) -> tuple[Target, Endpoint]:
+        """:meth:`resolve`, once per request: the auth layer resolves before the
+        view, and the view reuses its answer (no second lookup or ``stat``)."""
+        found = g.get("_kernkoa_resolved")
+        if found is not None and found[0] == path:
+            return found[1], found[2]
+        target, endpoint = self.resolve(path)
+        g._kernkoa_resolved = (path, target, endpoint)
+        return target, endpoint
+
 
 def kernel() -> Kernel:
     """The :class:`Kernel` of the current app."""
@@ -75,7 +86,7 @@ def kernel() -> Kernel:
 def dispatch(path: str = "") -> Response:
     """The catch-all view: call the controller method that ``path`` names."""
     _refuse_hidden_segments()
-    target, endpoint = kernel().resolve(path)
+    target, endpoint = kernel().resolve_for_request(path)
     if request.method not in endpoint.http_methods:
         if request.method == "OPTIONS":
             allow = ", ".join(sorted(endpoint.http_methods | {"OPTIONS"}))
