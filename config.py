@@ -71,8 +71,12 @@ RESERVED_PREFIX = "_kernkoa"
 #: They show every route with its docstring and parameters, the library versions
 #: and the catalog folder, which is what a developer wants and a stranger should
 #: not see: on a public server set False (they answer 404), or put them behind a
-#: login (``kernel.pages.add_guard``, used by the auth add-on).
+#: login with PAGES_AUTH.
 PAGES = True
+
+#: Put the kernel pages behind the enabled auth add-on (jwt_auth, basic_auth)
+#: even when AUTH_DEFAULT is "open". /_kernkoa/health stays public.
+PAGES_AUTH = False
 
 #: Serve /_kernkoa/health for load balancers: 200 when this process, the broker
 #: and the result store answer, 503 naming the failed ones. Never behind a login.

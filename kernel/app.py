@@ -94,7 +94,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_pages(app)
     install_limits(app, settings)
-    install_addons(app, settings)  # after the pages, so an add-on can guard them
+    install_addons(app, settings)
     install_auth(app, settings)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app

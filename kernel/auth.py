@@ -39,6 +39,8 @@ from flask import g
 from flask import request
 
 from .access import AUTH_DEFAULTS
+from .access import AUTHENTICATED
+from .access import PUBLIC
 from .access import AccessRule
 from .access import default_rule
 from .access import rule_for
@@ -51,6 +53,16 @@ log = logging.getLogger("kernkoa.auth")
 
 #: Where an app keeps its :class:`AuthLayer`.
 AUTH_EXTENSION = "kernkoa.auth"
+
+#: Views of one task (its status, its event stream): readable by whoever may
+#: run the task's route.
+TASK_ENDPOINTS = frozenset({"task_status", "task_status_events"})
+
+#: Views that load balancers and the pages' own assets need without a login.
+PUBLIC_ENDPOINTS = frozenset({"kernkoa_health", "kernkoa_static"})
+
+#: The blueprint of the kernel pages (``PAGES_AUTH`` puts them behind a login).
+PAGES_BLUEPRINT = "kernkoa_pages"
 
 
 class AuthConfigError(RuntimeError):
@@ -124,6 +136,7 @@ class AuthLayer:
 
     def __init__(self, settings: Settings, schemes: dict[str, types.ModuleType]) -> None:
         self.auth_default = settings.AUTH_DEFAULT
+        self.pages_auth = bool(settings.PAGES_AUTH)
         #: Auth add-on modules by lower-case scheme name.
         self.schemes = schemes
         self._default = default_rule(self.auth_default)
@@ -160,8 +173,12 @@ class AuthLayer:
         args = request.view_args or {}
         if endpoint_name == "dispatch":
             return self._route_rule(args.get("path", ""))
-        if endpoint_name == "task_status":
+        if endpoint_name in TASK_ENDPOINTS:
             return self._task_rule(str(args.get("task_id", "")))
+        if endpoint_name in PUBLIC_ENDPOINTS:
+            return PUBLIC
+        if request.blueprint == PAGES_BLUEPRINT and self.pages_auth:
+            return AUTHENTICATED
         return self._default
 
     def _route_rule(self, path: str) -> AccessRule:

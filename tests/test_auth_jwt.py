@@ -218,9 +218,32 @@ def test_task_status_follows_the_task_route(jwt_app: t.Callable[..., Flask]) -> 
     assert_401(client.get(status), invalid=False)
     assert_error(client.get(status, headers=bearer(token(scope="other"))), 403)
     assert_401(client.delete(status), invalid=False)
+    # Its event stream follows the same rule as its status.
+    assert_401(client.get(status + "/events"), invalid=False)
+    assert_error(client.get(status + "/events", headers=bearer(token(scope="other"))), 403)
     # A task of a public route: its status is public too.
     opened = client.post("/shop/Jobs/open_celery")
     assert client.get(f"/status/{opened.get_json()['id']}").status_code == 200
+
+
+def test_pages_auth_puts_the_pages_behind_a_login(jwt_app: t.Callable[..., Flask]) -> None:
+    client = jwt_app(PAGES_AUTH=True).test_client()
+    for page in ("/_kernkoa/endpoints", "/_kernkoa/info", "/_kernkoa/openapi.json",
+                 "/_kernkoa/docs"):
+        assert_401(client.get(page), invalid=False)
+        assert client.get(page, headers=bearer(token())).status_code == 200, page
+    assert client.get("/shop/Open").status_code == 200  # routes stay as AUTH_DEFAULT says
+    assert client.get("/_kernkoa/health").status_code == 200
+    # Without PAGES_AUTH the pages follow AUTH_DEFAULT.
+    assert jwt_app().test_client().get("/_kernkoa/info").status_code == 200
+
+
+def test_health_stays_public_under_auth_default_required(
+    jwt_app: t.Callable[..., Flask]
+) -> None:
+    client = jwt_app(AUTH_DEFAULT="required").test_client()
+    assert client.get("/_kernkoa/health").status_code == 200
+    assert_401(client.get("/_kernkoa/info"), invalid=False)
 
 
 def test_task_status_under_auth_default_required(jwt_app: t.Callable[..., Flask]) -> None:
