@@ -71,8 +71,12 @@ RESERVED_PREFIX = "_kernkoa"
 #: They show every route with its docstring and parameters, the library versions
 #: and the catalog folder, which is what a developer wants and a stranger should
 #: not see: on a public server set False (they answer 404), or put them behind a
-#: login (``kernel.pages.add_guard``, used by the auth add-on).
+#: login with PAGES_AUTH.
 PAGES = True
+
+#: Put the kernel pages behind the enabled auth add-on (jwt_auth, basic_auth)
+#: even when AUTH_DEFAULT is "open". /_kernkoa/health stays public.
+PAGES_AUTH = False
 
 #: Serve /_kernkoa/health for load balancers: 200 when this process, the broker
 #: and the result store answer, 503 naming the failed ones. Never behind a login.
@@ -93,6 +97,13 @@ MAX_SEGMENT_LENGTH = 128
 #: Largest request body, in bytes (larger ones get 413).
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
+#: Most fields in a request's query string, form (urlencoded or multipart) or
+#: top-level JSON object; more is a 413 envelope.
+MAX_FIELDS = 1000
+
+#: Deepest nesting of arrays and objects in a JSON body; deeper is a 400 envelope.
+MAX_JSON_DEPTH = 64
+
 #: How many resolved URLs each process remembers.
 ROUTE_CACHE_SIZE = 4096
 
@@ -102,6 +113,46 @@ ADDONS = []
 
 #: Folder of the add-on modules, relative to the project root.
 ADDONS_FOLDER = "system/addons"
+
+# --- Access (see SECURITY.md) ------------------------------------------------------
+
+#: "open": every route is open unless decorated with @requires; "required": every
+#: route (controllers, /status/<id>, /_kernkoa/ pages, static files) needs the
+#: enabled auth add-on unless its controller method or class is @public.
+AUTH_DEFAULT = "open"
+
+#: Realm named in the WWW-Authenticate challenges.
+AUTH_REALM = "kernkoa"
+
+#: jwt_auth: file holding the shared HS256 key (relative to the project root).
+HMACKEY_FILE = "hmackey"
+
+#: jwt_auth: the shared HS256 key itself, when set (``KERNKOA_HMACKEY``); wins
+#: over HMACKEY_FILE. Keep it in the environment, never in this file.
+HMACKEY = ""
+
+#: jwt_auth: the audience tokens must name in their "aud" claim ("" = not checked).
+JWT_AUDIENCE = ""
+
+#: jwt_auth: seconds of clock skew tolerated on "exp" and "nbf".
+JWT_LEEWAY = 0
+
+#: basic_auth: the users file written by ``kernkoa user add`` ("" = VAR/users.json).
+USERS_FILE = ""
+
+#: cors: origins allowed to call the API from a browser, e.g.
+#: ``KERNKOA_CORS_ORIGINS=https://app.example.org`` ("*": any, never with credentials).
+CORS_ORIGINS = []
+
+#: cors: methods and request headers a preflight may ask for.
+CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+CORS_HEADERS = ["Authorization", "Content-Type"]
+
+#: cors: whether browsers may send cookies and credentials cross-origin.
+CORS_ALLOW_CREDENTIALS = False
+
+#: cors: seconds a browser may cache a preflight answer.
+CORS_MAX_AGE = 600
 
 #: Address and port of ``kernkoa serve``.
 HOST = "127.0.0.1"

@@ -30,6 +30,8 @@ from flask import url_for
 from werkzeug.local import LocalProxy
 
 import kernel.app as _kernel_app
+from kernel.access import public
+from kernel.access import requires
 from kernel.databases import dbs
 from kernel.errors import ParameterError
 from kernel.exposure import methods
@@ -50,10 +52,12 @@ __all__ = [
     "jsonify",
     "load",
     "methods",
+    "public",
     "redirect",
     "render",
     "render_template",
     "request",
+    "requires",
     "send_file",
     "session",
     "stream_template",

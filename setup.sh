@@ -51,7 +51,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-mkdir -p "$PREFIX"
+if [ "$ACTION" = install ]; then
+    mkdir -p "$PREFIX"
+elif [ ! -d "$PREFIX" ]; then
+    echo "setup.sh: nothing installed in $PREFIX" >&2
+    exit 1
+fi
 PREFIX=$(cd "$PREFIX" && pwd)
 RUN=$PREFIX/var
 ETC=$PREFIX/etc
@@ -91,6 +96,9 @@ make_venv() {
 
 write_env() {
     mkdir -p "$ETC" "$RUN"
+    # The env file may hold a broker password: readable by its owner (and group) only.
+    touch "$ETC/kernkoa.env"
+    chmod 640 "$ETC/kernkoa.env"
     local body_limit
     body_limit=$(cd "$PREFIX" && "$VENV/bin/python" -c \
         'from kernel.settings import Settings; print(Settings.load().MAX_CONTENT_LENGTH)')
@@ -236,10 +244,16 @@ install_systemd() {
     # A worker finishes its running tasks before it stops.
     write_unit kernkoa-worker "KernKoa Celery worker" \
         "$VENV/bin/celery -A kernkoa.celery worker --loglevel=INFO" "TimeoutStopSec=300"
+    chgrp "$(id -gn "$SERVICE_USER")" "$ETC/kernkoa.env"
     # nginx runs as its own user and must reach the socket.
     usermod -a -G "$(id -gn "$SERVICE_USER")" www-data 2>/dev/null || true
     ln -sf "$ETC/kernkoa_nginx.conf" "$NGINX_ETC/sites-enabled/kernkoa"
-    nginx -t
+    # A site that fails nginx -t must not stay enabled: the next reload would fail.
+    if ! nginx -t; then
+        rm -f "$NGINX_ETC/sites-enabled/kernkoa"
+        echo "setup.sh: nginx -t failed; the kernkoa site was not enabled" >&2
+        exit 1
+    fi
     systemctl daemon-reload
     systemctl enable --now kernkoa-uwsgi.service kernkoa-worker.service
     systemctl reload nginx || systemctl restart nginx
@@ -279,6 +293,11 @@ case "$ACTION" in
         fi
         ;;
     uninstall)
+        # Never remove a folder this script did not install.
+        if [ ! -f "$PREFIX/kernkoa.py" ] || [ ! -f "$ETC/kernkoa.env" ]; then
+            echo "setup.sh: $PREFIX is not a KernKoa install; nothing removed" >&2
+            exit 1
+        fi
         stop_background
         if [ "$SYSTEMD" -eq 1 ]; then
             uninstall_systemd

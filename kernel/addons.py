@@ -10,6 +10,11 @@ An add-on is a plain module. It may define any of these hooks (all optional):
 ``after_request(response)``
     Called with the response; returns the response to send (``None`` keeps
     it). Runs for error responses too.
+``init_app(app, settings)``
+    Called once when the app is created, to read settings and check them;
+    raising stops start-up with :class:`AddonError` (a clear message, never a
+    prompt). Keep per-app state in ``app.extensions``: one add-on module
+    serves every app of the process.
 ``on_task_start(*, task_id, name, **info)``
     Called in the worker when a ``_celery`` method starts. ``name`` is the
     task's route (``/folder/module/Class/method_celery``).
@@ -49,7 +54,8 @@ from .settings import current_settings
 log = logging.getLogger("kernkoa")
 
 #: The hook names an add-on may define.
-HOOKS = ("before_request", "after_request", "on_task_start", "on_task_finish")
+HOOKS = ("init_app", "before_request", "after_request", "on_task_start", "on_task_finish",
+         "authenticate", "challenge")
 
 #: Where an app keeps its :class:`Addons` (``app.extensions[EXTENSION]``).
 EXTENSION = "kernkoa.addons"
@@ -152,6 +158,13 @@ def install_addons(app: Flask, settings: Settings) -> Addons:
     """
     addons = Addons.load(settings)
     app.extensions[EXTENSION] = addons
+    for addon in addons.addons:
+        init = addon.hook("init_app")
+        if init is not None:
+            try:
+                init(app, settings)
+            except Exception as error:
+                raise AddonError(f"add-on {addon.name!r} cannot start: {error}") from error
     if addons._hooks("before_request"):
         app.before_request(addons.before_request)
     if addons._hooks("after_request"):

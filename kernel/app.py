@@ -21,6 +21,7 @@ from flask import send_from_directory
 from werkzeug.wrappers import Response
 
 from .addons import install_addons
+from .auth import install_auth
 from .dispatch import Kernel
 from .dispatch import dispatch
 from .errors import RouteNotFound
@@ -28,10 +29,12 @@ from .errors import register_error_handlers
 from .fastmatch import CatchAllShortcut
 from .fastmatch import KernKoaFlask
 from .lazy import LazyModule
+from .limits import install_limits
 from .loader import ModuleLoader
 from .pages import register as register_pages
 from .routing import Limits
 from .routing import Router
+from .secretkey import check_secret
 from .sessions import CachedSecureCookieSessionInterface
 from .settings import PROJECT_ROOT
 from .settings import Settings
@@ -55,6 +58,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
         (tests point ``CATALOG`` at a folder of their own this way).
     """
     settings = Settings.load(overrides)
+    check_secret(settings, overrides)
     app = KernKoaFlask(
         "kernkoa",
         root_path=str(PROJECT_ROOT),
@@ -97,7 +101,9 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
     register_pages(app)
-    install_addons(app, settings)  # after the pages, so an add-on can guard them
+    install_limits(app, settings)
+    install_addons(app, settings)
+    install_auth(app, settings)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

@@ -221,6 +221,7 @@ class Binder:
             s.kind is inspect.Parameter.POSITIONAL_ONLY for s in self.slots
         )
         self._open = self.takes_params or self.kwargs_name is not None
+        self._declared = frozenset(s.name for s in self.slots)
         #: True when the method takes nothing at all from the request.
         self._takes_nothing = not self.slots and not self._open and self.varargs is None
 
@@ -245,7 +246,6 @@ class Binder:
             raise RouteNotFound(detail=f"the method takes {limit} path argument(s)")
         errors: list[dict[str, str]] = []
         values: dict[str, t.Any] = {}
-        consumed: set[str] = set()
         for slot, segment in zip(self._path_slots, path_args, strict=False):
             values[slot.name] = self._convert(slot, "path", [segment], errors)
         for slot in self.slots:
@@ -256,12 +256,11 @@ class Binder:
                 continue
             found = self._lookup(slot, fields)
             if found is not None:
-                consumed.add(slot.name)
                 values[slot.name] = self._convert(slot, *found, errors)
             elif slot.required:
                 errors.append({"name": slot.name, "source": "request",
                                "message": "this field is required"})
-        extra_kwargs = self._leftover(fields, consumed, errors)
+        extra_kwargs = self._leftover(fields, errors)
         if errors:
             raise ParameterError(errors)
         return self._arrange(values, path_args, extra_kwargs)
@@ -281,12 +280,14 @@ class Binder:
             return None
 
     def _leftover(
-        self, fields: RequestFields, consumed: set[str], errors: list[dict[str, str]]
+        self, fields: RequestFields, errors: list[dict[str, str]]
     ) -> dict[str, t.Any]:
+        # A field named like a declared parameter never lands in **kwargs, even
+        # when a path segment filled that parameter, and never fills ``params``.
         if self.kwargs_name is not None:
             rest: dict[str, t.Any] = {}
             for name in list(fields.query) + list(fields.body_field_names()):
-                if name not in consumed and name not in rest:
+                if name not in self._declared and name not in rest:
                     found = fields.lookup(name)
                     if found is not None:
                         source, raw = found
@@ -295,7 +296,7 @@ class Binder:
                         rest[name] = fields.files[name]
             return rest
         if not self._open:
-            for name in sorted(fields.body_field_names() - consumed):
+            for name in sorted(fields.body_field_names() - self._declared):
                 errors.append({"name": name, "source": "body",
                                "message": "the method takes no such field"})
         return {}

@@ -1,4 +1,4 @@
-"""The ``kernkoa`` command: ``serve``, ``worker``, ``routes`` and ``check``."""
+"""The ``kernkoa`` command: ``serve``, ``worker``, ``routes``, ``check`` and ``user``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from . import listing
 from .app import create_app
 from .dispatch import Kernel
 from .registry import scan
+from .usercmd import add_user_commands
 from .worker import run_worker
 from .worker import start_embedded_worker
 from .worker import stop_worker
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=routes)
     p = commands.add_parser("check", help="import every controller, report failures")
     p.set_defaults(func=check)
+    add_user_commands(commands)
     return parser
 
 

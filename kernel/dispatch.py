@@ -10,6 +10,7 @@ from __future__ import annotations
 import typing as t
 
 from flask import current_app
+from flask import g
 from flask import request
 from werkzeug.wrappers import Response
 
@@ -70,6 +71,16 @@ class Kernel:
             endpoint = loaded.cache[key] = build_endpoint(cls, func)
         return target, endpoint
 
+    def resolve_for_request(self, path: str) -> tuple[Target, Endpoint]:
+        """:meth:`resolve`, once per request: the auth layer resolves before the
+        view, and the view reuses its answer (no second lookup or ``stat``)."""
+        found = g.get("_kernkoa_resolved")
+        if found is not None and found[0] == path:
+            return found[1], found[2]
+        target, endpoint = self.resolve(path)
+        g._kernkoa_resolved = (path, target, endpoint)
+        return target, endpoint
+
 
 def kernel() -> Kernel:
     """The :class:`Kernel` of the current app."""
@@ -83,7 +94,7 @@ def dispatch(path: str = "") -> Response:
     req = request._get_current_object()  # type: ignore[attr-defined]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     _refuse_hidden_segments(req.environ)
-    target, endpoint = t.cast(Kernel, app.extensions["kernkoa"]).resolve(path)
+    target, endpoint = t.cast(Kernel, app.extensions["kernkoa"]).resolve_for_request(path)
     if req.method not in endpoint.http_methods:
         if req.method == "OPTIONS":
             allow = ", ".join(sorted(endpoint.http_methods | {"OPTIONS"}))

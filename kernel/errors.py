@@ -115,7 +115,8 @@ def error_response(error: http.HTTPException) -> Response:
     )
     for name, value in error.get_headers():
         if name.lower() != "content-type":
-            response.headers[name] = value
+            # add, not set: a 401 carries one WWW-Authenticate per auth scheme.
+            response.headers.add(name, value)
     return response
 
 

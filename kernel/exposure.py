@@ -94,19 +94,23 @@ def find_method(
 ) -> types.FunctionType:
     """The routable plain function ``name`` of ``cls``.
 
-    Only the part of the method resolution order that lives in the catalog is
-    searched, so methods inherited from outside it are never routable.
+    The name is looked up along the method resolution order as Python would;
+    the definition found must be a plain function, defined in the catalog, on a
+    class of the catalog. A method inherited from outside the catalog, or one
+    that an outside class overrides, is never routable.
 
     :param in_catalog: tells whether a module name belongs to the catalog.
     :raises RouteNotFound: when there is none.
     """
     if _routable_name(name):
         for klass in cls.__mro__:
-            if not in_catalog(klass.__module__):
-                continue
             if name in klass.__dict__:
                 attr = klass.__dict__[name]
-                if isinstance(attr, types.FunctionType) and in_catalog(attr.__module__):
+                if (
+                    in_catalog(klass.__module__)
+                    and isinstance(attr, types.FunctionType)
+                    and in_catalog(attr.__module__)
+                ):
                     return attr
                 break
     raise RouteNotFound(detail=f"{cls.__name__} has no routable method {name!r}")

@@ -6,7 +6,8 @@ orchestrators, so it is fast and bounded: the broker and result-store checks
 run side by side, each with the Celery work's connect timeouts and circuit
 breaker (``BROKER_TIMEOUT``, ``BROKER_COOLDOWN``), and the whole answer comes
 within ``HEALTH_TIMEOUT`` seconds even if a check hangs. It is never behind
-the page guards, and ``HEALTH = False`` turns it off.
+a login (the auth layer treats it as public), and ``HEALTH = False`` turns it
+off.
 """
 
 from __future__ import annotations

@@ -233,12 +233,15 @@ def cancel_task(task_id: str) -> None:
     """Record the cancellation, then ask the workers to drop the task.
 
     The record makes it REVOKED for good, and the task checks it before it
-    starts and at each progress report; Celery's own revoke is a broadcast
-    that is only a best effort (lost if no worker is listening).
+    starts and at each progress report; Celery's own revoke (with a soft
+    signal for a running task on a prefork worker) is a broadcast that is only
+    a best effort (lost if no worker is listening).
     """
     celery, breaker = celery_and_breaker()
     breaker.call(lambda: JobStore(celery).mark_revoked(task_id))
     try:
-        breaker.call(lambda: celery.control.revoke(task_id))
+        # SIGUSR1 raises SoftTimeLimitExceeded inside a running prefork task, so a
+        # method that never reports progress stops too; the task tells the two apart.
+        breaker.call(lambda: celery.control.revoke(task_id, terminate=True, signal="SIGUSR1"))
     except BrokerUnavailable:
         log.warning("task %s: cancellation recorded, but the revoke broadcast failed", task_id)

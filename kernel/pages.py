@@ -11,8 +11,9 @@
 =========================  ================================================
 
 The ``PAGES`` setting switches the first five off (then they answer 404 like
-any unknown URL); ``HEALTH`` the health check. Access checks plug in through
-:func:`add_guard`, which the auth add-on uses to put the pages behind a login.
+any unknown URL); ``HEALTH`` the health check. Who may see them is decided by
+the auth layer (:mod:`.auth`): ``AUTH_DEFAULT``, or ``PAGES_AUTH`` to put them
+behind a login while controller routes stay open.
 
 Their templates and assets live in ``kernel/templates`` and ``kernel/static``,
 rendered by a Jinja environment of their own, so they never mix with the
@@ -49,12 +50,6 @@ STATIC = HERE / "static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
-#: ``app.extensions`` key of the page guards.
-GUARDS_KEY = "kernkoa_page_guards"
-
-#: A guard: returns a response to refuse the request, ``None`` to let it through.
-Guard = t.Callable[[], Response | None]
-
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,
@@ -89,19 +84,6 @@ def _static_url(name: str) -> str:
 def site_url(url: str) -> str:
     """A catalog URL (``/shop/cart/Cart/add``) as the browser must request it."""
     return f"{request.script_root}{kernel().settings.base.rstrip('/')}{url}"
-
-
-def add_guard(app: Flask, guard: Guard) -> None:
-    """Run ``guard`` before every kernel page; a response it returns is sent instead."""
-    app.extensions.setdefault(GUARDS_KEY, []).append(guard)
-
-
-def _run_guards() -> Response | None:
-    for guard in current_app.extensions.get(GUARDS_KEY, []):
-        refused = guard()
-        if refused is not None:
-            return refused
-    return None
 
 
 def _json(value: t.Any, status: int = 200) -> Response:
@@ -167,7 +149,6 @@ def register(app: Flask) -> None:
     if not getattr(settings, "PAGES", True):
         return
     pages = Blueprint("kernkoa_pages", __name__, url_prefix=prefix)
-    pages.before_request(_run_guards)
     get = ["GET", "HEAD"]
     pages.add_url_rule("/endpoints", view_func=endpoints, methods=get)
     pages.add_url_rule("/endpoints/<path:url>", view_func=endpoint, methods=get)

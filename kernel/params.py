@@ -16,6 +16,10 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.datastructures import MultiDict
 
 from .errors import BadRequestBody
+from .limits import check_field_count
+from .limits import check_json_body
+from .limits import check_urlencoded_form
+from .settings import current_settings
 
 #: The field sources, lowest precedence first.
 SOURCES = ("query", "form", "json")
@@ -116,6 +120,7 @@ class RequestFields:
             elif self.request.is_json:
                 self._body = (MultiDict(), self._parse_json())
             else:
+                check_urlencoded_form(self.request, self._settings().MAX_FIELDS)
                 self._body = (self.request.form, None)
         return self._body
 
@@ -123,10 +128,20 @@ class RequestFields:
         data = self.request.get_data(cache=True)
         if not data.strip():
             return None
+        settings = self._settings()
+        check_json_body(data, settings.MAX_JSON_DEPTH)
         try:
-            return json.loads(data)
+            body = json.loads(data)
         except (ValueError, RecursionError) as error:
             raise BadRequestBody("The JSON body is not valid JSON.", detail=str(error)) from None
+        if isinstance(body, dict):
+            check_field_count(len(body), settings.MAX_FIELDS, "JSON body")
+        return body
+
+    @staticmethod
+    def _settings() -> t.Any:
+        # The limits of the app serving the request (config.py's outside one).
+        return current_settings()
 
 
 class Params(dict[str, t.Any]):

@@ -129,7 +129,8 @@ class ConfigProxy:
     """What controllers see as ``config``: the current settings, plus a live ``url``.
 
     ``config.url`` is the configured absolute base URL, or else the root URL of
-    the request being served; it always ends in ``/``.
+    the request being served followed by the ``base`` prefix; it always ends in
+    ``/``.
     """
 
     def __getattr__(self, name: str) -> t.Any:
@@ -142,9 +143,10 @@ class ConfigProxy:
         configured = current_settings().url
         if configured:
             return configured if configured.endswith("/") else configured + "/"
-        if has_request_context():
-            return request.url_root
-        return "/"
+        base = current_settings().base.strip("/")
+        root = request.url_root if has_request_context() else "/"
+        # Controller URLs and /status live under ``base``: so does config.url.
+        return f"{root}{base}/" if base else root
 
     def __repr__(self) -> str:
         return "<kernkoa config>"

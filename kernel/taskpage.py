@@ -29,7 +29,9 @@ _jobs = LazyModule("kernel.jobs")
 _status = LazyModule("kernel.status")
 
 #: Longest life of one event stream, in seconds (then the browser reconnects).
-STREAM_LIFE = 60.0
+#: Below the shipped uWSGI ``harakiri`` (60 s), which would kill the worker
+#: process, and every request it serves, under a stream that outlived it.
+STREAM_LIFE = 45.0
 
 #: Seconds between two looks at the task's status inside a stream.
 STREAM_INTERVAL = 0.5

@@ -21,7 +21,10 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import Flask
+from werkzeug.datastructures import MultiDict
 
+from .addons import notify_task_finish
+from .addons import notify_task_start
 from .binding import PARAMS_NAME
 from .celeryapp import TASK_NAME
 from .jobstore import JobStore
@@ -152,7 +155,7 @@ def request_context_args(snapshot: dict[str, t.Any] | None, route: str) -> dict[
     if "json" in snapshot:
         args["json"] = snapshot["json"]
     elif "form" in snapshot:
-        args["data"] = [tuple(pair) for pair in snapshot["form"]]
+        args["data"] = MultiDict([tuple(pair) for pair in snapshot["form"]])
     return args
 
 
@@ -182,23 +185,38 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         if endpoint.binder.takes_params and PARAMS_NAME not in kwargs and not args:
             kwargs[PARAMS_NAME] = None
         handle = TaskHandle(task, store, float(kernel.settings.PROGRESS_INTERVAL))
+        started, state, failure = time.monotonic(), "FAILURE", None
+        notify_task_start(task.request.id, route)
         try:
-            return endpoint.func(endpoint.cls(), handle, *args, **kwargs)
+            result = endpoint.func(endpoint.cls(), handle, *args, **kwargs)
+            state = "SUCCESS"
+            return result
         except TaskCancelled:
+            state = "REVOKED"
             log.info("task %s stopped: it was cancelled", task.request.id)
             raise Ignore() from None
         except SoftTimeLimitExceeded:
+            # Cancelling a running task sends the same signal as its soft time limit.
+            if store.is_revoked(task.request.id):
+                state = "REVOKED"
+                log.info("task %s stopped: it was cancelled", task.request.id)
+                raise Ignore() from None
             limit = task.request.timelimit[1] if task.request.timelimit else None
             limit = limit or kernel.settings.TASK_SOFT_TIME_LIMIT
-            raise TaskTimeLimitExceeded(
-                f"the task ran longer than its time limit of {limit} s and was stopped"
-            ) from None
+            failure = TaskTimeLimitExceeded(
+                f"the task ran longer than its time limit of {limit} s and was stopped")
+            raise failure from None
         except Exception as error:
+            failure = error
             options = options_of(endpoint.func)
             if options["retries"] and task.request.retries < options["retries"]:
+                state = "RETRY"
                 raise task.retry(exc=error, countdown=options["retry_delay"],
                                  max_retries=options["retries"]) from error
             raise
+        finally:
+            notify_task_finish(task.request.id, route, state, time.monotonic() - started,
+                               error=failure)
 
 
 def register_tasks(celery: Celery) -> None:

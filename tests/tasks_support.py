@@ -66,6 +66,15 @@ class jobs:
             _note(note, "end")
         return "done"
 
+    def sleepy_celery(self, task, note: str):
+        """Notes its start, then sleeps without ever reporting progress."""
+        _note(note, "start")
+        try:
+            time.sleep(60)
+        finally:
+            _note(note, "end")
+        return "slept"
+
     @task_options(queue="side")
     def side_celery(self, task, note: str):
         _note(note, "ran")

@@ -23,7 +23,8 @@ from kernel.settings import PROJECT_ROOT
 DOCUMENTED_NAMES = {
     "ParameterError", "Response", "abort", "config", "dbs", "escape", "exeTask", "json",
     "jsonify", "load",
-    "methods", "redirect", "render", "render_template", "request", "send_file", "session",
+    "methods", "public", "redirect", "render", "render_template", "request", "requires",
+    "send_file", "session",
     "stream_template", "task_options", "time", "url_for",
 }
 

@@ -71,6 +71,12 @@ class T:
 
     def keyword_only(self, *, k: int):
         return {"k": k}
+
+    def params_and_rest(self, params=None, **rest):
+        return {"params": params, "rest": rest}
+
+    def path_and_rest(self, a, *more, **rest):
+        return {"a": a, "more": list(more), "rest": rest}
 """
 
 
@@ -215,6 +221,13 @@ def test_path_segment_wins_over_a_field_of_the_same_name(client: FlaskClient) ->
 )
 def test_surplus_path_segments_are_404(client: FlaskClient, path: str) -> None:
     assert_error(client.get(path), 404, "not_found")
+
+
+def test_kwargs_never_take_params_or_a_path_bound_name(client: FlaskClient) -> None:
+    body = client.get("/b/T/params_and_rest?params=EVIL&x=1").get_json()
+    assert body == {"params": {"params": "EVIL", "x": "1"}, "rest": {"x": "1"}}
+    body = client.get("/b/T/path_and_rest/seg/more?a=field&x=1").get_json()
+    assert body == {"a": "seg", "more": ["more"], "rest": {"x": "1"}}
 
 
 def test_numeric_path_segment_fills_a_typed_parameter(client: FlaskClient) -> None:

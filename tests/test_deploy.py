@@ -212,6 +212,23 @@ def test_setup_is_idempotent(deployment: Deployment) -> None:
     assert "kernkoa_uwsgi: running" in result.stdout
 
 
+def test_env_file_is_private(deployment: Deployment) -> None:
+    env_file = deployment.prefix / "etc" / "kernkoa.env"
+    assert "KERNKOA_BROKER_URL=redis://" in env_file.read_text()
+    assert env_file.stat().st_mode & 0o777 == 0o640
+
+
+def test_uninstall_refuses_a_folder_it_did_not_install(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep me")
+    result = subprocess.run(["bash", str(SETUP), "--prefix", str(precious), "--no-systemd",
+                             "--uninstall"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "not a KernKoa install" in result.stderr
+    assert (precious / "data.txt").read_text() == "keep me"
+
+
 def test_stop_leaves_no_process(deployment: Deployment) -> None:
     assert processes_under(deployment.prefix)
     run_setup("--prefix", str(deployment.prefix), "--stop")

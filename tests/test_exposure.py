@@ -218,6 +218,25 @@ def test_override_of_outside_method_in_catalog_class_is_routable(
     assert_error(client.get("/m/Encoder/iterencode"), 404)
 
 
+def test_a_catalog_method_an_outside_class_overrides_is_not_routable(
+    make_app: t.Callable[..., Flask], tree: ControllerTree
+) -> None:
+    tree.write("m.py", """
+        import json
+
+        class Mine:
+            def encode(self, o=None):
+                return "mine"
+
+        class Mixed(json.JSONEncoder, Mine):
+            pass
+    """)
+    client = make_app().test_client()
+    # Python would call JSONEncoder.encode on a Mixed instance, not Mine.encode.
+    assert_error(client.get("/m/Mixed/encode"), 404)
+    assert client.get("/m/Mine/encode").data == b"mine"
+
+
 def test_a_method_shadowed_by_an_attribute_is_not_routable(
     make_app: t.Callable[..., Flask], tree: ControllerTree
 ) -> None:

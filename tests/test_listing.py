@@ -274,15 +274,6 @@ def test_pages_switched_off(catalog: ControllerTree, make_app: t.Callable[..., F
             assert response.get_json()["error"]["code"] == "not_found"
 
 
-def test_guard_can_refuse_the_pages(catalog: ControllerTree,
-                                    make_app: t.Callable[..., Flask]) -> None:
-    from kernel.pages import add_guard
-
-    app = make_app()
-    add_guard(app, lambda: app.response_class("no", status=401))
-    assert app.test_client().get("/_kernkoa/endpoints").status_code == 401
-
-
 def test_routes_command_prints_the_same_listing(catalog: ControllerTree) -> None:
     env = {**os.environ, "KERNKOA_CATALOG": str(catalog.root)}
     table = subprocess.run([str(BIN / "kernkoa"), "routes"], env=env, capture_output=True,

@@ -164,6 +164,13 @@ def test_config_url_follows_the_request_root(make_app: t.Callable[..., Flask],
     assert response.text == "https://shop.example:8443/prefix/"
 
 
+def test_config_url_includes_the_base_prefix(make_app: t.Callable[..., Flask],
+                                            tree: ControllerTree) -> None:
+    tree.write("u.py", URL)
+    client = make_app(base="/api").test_client()
+    assert client.get("/api/u/C/url").text == "http://localhost/api/"
+
+
 def test_config_reads_the_current_app(make_app: t.Callable[..., Flask],
                                       tree: ControllerTree) -> None:
     tree.write("u.py", URL)

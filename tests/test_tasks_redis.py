@@ -19,6 +19,23 @@ from tasks_support import wait_for
 from tasks_support import wait_status
 from tasks_support import write_catalog
 
+#: An add-on whose task hooks write one line each next to it.
+TASKLOG_ADDON = """
+from pathlib import Path
+
+LOG = Path(__file__).with_name("hooks.log")
+
+
+def on_task_start(*, task_id, name, **info):
+    with LOG.open("a") as log:
+        log.write(f"start {task_id} {name}\\n")
+
+
+def on_task_finish(*, task_id, name, state, duration, error=None, **info):
+    with LOG.open("a") as log:
+        log.write(f"finish {task_id} {name} {state} {type(error).__name__}\\n")
+"""
+
 
 class Live(t.NamedTuple):
     server: LiveServer
@@ -35,9 +52,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Live]:
     redis = RedisServer(folder / "redis")
     redis.start()
     stack = Stack(folder)
+    addons = folder / "addons"
+    addons.mkdir()
+    (addons / "tasklog.py").write_text(TASKLOG_ADDON)
     env = clean_environ(CATALOG=str(write_catalog(folder / "catalog")),
                         BROKER_URL=redis.url, RESULT_BACKEND=redis.url,
-                        VAR=str(folder / "var"), PROGRESS_INTERVAL="0")
+                        VAR=str(folder / "var"), PROGRESS_INTERVAL="0",
+                        ADDONS="tasklog", ADDONS_FOLDER=str(addons))
     try:
         stack.worker(env, "--concurrency=2")
         yield Live(stack.server(env), redis, env, stack, folder)
@@ -117,6 +138,44 @@ def test_revoking_a_running_task_stops_it(live: Live) -> None:
     # The task stops at its next progress report, long before its 60 s.
     wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
     assert status_of(live.server, task_id) == (200, {"status": "REVOKED"})
+
+
+def test_a_form_post_reaches_the_task(live: Live) -> None:
+    code, _, body = live.server.request(
+        "/jobs/jobs/count_celery?tag=query", "POST", b"n=2&tag=form",
+        {"Content-Type": "application/x-www-form-urlencoded"})
+    assert code == 202, body
+    done = wait_status(live.server, json.loads(body)["id"], final)
+    assert done["status"] == "SUCCESS", done
+    assert done["data"]["counted"] == 2
+    assert done["data"]["tag"] == "form"
+
+
+def test_task_hooks_of_add_ons_run_in_the_worker(live: Live) -> None:
+    good = trigger(live.server, "/jobs/jobs/count_celery", n=1)
+    bad = trigger(live.server, "/jobs/jobs/fail_celery")
+    for task_id in (good, bad):
+        wait_status(live.server, task_id, final)
+    log = live.folder / "addons" / "hooks.log"
+    wait_for(lambda: f"finish {bad}" in log.read_text(), timeout=20, what="the finish hook")
+    lines = log.read_text().splitlines()
+    assert f"start {good} /jobs/jobs/count_celery" in lines
+    assert f"finish {good} /jobs/jobs/count_celery SUCCESS NoneType" in lines
+    assert f"finish {bad} /jobs/jobs/fail_celery FAILURE ValueError" in lines
+
+
+def test_revoking_a_silent_running_task_stops_it(live: Live) -> None:
+    note = live.folder / "sleepy.txt"
+    task_id = trigger(live.server, "/jobs/jobs/sleepy_celery", note=str(note))
+    wait_for(lambda: note.exists() and "start" in note.read_text(), timeout=20,
+             what="the task to start")
+    code, _, _ = live.server.request(f"/status/{task_id}", "DELETE")
+    assert code == 200
+    # It never reports progress: only the soft signal can stop it before its 60 s.
+    wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
+    assert status_of(live.server, task_id) == (200, {"status": "REVOKED"})
+    follow = trigger(live.server, "/jobs/jobs/count_celery", n=1)
+    assert wait_status(live.server, follow, final)["status"] == "SUCCESS"
 
 
 def test_revoking_a_queued_task_means_it_never_starts(live: Live) -> None:

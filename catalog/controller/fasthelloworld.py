@@ -6,6 +6,8 @@ from kernkoa import *
 
 
 class fastHelloClass:
+    """Hello-world methods, as in the KernKoa README."""
+
     def fastHelloWorld(self, params=None):
         """Say hello."""
         return "hello world!!."

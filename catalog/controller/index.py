@@ -4,6 +4,8 @@ from kernkoa import *
 
 
 class index:
+    """The site's home."""
+
     def index(self, params=None):
         """The KernKoa welcome page."""
         return render("index.html", url=config.url)

@@ -4,6 +4,8 @@ from kernkoa import *
 
 
 class head:
+    """A greeting from a folder."""
+
     def index(self, params=None):
         """Greet."""
         return "hola mundo"

@@ -26,6 +26,8 @@ def _problems(user, message):
 
 
 class message:
+    """The guestbook: list and add messages."""
+
     def index(self, params=None):
         """The guestbook page."""
         model = load.model("model_message", "message")

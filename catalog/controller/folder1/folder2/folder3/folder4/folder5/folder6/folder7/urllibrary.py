@@ -6,6 +6,8 @@ from kernkoa import *
 
 
 class urlclass:
+    """Methods seven folders down the catalog."""
+
     def urlmethod(self, params=None):
         """Say hello from seven folders down."""
         return "hello world!!."

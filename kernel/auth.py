@@ -1,0 +1,267 @@
+"""The auth layer: one decision per request, before any view runs.
+
+Authentication is done by auth add-ons (``jwt_auth``, ``basic_auth``, or your
+own); this module decides, once per request and in one place, whether the
+request may go on:
+
+1. find the route's :class:`~kernel.access.AccessRule`: a controller URL is
+   resolved through :meth:`Kernel.resolve_for_request` (the view reuses the
+   result); ``/status/<id>`` takes the rule of the route that started the
+   task (recorded when it was enqueued), so a task's status is readable by
+   whoever may run the task; everything else (``/_kernkoa/`` pages, static
+   files, URLs that name nothing) takes ``AUTH_DEFAULT``;
+2. ``@public``: go on without looking at credentials;
+3. otherwise authenticate with the add-on whose ``SCHEME`` matches the
+   ``Authorization`` header: bad credentials are a 401 on any route;
+4. a route that requires authentication gets 401 (with a
+   ``WWW-Authenticate`` challenge per enabled scheme) when there is no
+   identity, and 403 when the identity lacks a scope.
+
+The identity, when there is one, is ``flask.g.identity`` (:class:`Identity`).
+
+An auth add-on is an add-on module with ``SCHEME`` (``"Bearer"``, ``"Basic"``)
+and two hooks: ``authenticate(request) -> Identity`` (raising
+:class:`AuthenticationRequired` for bad credentials) and
+``challenge(error=None) -> str`` (its ``WWW-Authenticate`` value).
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+
+from flask import Flask
+from flask import current_app
+from flask import g
+from flask import request
+
+from .access import AUTH_DEFAULTS
+from .access import AUTHENTICATED
+from .access import PUBLIC
+from .access import AccessRule
+from .access import default_rule
+from .access import rule_for
+from .addons import EXTENSION
+from .addons import Addons
+from .errors import KernelError
+from .settings import Settings
+
+log = logging.getLogger("kernkoa.auth")
+
+#: Where an app keeps its :class:`AuthLayer`.
+AUTH_EXTENSION = "kernkoa.auth"
+
+#: Views of one task (its status, its event stream): readable by whoever may
+#: run the task's route.
+TASK_ENDPOINTS = frozenset({"task_status", "task_status_events"})
+
+#: Views that load balancers and the pages' own assets need without a login.
+PUBLIC_ENDPOINTS = frozenset({"kernkoa_health", "kernkoa_static"})
+
+#: The blueprint of the kernel pages (``PAGES_AUTH`` puts them behind a login).
+PAGES_BLUEPRINT = "kernkoa_pages"
+
+
+class AuthConfigError(RuntimeError):
+    """The auth settings cannot work; raised at start-up, never at request time."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who made the request, as an auth add-on established it."""
+
+    #: User name (``sub`` claim for a token).
+    name: str
+    #: Scopes the caller holds.
+    scopes: frozenset[str] = frozenset()
+    #: The scheme that authenticated it (``Bearer``, ``Basic``).
+    scheme: str = ""
+    #: The token's verified claims, if any.
+    claims: t.Mapping[str, t.Any] = field(default_factory=dict)
+
+
+class AuthenticationRequired(KernelError):
+    """401: credentials are missing or invalid.
+
+    :param challenges: ``WWW-Authenticate`` values, one per enabled scheme.
+    """
+
+    code = 401
+    name = "Unauthorized"
+    error_code = "unauthorized"
+    description = "Authentication is required to call this URL."
+
+    def __init__(self, message: str | None = None, detail: str | None = None,
+                 challenges: t.Sequence[str] = ()) -> None:
+        super().__init__(message, detail)
+        self.challenges = list(challenges)
+
+    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
+        """Werkzeug's headers plus one ``WWW-Authenticate`` per challenge."""
+        headers = super().get_headers(*args, **kwargs)
+        return [*headers, *(("WWW-Authenticate", c) for c in self.challenges)]
+
+
+class InvalidCredentials(AuthenticationRequired):
+    """401: credentials were sent, and they are not valid."""
+
+    error_code = "invalid_credentials"
+    description = "The credentials sent are not valid."
+
+
+class InsufficientScope(KernelError):
+    """403: the caller is authenticated but lacks a scope the route requires."""
+
+    code = 403
+    name = "Forbidden"
+    error_code = "insufficient_scope"
+    description = "The credentials do not grant access to this URL."
+
+    def __init__(self, missing: t.Iterable[str], challenge: str | None = None) -> None:
+        missing = sorted(missing)
+        super().__init__(f"Missing scope: {' '.join(missing)}.")
+        self.challenge = challenge
+
+    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
+        """Werkzeug's headers plus the Bearer ``insufficient_scope`` challenge (RFC 6750)."""
+        headers = super().get_headers(*args, **kwargs)
+        return [*headers, ("WWW-Authenticate", self.challenge)] if self.challenge else headers
+
+
+class AuthLayer:
+    """The enabled auth add-ons of one app, and the per-request decision."""
+
+    def __init__(self, settings: Settings, schemes: dict[str, types.ModuleType]) -> None:
+        self.auth_default = settings.AUTH_DEFAULT
+        self.pages_auth = bool(settings.PAGES_AUTH)
+        #: Auth add-on modules by lower-case scheme name.
+        self.schemes = schemes
+        self._default = default_rule(self.auth_default)
+        self._warned = False
+
+    def challenges(self, error: str | None = None) -> list[str]:
+        """One ``WWW-Authenticate`` value per enabled scheme."""
+        return [module.challenge(error) for module in self.schemes.values()]
+
+    def authenticate(self) -> Identity | None:
+        """The identity the request's ``Authorization`` header proves, or ``None``
+        when it carries none for an enabled scheme.
+
+        :raises InvalidCredentials: when it carries bad ones.
+        """
+        header = request.headers.get("Authorization")
+        if not header:
+            return None
+        scheme = header.split(None, 1)[0].lower() if header.strip() else ""
+        module = self.schemes.get(scheme)
+        if module is None:
+            return None
+        try:
+            return t.cast(Identity, module.authenticate(request))
+        except AuthenticationRequired as error:
+            if not error.challenges:
+                error.challenges = self.challenges("invalid_token" if scheme == "bearer"
+                                                   else None)
+            raise
+
+    def rule(self) -> AccessRule:
+        """The access rule of the current request's route."""
+        endpoint_name = request.endpoint
+        args = request.view_args or {}
+        if endpoint_name == "dispatch":
+            return self._route_rule(args.get("path", ""))
+        if endpoint_name in TASK_ENDPOINTS:
+            return self._task_rule(str(args.get("task_id", "")))
+        if endpoint_name in PUBLIC_ENDPOINTS:
+            return PUBLIC
+        if request.blueprint == PAGES_BLUEPRINT and self.pages_auth:
+            return AUTHENTICATED
+        return self._default
+
+    def _route_rule(self, path: str) -> AccessRule:
+        kernel = current_app.extensions["kernkoa"]
+        try:
+            _, endpoint = kernel.resolve_for_request(path)
+        except KernelError:
+            # Names nothing (or fails to load): the view answers that, after
+            # the default rule, so anonymous callers cannot map a closed site.
+            return self._default
+        return rule_for(endpoint, self.auth_default)
+
+    def _task_rule(self, task_id: str) -> AccessRule:
+        from .jobs import read_task
+        from .status import valid_task_id
+
+        if not valid_task_id(task_id):
+            return self._default
+        issued = read_task(task_id).issued
+        route = issued.get("route") if isinstance(issued, dict) else None
+        if not isinstance(route, str):
+            return self._default
+        kernel = current_app.extensions["kernkoa"]
+        try:
+            _, endpoint = kernel.resolve(route)
+        except KernelError:
+            return self._default
+        return rule_for(endpoint, self.auth_default)
+
+    def check(self) -> None:
+        """The ``before_request`` hook: let the request go on, or raise 401/403."""
+        rule = self.rule()
+        g.identity = None
+        if rule.public:
+            return
+        identity = g.identity = self.authenticate()
+        if not rule.required:
+            return
+        if identity is None:
+            if not self.schemes and not self._warned:
+                # Once: a log line per request would let anyone flood the log.
+                self._warned = True
+                log.warning("%s requires authentication, but no auth add-on is enabled; "
+                            "such routes answer 401 to everyone", request.path)
+            raise AuthenticationRequired(challenges=self.challenges())
+        missing = rule.scopes - identity.scopes
+        if missing:
+            bearer = self.schemes.get("bearer")
+            challenge = bearer.challenge("insufficient_scope", sorted(rule.scopes)) \
+                if bearer is not None and identity.scheme.lower() == "bearer" else None
+            raise InsufficientScope(missing, challenge)
+
+
+def current_identity() -> Identity | None:
+    """The identity of the request being served, or ``None`` (anonymous)."""
+    return t.cast("Identity | None", g.get("identity"))
+
+
+def install_auth(app: Flask, settings: Settings) -> AuthLayer:
+    """Check the auth settings and install the per-request decision into ``app``.
+
+    Installed even when no auth add-on is enabled, so a ``@requires`` route
+    fails closed (401) instead of silently open.
+
+    :raises AuthConfigError: for an unknown ``AUTH_DEFAULT``, or ``required``
+        with no auth add-on enabled.
+    """
+    if settings.AUTH_DEFAULT not in AUTH_DEFAULTS:
+        raise AuthConfigError(f"AUTH_DEFAULT must be one of {', '.join(AUTH_DEFAULTS)}, "
+                              f"not {settings.AUTH_DEFAULT!r}")
+    addons = t.cast(Addons, app.extensions[EXTENSION])
+    schemes: dict[str, types.ModuleType] = {}
+    for addon in addons.addons:
+        scheme = getattr(addon.module, "SCHEME", None)
+        if scheme and addon.hook("authenticate") is not None:
+            if str(scheme).lower() in schemes:
+                raise AuthConfigError(f"two auth add-ons handle the {scheme} scheme")
+            schemes[str(scheme).lower()] = addon.module
+    if settings.AUTH_DEFAULT == "required" and not schemes:
+        raise AuthConfigError(
+            "AUTH_DEFAULT is 'required' but no auth add-on is enabled: add jwt_auth or "
+            "basic_auth to ADDONS (KERNKOA_ADDONS=jwt_auth), or set AUTH_DEFAULT=open")
+    layer = AuthLayer(settings, schemes)
+    app.extensions[AUTH_EXTENSION] = layer
+    app.before_request(layer.check)
+    return layer

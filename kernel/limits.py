@@ -1,0 +1,106 @@
+"""Request limits beyond body size: how many fields, how deep a JSON body.
+
+``MAX_CONTENT_LENGTH`` (413) and the path limits (``MAX_PATH_LENGTH``,
+``MAX_PATH_DEPTH``, ``MAX_SEGMENT_LENGTH``: 404 before the file system) live
+elsewhere. This module adds:
+
+- ``MAX_FIELDS``: most fields in the query string, in an urlencoded or
+  multipart form (Werkzeug's ``max_form_parts``) or at the top level of a JSON
+  object body; more is a 413 ``too_many_fields``. Parsing a million tiny
+  fields costs far more than their bytes suggest, hence a count.
+- ``MAX_JSON_DEPTH``: deepest nesting of arrays and objects in a JSON body;
+  deeper is a 400 ``json_too_deep``. It is measured with a loop, never by
+  recursion, before ``json.loads`` sees the body.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+from flask import Request
+from flask import request
+
+from .errors import BadRequestBody
+from .errors import KernelError
+from .settings import Settings
+
+#: Tokens that matter for nesting: brackets, and strings (skipped whole, so a
+#: bracket inside a string is not counted). Escapes inside strings are handled.
+_JSON_TOKENS = re.compile(rb'[\[\]{}]|"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+class TooManyFields(KernelError):
+    """The request carries more fields than ``MAX_FIELDS``."""
+
+    code = 413
+    name = "Request Entity Too Large"
+    error_code = "too_many_fields"
+    description = "The request carries too many fields."
+
+
+class JsonTooDeep(BadRequestBody):
+    """The JSON body nests deeper than ``MAX_JSON_DEPTH``."""
+
+    error_code = "json_too_deep"
+    description = "The JSON body is nested too deeply."
+
+
+def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays/objects deeper than ``max_depth``.
+
+    Cheap when it cannot: a body with fewer brackets than the limit is not
+    scanned. Malformed text is not judged here (``json.loads`` does that).
+    """
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False
+    depth = 0
+    for match in _JSON_TOKENS.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def check_json_body(data: bytes, max_depth: int) -> None:
+    """Refuse a JSON body nested deeper than ``max_depth``.
+
+    :raises JsonTooDeep: when it is.
+    """
+    if json_depth_exceeds(data, max_depth):
+        raise JsonTooDeep(detail=f"nesting deeper than {max_depth}")
+
+
+def check_field_count(count: int, max_fields: int, where: str) -> None:
+    """Refuse more than ``max_fields`` fields.
+
+    :raises TooManyFields: when there are.
+    """
+    if count > max_fields:
+        raise TooManyFields(detail=f"more than {max_fields} fields in the {where}")
+
+
+def check_urlencoded_form(req: Request, max_fields: int) -> None:
+    """Count the fields of an urlencoded body before Werkzeug parses it (it has no
+    count limit of its own for this format; ``max_form_parts`` covers multipart)."""
+    if req.mimetype == "application/x-www-form-urlencoded":
+        data = req.get_data(cache=True)
+        check_field_count(data.count(b"&") + 1 if data else 0, max_fields, "form")
+
+
+def install_limits(app: Flask, settings: Settings) -> None:
+    """Apply ``MAX_FIELDS`` to multipart forms and, on every request, to the query string."""
+    max_fields = int(settings.MAX_FIELDS)
+    app.config["MAX_FORM_PARTS"] = max_fields
+
+    def limit_query() -> None:
+        query = request.query_string
+        if query:
+            # Counted on the raw bytes: no parsing of a hostile query string.
+            check_field_count(query.count(b"&") + 1, max_fields, "query string")
+
+    app.before_request(limit_query)

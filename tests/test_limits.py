@@ -1,0 +1,104 @@
+"""Limits: fields, JSON depth, body size and path, each a setting with the JSON envelope."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ControllerTree
+from conftest import assert_error
+
+from kernel.limits import json_depth_exceeds
+
+ECHO = """
+class E:
+    def any(self, params):
+        return {"n": len(params or {})}
+
+    def deep(self, params):
+        return {"ok": True}
+"""
+
+
+@pytest.fixture
+def client(tree: ControllerTree, make_app):  # type: ignore[no-untyped-def]
+    tree.write("echo.py", ECHO)
+    return make_app(MAX_FIELDS=10, MAX_JSON_DEPTH=5, MAX_CONTENT_LENGTH=4096).test_client()
+
+
+def test_fields_up_to_the_limit_pass(client) -> None:  # type: ignore[no-untyped-def]
+    query = "&".join(f"f{i}=1" for i in range(10))
+    assert client.get(f"/echo/E/any?{query}").get_json() == {"n": 10}
+    assert client.post("/echo/E/any", data={f"f{i}": "1" for i in range(10)}).status_code == 200
+    assert client.post("/echo/E/any", json={f"f{i}": 1 for i in range(10)}).status_code == 200
+
+
+def test_too_many_query_fields(client) -> None:  # type: ignore[no-untyped-def]
+    query = "&".join(f"f{i}=1" for i in range(11))
+    assert_error(client.get(f"/echo/E/any?{query}"), 413, "too_many_fields")
+    # Every route, not only controllers.
+    assert_error(client.get(f"/status/x?{query}"), 413, "too_many_fields")
+
+
+def test_too_many_urlencoded_fields(client) -> None:  # type: ignore[no-untyped-def]
+    body = "&".join(f"f{i}=1" for i in range(11))
+    response = client.post("/echo/E/any", data=body,
+                           content_type="application/x-www-form-urlencoded")
+    assert_error(response, 413, "too_many_fields")
+
+
+def test_too_many_multipart_parts(client) -> None:  # type: ignore[no-untyped-def]
+    # Plain fields only: Werkzeug leaves the spooled files of parts it had
+    # already read unclosed when it stops (a ResourceWarning at collection).
+    data = {f"f{i}": "1" for i in range(11)}
+    response = client.post("/echo/E/any", data=data, content_type="multipart/form-data")
+    assert_error(response, 413)
+
+
+def test_too_many_json_fields(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/echo/E/any", json={f"f{i}": 1 for i in range(11)})
+    assert_error(response, 413, "too_many_fields")
+
+
+def test_json_depth(client) -> None:  # type: ignore[no-untyped-def]
+    ok = client.post("/echo/E/deep", data="[[[[[1]]]]]", content_type="application/json")
+    assert ok.status_code == 200
+    deep = client.post("/echo/E/deep", data="[[[[[[1]]]]]]", content_type="application/json")
+    assert_error(deep, 400, "json_too_deep")
+    # Brackets inside strings do not count.
+    text = json.dumps({"a": "[[[[[[[[[[{{{{{{{{\\\"[[[["})
+    assert client.post("/echo/E/deep", data=text,
+                       content_type="application/json").status_code == 200
+
+
+def test_deep_json_never_recurses(tree: ControllerTree, make_app) -> None:  # type: ignore[no-untyped-def]
+    tree.write("echo.py", ECHO)
+    client = make_app(MAX_JSON_DEPTH=100_000_000).test_client()
+    # Far deeper than Python's recursion limit: still an envelope, never a crash.
+    body = "[" * 200_000 + "]" * 200_000
+    response = client.post("/echo/E/deep", data=body, content_type="application/json")
+    assert_error(response, 400)
+
+
+def test_body_too_large(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/echo/E/any", data=b"x" * 5000, content_type="text/plain")
+    assert_error(response, 413)
+    response = client.post("/echo/E/any", json={"a": "x" * 5000})
+    assert_error(response, 413)
+
+
+def test_path_limits_are_404_envelopes(tree: ControllerTree, make_app) -> None:  # type: ignore[no-untyped-def]
+    tree.write("echo.py", ECHO)
+    client = make_app(MAX_PATH_LENGTH=50, MAX_PATH_DEPTH=4).test_client()
+    assert client.get("/echo/E/any").status_code == 200
+    assert_error(client.get("/echo/E/any/" + "a" * 60), 404)
+    assert_error(client.get("/echo/E/any/a/b"), 404)
+
+
+@pytest.mark.parametrize(("text", "limit", "exceeds"), [
+    (b"{}", 0, True), (b"{}", 1, False), (b'{"a": [1, {"b": []}]}', 4, False),
+    (b'{"a": [1, {"b": []}]}', 3, True), (b'"[[[[["', 1, False), (b'["\\\\", [[]]]', 2, True),
+    (b'["\\"]]]]", [[]]]', 3, False),
+])
+def test_json_depth_scanner(text: bytes, limit: int, exceeds: bool) -> None:
+    assert json_depth_exceeds(text, limit) is exceeds
