@@ -33,7 +33,6 @@ from .loader import ModuleLoader
 from .loader import shared_loader
 from .routing import SEGMENT
 from .routing import stays_inside
-from .settings import PROJECT_ROOT
 from .settings import Settings
 from .settings import current_settings
 
@@ -45,8 +44,8 @@ class CatalogLoadError(LookupError):
 
 def addons_folder(settings: Settings) -> Path:
     """The folder of the add-on modules (``ADDONS_FOLDER``, from the project root)."""
-    folder = Path(getattr(settings, "ADDONS_FOLDER", "system/addons"))
-    root = Path(getattr(settings, "path", "") or PROJECT_ROOT)
+    folder = Path(settings.ADDONS_FOLDER)
+    root = Path(settings.path)
     return (root / folder).resolve()
 
 
