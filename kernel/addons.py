@@ -89,7 +89,7 @@ class Addons:
 
         :raises AddonError: naming the add-on and what went wrong.
         """
-        names = getattr(settings, "ADDONS", None) or []
+        names = settings.ADDONS or []
         if isinstance(names, str):
             names = [part.strip() for part in names.split(",") if part.strip()]
         addons: list[Addon] = []

@@ -30,7 +30,7 @@ from .fastmatch import CatchAllShortcut
 from .fastmatch import KernKoaFlask
 from .lazy import LazyModule
 from .limits import install_limits
-from .loader import ModuleLoader
+from .loader import shared_loader
 from .pages import register as register_pages
 from .routing import Limits
 from .routing import Router
@@ -85,7 +85,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
                       settings.MAX_SEGMENT_LENGTH),
         cache_size=settings.ROUTE_CACHE_SIZE,
     )
-    loader = ModuleLoader(settings.CATALOG, reload=settings.RELOAD)
+    loader = shared_loader(settings.CATALOG, reload=settings.RELOAD)
     app.extensions["kernkoa"] = Kernel(settings, router, loader)
 
     base = settings.base.rstrip("/")

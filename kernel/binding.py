@@ -26,12 +26,12 @@ from .errors import ParameterError
 from .errors import RouteNotFound
 from .params import RequestFields
 from .params import build_params
+from .settings import FALSE_WORDS
+from .settings import TRUE_WORDS
 
 #: The name of the parameter that receives KernKoa's params.
 PARAMS_NAME = "params"
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _EMPTY = inspect.Parameter.empty
 
 
@@ -76,8 +76,8 @@ def _to_float(value: t.Any) -> float:
 def _to_bool(value: t.Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
     if value in (0, 1) and not isinstance(value, float):
         return bool(value)
     raise ConversionError(f"expected true or false, got {_show(value)}")

@@ -7,7 +7,6 @@ scheme, host, port and path, never their user name or password.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import platform
 import typing as t
 from urllib.parse import urlsplit
@@ -60,9 +59,8 @@ def features(settings: Settings) -> dict[str, t.Any]:
     return {
         "debug": bool(settings.DEBUG),
         "reload": bool(settings.RELOAD),
-        "pages": bool(getattr(settings, "PAGES", True)),
-        "tasks": importlib.util.find_spec("kernel.tasks") is not None,
-        "addons": list(getattr(settings, "ADDONS", []) or []),
+        "pages": bool(settings.PAGES),
+        "addons": list(settings.ADDONS),
     }
 
 
@@ -76,9 +74,9 @@ def info(settings: Settings) -> dict[str, t.Any]:
         "libraries": library_versions(),
         "features": features(settings),
         # Empty URLs mean the embedded, file-based broker and result store.
-        "broker": public_url(getattr(settings, "BROKER_URL", None)) or {"kind": "embedded"},
-        "result_backend": public_url(getattr(settings, "RESULT_BACKEND", None))
-        or public_url(getattr(settings, "BROKER_URL", None)) or {"kind": "embedded"},
+        "broker": public_url(settings.BROKER_URL) or {"kind": "embedded"},
+        "result_backend": public_url(settings.RESULT_BACKEND)
+        or public_url(settings.BROKER_URL) or {"kind": "embedded"},
         "catalog": str(settings.CATALOG),
         "reload": bool(settings.RELOAD),
         "reserved_prefix": settings.RESERVED_PREFIX,

@@ -23,7 +23,6 @@ from .binding import Slot
 from .binding import converter_for
 from .dispatch import Kernel
 from .errors import ControllerLoadError
-from .errors import RouteNotFound
 from .exposure import Endpoint
 from .registry import BrokenFile
 from .registry import Route
@@ -199,16 +198,13 @@ def find(kernel: Kernel, url: str) -> dict[str, t.Any]:
     :raises ControllerLoadError: when its controller file fails to import.
     """
     target = kernel.router.resolve(url)
-    wanted = target.route
-    listing = build(kernel)
-    for route in listing.routes:
-        if route.url == wanted:
-            return describe_route(route, listing.root)
-    for bad in listing.broken:
-        if bad.file == target.file:
-            name = bad.file.relative_to(listing.root).as_posix()
-            # The exception line is shown to everyone, as in the listing; the
-            # traceback only in debug mode (the envelope's detail).
-            raise ControllerLoadError(f"{name} failed to load: {error_line(bad.error)}",
-                                      detail=bad.error)
-    raise RouteNotFound(detail=f"no routable method at {wanted}")
+    root = kernel.settings.CATALOG
+    try:
+        _, endpoint = kernel.resolve(target.route)
+    except ControllerLoadError as error:
+        name = target.file.relative_to(root).as_posix()
+        # The exception line is shown to everyone, as in the listing; the
+        # traceback only in debug mode (the envelope's detail).
+        raise ControllerLoadError(f"{name} failed to load: {error_line(error.detail or '')}",
+                                  detail=error.detail) from None
+    return describe_route(Route(target.route, target.file, endpoint), root)

@@ -22,8 +22,6 @@ Instances are built with no arguments, as KernKoa did.
 
 from __future__ import annotations
 
-import os
-import threading
 import types
 import typing as t
 from pathlib import Path
@@ -32,8 +30,9 @@ from flask import current_app
 from flask import has_app_context
 
 from .loader import ModuleLoader
+from .loader import shared_loader
 from .routing import SEGMENT
-from .settings import PROJECT_ROOT
+from .routing import stays_inside
 from .settings import Settings
 from .settings import current_settings
 
@@ -45,8 +44,8 @@ class CatalogLoadError(LookupError):
 
 def addons_folder(settings: Settings) -> Path:
     """The folder of the add-on modules (``ADDONS_FOLDER``, from the project root)."""
-    folder = Path(getattr(settings, "ADDONS_FOLDER", "system/addons"))
-    root = Path(getattr(settings, "path", "") or PROJECT_ROOT)
+    folder = Path(settings.ADDONS_FOLDER)
+    root = Path(settings.path)
     return (root / folder).resolve()
 
 
@@ -70,8 +69,7 @@ def catalog_file(root: Path, name: str, folder: str | None = None) -> Path:
     file = root.joinpath(*parts, f"{name}.py")
     if not file.is_file():
         raise CatalogLoadError(f"there is no file {file}")
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([os.path.realpath(file), real_root]) != real_root:
+    if not stays_inside(file, root):
         raise CatalogLoadError(f"{file} leads outside {root}")
     return file
 
@@ -91,20 +89,6 @@ def _class_named(module: types.ModuleType, name: str, file: Path) -> type:
     if not isinstance(cls, type):
         raise CatalogLoadError(f"{file} defines no class {name!r}")
     return cls
-
-
-# Loaders used outside an app, and the add-on loaders: one per folder per process.
-_loaders: dict[tuple[Path, bool], ModuleLoader] = {}
-_loaders_lock = threading.Lock()
-
-
-def shared_loader(root: Path, reload: bool) -> ModuleLoader:
-    """The process-wide :class:`ModuleLoader` of ``root``."""
-    with _loaders_lock:
-        loader = _loaders.get((root, reload))
-        if loader is None:
-            loader = _loaders[(root, reload)] = ModuleLoader(root, reload=reload)
-        return loader
 
 
 def addon_loader(settings: Settings) -> ModuleLoader:

@@ -149,3 +149,18 @@ class ModuleLoader:
             package = importlib.util.module_from_spec(spec)
             package.__path__ = [str(path)]
             sys.modules[name] = package
+
+
+# One loader per folder per process: every app, ``load`` outside an app and the
+# add-ons share it, so a file is executed once per version, under one name.
+_loaders: dict[tuple[Path, bool], ModuleLoader] = {}
+_loaders_lock = threading.Lock()
+
+
+def shared_loader(root: Path, reload: bool) -> ModuleLoader:
+    """The process-wide :class:`ModuleLoader` of ``root``."""
+    with _loaders_lock:
+        loader = _loaders.get((root, reload))
+        if loader is None:
+            loader = _loaders[(root, reload)] = ModuleLoader(root, reload=reload)
+        return loader

@@ -247,11 +247,10 @@ def _status_paths() -> dict[str, t.Any]:
     }}
 
 
-def document(listing: Listing, base: str = "", with_status: bool = True) -> dict[str, t.Any]:
-    """The OpenAPI 3.1 document of a listing.
+def document(listing: Listing, base: str = "") -> dict[str, t.Any]:
+    """The OpenAPI 3.1 document of a listing, ``/status/{id}`` included.
 
     :param base: the URL prefix the kernel is served under (the ``base`` setting).
-    :param with_status: describe ``/status/{id}`` (when the kernel runs tasks).
     """
     paths: dict[str, t.Any] = {}
     for found in listing.routes:
@@ -263,8 +262,7 @@ def document(listing: Listing, base: str = "", with_status: bool = True) -> dict
                 item[method] = _operation(route, method, annotations)
         if item:
             paths[route["url"]] = item
-    if with_status:
-        paths.update(_status_paths())
+    paths.update(_status_paths())
     doc: dict[str, t.Any] = {
         "openapi": "3.1.0",
         "info": {"title": "KernKoa catalog", "version": __version__,

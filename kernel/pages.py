@@ -108,9 +108,7 @@ def info() -> Response:
 
 def openapi_json() -> Response:
     """The OpenAPI 3.1 document of every route."""
-    settings = kernel().settings
-    doc = openapi.document(listing.build(kernel()), base=site_url(""),
-                           with_status=info_module.features(settings)["tasks"])
+    doc = openapi.document(listing.build(kernel()), base=site_url(""))
     return _json(doc)
 
 
@@ -146,7 +144,7 @@ def register(app: Flask) -> None:
                      methods=["GET", "HEAD"])
     health.register(app, prefix)
     taskpage.register(app, base)
-    if not getattr(settings, "PAGES", True):
+    if not settings.PAGES:
         return
     pages = Blueprint("kernkoa_pages", __name__, url_prefix=prefix)
     get = ["GET", "HEAD"]

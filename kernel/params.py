@@ -199,6 +199,13 @@ class Params(dict[str, t.Any]):
             raise KeyError(key)
         return legacy(self)
 
+    def get(self, key: str, default: t.Any = None) -> t.Any:
+        """Like ``dict.get``, and the legacy keys answer as ``params[key]`` does."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 def build_params(fields: RequestFields, urlpath: str) -> Params | None:
     """KernKoa's ``params``: ``None`` when the request carries no fields at all."""

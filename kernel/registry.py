@@ -8,7 +8,6 @@ the router itself, so it can never list a route that would not be served.
 from __future__ import annotations
 
 import inspect
-import os
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from .exposure import Endpoint
 from .exposure import find_class
 from .exposure import find_method
 from .routing import SEGMENT
+from .routing import stays_inside
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ def controller_files(root: Path) -> t.Iterator[Path]:
     module of the same name shadows (``a.py`` beside ``a/``), and files whose
     real path leaves ``root`` (symlinks): the router never serves those either.
     """
-    real_root = os.path.realpath(root)
     for file in sorted(root.rglob("*.py")):
         parts = file.relative_to(root).with_suffix("").parts
         if not all(SEGMENT.fullmatch(part) for part in parts):
@@ -60,7 +59,7 @@ def controller_files(root: Path) -> t.Iterator[Path]:
         if any(root.joinpath(*parts[:depth]).with_suffix(".py").is_file()
                for depth in range(1, len(parts))):
             continue
-        if os.path.commonpath([os.path.realpath(file), real_root]) != real_root:
+        if not stays_inside(file, root):
             continue
         yield file
 

@@ -79,6 +79,12 @@ def split_path(path: str, limits: Limits) -> list[str]:
     return segments
 
 
+def stays_inside(file: Path, root: Path | str) -> bool:
+    """Whether ``file``'s real path (symlinks followed) lies under ``root``'s."""
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([os.path.realpath(file), real_root]) == real_root
+
+
 def _require_name(segment: str, role: str) -> None:
     if not SEGMENT.fullmatch(segment):
         raise RouteNotFound(detail=f"{role} {segment[:40]!r} is not an identifier")
@@ -105,7 +111,6 @@ class Router:
         self.index_route = index_route
         self.reserved = reserved
         self.limits = limits or Limits()
-        self._real_root = os.path.realpath(root)
         self._cached_resolve = functools.lru_cache(maxsize=cache_size)(self._resolve)
 
     def resolve(self, path: str) -> Target:
@@ -137,8 +142,7 @@ class Router:
         raise RouteNotFound(detail=f"no controller file on the path {'/'.join(segments)!r}")
 
     def _target(self, file: Path, segments: list[str], depth: int) -> Target:
-        real = os.path.realpath(file)
-        if os.path.commonpath([real, self._real_root]) != self._real_root:
+        if not stays_inside(file, self.root):
             raise RouteNotFound(detail=f"{file} leads outside the controller folder")
         rest = segments[depth + 1:]
         if not rest:

@@ -29,8 +29,9 @@ ENV_PREFIX = "KERNKOA_"
 #: Settings holding a folder; relative values are taken from the project root.
 PATH_SETTINGS = ("CATALOG", "TEMPLATES", "VAR", "IMAGES", "PDFS")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+#: Words read as true and as false, in settings and in request fields.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 class SettingsError(ValueError):
@@ -46,9 +47,9 @@ def parse_value(name: str, raw: str, default: t.Any) -> t.Any:
     try:
         if isinstance(default, bool):
             lowered = raw.strip().lower()
-            if lowered in _TRUE:
+            if lowered in TRUE_WORDS:
                 return True
-            if lowered in _FALSE:
+            if lowered in FALSE_WORDS or not lowered:  # an empty variable means off
                 return False
             raise ValueError(f"expected true or false, got {raw!r}")
         if isinstance(default, int):

@@ -25,7 +25,6 @@ from pathlib import Path
 from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
 
-from .settings import PROJECT_ROOT
 from .settings import Settings
 
 #: What a user name may look like (no ":", which ends the name in Basic auth).
@@ -52,9 +51,9 @@ class User:
 
 def users_file(settings: Settings) -> Path:
     """The users file the settings name (``USERS_FILE``, else ``VAR/users.json``)."""
-    configured = str(getattr(settings, "USERS_FILE", "") or "")
+    configured = str(settings.USERS_FILE or "")
     if configured:
-        return Path(getattr(settings, "path", "") or PROJECT_ROOT) / configured
+        return Path(settings.path) / configured
     return Path(settings.VAR) / "users.json"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -131,17 +132,24 @@ def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 class LiveServer:
     """A real server process on 127.0.0.1, and a small HTTP client for it."""
 
-    def __init__(self, base: str, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, base: str, process: subprocess.Popen[bytes],
+                 log: Path | None = None) -> None:
         self.base = base
         self.process = process
+        #: The server's output, where it is kept in a file.
+        self.log = log
 
     def request(self, path: str, method: str = "GET", data: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        """Send one request; return status, headers and body, whatever the status."""
+                headers: dict[str, str] | None = None,
+                timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; return status, headers and body, whatever the status.
+
+        :raises TimeoutError: when no answer came within ``timeout`` seconds.
+        """
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
@@ -169,3 +177,61 @@ def serve(tmp_path: Path) -> t.Iterator[t.Callable[..., LiveServer]]:
     for process, log in started:
         stop(process)
         log.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of that pid still exists (and is not a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_gone(pids: t.Iterable[int], timeout: float = 15.0) -> bool:
+    """Poll until none of ``pids`` is alive; False if some still are after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(pid_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return found
+
+
+@contextlib.contextmanager
+def uwsgi_server(tmp_path: Path, env: dict[str, str], *options: str) -> t.Iterator[LiveServer]:
+    """uWSGI running ``kernkoa.app``: a master and 2 worker processes on a free port.
+
+    ``env`` is added to this process's environment; ``options`` go to uWSGI
+    (``--lazy-apps``, ``--harakiri 3``...). On the way out uWSGI is stopped
+    (SIGTERM, then SIGKILL) and no worker may outlive it.
+    """
+    port = free_port()
+    log_path = tmp_path / f"uwsgi-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "uwsgi"), "--master", "--processes", "2",
+             "--http-socket", f"127.0.0.1:{port}", "--module", "kernkoa", "--callable", "app",
+             "--need-app", "--die-on-term", *options],
+            cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    workers: set[int] = set()
+    try:
+        wait_for_http(server.base + "/", process)
+        yield server
+        workers = children(process.pid)
+    finally:
+        stop(process, grace=30)
+    assert wait_until_gone(workers), log_path.read_text()[-3000:]

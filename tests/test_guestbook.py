@@ -9,17 +9,14 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import typing as t
 import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import BIN
 from conftest import LiveServer
-from conftest import free_port
 from conftest import stop
-from conftest import wait_for_http
+from conftest import uwsgi_server
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -176,23 +173,9 @@ def test_failing_statement_does_not_lock_the_next_request(
 @pytest.fixture
 def uwsgi(tmp_path: Path) -> t.Iterator[tuple[LiveServer, Path]]:
     """uWSGI with 2 worker processes (no lazy-apps) and the access_log add-on."""
-    port = free_port()
-    log_path = tmp_path / "uwsgi.log"
-    env = {**os.environ, "KERNKOA_VAR": str(tmp_path / "var"), "KERNKOA_ADDONS": "access_log"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "uwsgi"), "--master", "--processes", "2",
-             "--http-socket", f"127.0.0.1:{port}", "--module", "kernkoa", "--callable", "app",
-             "--die-on-term", "--listen", "64"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(base + INDEX, process)
-        yield LiveServer(base, process), log_path
-    finally:
-        stop(process, grace=30)
-    assert process.returncode == 0, log_path.read_text()[-2000:]
+    env = {"KERNKOA_VAR": str(tmp_path / "var"), "KERNKOA_ADDONS": "access_log"}
+    with uwsgi_server(tmp_path, env, "--listen", "64") as server:
+        yield server, t.cast(Path, server.log)
 
 
 def test_two_uwsgi_processes_lose_no_row(uwsgi: tuple[LiveServer, Path],

@@ -42,6 +42,9 @@ class C:
             "data": params["data"],
         }
 
+    def legacy_get(self, params):
+        return {key: params.get(key, "absent") for key in ("get", "urlpath", "nothing")}
+
     def missing(self, params):
         return params["nope"]
 
@@ -152,6 +155,11 @@ def test_legacy_keys_when_no_such_field(client: FlaskClient) -> None:
                     "data": None}
     body = client.post("/p/C/legacy?q=1", json={"j": 1}).get_json()
     assert body == {"get": {"q": "1"}, "post": {}, "urlpath": "p/C/legacy", "data": {"j": 1}}
+
+
+def test_get_answers_the_legacy_keys_too(client: FlaskClient) -> None:
+    body = client.get("/p/C/legacy_get?q=1").get_json()
+    assert body == {"get": {"q": "1"}, "urlpath": "p/C/legacy_get", "nothing": "absent"}
 
 
 def test_fields_named_like_legacy_keys_win(client: FlaskClient) -> None:

@@ -9,6 +9,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from conftest import uwsgi_server
 from tasks_support import RedisServer
 from tasks_support import Stack
 from tasks_support import clean_environ
@@ -118,3 +119,23 @@ def test_redis_stopped_gives_503_then_recovers(
     deadline = time.monotonic() + 60
     assert wait_status(server, task_id, final, timeout=deadline - time.monotonic()
                        )["status"] == "SUCCESS"
+
+
+def test_redis_down_under_uwsgi_keeps_both_processes_serving(
+        tmp_path: Path, env: dict[str, str], redis: RedisServer) -> None:
+    settings = {k: v for k, v in env.items() if k.startswith("KERNKOA_")}
+    with uwsgi_server(tmp_path, settings, "--lazy-apps") as server:
+        assert server.request("/jobs/jobs/count_celery", "POST")[0] == 202
+        redis.stop()
+        # Triggers keep failing, fast, in both processes; other routes never notice.
+        for _ in range(30):
+            code, _, body = server.request("/jobs/jobs/count_celery", "POST", timeout=3)
+            assert code == 503, body
+            assert b'"broker_unavailable"' in body
+            assert server.request("/jobs/jobs/hello", timeout=3)[:1] == (200,)
+        redis.start()
+
+        def accepted() -> bool:
+            return server.request("/jobs/jobs/count_celery", "POST", timeout=3)[0] == 202
+
+        wait_for(accepted, timeout=30, what="triggers to work again")

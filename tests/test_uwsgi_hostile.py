@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import subprocess
 import threading
 import time
 import typing as t
@@ -15,15 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN
 from conftest import ControllerTree
-from conftest import free_port
-from conftest import wait_for_http
-from test_uwsgi import wait_until_gone
-
-from kernel.settings import PROJECT_ROOT
-
-UWSGI = BIN / "uwsgi"
+from conftest import uwsgi_server
 
 HOSTILE = """
 import os
@@ -64,48 +54,12 @@ def answered_ok(base: str, within: float = 30.0) -> int:
     raise AssertionError(f"{base} stopped answering")
 
 
-def children(pid: int) -> set[int]:
-    """Direct children of ``pid`` (Linux /proc)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found.update(int(c) for c in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return found
-
-
 @pytest.fixture
 def uwsgi(tree: ControllerTree, tmp_path: Path) -> t.Iterator[tuple[str, Path]]:
     tree.write("k.py", HOSTILE)
-    port = free_port()
-    log_path = tmp_path / "uwsgi.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(UWSGI), "--master", "--processes", "2", "--http-socket", f"127.0.0.1:{port}",
-             "--module", "kernkoa", "--callable", "app", "--harakiri", "3", "--lazy-apps",
-             "--need-app", "--die-on-term"],
-            cwd=PROJECT_ROOT, env={**os.environ, "KERNKOA_CATALOG": str(tree.root)},
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        seen: set[int] = set()
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_for_http(base + "/", process)
-            yield base, log_path
-            seen = children(process.pid)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(15)
-        assert process.returncode is not None
-        assert wait_until_gone(seen), log_path.read_text()
-
-
-pytestmark = pytest.mark.skipif(not UWSGI.exists(), reason="uWSGI is installed by make install")
+    with uwsgi_server(tmp_path, {"KERNKOA_CATALOG": str(tree.root)},
+                      "--harakiri", "3", "--lazy-apps") as server:
+        yield server.base, t.cast(Path, server.log)
 
 
 def test_a_controller_that_kills_its_worker(uwsgi: tuple[str, Path]) -> None:
