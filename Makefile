@@ -39,7 +39,9 @@ test: install lint system-tools
 	$(BIN)/python -m pytest
 
 # Benchmarks on real uWSGI servers driven by wrk (see bench/RESULTS.md).
-bench: install system-tools
+# Only the programs the benchmarks run (wrk, redis-server), not the whole test list.
+bench: install
+	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server wrk:wrk"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
