@@ -5,9 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # Programs the test suite runs for real, from the distribution when missing.
-SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium
+SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk
 
-.PHONY: install run test lint clean system-tools
+# Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
+BENCH_ARGS ?=
+
+.PHONY: install run test lint clean system-tools bench
 
 install: $(STAMP)
 
@@ -34,6 +37,12 @@ system-tools:
 
 test: install lint system-tools
 	$(BIN)/python -m pytest
+
+# Benchmarks on real uWSGI servers driven by wrk (see bench/RESULTS.md).
+# Only the programs the benchmarks run (wrk, redis-server), not the whole test list.
+bench: install
+	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server wrk:wrk"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

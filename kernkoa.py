@@ -29,16 +29,16 @@ from flask import stream_template
 from flask import url_for
 from werkzeug.local import LocalProxy
 
+import kernel.app as _kernel_app
 from kernel.access import public
 from kernel.access import requires
 from kernel.databases import dbs
 from kernel.errors import ParameterError
 from kernel.exposure import methods
-from kernel.jobs import exe_task as exeTask
+from kernel.lazy import LazyModule
 from kernel.load import load
 from kernel.rendering import render
 from kernel.settings import config
-from kernel.tasks import task_options
 
 __all__ = [
     "ParameterError",
@@ -67,6 +67,22 @@ __all__ = [
 ]
 
 
+# Celery's stack costs every worker process ~15 MiB and ~150 ms to import:
+# it is loaded when a controller first uses these, not by the star import.
+_jobs = LazyModule("kernel.jobs")
+_tasks = LazyModule("kernel.tasks")
+
+
+def exeTask(instance: t.Any, name: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
+    """KernKoa's ``exeTask(self, "name_celery", params)``: see :func:`kernel.jobs.exe_task`."""
+    return t.cast(dict, _jobs.exe_task(instance, name, params))
+
+
+def task_options(*args: t.Any, **options: t.Any) -> t.Callable[[t.Any], t.Any]:
+    """Celery options of one ``_celery`` method: see :func:`kernel.tasks.task_options`."""
+    return t.cast(t.Callable[[t.Any], t.Any], _tasks.task_options(*args, **options))
+
+
 def escape(value: t.Any) -> str:
     """``value`` as text safe to put into HTML: ``& < > " '`` become entities.
 
@@ -77,9 +93,8 @@ def escape(value: t.Any) -> str:
 
 
 def _default_app() -> Flask:
-    from kernel.app import default_app
-
-    return default_app()
+    # uWSGI calls through this on every request: no import statement in here.
+    return _kernel_app.default_app()
 
 
 #: The app of ``config.py`` and the environment, built on first use. A proxy

@@ -152,6 +152,8 @@ class AuthLayer:
 
         :raises InvalidCredentials: when it carries bad ones.
         """
+        if not self.schemes:
+            return None  # no add-on could accept any header: skip reading it (per request)
         header = request.headers.get("Authorization")
         if not header:
             return None
@@ -169,15 +171,17 @@ class AuthLayer:
 
     def rule(self) -> AccessRule:
         """The access rule of the current request's route."""
-        endpoint_name = request.endpoint
-        args = request.view_args or {}
+        # One context lookup for the request: this runs before every request.
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint_name = req.endpoint
+        args = req.view_args or {}
         if endpoint_name == "dispatch":
             return self._route_rule(args.get("path", ""))
         if endpoint_name in TASK_ENDPOINTS:
             return self._task_rule(str(args.get("task_id", "")))
         if endpoint_name in PUBLIC_ENDPOINTS:
             return PUBLIC
-        if request.blueprint == PAGES_BLUEPRINT and self.pages_auth:
+        if req.blueprint == PAGES_BLUEPRINT and self.pages_auth:
             return AUTHENTICATED
         return self._default
 

@@ -222,6 +222,8 @@ class Binder:
         )
         self._open = self.takes_params or self.kwargs_name is not None
         self._declared = frozenset(s.name for s in self.slots)
+        #: True when the method takes nothing at all from the request.
+        self._takes_nothing = not self.slots and not self._open and self.varargs is None
 
     @property
     def max_path_args(self) -> int | None:
@@ -236,6 +238,9 @@ class Binder:
         :raises RouteNotFound: when there are more path segments than parameters.
         :raises ParameterError: when fields are missing, unconvertible or unexpected.
         """
+        if self._takes_nothing and not path_args and not fields.has_body:
+            # Nothing to bind and no body whose fields would be refused.
+            return [], {}
         limit = self.max_path_args
         if limit is not None and len(path_args) > limit:
             raise RouteNotFound(detail=f"the method takes {limit} path argument(s)")

@@ -21,10 +21,14 @@ from flask import Flask
 from flask import current_app
 from werkzeug.wrappers import Response
 
-from .celeryapp import is_embedded
 from .errors import envelope
-from .jobs import celery_and_breaker
-from .jobstore import JobStore
+from .lazy import LazyModule
+
+# The Celery stack (~15 MiB per worker process) comes with the first health
+# check, not with the app.
+_celeryapp = LazyModule("kernel.celeryapp")
+_jobs = LazyModule("kernel.jobs")
+_jobstore = LazyModule("kernel.jobstore")
 
 #: A check: raises when its part does not answer.
 Check = t.Callable[[], None]
@@ -35,7 +39,7 @@ PROBE_KEY = b"kernkoa-health-probe"
 
 def check_broker() -> None:
     """Open a connection to the broker (the Redis transport pings on connect)."""
-    celery, breaker = celery_and_breaker()
+    celery, breaker = _jobs.celery_and_breaker()
 
     def connect() -> None:
         with celery.connection_for_write() as connection:
@@ -48,8 +52,8 @@ def check_broker() -> None:
 
 def check_result_store() -> None:
     """Read one key from the result store."""
-    celery, breaker = celery_and_breaker()
-    breaker.call(lambda: JobStore(celery).backend.get(PROBE_KEY))
+    celery, breaker = _jobs.celery_and_breaker()
+    breaker.call(lambda: _jobstore.JobStore(celery).backend.get(PROBE_KEY))
 
 
 def run_checks(checks: dict[str, Check], timeout: float) -> dict[str, dict[str, t.Any]]:
@@ -92,7 +96,7 @@ def health() -> Response:
                         float(settings.HEALTH_TIMEOUT))
     checks = {"web": {"ok": True}, **checks}
     failed = [name for name, result in checks.items() if not result["ok"]]
-    kind = "embedded" if is_embedded(settings) else settings.BROKER_URL.split(":", 1)[0]
+    kind = "embedded" if _celeryapp.is_embedded(settings) else settings.BROKER_URL.split(":", 1)[0]
     if failed:
         body = envelope(503, "unhealthy", "not answering: " + ", ".join(failed),
                         failed=failed, checks=checks, broker=kind)

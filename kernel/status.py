@@ -26,7 +26,6 @@ import typing as t
 import uuid
 
 from celery import states
-from flask import Flask
 from flask import current_app
 from flask import redirect
 from flask import request
@@ -153,9 +152,3 @@ def task_started(task_id: str) -> Response:
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
-
-
-def register_status_routes(app: Flask, base: str = "") -> None:
-    """Add ``/status/<id>`` to ``app``."""
-    app.add_url_rule(f"{base}/status/<task_id>", "task_status", task_status,
-                     methods=["GET", "HEAD", "DELETE"])

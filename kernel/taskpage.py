@@ -20,11 +20,13 @@ from werkzeug.wrappers import Response
 from .errors import KernelError
 from .errors import envelope
 from .events import events_response
-from .jobs import read_task
+from .lazy import LazyModule
 from .pages import render_page
-from .status import TaskNotFound
-from .status import status_body
-from .status import valid_task_id
+
+# The Celery stack (~15 MiB per worker process) comes with the first task
+# page, not with the app.
+_jobs = LazyModule("kernel.jobs")
+_status = LazyModule("kernel.status")
 
 #: Longest life of one event stream, in seconds (then the browser reconnects).
 #: Below the shipped uWSGI ``harakiri`` (60 s), which would kill the worker
@@ -48,9 +50,9 @@ def status_page(body: dict[str, t.Any], status: int = 200) -> Response:
 def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
     """``(HTTP status, body)`` as ``GET /status/<id>`` would answer, errors included."""
     try:
-        if not valid_task_id(task_id):
-            raise TaskNotFound()
-        return 200, status_body(read_task(task_id))
+        if not _status.valid_task_id(task_id):
+            raise _status.TaskNotFound()
+        return 200, _status.status_body(_jobs.read_task(task_id))
     except KernelError as error:
         code = error.code or 500
         return code, envelope(code, error.error_code or "error", error.description or "")
@@ -58,8 +60,8 @@ def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
 
 def task_events(task_id: str) -> Response:
     """``GET /status/<id>/events``: the task's status as Server-Sent Events."""
-    if not valid_task_id(task_id):
-        raise TaskNotFound()
+    if not _status.valid_task_id(task_id):
+        raise _status.TaskNotFound()
     return events_response(read_status, task_id, life=STREAM_LIFE, interval=STREAM_INTERVAL)
 
 

@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end at a tiny size, so they cannot rot.
+
+Timings are never asserted: only that every section ran, measured both sides
+and left no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernel.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None,
+                                reason="wrk is not installed (make test installs it)")
+
+
+def _bench_processes() -> set[int]:
+    """uWSGI servers and Celery workers started the way the benchmarks start them."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(PROJECT_ROOT).encode() not in cmdline:
+                continue  # another checkout's processes
+            if (b"uwsgi" in cmdline and b"--http-socket" in cmdline) or (
+                    b"bench.plain_tasks" in cmdline or b"--without-heartbeat" in cmdline):
+                found.add(int(entry.name))
+    return found
+
+
+def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
+    before = _bench_processes()
+    out = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNKOA_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--work", str(tmp_path / "work"),
+         "--json", str(out)],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())["results"]
+    cases = {r["case"] for r in results}
+    for expected in ("1. GET, no params", "1. GET, 3 query params", "1. POST, JSON body",
+                     "5. RSS per worker", "5. start-up to first 200",
+                     "3. trigger vs apply_async route", "3. /status vs AsyncResult.state",
+                     "4. task round trip, Redis", "4. task round trip, embedded"):
+        assert expected in cases
+    assert sum(c.startswith("2. ") for c in cases) == 3
+    for result in results:
+        assert result["ratios"], result["case"]
+        assert all(value > 0 for side in result["samples"].values() for value in side)
+    assert _bench_processes() <= before
