@@ -46,6 +46,7 @@ from flask import current_app
 from flask import has_app_context
 from werkzeug.wrappers import Response
 
+from .errors import AddonError
 from .load import CatalogLoadError
 from .load import load_addon_module
 from .settings import Settings
@@ -59,10 +60,6 @@ HOOKS = ("init_app", "before_request", "after_request", "on_task_start", "on_tas
 
 #: Where an app keeps its :class:`Addons` (``app.extensions[EXTENSION]``).
 EXTENSION = "kernkoa.addons"
-
-
-class AddonError(RuntimeError):
-    """An add-on named in ``config.ADDONS`` is missing, fails to import or is malformed."""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,9 @@ from .access import default_rule
 from .access import rule_for
 from .addons import EXTENSION
 from .addons import Addons
+from .errors import AuthConfigError
+from .errors import AuthenticationRequired
+from .errors import InsufficientScope
 from .errors import KernelError
 from .settings import Settings
 
@@ -65,10 +68,6 @@ PUBLIC_ENDPOINTS = frozenset({"kernkoa_health", "kernkoa_static"})
 PAGES_BLUEPRINT = "kernkoa_pages"
 
 
-class AuthConfigError(RuntimeError):
-    """The auth settings cannot work; raised at start-up, never at request time."""
-
-
 @dataclass(frozen=True)
 class Identity:
     """Who made the request, as an auth add-on established it."""
@@ -81,54 +80,6 @@ class Identity:
     scheme: str = ""
     #: The token's verified claims, if any.
     claims: t.Mapping[str, t.Any] = field(default_factory=dict)
-
-
-class AuthenticationRequired(KernelError):
-    """401: credentials are missing or invalid.
-
-    :param challenges: ``WWW-Authenticate`` values, one per enabled scheme.
-    """
-
-    code = 401
-    name = "Unauthorized"
-    error_code = "unauthorized"
-    description = "Authentication is required to call this URL."
-
-    def __init__(self, message: str | None = None, detail: str | None = None,
-                 challenges: t.Sequence[str] = ()) -> None:
-        super().__init__(message, detail)
-        self.challenges = list(challenges)
-
-    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
-        """Werkzeug's headers plus one ``WWW-Authenticate`` per challenge."""
-        headers = super().get_headers(*args, **kwargs)
-        return [*headers, *(("WWW-Authenticate", c) for c in self.challenges)]
-
-
-class InvalidCredentials(AuthenticationRequired):
-    """401: credentials were sent, and they are not valid."""
-
-    error_code = "invalid_credentials"
-    description = "The credentials sent are not valid."
-
-
-class InsufficientScope(KernelError):
-    """403: the caller is authenticated but lacks a scope the route requires."""
-
-    code = 403
-    name = "Forbidden"
-    error_code = "insufficient_scope"
-    description = "The credentials do not grant access to this URL."
-
-    def __init__(self, missing: t.Iterable[str], challenge: str | None = None) -> None:
-        missing = sorted(missing)
-        super().__init__(f"Missing scope: {' '.join(missing)}.")
-        self.challenge = challenge
-
-    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
-        """Werkzeug's headers plus the Bearer ``insufficient_scope`` challenge (RFC 6750)."""
-        headers = super().get_headers(*args, **kwargs)
-        return [*headers, ("WWW-Authenticate", self.challenge)] if self.challenge else headers
 
 
 class AuthLayer:

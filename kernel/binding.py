@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from werkzeug.datastructures import FileStorage
 
+from .errors import ConversionError
 from .errors import ParameterError
 from .errors import RouteNotFound
 from .params import RequestFields
@@ -33,10 +34,6 @@ from .settings import TRUE_WORDS
 PARAMS_NAME = "params"
 
 _EMPTY = inspect.Parameter.empty
-
-
-class ConversionError(ValueError):
-    """A value does not fit a parameter's annotation."""
 
 
 def _identity(value: t.Any) -> t.Any:

@@ -25,6 +25,8 @@ import typing as t
 import weakref
 from pathlib import Path
 
+from .errors import DatabaseConfigError
+from .errors import UnknownDatabase
 from .lazy import LazyModule
 from .settings import Settings
 from .settings import current_settings
@@ -58,17 +60,6 @@ Params = t.Mapping[str, t.Any] | t.Sequence[t.Mapping[str, t.Any]] | None
 
 #: What :meth:`Database.execute` returns: column names (or ``None``), rows, rowcount.
 Outcome = tuple[list[str] | None, list[tuple[t.Any, ...]], int]
-
-
-class DatabaseConfigError(ValueError):
-    """An entry of ``config.databases`` cannot be turned into an engine."""
-
-
-class UnknownDatabase(KeyError):
-    """``dbs[name]`` for a name that ``config.databases`` does not have."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown database"
 
 
 def database_url(name: str, entry: t.Mapping[str, t.Any], var: Path) -> URL:

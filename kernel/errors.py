@@ -86,6 +86,145 @@ class ControllerLoadError(KernelError):
     description = "The controller for this URL failed to load."
 
 
+class AddonError(RuntimeError):
+    """An add-on named in ``config.ADDONS`` is missing, fails to import or is malformed."""
+
+
+class AuthConfigError(RuntimeError):
+    """The auth settings cannot work; raised at start-up, never at request time."""
+
+
+class AuthenticationRequired(KernelError):
+    """401: credentials are missing or invalid.
+
+    :param challenges: ``WWW-Authenticate`` values, one per enabled scheme.
+    """
+
+    code = 401
+    name = "Unauthorized"
+    error_code = "unauthorized"
+    description = "Authentication is required to call this URL."
+
+    def __init__(self, message: str | None = None, detail: str | None = None,
+                 challenges: t.Sequence[str] = ()) -> None:
+        super().__init__(message, detail)
+        self.challenges = list(challenges)
+
+    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
+        """Werkzeug's headers plus one ``WWW-Authenticate`` per challenge."""
+        headers = super().get_headers(*args, **kwargs)
+        return [*headers, *(("WWW-Authenticate", c) for c in self.challenges)]
+
+
+class InvalidCredentials(AuthenticationRequired):
+    """401: credentials were sent, and they are not valid."""
+
+    error_code = "invalid_credentials"
+    description = "The credentials sent are not valid."
+
+
+class InsufficientScope(KernelError):
+    """403: the caller is authenticated but lacks a scope the route requires."""
+
+    code = 403
+    name = "Forbidden"
+    error_code = "insufficient_scope"
+    description = "The credentials do not grant access to this URL."
+
+    def __init__(self, missing: t.Iterable[str], challenge: str | None = None) -> None:
+        missing = sorted(missing)
+        super().__init__(f"Missing scope: {' '.join(missing)}.")
+        self.challenge = challenge
+
+    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
+        """Werkzeug's headers plus the Bearer ``insufficient_scope`` challenge (RFC 6750)."""
+        headers = super().get_headers(*args, **kwargs)
+        return [*headers, ("WWW-Authenticate", self.challenge)] if self.challenge else headers
+
+
+class ConversionError(ValueError):
+    """A value does not fit a parameter's annotation."""
+
+
+class DatabaseConfigError(ValueError):
+    """An entry of ``config.databases`` cannot be turned into an engine."""
+
+
+class UnknownDatabase(KeyError):
+    """``dbs[name]`` for a name that ``config.databases`` does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown database"
+
+
+class BrokerUnavailable(KernelError):
+    """The task broker or result store cannot be reached right now."""
+
+    code = 503
+    name = "Service Unavailable"
+    error_code = "broker_unavailable"
+    description = "Background tasks are unavailable right now; try again shortly."
+
+
+class TooManyFields(KernelError):
+    """The request carries more fields than ``MAX_FIELDS``."""
+
+    code = 413
+    name = "Request Entity Too Large"
+    error_code = "too_many_fields"
+    description = "The request carries too many fields."
+
+
+class JsonTooDeep(BadRequestBody):
+    """The JSON body nests deeper than ``MAX_JSON_DEPTH``."""
+
+    error_code = "json_too_deep"
+    description = "The JSON body is nested too deeply."
+
+
+class CatalogLoadError(LookupError):
+    """``load`` was asked for something it cannot give: a bad name, a missing
+    file, a file that fails to import, or a missing class or attribute."""
+
+
+class InsecureSecretError(RuntimeError):
+    """The configured secret key is empty or well known."""
+
+
+class SettingsError(ValueError):
+    """A setting, usually from the environment, has a value of the wrong type."""
+
+
+class TaskNotFound(KernelError):
+    """No task was issued with this id, or its record expired."""
+
+    code = 404
+    name = "Not Found"
+    error_code = "not_found"
+    description = "No task has this id (it was never issued, or its result expired)."
+
+
+class TaskFinished(KernelError):
+    """A task that already finished cannot be cancelled."""
+
+    code = 409
+    name = "Conflict"
+    error_code = "conflict"
+    description = "The task has already finished."
+
+
+class TaskCancelled(Exception):
+    """Raised inside a task at its first progress report after a cancellation."""
+
+
+class TaskTimeLimitExceeded(Exception):
+    """A task ran past its soft time limit."""
+
+
+class UsersError(ValueError):
+    """A user name, password or users file is not acceptable."""
+
+
 def _error_code(error: http.HTTPException) -> str:
     code = getattr(error, "error_code", None)
     if code:

@@ -38,7 +38,7 @@ from .binding import PARAMS_NAME
 from .binding import ConversionError
 from .celeryapp import TASK_NAME
 from .celeryapp import get_celery
-from .errors import KernelError
+from .errors import BrokerUnavailable
 from .errors import ParameterError
 from .errors import RouteNotFound
 from .exposure import Endpoint
@@ -59,15 +59,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 #: Request headers never copied into a message: they are re-derived, or are
 #: credentials that have no business sitting in a broker.
 DROPPED_HEADERS = frozenset({"content-length", "content-type", "cookie", "authorization"})
-
-
-class BrokerUnavailable(KernelError):
-    """The task broker or result store cannot be reached right now."""
-
-    code = 503
-    name = "Service Unavailable"
-    error_code = "broker_unavailable"
-    description = "Background tasks are unavailable right now; try again shortly."
 
 
 class CircuitBreaker:

@@ -21,29 +21,13 @@ from flask import Flask
 from flask import Request
 from flask import request
 
-from .errors import BadRequestBody
-from .errors import KernelError
+from .errors import JsonTooDeep
+from .errors import TooManyFields
 from .settings import Settings
 
 #: Tokens that matter for nesting: brackets, and strings (skipped whole, so a
 #: bracket inside a string is not counted). Escapes inside strings are handled.
 _JSON_TOKENS = re.compile(rb'[\[\]{}]|"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-
-
-class TooManyFields(KernelError):
-    """The request carries more fields than ``MAX_FIELDS``."""
-
-    code = 413
-    name = "Request Entity Too Large"
-    error_code = "too_many_fields"
-    description = "The request carries too many fields."
-
-
-class JsonTooDeep(BadRequestBody):
-    """The JSON body nests deeper than ``MAX_JSON_DEPTH``."""
-
-    error_code = "json_too_deep"
-    description = "The JSON body is nested too deeply."
 
 
 def json_depth_exceeds(data: bytes, max_depth: int) -> bool:

@@ -29,17 +29,13 @@ from pathlib import Path
 from flask import current_app
 from flask import has_app_context
 
+from .errors import CatalogLoadError
 from .loader import ModuleLoader
 from .loader import shared_loader
 from .routing import SEGMENT
 from .routing import stays_inside
 from .settings import Settings
 from .settings import current_settings
-
-
-class CatalogLoadError(LookupError):
-    """``load`` was asked for something it cannot give: a bad name, a missing
-    file, a file that fails to import, or a missing class or attribute."""
 
 
 def addons_folder(settings: Settings) -> Path:

@@ -16,6 +16,7 @@ import os
 import re
 import typing as t
 
+from .errors import InsecureSecretError
 from .settings import ENV_PREFIX
 from .settings import Settings
 
@@ -33,10 +34,6 @@ KNOWN_SECRETS = frozenset({
 })
 
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
-
-
-class InsecureSecretError(RuntimeError):
-    """The configured secret key is empty or well known."""
 
 
 def is_known_secret(value: str) -> bool:

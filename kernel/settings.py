@@ -20,6 +20,8 @@ from flask import has_app_context
 from flask import has_request_context
 from flask import request
 
+from .errors import SettingsError
+
 #: The project root: the folder holding ``kernel/``, ``catalog/`` and ``config.py``.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,10 +34,6 @@ PATH_SETTINGS = ("CATALOG", "TEMPLATES", "VAR", "IMAGES", "PDFS")
 #: Words read as true and as false, in settings and in request fields.
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-
-
-class SettingsError(ValueError):
-    """A setting, usually from the environment, has a value of the wrong type."""
 
 
 def parse_value(name: str, raw: str, default: t.Any) -> t.Any:

@@ -32,31 +32,12 @@ from flask import request
 from flask import url_for
 from werkzeug.wrappers import Response
 
-from .errors import KernelError
+from .errors import TaskFinished
+from .errors import TaskNotFound
+from .events import FINAL_STATES
 from .jobs import cancel_task
 from .jobs import read_task
 from .jobstore import TaskRecord
-
-#: States after which a task's status never changes.
-FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE, states.REVOKED})
-
-
-class TaskNotFound(KernelError):
-    """No task was issued with this id, or its record expired."""
-
-    code = 404
-    name = "Not Found"
-    error_code = "not_found"
-    description = "No task has this id (it was never issued, or its result expired)."
-
-
-class TaskFinished(KernelError):
-    """A task that already finished cannot be cancelled."""
-
-    code = 409
-    name = "Conflict"
-    error_code = "conflict"
-    description = "The task has already finished."
 
 
 def _error_message(result: t.Any) -> tuple[str, str]:

@@ -27,6 +27,8 @@ from .addons import notify_task_finish
 from .addons import notify_task_start
 from .binding import PARAMS_NAME
 from .celeryapp import TASK_NAME
+from .errors import TaskCancelled
+from .errors import TaskTimeLimitExceeded
 from .jobstore import JobStore
 from .params import RequestFields
 from .params import build_params
@@ -43,14 +45,6 @@ PARAMS_FROM_REQUEST = {"$kernkoa": "params"}
 _OPTIONS_ATTR = "__kernkoa_task_options__"
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
-
-
-class TaskCancelled(Exception):
-    """Raised inside a task at its first progress report after a cancellation."""
-
-
-class TaskTimeLimitExceeded(Exception):
-    """A task ran past its soft time limit."""
 
 
 def task_options(

@@ -25,6 +25,7 @@ from pathlib import Path
 from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
 
+from .errors import UsersError
 from .settings import Settings
 
 #: What a user name may look like (no ":", which ends the name in Basic auth).
@@ -35,10 +36,6 @@ MIN_PASSWORD_LENGTH = 8
 
 #: Longest password checked; longer ones are refused before hashing.
 MAX_PASSWORD_LENGTH = 1024
-
-
-class UsersError(ValueError):
-    """A user name, password or users file is not acceptable."""
 
 
 @dataclass(frozen=True)

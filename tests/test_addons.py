@@ -13,9 +13,9 @@ from flask import Flask
 
 from kernel import create_app
 from kernel.addons import EXTENSION
-from kernel.addons import AddonError
 from kernel.addons import notify_task_finish
 from kernel.addons import notify_task_start
+from kernel.errors import AddonError
 
 if t.TYPE_CHECKING:
     from conftest import ControllerTree

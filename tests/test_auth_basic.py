@@ -20,9 +20,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import kernel.users
-from kernel.addons import AddonError
+from kernel.errors import AddonError
+from kernel.errors import UsersError
 from kernel.settings import PROJECT_ROOT
-from kernel.users import UsersError
 from kernel.users import UserStore
 
 PASSWORD = "correct horse battery"

@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from kernel.binding import Binder
-from kernel.binding import ConversionError
 from kernel.binding import converter_for
+from kernel.errors import ConversionError
 
 TYPED = """
 from typing import Optional

@@ -14,7 +14,7 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kernel.addons import AddonError
+from kernel.errors import AddonError
 
 SITE = "https://app.example.org"
 PREFLIGHT = {"Origin": SITE, "Access-Control-Request-Method": "POST",

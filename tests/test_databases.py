@@ -17,11 +17,11 @@ import sqlalchemy as sa
 
 from kernel import create_app
 from kernel.databases import Database
-from kernel.databases import DatabaseConfigError
-from kernel.databases import UnknownDatabase
 from kernel.databases import database_url
 from kernel.databases import dbs
 from kernel.databases import dispose_all
+from kernel.errors import DatabaseConfigError
+from kernel.errors import UnknownDatabase
 from kernel.settings import PROJECT_ROOT
 
 INJECTIONS = [

@@ -12,7 +12,7 @@ from flask import Flask
 
 from kernel import settings as settings_module
 from kernel.dispatch import Kernel
-from kernel.load import CatalogLoadError
+from kernel.errors import CatalogLoadError
 from kernel.load import load
 from kernel.settings import Settings
 

@@ -12,7 +12,7 @@ import pytest
 
 from kernel import create_app
 from kernel.app import SECRET_FILE
-from kernel.secretkey import InsecureSecretError
+from kernel.errors import InsecureSecretError
 from kernel.secretkey import is_known_secret
 from kernel.settings import PROJECT_ROOT
 

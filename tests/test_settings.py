@@ -12,9 +12,9 @@ from flask import Flask
 
 from kernel import create_app
 from kernel.app import SECRET_FILE
+from kernel.errors import SettingsError
 from kernel.settings import PROJECT_ROOT
 from kernel.settings import Settings
-from kernel.settings import SettingsError
 from kernel.settings import config
 from kernel.settings import parse_value
 

@@ -9,11 +9,11 @@ import pytest
 from conftest import ControllerTree
 from flask import Flask
 
+from kernel.errors import TaskCancelled
+from kernel.errors import TaskNotFound
 from kernel.jobstore import TaskRecord
-from kernel.status import TaskNotFound
 from kernel.status import status_body
 from kernel.status import status_response
-from kernel.tasks import TaskCancelled
 from kernel.tasks import TaskHandle
 
 CONTROLLER = """

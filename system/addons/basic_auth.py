@@ -20,11 +20,11 @@ from flask import Flask
 from flask import Request
 from flask import current_app
 
-from kernel.auth import AuthConfigError
 from kernel.auth import Identity
-from kernel.auth import InvalidCredentials
+from kernel.errors import AuthConfigError
+from kernel.errors import InvalidCredentials
+from kernel.errors import UsersError
 from kernel.settings import Settings
-from kernel.users import UsersError
 from kernel.users import UserStore
 from kernel.users import users_file
 

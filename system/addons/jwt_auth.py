@@ -33,9 +33,9 @@ from flask import Flask
 from flask import Request
 from flask import current_app
 
-from kernel.auth import AuthConfigError
 from kernel.auth import Identity
-from kernel.auth import InvalidCredentials
+from kernel.errors import AuthConfigError
+from kernel.errors import InvalidCredentials
 from kernel.secretkey import is_known_secret
 from kernel.settings import PROJECT_ROOT
 from kernel.settings import Settings
