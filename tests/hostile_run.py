@@ -158,15 +158,20 @@ def build(workdir: Path) -> tuple[list[t.Any], dict[str, Path]]:
 class Audit:
     """Records file opens and imports outside the allowed folders while ``on``."""
 
-    def __init__(self, allowed: dict[str, Path]) -> None:
+    def __init__(self, allowed: dict[str, Path], project: Path) -> None:
         self.roots = [str(path) + os.sep for path in allowed.values()]
+        self.project = str(project.resolve()) + os.sep
+        # Inside the project only the allowed folders that lie in it count: the
+        # temp folder may hold the whole checkout (a CI clone under /tmp).
+        self.project_roots = [root for root in self.roots if root.startswith(self.project)]
         self.on = False
         self.outside: list[str] = []
         self.imports: list[str] = []
 
     def _inside(self, path: str) -> bool:
-        full = os.path.realpath(os.path.abspath(path))
-        return any((full + os.sep).startswith(root) for root in self.roots)
+        full = os.path.realpath(os.path.abspath(path)) + os.sep
+        roots = self.project_roots if full.startswith(self.project) else self.roots
+        return any(full.startswith(root) for root in roots)
 
     @staticmethod
     def _from_a_request() -> bool:
@@ -322,7 +327,7 @@ def strategies() -> dict[str, t.Any]:
 def run(workdir: Path, examples: int) -> dict[str, t.Any]:
     apps, allowed = build(workdir)
     warm_up(apps)
-    audit = Audit(allowed)
+    audit = Audit(allowed, Path(__file__).resolve().parent.parent)
     sys.addaudithook(audit.hook)
 
     # Hypothesis reads the source of every local module it has not seen yet on
