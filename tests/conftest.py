@@ -156,6 +156,17 @@ class LiveServer:
 
 
 @pytest.fixture
+def redis(tmp_path: Path) -> t.Iterator[t.Any]:
+    """A throw-away ``redis-server`` on a free port (a ``tasks_support.RedisServer``)."""
+    from tasks_support import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def serve(tmp_path: Path) -> t.Iterator[t.Callable[..., LiveServer]]:
     """Start ``kernkoa serve`` on a free port with extra ``KERNKOA_*`` variables."""
     started: list[tuple[subprocess.Popen[bytes], t.IO[bytes]]] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing as t
-from pathlib import Path
 
 import pytest
 from conftest import ControllerTree
@@ -24,17 +23,13 @@ def test_healthy_with_the_embedded_broker(tree: ControllerTree,
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_healthy_with_redis_then_503_when_it_is_gone(tmp_path: Path, tree: ControllerTree,
+def test_healthy_with_redis_then_503_when_it_is_gone(redis: RedisServer, tree: ControllerTree,
                                                      make_app: t.Callable[..., Flask]) -> None:
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
-    try:
-        client = make_app(BROKER_URL=redis.url, BROKER_COOLDOWN=0.0).test_client()
-        healthy = client.get("/_kernkoa/health")
-        assert healthy.status_code == 200, healthy.get_json()
-        assert healthy.get_json()["broker"] == "redis"
-    finally:
-        redis.stop()
+    client = make_app(BROKER_URL=redis.url, BROKER_COOLDOWN=0.0).test_client()
+    healthy = client.get("/_kernkoa/health")
+    assert healthy.status_code == 200, healthy.get_json()
+    assert healthy.get_json()["broker"] == "redis"
+    redis.stop()
     failing = client.get("/_kernkoa/health")
     assert failing.status_code == 503
     error = failing.get_json()["error"]

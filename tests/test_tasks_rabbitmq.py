@@ -8,7 +8,6 @@ deletes afterwards, and is skipped, with the reason printed, where there is none
 from __future__ import annotations
 
 import socket
-import typing as t
 import uuid
 from pathlib import Path
 
@@ -32,14 +31,6 @@ def rabbitmq_answers() -> bool:
             return True
     except OSError:
         return False
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> t.Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_task_runs_through_rabbitmq(tmp_path: Path, redis: RedisServer) -> None:

@@ -22,14 +22,6 @@ from tasks_support import write_catalog
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> t.Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def stack(tmp_path: Path) -> t.Iterator[Stack]:
     started = Stack(tmp_path)
     yield started
