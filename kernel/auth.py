@@ -156,12 +156,13 @@ class AuthLayer:
         return self._default if declared is None else declared
 
     def _task_rule(self, task_id: str) -> AccessRule:
-        from .jobs import read_task
+        from .jobs import read_task_for_request
         from .status import valid_task_id
 
         if not valid_task_id(task_id):
             return self._default
-        issued = read_task(task_id).issued
+        # Kept for the view: /status answers from this same record.
+        issued = read_task_for_request(task_id).issued
         route = issued.get("route") if isinstance(issued, dict) else None
         if not isinstance(route, str):
             return self._default
