@@ -27,7 +27,8 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from .exposure import Endpoint
+if t.TYPE_CHECKING:  # exposure builds endpoints with declared_rule: no import cycle
+    from .exposure import Endpoint
 
 #: Attribute marking a function or class as public.
 PUBLIC_ATTR = "__kernkoa_public__"
@@ -90,7 +91,17 @@ def default_rule(auth_default: str) -> AccessRule:
 
 def rule_for(endpoint: Endpoint, auth_default: str) -> AccessRule:
     """The :class:`AccessRule` of a controller method (see the module docstring)."""
-    func, cls = endpoint.func, endpoint.cls
+    declared = endpoint.access
+    return default_rule(auth_default) if declared is None else declared
+
+
+def declared_rule(cls: type, func: t.Callable[..., t.Any]) -> AccessRule | None:
+    """The rule that the decorators of ``func`` and ``cls`` give, or ``None`` when
+    none applies (``AUTH_DEFAULT`` decides).
+
+    Computed once per endpoint (:attr:`Endpoint.access`): endpoints live in the
+    loader's per-version cache, so a reloaded file gets its rules anew.
+    """
     if getattr(func, PUBLIC_ATTR, False):
         return PUBLIC
     method_scopes = getattr(func, SCOPES_ATTR, None)
@@ -101,4 +112,4 @@ def rule_for(endpoint: Endpoint, auth_default: str) -> AccessRule:
         return AccessRule(required=True, scopes=scopes)
     if class_public:
         return PUBLIC
-    return default_rule(auth_default)
+    return None

@@ -47,6 +47,7 @@ from flask import has_app_context
 from werkzeug.wrappers import Response
 
 from .errors import AddonError
+from .hooks import add_before_request
 from .load import CatalogLoadError
 from .load import load_addon_module
 from .settings import Settings
@@ -163,7 +164,7 @@ def install_addons(app: Flask, settings: Settings) -> Addons:
             except Exception as error:
                 raise AddonError(f"add-on {addon.name!r} cannot start: {error}") from error
     if addons._hooks("before_request"):
-        app.before_request(addons.before_request)
+        add_before_request(app, addons.before_request)
     if addons._hooks("after_request"):
         app.after_request(addons.after_request)
     if addons.names:

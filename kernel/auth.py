@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from flask import Flask
+from flask import Request
 from flask import current_app
 from flask import g
 from flask import request
@@ -50,6 +51,7 @@ from .errors import AuthConfigError
 from .errors import AuthenticationRequired
 from .errors import InsufficientScope
 from .errors import KernelError
+from .hooks import add_before_request
 from .settings import Settings
 
 log = logging.getLogger("kernkoa.auth")
@@ -85,13 +87,17 @@ class Identity:
 class AuthLayer:
     """The enabled auth add-ons of one app, and the per-request decision."""
 
-    def __init__(self, settings: Settings, schemes: dict[str, types.ModuleType]) -> None:
+    def __init__(self, settings: Settings, schemes: dict[str, types.ModuleType],
+                 kernel: t.Any = None) -> None:
         self.auth_default = settings.AUTH_DEFAULT
         self.pages_auth = bool(settings.PAGES_AUTH)
         #: Auth add-on modules by lower-case scheme name.
         self.schemes = schemes
         self._default = default_rule(self.auth_default)
         self._warned = False
+        #: The app's :class:`~kernel.dispatch.Kernel`, when known at install time
+        #: (saves a ``current_app`` lookup per request).
+        self.kernel = kernel
 
     def challenges(self, error: str | None = None) -> list[str]:
         """One ``WWW-Authenticate`` value per enabled scheme."""
@@ -120,14 +126,15 @@ class AuthLayer:
                                                    else None)
             raise
 
-    def rule(self) -> AccessRule:
-        """The access rule of the current request's route."""
-        # One context lookup for the request: this runs before every request.
-        req = request._get_current_object()  # type: ignore[attr-defined]
+    def rule(self, req: Request | None = None) -> AccessRule:
+        """The access rule of the current request's route (``req``: that request,
+        when the caller already holds it)."""
+        if req is None:
+            req = request._get_current_object()  # type: ignore[attr-defined]
         endpoint_name = req.endpoint
         args = req.view_args or {}
         if endpoint_name == "dispatch":
-            return self._route_rule(args.get("path", ""))
+            return self._route_rule(req, args.get("path", ""))
         if endpoint_name in TASK_ENDPOINTS:
             return self._task_rule(str(args.get("task_id", "")))
         if endpoint_name in PUBLIC_ENDPOINTS:
@@ -136,23 +143,26 @@ class AuthLayer:
             return AUTHENTICATED
         return self._default
 
-    def _route_rule(self, path: str) -> AccessRule:
-        kernel = current_app.extensions["kernkoa"]
+    def _route_rule(self, req: Request, path: str) -> AccessRule:
+        kernel = self.kernel or current_app.extensions["kernkoa"]
         try:
-            _, endpoint = kernel.resolve_for_request(path)
+            _, endpoint = kernel.resolve_for_request(req, path)
         except KernelError:
             # Names nothing (or fails to load): the view answers that, after
             # the default rule, so anonymous callers cannot map a closed site.
             return self._default
-        return rule_for(endpoint, self.auth_default)
+        # Computed once per endpoint; None: the route is undecorated.
+        declared: AccessRule | None = endpoint.access
+        return self._default if declared is None else declared
 
     def _task_rule(self, task_id: str) -> AccessRule:
-        from .jobs import read_task
+        from .jobs import read_task_for_request
         from .status import valid_task_id
 
         if not valid_task_id(task_id):
             return self._default
-        issued = read_task(task_id).issued
+        # Kept for the view: /status answers from this same record.
+        issued = read_task_for_request(task_id).issued
         route = issued.get("route") if isinstance(issued, dict) else None
         if not isinstance(route, str):
             return self._default
@@ -165,11 +175,15 @@ class AuthLayer:
 
     def check(self) -> None:
         """The ``before_request`` hook: let the request go on, or raise 401/403."""
-        rule = self.rule()
+        # One context lookup for the request: this runs before every request.
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        rule = self.rule(req)
         g.identity = None
         if rule.public:
             return
-        identity = g.identity = self.authenticate()
+        identity = self.authenticate()
+        if identity is not None:
+            g.identity = identity
         if not rule.required:
             return
         if identity is None:
@@ -216,7 +230,8 @@ def install_auth(app: Flask, settings: Settings) -> AuthLayer:
         raise AuthConfigError(
             "AUTH_DEFAULT is 'required' but no auth add-on is enabled: add jwt_auth or "
             "basic_auth to ADDONS (KERNKOA_ADDONS=jwt_auth), or set AUTH_DEFAULT=open")
-    layer = AuthLayer(settings, schemes)
+    layer = AuthLayer(settings, schemes, app.extensions.get("kernkoa"))
     app.extensions[AUTH_EXTENSION] = layer
-    app.before_request(layer.check)
+    # Folded into the query-limit hook when nothing was registered in between.
+    add_before_request(app, layer.check)
     return layer

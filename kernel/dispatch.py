@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import typing as t
 
+from flask import Request
 from flask import current_app
-from flask import g
 from flask import request
 from werkzeug.wrappers import Response
 
@@ -71,14 +71,18 @@ class Kernel:
             endpoint = loaded.cache[key] = build_endpoint(cls, func)
         return target, endpoint
 
-    def resolve_for_request(self, path: str) -> tuple[Target, Endpoint]:
+    def resolve_for_request(self, req: Request, path: str) -> tuple[Target, Endpoint]:
         """:meth:`resolve`, once per request: the auth layer resolves before the
-        view, and the view reuses its answer (no second lookup or ``stat``)."""
-        found = g.get("_kernkoa_resolved")
+        view, and the view reuses its answer (no second lookup or ``stat``).
+
+        The answer is kept on the request object itself: reading ``flask.g``
+        would cost a context lookup each time, and this runs twice per request.
+        """
+        found = getattr(req, "_kernkoa_resolved", None)
         if found is not None and found[0] == path:
             return found[1], found[2]
         target, endpoint = self.resolve(path)
-        g._kernkoa_resolved = (path, target, endpoint)
+        req._kernkoa_resolved = (path, target, endpoint)  # type: ignore[attr-defined]
         return target, endpoint
 
 
@@ -94,7 +98,7 @@ def dispatch(path: str = "") -> Response:
     req = request._get_current_object()  # type: ignore[attr-defined]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     _refuse_hidden_segments(req.environ)
-    target, endpoint = t.cast(Kernel, app.extensions["kernkoa"]).resolve_for_request(path)
+    target, endpoint = t.cast(Kernel, app.extensions["kernkoa"]).resolve_for_request(req, path)
     if req.method not in endpoint.http_methods:
         if req.method == "OPTIONS":
             allow = ", ".join(sorted(endpoint.http_methods | {"OPTIONS"}))
@@ -112,7 +116,7 @@ def dispatch(path: str = "") -> Response:
         # A controller's sys.exit() would end the worker process (uWSGI) or drop
         # the connection (dev server): it is a failed request like any other.
         raise RuntimeError(f"the controller called sys.exit({error.code!r})") from error
-    return to_response(result)
+    return to_response(result, app)
 
 
 def _refuse_hidden_segments(environ: dict[str, t.Any]) -> None:

@@ -14,6 +14,8 @@ import types
 import typing as t
 from dataclasses import dataclass
 
+from .access import AccessRule
+from .access import declared_rule
 from .binding import Binder
 from .errors import RouteNotFound
 
@@ -63,6 +65,9 @@ class Endpoint:
     #: Whether it runs on a Celery worker.
     is_celery: bool
     binder: Binder
+    #: Its access rule from ``@public``/``@requires``; ``None``: ``AUTH_DEFAULT``
+    #: decides (it is per app, while endpoints are shared by every app of a catalog).
+    access: AccessRule | None
 
     @property
     def name(self) -> str:
@@ -122,4 +127,4 @@ def build_endpoint(cls: type, func: types.FunctionType) -> Endpoint:
     default = CELERY_METHODS if is_celery else DEFAULT_METHODS
     http_methods = getattr(func, _METHODS_ATTR, default)
     binder = Binder(func, skip=2 if is_celery else 1)
-    return Endpoint(cls, func, http_methods, is_celery, binder)
+    return Endpoint(cls, func, http_methods, is_celery, binder, declared_rule(cls, func))

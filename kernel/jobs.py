@@ -28,6 +28,7 @@ from pathlib import Path
 from celery import Celery
 from flask import Request
 from flask import current_app
+from flask import g
 from flask import has_request_context
 from flask import request
 from kombu.exceptions import KombuError
@@ -218,6 +219,22 @@ def read_task(task_id: str) -> TaskRecord:
     """
     celery, breaker = celery_and_breaker()
     return t.cast(TaskRecord, breaker.call(lambda: JobStore(celery).read(task_id)))
+
+
+def read_task_for_request(task_id: str) -> TaskRecord:
+    """:func:`read_task`, at most once per request and id: the auth layer reads
+    the record to decide access to ``/status/<id>``, and the view answers from
+    the same record (one result-store round trip instead of two).
+
+    Kept on ``flask.g``, which lives exactly as long as the request. A view that
+    must see later changes (the event stream polls) calls :func:`read_task`.
+    """
+    found = g.get("_kernkoa_task")
+    if found is not None and found[0] == task_id:
+        return t.cast(TaskRecord, found[1])
+    record = read_task(task_id)
+    g._kernkoa_task = (task_id, record)
+    return record
 
 
 def cancel_task(task_id: str) -> None:

@@ -48,11 +48,18 @@ class JobStore:
     def _set(self, key: bytes, value: dict[str, t.Any]) -> None:
         data = json.dumps(value)
         if isinstance(self.backend, RedisBackend):
-            # Expires with the results (RedisBackend.set applies result_expires).
             policy = {"max_retries": 0} if self.fail_fast else {}
-            self.backend.set(key, data, **policy)
+            # Same retry policy as RedisBackend.set, but one plain SET: its
+            # MULTI/SET/PUBLISH/EXEC announces the value on the key's channel,
+            # which only Celery's result keys have listeners for, never ours.
+            self.backend.ensure(self._redis_set, (key, data), **policy)
         else:
             self.backend.set(key, data)
+
+    def _redis_set(self, key: bytes, data: str) -> None:
+        # Expires with the results, as RedisBackend.set would (result_expires).
+        client = t.cast(RedisBackend, self.backend).client
+        client.set(key, data, ex=self.backend.expires or None)
 
     def mark_issued(self, task_id: str, route: str, created: float) -> None:
         """Record that ``task_id`` was issued for ``route``, before publishing it."""

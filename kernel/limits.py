@@ -23,6 +23,7 @@ from flask import request
 
 from .errors import JsonTooDeep
 from .errors import TooManyFields
+from .hooks import add_before_request
 from .settings import Settings
 
 #: Tokens that matter for nesting: brackets, and strings (skipped whole, so a
@@ -87,4 +88,4 @@ def install_limits(app: Flask, settings: Settings) -> None:
             # Counted on the raw bytes: no parsing of a hostile query string.
             check_field_count(query.count(b"&") + 1, max_fields, "query string")
 
-    app.before_request(limit_query)
+    add_before_request(app, limit_query)

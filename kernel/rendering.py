@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import typing as t
 
+from flask import Flask
 from flask import current_app
 from flask import render_template
 from flask import stream_with_context
@@ -25,9 +26,11 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 _JSON_TYPES = (dict, list, int, float, bool, type(None))
 
 
-def to_response(value: t.Any) -> WerkzeugResponse:
+def to_response(value: t.Any, app: Flask | None = None) -> WerkzeugResponse:
     """Turn a controller's return value into a response (see the module docstring).
 
+    :param app: the current app, when the caller holds it already (saves a
+        context lookup per request).
     :raises TypeError: for a value of any other type.
     """
     if isinstance(value, WerkzeugResponse):
@@ -35,14 +38,16 @@ def to_response(value: t.Any) -> WerkzeugResponse:
     if isinstance(value, tuple):
         if not 2 <= len(value) <= 3:
             raise TypeError("a returned tuple must be (body, status) or (body, status, headers)")
-        return current_app.make_response((to_response(value[0]), *value[1:]))
-    response_class = current_app.response_class
+        return current_app.make_response((to_response(value[0], app), *value[1:]))
+    if app is None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    response_class = app.response_class
     if isinstance(value, str):
         return response_class(value, mimetype="text/html")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return response_class(bytes(value), mimetype="application/octet-stream")
     if isinstance(value, _JSON_TYPES):
-        return current_app.json.response(value)
+        return app.json.response(value)
     if isinstance(value, cabc.Iterator):
         return response_class(stream_with_context(value), mimetype="text/html")
     raise TypeError(f"a controller method returned a {type(value).__name__}, which is not a "

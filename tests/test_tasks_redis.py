@@ -208,3 +208,36 @@ def test_time_limits_fail_clearly_and_free_the_slot(live: Live) -> None:
     # Both worker processes take work again.
     ids = [trigger(live.server, "/jobs/jobs/count_celery", n=1) for _ in range(2)]
     assert [wait_status(live.server, i, final)["status"] for i in ids] == ["SUCCESS"] * 2
+
+
+def test_markers_are_plain_expiring_sets(live: Live) -> None:
+    # The issued and revoked markers are one SET each with the results' expiry
+    # (no MULTI/EXEC, no PUBLISH): same keys, same values, same lifetime.
+    import redis
+
+    from kernel.app import create_app
+    from kernel.celeryapp import get_celery
+    from kernel.jobstore import ISSUED_PREFIX
+    from kernel.jobstore import REVOKED_PREFIX
+    from kernel.jobstore import JobStore
+
+    app = create_app({"CATALOG": live.env["KERNKOA_CATALOG"], "VAR": live.env["KERNKOA_VAR"],
+                      "BROKER_URL": live.redis.url, "RESULT_BACKEND": live.redis.url})
+    celery = get_celery(app)
+    store = JobStore(celery)
+    task_id = "5f0c8f53-7a43-4d59-9a8c-00000000beef"
+    client = redis.Redis.from_url(live.redis.url)
+    listener = client.pubsub()
+    listener.subscribe(ISSUED_PREFIX + task_id.encode(), REVOKED_PREFIX + task_id.encode())
+    store.mark_issued(task_id, "/a/b/c_celery", 12.5)
+    store.mark_revoked(task_id)
+    expires = celery.backend.expires
+    for prefix in (ISSUED_PREFIX, REVOKED_PREFIX):
+        assert 0 < client.ttl(prefix + task_id.encode()) <= expires
+    record = store.read(task_id)
+    assert record.issued == {"route": "/a/b/c_celery", "created": 12.5} and record.revoked
+    messages = [listener.get_message(timeout=0.2) for _ in range(4)]
+    assert all(m is None or m["type"] == "subscribe" for m in messages)
+    listener.close()
+    store.forget(task_id)
+    assert store.read(task_id).issued is None

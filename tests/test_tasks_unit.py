@@ -88,6 +88,29 @@ def test_delete_cancels_and_unknown_ids_are_404(app: Flask) -> None:
     assert client.delete(f"/status/{unknown}").status_code == 404
 
 
+def test_status_reads_the_task_record_once_per_request(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The auth layer reads it to decide access; the view answers from the same read.
+    from kernel.jobstore import JobStore
+
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery?n=2").get_json()["id"]
+    reads: list[str] = []
+    real_read = JobStore.read
+
+    def counted(self: JobStore, read_id: str) -> TaskRecord:
+        reads.append(read_id)
+        return real_read(self, read_id)
+
+    monkeypatch.setattr(JobStore, "read", counted)
+    assert client.get(f"/status/{task_id}").get_json() == {"status": "PENDING"}
+    assert reads == [task_id]
+    assert client.delete(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
+    # A new request reads anew: the cancellation shows.
+    assert client.get(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
+    assert reads == [task_id] * 3
+
+
 ISSUED = {"route": "/a/b/c_celery", "created": 0}
 
 
