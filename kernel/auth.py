@@ -151,9 +151,7 @@ class AuthLayer:
             # Names nothing (or fails to load): the view answers that, after
             # the default rule, so anonymous callers cannot map a closed site.
             return self._default
-        # Computed once per endpoint; None: the route is undecorated.
-        declared: AccessRule | None = endpoint.access
-        return self._default if declared is None else declared
+        return rule_for(endpoint, self.auth_default)
 
     def _task_rule(self, task_id: str) -> AccessRule:
         from .jobs import read_task_for_request
@@ -166,7 +164,7 @@ class AuthLayer:
         route = issued.get("route") if isinstance(issued, dict) else None
         if not isinstance(route, str):
             return self._default
-        kernel = current_app.extensions["kernkoa"]
+        kernel = self.kernel or current_app.extensions["kernkoa"]
         try:
             _, endpoint = kernel.resolve(route)
         except KernelError:

@@ -307,7 +307,7 @@ class Databases(cabc.Mapping[str, Database]):
     @property
     def default(self) -> Database:
         """The database named by ``config.defaultDatabase``."""
-        return self[getattr(self.settings, "defaultDatabase", "maindb")]
+        return self[self.settings.defaultDatabase]
 
 
 _by_settings: weakref.WeakKeyDictionary[Settings, Databases] = weakref.WeakKeyDictionary()

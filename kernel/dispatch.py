@@ -81,6 +81,9 @@ class Kernel:
         found = getattr(req, "_kernkoa_resolved", None)
         if found is not None and found[0] == path:
             return found[1], found[2]
+        # Whoever resolves first (the auth layer or the view), the raw URI is
+        # checked before the router walks any folder.
+        _refuse_hidden_segments(req.environ)
         target, endpoint = self.resolve(path)
         req._kernkoa_resolved = (path, target, endpoint)  # type: ignore[attr-defined]
         return target, endpoint
@@ -97,7 +100,6 @@ def dispatch(path: str = "") -> Response:
     # access costs a context-variable read (~0.5 µs), and this runs per request.
     req = request._get_current_object()  # type: ignore[attr-defined]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    _refuse_hidden_segments(req.environ)
     target, endpoint = t.cast(Kernel, app.extensions["kernkoa"]).resolve_for_request(req, path)
     if req.method not in endpoint.http_methods:
         if req.method == "OPTIONS":
