@@ -164,7 +164,8 @@ def install_addons(app: Flask, settings: Settings) -> Addons:
             except Exception as error:
                 raise AddonError(f"add-on {addon.name!r} cannot start: {error}") from error
     if addons._hooks("before_request"):
-        add_before_request(app, addons.before_request)
+        # Add-on hooks take no arguments: they read flask.request themselves.
+        add_before_request(app, lambda _req: addons.before_request())
     if addons._hooks("after_request"):
         app.after_request(addons.after_request)
     if addons.names:

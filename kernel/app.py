@@ -27,7 +27,7 @@ from .dispatch import dispatch
 from .errors import RouteNotFound
 from .errors import register_error_handlers
 from .fastmatch import CatchAllShortcut
-from .fastmatch import KernKoaFlask
+from .flaskapp import KernKoaFlask
 from .lazy import LazyModule
 from .limits import install_limits
 from .loader import shared_loader

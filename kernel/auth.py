@@ -171,12 +171,16 @@ class AuthLayer:
             return self._default
         return rule_for(endpoint, self.auth_default)
 
-    def check(self) -> None:
-        """The ``before_request`` hook: let the request go on, or raise 401/403."""
-        # One context lookup for the request: this runs before every request.
-        req = request._get_current_object()  # type: ignore[attr-defined]
+    def check(self, req: Request) -> None:
+        """The ``before_request`` step: let ``req`` go on, or raise 401/403.
+
+        ``g.identity`` is ``None`` unless set here (the app's ``g`` class
+        says so). Only where an add-on can set one is it reset per request, in
+        case requests share an app context (tests, nested dispatch).
+        """
         rule = self.rule(req)
-        g.identity = None
+        if self.schemes:
+            g.identity = None
         if rule.public:
             return
         identity = self.authenticate()

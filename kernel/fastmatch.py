@@ -1,11 +1,12 @@
-"""A shortcut past Werkzeug's matcher for plain controller URLs.
+"""A shortcut past Werkzeug's URL adapter and matcher for plain controller URLs.
 
-Werkzeug matches the catch-all ``<path:path>`` rule with a regular expression
-after trying every static transition, about 5 µs per request (DESIGN §10),
-where a hand-written route costs half of that. For a path that only the
-catch-all can match, the answer is known in advance: the catch-all rule, with
-the path after the prefix as ``path``. :class:`CatchAllShortcut` gives that
-answer for such paths and leaves every other request to Werkzeug:
+For every request Flask binds the URL map to the request (``bind_to_environ``,
+whose IDNA encoding of the host alone costs more than a whole catch-all
+dispatch) and then matches the catch-all ``<path:path>`` rule with a regular
+expression after trying every static transition (DESIGN §10). For a path that
+only the catch-all can match, the answer is known in advance: the catch-all
+rule, with the path after the prefix as ``path``. :class:`CatchAllShortcut`
+gives that answer for such requests and leaves every other one to Werkzeug:
 
 - the path is made of non-empty ``[A-Za-z0-9_]`` segments under the prefix
   (no trailing slash, no dot, no percent sign, no empty segment), so merging
@@ -14,9 +15,12 @@ answer for such paths and leaves every other request to Werkzeug:
   or without a trailing slash) and does not start with the static part of a
   rule that has converters (``/status/``, ``/images/``...); a rule starting
   with a converter turns the shortcut off;
-- the method is one the rule accepts, it is not a WebSocket request, the
-  URL map matches on paths only (no host matching), and no rule of the
-  catch-all's endpoint has defaults or redirects (no redirect is possible).
+- the method is one the rule accepts, it is not a WebSocket upgrade, the URL
+  map matches on paths only (no host or subdomain matching), and no rule of
+  the catch-all's endpoint has defaults or redirects (no redirect is possible);
+- binding the map could not fail: no ``TRUSTED_HOSTS`` to enforce, and the
+  host the map would be bound to IDNA-encodes (Werkzeug's ``BadHost`` check,
+  remembered per host name).
 
 The table is rebuilt whenever the number of rules changes, so rules added
 later (add-ons, tests) are honoured. Security checks are not affected: the
@@ -26,12 +30,13 @@ and the router still applies the segment grammar to ``path``.
 
 from __future__ import annotations
 
+import functools
 import re
 import typing as t
 
 from flask import Flask
-from flask.ctx import RequestContext
-from werkzeug.routing import MapAdapter
+from flask import Request
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
 #: One path segment the shortcut accepts (the router checks the real grammar).
@@ -83,47 +88,46 @@ class CatchAllShortcut:
         grammar = re.compile(re.escape(prefix) + _SEGMENT + "(?:/" + _SEGMENT + ")*")
         self._table = (rule, grammar, len(prefix), frozenset(exact), tuple(prefixes))
 
-    def match(self, adapter: MapAdapter) -> tuple[Rule, dict[str, t.Any]] | None:
-        """The catch-all rule and its ``path``, or ``None`` to ask Werkzeug."""
+    def match(self, request: Request) -> tuple[Rule, dict[str, t.Any]] | None:
+        """The catch-all rule and its ``path`` for ``request``, or ``None`` to ask Werkzeug."""
         # Rules are kept in a list that only grows; its size tells a change.
         if len(self.app.url_map._rules) != self._rule_count:
             self._build()
         table = self._table
-        if table is None or adapter.websocket:
+        if table is None:
             return None
         rule, grammar, cut, exact, prefixes = table
-        path = adapter.path_info
+        path = request.path
         if (
-            adapter.default_method not in (rule.methods or ())
+            request.method not in (rule.methods or ())
             or not grammar.fullmatch(path)
             or path in exact
             or path.startswith(prefixes)
+            or "HTTP_UPGRADE" in request.environ
+            or not self._binds(request)
         ):
             return None
         return rule, {"path": path[cut:]}
 
-
-class ShortcutRequestContext(RequestContext):
-    """Flask's request context, matching through :class:`CatchAllShortcut` first."""
-
-    def match_request(self) -> None:
-        """Use the shortcut when it knows the answer, else Werkzeug's matcher."""
-        adapter = self.url_adapter
-        shortcut: CatchAllShortcut | None = getattr(self.app, "catch_all_shortcut", None)
-        if adapter is not None and shortcut is not None and self.request.routing_exception is None:
-            found = shortcut.match(adapter)
-            if found is not None:
-                self.request.url_rule, self.request.view_args = found
-                return
-        super().match_request()
+    def _binds(self, request: Request) -> bool:
+        """Whether Flask's ``create_url_adapter`` would bind without an error."""
+        config = self.app.config
+        if config["TRUSTED_HOSTS"] is not None or self.app.subdomain_matching:
+            return False
+        server_name = config["SERVER_NAME"]
+        try:
+            host = server_name if server_name is not None else request.host
+        except HTTPException:
+            return False
+        return _encodes_as_idna(host.lower().partition(":")[0])
 
 
-class KernKoaFlask(Flask):
-    """Flask, with request contexts that take the catch-all shortcut."""
-
-    #: Set by the app factory once the catch-all rule exists.
-    catch_all_shortcut: CatchAllShortcut | None = None
-
-    def request_context(self, environ: dict[str, t.Any]) -> RequestContext:
-        """A :class:`ShortcutRequestContext` for ``environ``."""
-        return ShortcutRequestContext(self, environ)
+@functools.lru_cache(maxsize=256)
+def _encodes_as_idna(name: str) -> bool:
+    # Werkzeug's Map.bind answers BadHost (400) when this fails; the encoding
+    # is pure Python and slow, and a server sees few distinct host names.
+    try:
+        name.encode("idna")
+    except UnicodeError:
+        return False
+    return True

@@ -11,8 +11,11 @@ from __future__ import annotations
 import typing as t
 
 from flask import Flask
+from flask import Request
+from flask import request
 
-Step = t.Callable[[], t.Any]
+#: A step gets the request being served: one context lookup for all steps.
+Step = t.Callable[[Request], t.Any]
 
 
 class RequestGate:
@@ -24,8 +27,9 @@ class RequestGate:
         self.steps: list[Step] = []
 
     def __call__(self) -> t.Any:
+        req = request._get_current_object()  # type: ignore[attr-defined]
         for step in self.steps:
-            result = step()
+            result = step(req)
             if result is not None:
                 return result
         return None

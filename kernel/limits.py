@@ -19,7 +19,6 @@ import re
 
 from flask import Flask
 from flask import Request
-from flask import request
 
 from .errors import JsonTooDeep
 from .errors import TooManyFields
@@ -82,8 +81,8 @@ def install_limits(app: Flask, settings: Settings) -> None:
     max_fields = int(settings.MAX_FIELDS)
     app.config["MAX_FORM_PARTS"] = max_fields
 
-    def limit_query() -> None:
-        query = request.query_string
+    def limit_query(req: Request) -> None:
+        query = req.query_string
         if query:
             # Counted on the raw bytes: no parsing of a hostile query string.
             check_field_count(query.count(b"&") + 1, max_fields, "query string")
