@@ -22,8 +22,8 @@ gives that answer for such requests and leaves every other one to Werkzeug:
   host the map would be bound to IDNA-encodes (Werkzeug's ``BadHost`` check,
   remembered per host name).
 
-The table is rebuilt whenever the number of rules changes, so rules added
-later (add-ons, tests) are honoured. Security checks are not affected: the
+The table is rebuilt whenever a rule is added (:class:`VersionedMap` counts
+them), so rules added later (add-ons, tests) are honoured. Security checks are not affected: the
 dispatcher still refuses encoded slashes and empty segments from the raw URI,
 and the router still applies the segment grammar to ``path``.
 """
@@ -37,7 +37,10 @@ import typing as t
 from flask import Flask
 from flask import Request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map
 from werkzeug.routing import Rule
+from werkzeug.routing import RuleFactory
+from werkzeug.wsgi import get_host
 
 #: One path segment the shortcut accepts (the router checks the real grammar).
 _SEGMENT = r"[A-Za-z0-9_]+"
@@ -53,14 +56,14 @@ class CatchAllShortcut:
     def __init__(self, app: Flask, endpoint: str) -> None:
         self.app = app
         self.endpoint = endpoint
-        self._rule_count = -1
+        self._rules_version = -1
         self._table: tuple[Rule, re.Pattern[str], int, frozenset[str], tuple[str, ...]] | None
         self._table = None
 
     def _build(self) -> None:
         url_map = self.app.url_map
         rules = list(url_map.iter_rules())
-        self._rule_count = len(rules)
+        self._rules_version = rules_version(url_map)
         self._table = None
         catch_all = [r for r in rules if r.endpoint == self.endpoint and r.arguments == {"path"}]
         if url_map.host_matching or len(catch_all) != 1:
@@ -90,36 +93,67 @@ class CatchAllShortcut:
 
     def match(self, request: Request) -> tuple[Rule, dict[str, t.Any]] | None:
         """The catch-all rule and its ``path`` for ``request``, or ``None`` to ask Werkzeug."""
-        # Rules are kept in a list that only grows; its size tells a change.
-        if len(self.app.url_map._rules) != self._rule_count:
+        if rules_version(self.app.url_map) != self._rules_version:
             self._build()
         table = self._table
         if table is None:
             return None
         rule, grammar, cut, exact, prefixes = table
         path = request.path
+        environ = request.environ
         if (
             request.method not in (rule.methods or ())
             or not grammar.fullmatch(path)
             or path in exact
             or path.startswith(prefixes)
-            or "HTTP_UPGRADE" in request.environ
-            or not self._binds(request)
+            or "HTTP_UPGRADE" in environ
+            or not self._binds(environ)
         ):
             return None
         return rule, {"path": path[cut:]}
 
-    def _binds(self, request: Request) -> bool:
+    def _binds(self, environ: dict[str, t.Any]) -> bool:
         """Whether Flask's ``create_url_adapter`` would bind without an error."""
-        config = self.app.config
-        if config["TRUSTED_HOSTS"] is not None or self.app.subdomain_matching:
+        app = self.app
+        if app.subdomain_matching or app.config["TRUSTED_HOSTS"] is not None:
             return False
-        server_name = config["SERVER_NAME"]
-        try:
-            host = server_name if server_name is not None else request.host
-        except HTTPException:
-            return False
-        return _encodes_as_idna(host.lower().partition(":")[0])
+        server_name = app.config["SERVER_NAME"]
+        if server_name is not None:
+            return _encodes_as_idna(server_name.lower().partition(":")[0])
+        return _host_binds(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
+                           environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+
+
+class VersionedMap(Map):
+    """Werkzeug's URL map, counting the rules added, so a change is seen cheaply."""
+
+    #: How many times :meth:`add` was called.
+    version = 0
+
+    def add(self, rulefactory: RuleFactory) -> None:
+        """Add a rule (or rule factory), as :meth:`Map.add` does."""
+        super().add(rulefactory)
+        self.version += 1
+
+
+def rules_version(url_map: Map) -> int:
+    """A number that changes whenever a rule is added to ``url_map``."""
+    if isinstance(url_map, VersionedMap):
+        return url_map.version
+    return len(list(url_map.iter_rules()))
+
+
+@functools.lru_cache(maxsize=256)
+def _host_binds(scheme: str, host_header: str | None, server_name: str | None,
+                server_port: str | None) -> bool:
+    # The host Flask binds the map to comes from these four environ keys only.
+    environ = {"wsgi.url_scheme": scheme, "HTTP_HOST": host_header,
+               "SERVER_NAME": server_name, "SERVER_PORT": server_port}
+    try:
+        host = get_host({k: v for k, v in environ.items() if v is not None})
+    except HTTPException:
+        return False
+    return _encodes_as_idna(host.lower().partition(":")[0])
 
 
 @functools.lru_cache(maxsize=256)

@@ -28,6 +28,7 @@ from flask.ctx import _AppCtxGlobals
 from werkzeug.routing import MapAdapter
 
 from .fastmatch import CatchAllShortcut
+from .fastmatch import VersionedMap
 
 #: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
 #: are registered once; the bound keeps a pathological app from growing it).
@@ -83,6 +84,7 @@ class KernKoaFlask(Flask):
     """Flask, with the request context and per-function caches described above."""
 
     app_ctx_globals_class = KernKoaGlobals
+    url_map_class = VersionedMap
 
     #: Set by the app factory once the catch-all rule exists.
     catch_all_shortcut: CatchAllShortcut | None = None
