@@ -19,6 +19,7 @@ import inspect
 import types
 import typing as t
 from dataclasses import dataclass
+from dataclasses import field
 
 from werkzeug.datastructures import FileStorage
 
@@ -112,11 +113,11 @@ class Converter:
     item: t.Callable[[t.Any], t.Any]
     #: The annotation, for listings.
     annotation: t.Any
+    #: Whether the parameter takes uploaded files (read per field per request).
+    wants_file: bool = field(init=False)
 
-    @property
-    def wants_file(self) -> bool:
-        """Whether the parameter takes uploaded files."""
-        return self.item is _to_file
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wants_file", self.item is _to_file)
 
     def __call__(self, source: str, raw: t.Any) -> t.Any:
         """Convert a value as :meth:`RequestFields.lookup` returns it."""
@@ -245,28 +246,35 @@ class Binder:
         values: dict[str, t.Any] = {}
         for slot, segment in zip(self._path_slots, path_args, strict=False):
             values[slot.name] = self._convert(slot, "path", [segment], errors)
+        # Each source read once; JSON fields win over form fields over the query.
+        json_fields, form, query = fields.sources()
         for slot in self.slots:
-            if slot.name in values:
+            name = slot.name
+            if name in values:
                 continue
-            if slot.name == PARAMS_NAME:
-                values[slot.name] = build_params(fields, urlpath)
+            if name == PARAMS_NAME:
+                values[name] = build_params(fields, urlpath)
                 continue
-            found = self._lookup(slot, fields)
+            if slot.converter.wants_file:
+                files = fields.files.getlist(name)
+                found = ("form", files) if files else None
+            elif name in json_fields:
+                found = ("json", json_fields[name])
+            elif name in form:
+                found = ("form", form.getlist(name))
+            elif name in query:
+                found = ("query", query.getlist(name))
+            else:
+                found = None
             if found is not None:
-                values[slot.name] = self._convert(slot, *found, errors)
+                values[name] = self._convert(slot, *found, errors)
             elif slot.required:
-                errors.append({"name": slot.name, "source": "request",
+                errors.append({"name": name, "source": "request",
                                "message": "this field is required"})
         extra_kwargs = self._leftover(fields, errors)
         if errors:
             raise ParameterError(errors)
         return self._arrange(values, path_args, extra_kwargs)
-
-    def _lookup(self, slot: Slot, fields: RequestFields) -> tuple[str, t.Any] | None:
-        if slot.converter.wants_file:
-            files = fields.files.getlist(slot.name)
-            return ("form", files) if files else None
-        return fields.lookup(slot.name)
 
     @staticmethod
     def _convert(slot: Slot, source: str, raw: t.Any, errors: list[dict[str, str]]) -> t.Any:
@@ -292,7 +300,7 @@ class Binder:
                     else:
                         rest[name] = fields.files[name]
             return rest
-        if not self._open:
+        if not self._open and fields.has_body:
             for name in sorted(fields.body_field_names() - self._declared):
                 errors.append({"name": name, "source": "body",
                                "message": "the method takes no such field"})

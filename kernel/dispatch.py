@@ -1,8 +1,8 @@
 """The catch-all view: resolve the URL, check the method, bind, call, render.
 
-Per request after the first: one cache lookup for the path, one ``stat`` of the
-controller file when reloading is on, one dict lookup for the endpoint, then
-the call. Nothing is imported, listed or added to ``sys.path``.
+Per request after the first: one dict lookup for the path, one ``stat`` of the
+controller file when reloading is on (unchanged: the earlier answer stands),
+then the call. Nothing is imported, listed or added to ``sys.path``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from .exposure import build_endpoint
 from .exposure import find_class
 from .exposure import find_method
 from .lazy import LazyModule
+from .loader import LoadedModule
 from .loader import ModuleLoader
+from .loader import file_signature
 from .params import RequestFields
 from .rendering import to_response
 from .routing import Router
@@ -44,6 +46,9 @@ class Kernel:
         self.settings = settings
         self.router = router
         self.loader = loader
+        #: Path to its last answer, the file version it came from and the
+        #: file's name: valid while the file's signature is that version's.
+        self._answers: dict[str, tuple[Target, Endpoint, LoadedModule, str]] = {}
 
     def resolve(self, path: str) -> tuple[Target, Endpoint]:
         """The target and endpoint that ``path`` names.
@@ -51,6 +56,22 @@ class Kernel:
         :raises RouteNotFound: when it names none.
         :raises ControllerLoadError: when its controller file fails to import.
         """
+        known = self._answers.get(path)
+        if known is not None:
+            target, endpoint, loaded, filename = known
+            try:
+                if not self.loader.reload or file_signature(filename) == loaded.signature:
+                    return target, endpoint
+            except FileNotFoundError:
+                pass
+            self._answers.pop(path, None)
+        target, endpoint, loaded = self._resolve(path)
+        if len(self._answers) >= self.settings.ROUTE_CACHE_SIZE:
+            self._answers.clear()  # a crawler of distinct URLs: start over
+        self._answers[path] = (target, endpoint, loaded, str(target.file))
+        return target, endpoint
+
+    def _resolve(self, path: str) -> tuple[Target, Endpoint, LoadedModule]:
         target = self.router.resolve(path)
         try:
             loaded = self.loader.load(target.file)
@@ -69,7 +90,7 @@ class Kernel:
             cls = find_class(module, target.class_name)
             func = find_method(cls, target.method_name, self.loader.owns)
             endpoint = loaded.cache[key] = build_endpoint(cls, func)
-        return target, endpoint
+        return target, endpoint, loaded
 
     def resolve_for_request(self, req: Request, path: str) -> tuple[Target, Endpoint]:
         """:meth:`resolve`, once per request: the auth layer resolves before the
@@ -100,13 +121,14 @@ def dispatch(path: str = "") -> Response:
     # access costs a context-variable read (~0.5 µs), and this runs per request.
     req = request._get_current_object()  # type: ignore[attr-defined]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    target, endpoint = t.cast(Kernel, app.extensions["kernkoa"]).resolve_for_request(req, path)
+    kernel = t.cast(Kernel, app.extensions["kernkoa"])
+    target, endpoint = kernel.resolve_for_request(req, path)
     if req.method not in endpoint.http_methods:
         if req.method == "OPTIONS":
             allow = ", ".join(sorted(endpoint.http_methods | {"OPTIONS"}))
             return app.response_class(status=204, headers={"Allow": allow})
         raise MethodNotAllowed(valid_methods=sorted(endpoint.http_methods))
-    args, kwargs = endpoint.binder.bind(RequestFields(req), target.args, path)
+    args, kwargs = endpoint.binder.bind(RequestFields(req, kernel.settings), target.args, path)
     if endpoint.is_celery:
         # Never run here: bound and checked above, then sent to a worker.
         task_id = _jobs.enqueue(endpoint, "/" + path.lstrip("/"), list(args), kwargs)
@@ -124,10 +146,9 @@ def dispatch(path: str = "") -> Response:
 def _refuse_hidden_segments(environ: dict[str, t.Any]) -> None:
     """Refuse what Werkzeug's matcher hides from the ``path`` it hands over."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
-    raw_path = raw.split("?", 1)[0]
-    # Only a "%" can start an encoded slash: most paths skip the lowering.
-    if "%" in raw_path:
-        raw_path = raw_path.lower()
+    # Only a "%" can start an encoded slash: most URIs skip the rest.
+    if "%" in raw:
+        raw_path = raw.split("?", 1)[0].lower()
         if "%2f" in raw_path or "%5c" in raw_path:
             raise RouteNotFound(detail="encoded slash in the path")
     # The matcher drops leading empty segments ("//m/C/m" arrives as "m/C/m").

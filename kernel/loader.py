@@ -35,7 +35,7 @@ log = logging.getLogger("kernkoa")
 Signature = tuple[int, int, int]
 
 
-def file_signature(path: Path) -> Signature:
+def file_signature(path: str | Path) -> Signature:
     """The :data:`Signature` of ``path``; raises :class:`FileNotFoundError` when it is gone."""
     st = os.stat(path)
     return (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import functools
 import json
+import types
 import typing as t
 
 from flask import Request
 from werkzeug.datastructures import FileStorage
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.datastructures import MultiDict
+from werkzeug.wsgi import get_content_length
 
 from .errors import BadRequestBody
 from .limits import check_field_count
 from .limits import check_json_body
 from .limits import check_urlencoded_form
+from .settings import Settings
 from .settings import current_settings
 
 #: The field sources, lowest precedence first.
 SOURCES = ("query", "form", "json")
+
+#: What :meth:`RequestFields.sources` answers for a source the request lacks
+#: (immutable: shared by every request).
+_NO_FIELDS: dict[str, t.Any] = types.MappingProxyType({})  # type: ignore[assignment]
+_NO_FORM: MultiDict[str, t.Any] = ImmutableMultiDict()
 
 #: Keys the 2019 KernKoa put into its params dict; still readable as
 #: ``params["get"]`` and so on when no field of that name exists.
@@ -38,10 +47,12 @@ class RequestFields:
     """The fields of one request by source, parsed on first use.
 
     :param request: the Flask request.
+    :param settings: the settings whose limits apply (default: the current app's).
     """
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, settings: Settings | None = None) -> None:
         self.request = request
+        self._limits = settings
         self._body: tuple[MultiDict[str, t.Any], t.Any] | None = None
 
     @property
@@ -54,9 +65,11 @@ class RequestFields:
         """Whether the request carries a body at all (asked once per field: cached)."""
         environ = self.request.environ
         if not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ:
-            return False  # the usual bodiless request, told without parsing headers
-        return bool(self.request.content_length) or (
-            self.request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            return False  # the usual bodiless request
+        # From the environ as Werkzeug reads it (chunked: length None), without
+        # building the request's header object.
+        return bool(get_content_length(environ)) or (
+            environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
         )
 
     @property
@@ -88,7 +101,22 @@ class RequestFields:
         """Names of every field that came in the body (form or JSON)."""
         if not self.has_body:
             return set()
-        return set(self.form.keys()) | set(self.json_fields) | set(self.files.keys())
+        form, body = self._parse_body()
+        if body is not None:  # a JSON body has no form fields and no files
+            return set(body) if isinstance(body, dict) else set()
+        return set(form.keys()) | set(self.files.keys())
+
+    def sources(self) -> tuple[dict[str, t.Any], MultiDict[str, t.Any], MultiDict[str, str]]:
+        """The JSON object fields, the form and the query, highest precedence
+        first (each empty when the request has none): one call per request
+        where :meth:`lookup` would be one per field."""
+        req = self.request
+        # No query string, nothing to parse (Werkzeug would parse "" all the same).
+        query = req.args if req.environ.get("QUERY_STRING") else _NO_FORM
+        if not self.has_body:
+            return _NO_FIELDS, _NO_FORM, query
+        form, body = self._parse_body()
+        return (body if isinstance(body, dict) else _NO_FIELDS), form, query
 
     def lookup(self, name: str) -> tuple[str, t.Any] | None:
         """The winning source of field ``name`` and its value there.
@@ -138,10 +166,9 @@ class RequestFields:
             check_field_count(len(body), settings.MAX_FIELDS, "JSON body")
         return body
 
-    @staticmethod
-    def _settings() -> t.Any:
+    def _settings(self) -> Settings:
         # The limits of the app serving the request (config.py's outside one).
-        return current_settings()
+        return self._limits or current_settings()
 
 
 class Params(dict[str, t.Any]):
