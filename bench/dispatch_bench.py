@@ -17,6 +17,7 @@ from .servers import uwsgi
 from .stats import Comparison
 from .wrk import Load
 from .wrk import run_wrk
+from .wrk import run_wrk_counted
 
 #: Query and JSON fields of the parameterised requests.
 QUERY = "a=x&b=y&c=z"
@@ -48,6 +49,10 @@ def run(config: RunConfig) -> list[Comparison]:
             for i, (_, method, _, rest, body) in enumerate(KINDS)],
     }
     part1 = [Comparison(f"1. {name}", "kernkoa", "plain") for name, *_ in KINDS]
+    # CPU time the workers spent per answered request: what the server's own
+    # code costs, barely moved by other processes competing for the cores.
+    cpu = [Comparison(f"1. {name}, worker CPU per request", "kernkoa", "plain",
+                      higher_is_better=False, unit="us") for name, *_ in KINDS]
     part2 = [Comparison(f"2. {name} ({config.files} vs 1 files)", f"kernkoa@{config.files}",
                         "kernkoa") for name, *_ in KINDS]
     with contextlib.ExitStack() as stack:
@@ -68,11 +73,14 @@ def run(config: RunConfig) -> list[Comparison]:
         for _ in range(config.rounds):
             for index in range(len(KINDS)):
                 for side, server in servers.items():
-                    rps = run_wrk(server.base, sides[side][index], scripts, config.duration,
-                                  config.connections)
+                    used = server.worker_cpu_seconds()
+                    rps, answered = run_wrk_counted(server.base, sides[side][index], scripts,
+                                                    config.duration, config.connections)
+                    used = server.worker_cpu_seconds() - used
                     part1[index].add(side, rps)
                     part2[index].add(side, rps)
-    return part1 + part2
+                    cpu[index].add(side, used / max(answered, 1) * 1e6)
+    return part1 + cpu + part2
 
 
 def _env(catalog: object, work: object) -> dict[str, str]:

@@ -82,6 +82,13 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid``, in seconds."""
+    # /proc/PID/stat: the command (field 2) may hold spaces; it ends at the last ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A running server: its base URL and its process."""
 
@@ -91,6 +98,10 @@ class Server:
         self.process = process
         #: Seconds from spawning to the first 200 answer.
         self.startup = 0.0
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker processes have used so far."""
+        return sum(cpu_seconds(pid) for pid in children(self.process.pid))
 
     def worker_rss_kib(self) -> list[int]:
         """Resident memory of each worker process, in KiB."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _RPS = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_TOTAL = re.compile(r"(\d+) requests in ")
 _NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -56,6 +57,12 @@ class WrkError(RuntimeError):
 def run_wrk(base: str, load: Load, scripts: Path, duration: float, connections: int,
             threads: int = 1) -> float:
     """Requests per second of ``load`` against ``base`` over ``duration`` seconds."""
+    return run_wrk_counted(base, load, scripts, duration, connections, threads)[0]
+
+
+def run_wrk_counted(base: str, load: Load, scripts: Path, duration: float, connections: int,
+                    threads: int = 1) -> tuple[float, int]:
+    """Requests per second of ``load`` against ``base``, and how many were answered."""
     script = load.script(scripts)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
                "--timeout", "10s", "-s", str(script), base]
@@ -75,4 +82,7 @@ def run_wrk(base: str, load: Load, scripts: Path, duration: float, connections: 
     # counts as a read error before it reconnects: only the other kinds count.
     if errors is not None and any(int(errors.group(n)) for n in (1, 3, 4)):
         raise WrkError(f"socket errors from {base}: {errors.group(0)}")
-    return float(match.group(1))
+    total = _TOTAL.search(out)
+    if total is None:
+        raise WrkError(f"no request count in wrk's output:\n{out}")
+    return float(match.group(1)), int(total.group(1))

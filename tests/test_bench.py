@@ -56,6 +56,7 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
                      "4. task round trip, Redis", "4. task round trip, embedded"):
         assert expected in cases
     assert sum(c.startswith("2. ") for c in cases) == 3
+    assert sum(c.endswith(", worker CPU per request") for c in cases) == 3
     for result in results:
         assert result["ratios"], result["case"]
         assert all(value > 0 for side in result["samples"].values() for value in side)
