@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # Programs the test suite runs for real, from the distribution when missing.
-SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk
+SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk valgrind:valgrind
 
 # Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
 BENCH_ARGS ?=
@@ -41,7 +41,7 @@ test: install lint system-tools
 # Benchmarks on real uWSGI servers driven by wrk (see bench/RESULTS.md).
 # Only the programs the benchmarks run (wrk, redis-server), not the whole test list.
 bench: install
-	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server wrk:wrk"
+	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server wrk:wrk valgrind:valgrind"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:

@@ -24,6 +24,7 @@ from pathlib import Path
 from . import dispatch_bench
 from . import footprint
 from . import inprocess
+from . import instructions
 from . import tasks_bench
 from .config import RunConfig
 from .servers import ROOT
@@ -35,6 +36,7 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "tasks": tasks_bench.run,
     "footprint": footprint.run,
     "inprocess": inprocess.run,
+    "instructions": instructions.run,
 }
 
 

@@ -45,12 +45,13 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--work", str(tmp_path / "work"),
          "--json", str(out)],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=480, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())["results"]
     cases = {r["case"] for r in results}
     for expected in ("1. GET, no params", "1. GET, 3 query params", "1. POST, JSON body",
+                     "1. GET, no params, instructions per request",
                      "5. RSS per worker", "5. start-up to first 200",
                      "3. trigger vs apply_async route", "3. /status vs AsyncResult.state",
                      "4. task round trip, Redis", "4. task round trip, embedded"):
