@@ -194,6 +194,11 @@ BROKER_TIMEOUT = 1.0
 #: of trying again (a circuit breaker).
 BROKER_COOLDOWN = 2.0
 
+#: Longest wait of a long poll, GET /status/<id>?wait=<seconds>: longer waits
+#: are cut to this (0: never wait). A waiting request holds a server worker, so
+#: keep it below uWSGI's harakiri (60 s in kernkoa_uwsgi.ini).
+STATUS_WAIT_MAX = 30.0
+
 #: Seconds between two looks at the embedded broker's queue folder.
 BROKER_POLLING_INTERVAL = 0.05
 

@@ -1,11 +1,12 @@
 """Parts 3 and 4: ``_celery`` triggers and ``/status`` vs hand-written Celery routes.
 
 Part 4 runs first, with one worker per side (prefork, one child, same flags):
-the round trip of a trivial task, KernKoa's trigger then polling ``/status``
-until SUCCESS vs raw ``apply_async().get()``, on Redis, and KernKoa's trip on
-the embedded default broker. The workers are then stopped, and part 3 drives
-the triggers (queues emptied after each run) and the status routes (on tasks
-that succeeded in part 4) with wrk.
+the round trip of a trivial task, KernKoa's trigger then ``/status`` until
+SUCCESS vs raw ``apply_async().get()``, on Redis, and KernKoa's trip on the
+embedded default broker. KernKoa's client is measured two ways, trip by trip
+in turn: polling every 2 ms, and one long poll (``?wait=``). The workers are
+then stopped, and part 3 drives the triggers (queues emptied after each run)
+and the status routes (on tasks that succeeded in part 4) with wrk.
 """
 
 from __future__ import annotations
@@ -56,12 +57,17 @@ def _get(url: str) -> dict[str, t.Any]:
         return t.cast(dict[str, t.Any], json.loads(response.read()))
 
 
-def kernkoa_trip(base: str) -> tuple[float, str]:
-    """Trigger the trivial task, poll ``/status`` to SUCCESS; return (ms, task id)."""
+def kernkoa_trip(base: str, long_poll: bool = False) -> tuple[float, str]:
+    """Trigger the trivial task, then poll ``/status`` to SUCCESS; return (ms, task id).
+
+    Polls every :data:`POLL_INTERVAL`, or with ``long_poll`` asks once with
+    ``?wait=`` (the server answers when the task is done).
+    """
     started = time.perf_counter()
     task_id = _post(base + TRIGGER)["id"]
+    url = f"{base}/status/{task_id}" + (f"?wait={TRIP_TIMEOUT}" if long_poll else "")
     deadline = time.monotonic() + TRIP_TIMEOUT
-    while _get(f"{base}/status/{task_id}")["status"] != "SUCCESS":
+    while _get(url)["status"] != "SUCCESS":
         if time.monotonic() > deadline:
             raise TimeoutError(f"task {task_id} not done within {TRIP_TIMEOUT} s")
         time.sleep(POLL_INTERVAL)
@@ -79,14 +85,16 @@ def run(config: RunConfig) -> list[Comparison]:
     catalog = write_catalog(work / "catalog-1", 1)
     logs = work / "logs"
     results = _redis_parts(config, work, catalog, logs)
-    results.append(_embedded_trip(config, work, catalog, logs))
+    results.extend(_embedded_trips(config, work, catalog, logs))
     return results
 
 
 def _redis_parts(config: RunConfig, work: Path, catalog: Path,
                  logs: Path) -> list[Comparison]:
-    trip = Comparison("4. task round trip, Redis", "kernkoa", "raw celery",
+    trip = Comparison("4. task round trip, Redis, polling", "kernkoa", "raw celery",
                       higher_is_better=False, unit="ms")
+    long_trip = Comparison("4. task round trip, Redis, ?wait=", "kernkoa", "raw celery",
+                           higher_is_better=False, unit="ms")
     trigger = Comparison("3. trigger vs apply_async route", "kernkoa", "plain")
     status = Comparison("3. /status vs AsyncResult.state", "kernkoa", "plain")
     with contextlib.ExitStack() as stack:
@@ -111,7 +119,7 @@ def _redis_parts(config: RunConfig, work: Path, catalog: Path,
             client = make_celery(plain_url)
             try:
                 ping = client.tasks["bench.ping"]
-                kk_id, plain_id = _round_trips(config, trip, kk.base, ping)
+                kk_id, plain_id = _round_trips(config, trip, long_trip, kk.base, ping)
             finally:
                 client.close()
         loads = {
@@ -137,7 +145,7 @@ def _redis_parts(config: RunConfig, work: Path, catalog: Path,
                 _drain(queues)
         for connection in queues.values():
             connection.close()
-    return [trigger, status, trip]
+    return [trigger, status, trip, long_trip]
 
 
 def _drain(queues: dict[str, redis.Redis]) -> None:
@@ -146,30 +154,37 @@ def _drain(queues: dict[str, redis.Redis]) -> None:
         connection.delete("celery")
 
 
-def _round_trips(config: RunConfig, trip: Comparison, base: str,
+def _round_trips(config: RunConfig, trip: Comparison, long_trip: Comparison, base: str,
                  ping: t.Any) -> tuple[str, str]:
-    """Measure the trips; return a succeeded task id of each side, for part 3."""
+    """Measure the trips (polling, long poll, raw in turn); return a succeeded
+    task id of each side, for part 3."""
     for _ in range(3):  # warm-up: connections, pools, first loads
         kk_id = kernkoa_trip(base)[1]
+        kernkoa_trip(base, long_poll=True)
         plain_id = ping.apply_async().get(timeout=TRIP_TIMEOUT) and ""
     for _ in range(config.rounds):
-        ours, raw = [], []
+        polled, waited, raw = [], [], []
         for _ in range(config.trips):
             ms, kk_id = kernkoa_trip(base)
-            ours.append(ms)
+            polled.append(ms)
+            waited.append(kernkoa_trip(base, long_poll=True)[0])
             started = time.perf_counter()
             result = ping.apply_async()
             result.get(timeout=TRIP_TIMEOUT)
             raw.append((time.perf_counter() - started) * 1000)
             plain_id = result.id
-        trip.add("kernkoa", statistics.median(ours))
-        trip.add("raw celery", statistics.median(raw))
+        for comparison, ours in ((trip, polled), (long_trip, waited)):
+            comparison.add("kernkoa", statistics.median(ours))
+            comparison.add("raw celery", statistics.median(raw))
     return kk_id, plain_id
 
 
-def _embedded_trip(config: RunConfig, work: Path, catalog: Path, logs: Path) -> Comparison:
-    trip = Comparison("4. task round trip, embedded", "kernkoa", "target",
+def _embedded_trips(config: RunConfig, work: Path, catalog: Path,
+                    logs: Path) -> list[Comparison]:
+    trip = Comparison("4. task round trip, embedded, polling", "kernkoa", "target",
                       higher_is_better=False, unit="ms")
+    long_trip = Comparison("4. task round trip, embedded, ?wait=", "kernkoa", "target",
+                           higher_is_better=False, unit="ms")
     env = _kernkoa_env(catalog, work / "var-embedded")
     with contextlib.ExitStack() as stack:
         kk = stack.enter_context(uwsgi("kernkoa-embedded", "kernkoa",
@@ -179,8 +194,13 @@ def _embedded_trip(config: RunConfig, work: Path, catalog: Path, logs: Path) -> 
             "embedded-worker", [str(BIN / "kernkoa"), "worker", *WORKER_FLAGS], logs, env=env))
         for _ in range(3):
             kernkoa_trip(kk.base)
+            kernkoa_trip(kk.base, long_poll=True)
         for _ in range(config.rounds):
-            trip.add("kernkoa", statistics.median(kernkoa_trip(kk.base)[0]
-                                                  for _ in range(config.trips)))
-            trip.add("target", EMBEDDED_TARGET_MS)
-    return trip
+            polled, waited = [], []
+            for _ in range(config.trips):
+                polled.append(kernkoa_trip(kk.base)[0])
+                waited.append(kernkoa_trip(kk.base, long_poll=True)[0])
+            for comparison, ours in ((trip, polled), (long_trip, waited)):
+                comparison.add("kernkoa", statistics.median(ours))
+                comparison.add("target", EMBEDDED_TARGET_MS)
+    return [trip, long_trip]

@@ -92,7 +92,9 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_track_started": True,
+        # The task stores STARTED itself, in the round trip of its
+        # cancellation check (JobStore.start).
+        "task_track_started": False,
         "result_expires": int(settings.RESULT_EXPIRES),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

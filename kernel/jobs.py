@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from celery import Celery
+from celery.utils.saferepr import saferepr
 from flask import Request
 from flask import current_app
 from flask import g
@@ -128,6 +129,17 @@ def _check_json(args: list[t.Any], kwargs: dict[str, t.Any]) -> None:
         raise ParameterError(bad)
 
 
+def _kwargs_repr(celery: Celery, route: str, args: list[t.Any], kwargs: dict[str, t.Any],
+                snapshot: dict[str, t.Any] | None) -> str:
+    # What monitoring (worker logs, Flower) shows as the task's kwargs: the
+    # request stands for its snapshot. Celery's own repr would spell out every
+    # header, and costs a tenth of a trigger.
+    shown = {"route": route, "args": args, "kwargs": kwargs,
+             "request": f"{snapshot['method']} {snapshot['path']}" if snapshot else None}
+    return saferepr(shown, celery.amqp.kwargsrepr_maxsize,
+                    maxlevels=celery.conf.task_repr_maxlevels)
+
+
 def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
             kwargs: dict[str, t.Any]) -> str:
     """Publish ``route``'s ``_celery`` method with bound arguments; return the task id.
@@ -150,6 +162,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
             celery.send_task(
                 TASK_NAME, task_id=task_id,
                 kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
+                kwargsrepr=_kwargs_repr(celery, route, args, kwargs, snapshot),
                 queue=options.get("queue"), retry=False,
                 soft_time_limit=options.get("soft_time_limit"),
                 time_limit=options.get("time_limit"),

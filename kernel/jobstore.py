@@ -11,10 +11,12 @@ and, on Redis, expire with the results.
 from __future__ import annotations
 
 import json
+import os
 import typing as t
 from dataclasses import dataclass
 
 from celery import Celery
+from celery import states
 from celery.backends.redis import RedisBackend
 
 ISSUED_PREFIX = b"kernkoa-task-"
@@ -72,6 +74,34 @@ class JobStore:
     def forget(self, task_id: str) -> None:
         """Drop the issued marker of a task that was never published."""
         self.backend.delete(ISSUED_PREFIX + task_id.encode())
+
+    def start(self, task_id: str, hostname: str | None) -> bool:
+        """Store Celery's STARTED state of ``task_id`` (the meta its
+        ``task_track_started`` would store); return whether it was cancelled.
+
+        On Redis one round trip does both, without announcing the state on the
+        task's channel: nobody waits for a task to start, only for it to end.
+        Celery's own write would read the old state first, then announce the
+        new one, for two round trips and a wake-up of every waiter.
+        """
+        result = {"pid": os.getpid(), "hostname": hostname}
+        if not isinstance(self.backend, RedisBackend):
+            revoked = self.is_revoked(task_id)
+            self.backend.store_result(task_id, result, states.STARTED)
+            return revoked
+        meta = {"status": states.STARTED, "result": result, "traceback": None,
+                "children": [], "date_done": None, "task_id": task_id}
+        policy = {"max_retries": 0} if self.fail_fast else {}
+        return t.cast(bool, self.backend.ensure(self._redis_start, (task_id, meta), **policy))
+
+    def _redis_start(self, task_id: str, meta: dict[str, t.Any]) -> bool:
+        backend = t.cast(RedisBackend, self.backend)
+        with backend.client.pipeline(transaction=False) as pipe:
+            pipe.get(REVOKED_PREFIX + task_id.encode())
+            pipe.set(backend.get_key_for_task(task_id), backend.encode(meta),
+                     ex=backend.expires or None)
+            revoked, _ = pipe.execute()
+        return revoked is not None
 
     def is_revoked(self, task_id: str) -> bool:
         """Whether ``task_id`` was cancelled."""

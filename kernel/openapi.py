@@ -226,11 +226,18 @@ def _status_paths() -> dict[str, t.Any]:
             "operationId": "task_status",
             "tags": ["kernel"],
             "summary": "The state, progress, result or error of a task.",
+            "parameters": [{
+                "name": "wait", "in": "query", "required": False,
+                "description": "Long poll: answer once the task is done, or after this "
+                               "many seconds (capped by STATUS_WAIT_MAX).",
+                "schema": {"type": "number", "minimum": 0},
+            }],
             "responses": {
                 "200": {"description": "The task's status.",
                         "content": {"application/json": {
                             "schema": {"$ref": "#/components/schemas/TaskStatus"}}}},
                 "404": _error("No such task, or it expired."),
+                "422": _error("`wait` is not a number of seconds."),
             },
         },
         "delete": {

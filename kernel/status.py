@@ -15,7 +15,9 @@ never issued or expired     404 error envelope
 ==========================  ===================================================
 
 JSON unless the client prefers HTML (a browser), which gets the live task page
-of :mod:`kernel.taskpage`; ``?format=json`` forces JSON.
+of :mod:`kernel.taskpage`; ``?format=json`` forces JSON. ``?wait=<seconds>``
+answers once the task has finished, or when the wait is over (a long poll,
+:mod:`kernel.waiting`).
 ``DELETE /status/<id>`` cancels the task.
 """
 
@@ -38,6 +40,9 @@ from .events import FINAL_STATES
 from .jobs import cancel_task
 from .jobs import read_task_for_request
 from .jobstore import TaskRecord
+from .waiting import is_settled
+from .waiting import wait_for_task
+from .waiting import wait_seconds
 
 
 def _error_message(result: t.Any) -> tuple[str, str]:
@@ -115,7 +120,14 @@ def task_status(task_id: str) -> Response:
     if not valid_task_id(task_id):
         raise TaskNotFound()
     # The auth layer read the record for its decision: the same one answers.
-    body = status_body(read_task_for_request(task_id))
+    record = read_task_for_request(task_id)
+    body = status_body(record)
+    wait = request.args.get("wait")
+    if wait is not None and request.method == "GET":
+        limit = current_app.extensions["kernkoa"].settings.STATUS_WAIT_MAX
+        seconds = wait_seconds(wait, float(limit))
+        if seconds > 0 and not is_settled(record):
+            body = status_body(wait_for_task(task_id, seconds))
     if request.method == "DELETE":
         if body["status"] in FINAL_STATES - {states.REVOKED}:
             raise TaskFinished()

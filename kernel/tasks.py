@@ -167,7 +167,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     flask_app: Flask = task.app.flask_app
     kernel = flask_app.extensions["kernkoa"]
     store = JobStore(task.app, fail_fast=False)
-    if store.is_revoked(task.request.id):
+    if store.start(task.request.id, task.request.hostname):
         raise Ignore()  # cancelled while queued: never starts
     with flask_app.test_request_context(**request_context_args(request, route)):
         target, endpoint = kernel.resolve(route)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import typing as t
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from conftest import LiveServer
 from tasks_support import RedisServer
 from tasks_support import Stack
@@ -87,6 +89,28 @@ def test_failure_envelope(live: Live) -> None:
     task_id = trigger(live.server, "/jobs/jobs/fail_celery")
     body = wait_status(live.server, task_id, final)
     assert body == {"status": "FAILURE", "error": {"type": "ValueError", "message": "boom"}}
+
+
+def test_one_long_poll_gets_the_result(live: Live) -> None:
+    task_id = trigger(live.server, "/jobs/jobs/count_celery", n=3, delay=0.1, tag="w")
+    code, _, body = live.server.request(f"/status/{task_id}?wait=20", timeout=30)
+    assert code == 200
+    assert json.loads(body)["data"]["counted"] == 3
+
+
+def test_a_long_poll_ends_with_a_cancellation(live: Live) -> None:
+    note = live.folder / "waited.txt"
+    task_id = trigger(live.server, "/jobs/jobs/run_celery", note=str(note), seconds=60)
+    wait_status(live.server, task_id, lambda b: b["status"] == "PROGRESS")
+    waiting = concurrent.futures.ThreadPoolExecutor(1)
+    answer = waiting.submit(live.server.request, f"/status/{task_id}?wait=25", timeout=30)
+    try:
+        assert live.server.request(f"/status/{task_id}", "DELETE")[0] == 200
+        code, _, body = answer.result(timeout=30)
+    finally:
+        waiting.shutdown()
+    assert (code, json.loads(body)) == (200, {"status": "REVOKED"})
+    wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
 
 
 def test_unknown_id_is_404(live: Live) -> None:
@@ -169,6 +193,15 @@ def test_revoking_a_silent_running_task_stops_it(live: Live) -> None:
     task_id = trigger(live.server, "/jobs/jobs/sleepy_celery", note=str(note))
     wait_for(lambda: note.exists() and "start" in note.read_text(), timeout=20,
              what="the task to start")
+    # Running, no progress: STARTED, stored as Celery's own readers expect it.
+    assert status_of(live.server, task_id) == (200, {"status": "STARTED"})
+    celery = Celery(backend=live.redis.url, set_as_current=False)
+    try:
+        started = celery.AsyncResult(task_id)
+        assert started.state == "STARTED"
+        assert started.info["pid"] > 0 and started.info["hostname"]
+    finally:
+        celery.close()
     code, _, _ = live.server.request(f"/status/{task_id}", "DELETE")
     assert code == 200
     # It never reports progress: only the soft signal can stop it before its 60 s.

@@ -183,3 +183,29 @@ def test_a_cancelled_task_stops_at_its_next_report() -> None:
     with pytest.raises(TaskCancelled):
         handle.progress(2)
     assert len(task.writes) == 1
+
+
+def _check_start(app: Flask) -> None:
+    from kernel.celeryapp import get_celery
+    from kernel.jobstore import JobStore
+
+    celery = get_celery(app)
+    store = JobStore(celery, fail_fast=False)
+    assert store.start("t-1", "worker@here") is False
+    meta = store.read("t-1").meta
+    assert meta is not None and meta["status"] == "STARTED"
+    assert meta["result"]["hostname"] == "worker@here"
+    # Celery's own reader sees the state it would have stored itself.
+    assert celery.AsyncResult("t-1").state == "STARTED"
+    store.mark_revoked("t-2")
+    assert store.start("t-2", "worker@here") is True
+
+
+def test_start_stores_started_and_tells_a_cancellation(
+        make_app: t.Callable[..., Flask]) -> None:
+    _check_start(make_app())
+
+
+def test_start_on_redis_too(
+        make_app: t.Callable[..., Flask], redis: t.Any) -> None:
+    _check_start(make_app(BROKER_URL=redis.url))

@@ -1,0 +1,195 @@
+"""The long poll ``GET /status/<id>?wait=``: on the embedded store and on a real redis-server.
+
+No worker runs here: the test stores the task's state itself, from a thread,
+while the request waits, as a worker would.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import typing as t
+
+import pytest
+from conftest import ControllerTree
+from flask import Flask
+
+from kernel import waiting
+from kernel.celeryapp import get_celery
+from kernel.errors import ParameterError
+from kernel.jobstore import JobStore
+from kernel.jobstore import TaskRecord
+from kernel.waiting import is_settled
+from kernel.waiting import wait_seconds
+
+CONTROLLER = """
+class jobs:
+    def work_celery(self, task, n: int = 1):
+        return n
+"""
+
+ISSUED = {"route": "/jobs/jobs/work_celery", "created": 0}
+
+
+@pytest.mark.parametrize(("raw", "limit", "seconds"), [
+    ("0", 30.0, 0.0), ("1.5", 30.0, 1.5), ("600", 30.0, 30.0), ("5", 0.0, 0.0), ("2", -1.0, 0.0),
+])
+def test_wait_is_seconds_capped_at_the_limit(raw: str, limit: float, seconds: float) -> None:
+    assert wait_seconds(raw, limit) == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "soon", "-1", "nan", "inf", "1e999"])
+def test_a_wait_that_is_not_seconds_is_refused(raw: str) -> None:
+    with pytest.raises(ParameterError) as caught:
+        wait_seconds(raw, 30.0)
+    assert caught.value.fields[0]["name"] == "wait"
+
+
+@pytest.mark.parametrize(("record", "settled"), [
+    (TaskRecord(issued=ISSUED, revoked=False, meta=None), False),
+    (TaskRecord(issued=ISSUED, revoked=False, meta={"status": "STARTED"}), False),
+    (TaskRecord(issued=ISSUED, revoked=False, meta={"status": "PROGRESS"}), False),
+    (TaskRecord(issued=ISSUED, revoked=False, meta={"status": "RETRY"}), False),
+    (TaskRecord(issued=ISSUED, revoked=False, meta={"status": "SUCCESS"}), True),
+    (TaskRecord(issued=ISSUED, revoked=False, meta={"status": "FAILURE"}), True),
+    (TaskRecord(issued=ISSUED, revoked=True, meta={"status": "STARTED"}), True),
+    (TaskRecord(issued=None, revoked=False, meta=None), True),
+])
+def test_settled_records(record: TaskRecord, settled: bool) -> None:
+    assert is_settled(record) is settled
+
+
+def _app(tree: ControllerTree, make_app: t.Callable[..., Flask], **overrides: t.Any) -> Flask:
+    tree.write("jobs.py", CONTROLLER)
+    return make_app(**overrides)
+
+
+def _later(app: Flask, action: t.Callable[[JobStore, t.Any, str], None],
+           task_id: str, delay: float = 0.3) -> threading.Timer:
+    """Run ``action(store, backend, task_id)`` in ``delay`` seconds, as a worker would."""
+    celery = get_celery(app)
+    timer = threading.Timer(delay, action, (JobStore(celery, fail_fast=False),
+                                            celery.backend, task_id))
+    timer.start()
+    return timer
+
+
+def _succeed(store: JobStore, backend: t.Any, task_id: str) -> None:
+    backend.store_result(task_id, 7, "SUCCESS")
+    # Then the result goes away again: a wait that did not end on the success
+    # (but when its time was over) would answer PENDING.
+    time.sleep(0.5)
+    backend.forget(task_id)
+
+
+def _cancel(store: JobStore, backend: t.Any, task_id: str) -> None:
+    store.mark_revoked(task_id)
+
+
+def _long_poll(app: Flask, action: t.Callable[[JobStore, t.Any, str], None],
+               wait: str = "5") -> tuple[int, dict[str, t.Any]]:
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery?n=7").get_json()["id"]
+    timer = _later(app, action, task_id)
+    try:
+        response = client.get(f"/status/{task_id}?wait={wait}")
+    finally:
+        timer.join()
+    return response.status_code, json.loads(response.data)
+
+
+@pytest.mark.parametrize(("action", "body"), [
+    (_succeed, {"status": "SUCCESS", "data": 7}),
+    (_cancel, {"status": "REVOKED"}),
+])
+def test_embedded_wait_answers_when_the_task_settles(
+        tree: ControllerTree, make_app: t.Callable[..., Flask],
+        action: t.Callable[[JobStore, t.Any, str], None], body: dict[str, t.Any]) -> None:
+    assert _long_poll(_app(tree, make_app), action) == (200, body)
+
+
+# Celery's Redis backend stores results with SETEX, which redis-py 8 calls deprecated.
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+@pytest.mark.parametrize(("action", "body"), [
+    (_succeed, {"status": "SUCCESS", "data": 7}),
+    (_cancel, {"status": "REVOKED"}),  # announces nothing: seen by the periodic read
+])
+def test_redis_wait_answers_when_the_task_settles(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any,
+        monkeypatch: pytest.MonkeyPatch,
+        action: t.Callable[[JobStore, t.Any, str], None], body: dict[str, t.Any]) -> None:
+    if action is _succeed:
+        # Only the stored state's announcement can end the wait in time.
+        monkeypatch.setattr(waiting, "RECHECK", 60.0)
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    assert _long_poll(app, action) == (200, body)
+    # The wait's subscription is gone with it: nothing stays subscribed.
+    assert redis.client().pubsub_channels() == []
+
+
+def test_a_wait_that_runs_out_answers_the_status_of_that_moment(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery").get_json()["id"]
+    response = client.get(f"/status/{task_id}?wait=0.2")
+    assert (response.status_code, response.get_json()) == (200, {"status": "PENDING"})
+
+
+def test_no_wait_when_the_setting_is_zero(tree: ControllerTree,
+                                          make_app: t.Callable[..., Flask]) -> None:
+    # The result is stored while a waiting request would still wait: this one answers first.
+    app = _app(tree, make_app, STATUS_WAIT_MAX=0.0)
+    assert _long_poll(app, _succeed) == (200, {"status": "PENDING"})
+
+
+def test_a_bad_wait_is_a_422_naming_the_field(tree: ControllerTree,
+                                              make_app: t.Callable[..., Flask]) -> None:
+    client = _app(tree, make_app).test_client()
+    task_id = client.post("/jobs/jobs/work_celery").get_json()["id"]
+    response = client.get(f"/status/{task_id}?wait=later")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["fields"][0]["name"] == "wait"
+
+
+def test_wait_is_ignored_where_it_means_nothing(tree: ControllerTree,
+                                                make_app: t.Callable[..., Flask]) -> None:
+    client = _app(tree, make_app).test_client()
+    task_id = client.post("/jobs/jobs/work_celery").get_json()["id"]
+    # An unknown id, and a cancel: answered at once, whatever the wait says.
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert client.get(f"/status/{unknown}?wait=later").status_code == 404
+    assert client.delete(f"/status/{task_id}?wait=20").get_json() == {"status": "REVOKED"}
+    # A settled task answers at once, a bad wait is refused all the same.
+    assert client.get(f"/status/{task_id}?wait=20").get_json() == {"status": "REVOKED"}
+    assert client.get(f"/status/{task_id}?wait=later").status_code == 422
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_waits_share_one_connection_and_leave_it_listening_to_nothing(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
+    server = redis.client()
+
+    def listeners() -> list[str]:
+        return [c["id"] for c in server.client_list() if c["cmd"].endswith("subscribe")]
+
+    first = listeners()
+    assert len(first) == 1
+    for _ in range(3):
+        assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
+    assert listeners() == first
+    assert server.pubsub_channels() == []
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_a_wait_after_the_store_restarted_opens_a_new_connection(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
+    redis.stop()
+    redis.start()
+    # The kept connection died with the server: the wait opens a new one.
+    assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
