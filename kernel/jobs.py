@@ -26,7 +26,6 @@ import uuid
 from pathlib import Path
 
 from celery import Celery
-from celery.utils.saferepr import saferepr
 from flask import Request
 from flask import current_app
 from flask import g
@@ -57,6 +56,9 @@ log = logging.getLogger("kernkoa.tasks")
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     KombuError, RedisError, OSError, TimeoutError,
 )
+
+#: Longest kwargs shown for a task by monitoring, in characters (Celery's own limit).
+REPR_MAX = 1024
 
 #: Request headers never copied into a message: they are re-derived, or are
 #: credentials that have no business sitting in a broker.
@@ -117,7 +119,22 @@ def _encode(value: t.Any) -> t.Any:
     return PARAMS_FROM_REQUEST if isinstance(value, Params) else value
 
 
-def _check_json(args: list[t.Any], kwargs: dict[str, t.Any]) -> None:
+def _kwargs_repr(route: str, args: list[t.Any], kwargs: dict[str, t.Any],
+                 snapshot: dict[str, t.Any] | None) -> str:
+    """What monitoring (worker logs, Flower) shows as the task's kwargs, as JSON.
+
+    Encoding the arguments here is also the check that they can travel as
+    JSON. The request stands for its snapshot: Celery's own repr would spell
+    out every header, and costs a tenth of a trigger.
+
+    :raises ParameterError: naming each argument that is not JSON.
+    """
+    shown = {"route": route, "args": args, "kwargs": kwargs,
+             "request": f"{snapshot['method']} {snapshot['path']}" if snapshot else None}
+    try:
+        return dumps(shown)[:REPR_MAX]
+    except (TypeError, ValueError):
+        pass
     bad = []
     for name, value in [*((str(i), a) for i, a in enumerate(args)), *kwargs.items()]:
         try:
@@ -125,19 +142,7 @@ def _check_json(args: list[t.Any], kwargs: dict[str, t.Any]) -> None:
         except (TypeError, ValueError):
             bad.append({"name": name, "source": "request",
                         "message": "this value cannot be sent to a task (not JSON)"})
-    if bad:
-        raise ParameterError(bad)
-
-
-def _kwargs_repr(celery: Celery, route: str, args: list[t.Any], kwargs: dict[str, t.Any],
-                snapshot: dict[str, t.Any] | None) -> str:
-    # What monitoring (worker logs, Flower) shows as the task's kwargs: the
-    # request stands for its snapshot. Celery's own repr would spell out every
-    # header, and costs a tenth of a trigger.
-    shown = {"route": route, "args": args, "kwargs": kwargs,
-             "request": f"{snapshot['method']} {snapshot['path']}" if snapshot else None}
-    return saferepr(shown, celery.amqp.kwargsrepr_maxsize,
-                    maxlevels=celery.conf.task_repr_maxlevels)
+    raise ParameterError(bad)
 
 
 def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
@@ -149,8 +154,8 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     """
     args = [_encode(a) for a in args]
     kwargs = {k: _encode(v) for k, v in kwargs.items()}
-    _check_json(args, kwargs)
     snapshot = request_snapshot(request) if has_request_context() else None
+    kwargs_repr = _kwargs_repr(route, args, kwargs, snapshot)
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
     task_id = str(uuid.uuid4())
@@ -162,7 +167,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
             celery.send_task(
                 TASK_NAME, task_id=task_id,
                 kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
-                kwargsrepr=_kwargs_repr(celery, route, args, kwargs, snapshot),
+                kwargsrepr=kwargs_repr,
                 queue=options.get("queue"), retry=False,
                 soft_time_limit=options.get("soft_time_limit"),
                 time_limit=options.get("time_limit"),

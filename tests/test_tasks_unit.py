@@ -209,3 +209,38 @@ def test_start_stores_started_and_tells_a_cancellation(
 def test_start_on_redis_too(
         make_app: t.Callable[..., Flask], redis: t.Any) -> None:
     _check_start(make_app(BROKER_URL=redis.url))
+
+
+SENDER = """
+from kernkoa import *
+
+class send:
+    def any_celery(self, task, **fields):
+        return fields
+
+    def odd(self, params=None):
+        return exeTask(self, "any_celery", {"fine": 1, "odd": {1, 2}})
+"""
+
+
+def test_monitoring_sees_the_route_and_arguments_not_the_headers(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], tmp_path: t.Any) -> None:
+    tree.write("send.py", SENDER)
+    client = make_app().test_client()
+    task_id = client.post("/send/send/any_celery?colour=red",
+                          headers={"X-Secret-Looking": "s3cr3t"}).get_json()["id"]
+    [message] = [json.loads(p.read_text()) for p in (tmp_path / "var").rglob("*.msg")]
+    headers = message["headers"]
+    assert headers["id"] == task_id
+    shown = json.loads(headers["kwargsrepr"])
+    assert shown == {"route": "/send/send/any_celery", "args": [],
+                     "kwargs": {"colour": "red"}, "request": "POST /send/send/any_celery"}
+    assert "s3cr3t" not in headers["kwargsrepr"]
+
+
+def test_exetask_refuses_arguments_that_are_not_json(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("send.py", SENDER)
+    response = make_app().test_client().get("/send/send/odd")
+    assert response.status_code == 422
+    assert [f["name"] for f in response.get_json()["error"]["fields"]] == ["odd"]
