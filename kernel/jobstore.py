@@ -22,6 +22,21 @@ from celery.backends.redis import RedisBackend
 ISSUED_PREFIX = b"kernkoa-task-"
 REVOKED_PREFIX = b"kernkoa-revoked-"
 
+#: :meth:`JobStore.start` on Redis. KEYS: the cancellation record, Celery's
+#: result key; ARGV: the STARTED meta (JSON), its expiry in seconds (0: none).
+#: Returns 1 when the task was cancelled.
+START_SCRIPT = """
+local ok, current = pcall(cjson.decode, redis.call('GET', KEYS[2]) or 'null')
+if ok and not (type(current) == 'table' and current['status'] == 'SUCCESS') then
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+  else
+    redis.call('SET', KEYS[2], ARGV[1])
+  end
+end
+return redis.call('EXISTS', KEYS[1])
+"""
+
 
 @dataclass(frozen=True)
 class TaskRecord:
@@ -77,7 +92,8 @@ class JobStore:
 
     def start(self, task_id: str, hostname: str | None) -> bool:
         """Store Celery's STARTED state of ``task_id`` (the meta its
-        ``task_track_started`` would store); return whether it was cancelled.
+        ``task_track_started`` would store, and like it never over a SUCCESS
+        of an earlier delivery); return whether the task was cancelled.
 
         On Redis one round trip does both, without announcing the state on the
         task's channel: nobody waits for a task to start, only for it to end.
@@ -96,12 +112,12 @@ class JobStore:
 
     def _redis_start(self, task_id: str, meta: dict[str, t.Any]) -> bool:
         backend = t.cast(RedisBackend, self.backend)
-        with backend.client.pipeline(transaction=False) as pipe:
-            pipe.get(REVOKED_PREFIX + task_id.encode())
-            pipe.set(backend.get_key_for_task(task_id), backend.encode(meta),
-                     ex=backend.expires or None)
-            revoked, _ = pipe.execute()
-        return revoked is not None
+        script = backend.__dict__.get("kernkoa_start_script")
+        if script is None:
+            script = backend.__dict__["kernkoa_start_script"] = \
+                backend.client.register_script(START_SCRIPT)
+        keys = [REVOKED_PREFIX + task_id.encode(), backend.get_key_for_task(task_id)]
+        return bool(script(keys=keys, args=[backend.encode(meta), int(backend.expires or 0)]))
 
     def is_revoked(self, task_id: str) -> bool:
         """Whether ``task_id`` was cancelled."""
