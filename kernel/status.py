@@ -94,6 +94,10 @@ def prefers_html() -> bool:
     """Whether the client would rather have HTML than JSON (a browser)."""
     if request.args.get("format") == "json":
         return False
+    # Parsing Accept costs more than the rest of a /status answer, and only
+    # a header naming HTML can prefer it (machines mostly send */* or JSON).
+    if "html" not in request.headers.get("Accept", "").lower():
+        return False
     accept = request.accept_mimetypes
     return accept.best_match(["application/json", "text/html"]) == "text/html" and (
         accept["text/html"] > accept["application/json"]

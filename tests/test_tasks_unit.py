@@ -251,3 +251,17 @@ def test_exetask_refuses_arguments_that_are_not_json(
     response = make_app().test_client().get("/send/send/odd")
     assert response.status_code == 422
     assert [f["name"] for f in response.get_json()["error"]["fields"]] == ["odd"]
+
+
+@pytest.mark.parametrize(("accept", "page"), [
+    (None, False), ("*/*", False), ("application/json", False),
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
+    ("TEXT/HTML", True), ("application/json, text/html;q=0.5", False),
+])
+def test_status_is_a_page_only_for_clients_preferring_html(
+        app: Flask, accept: str | None, page: bool) -> None:
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery?n=1",
+                          headers={"Accept": "application/json"}).get_json()["id"]
+    response = client.get(f"/status/{task_id}", headers={"Accept": accept} if accept else {})
+    assert response.mimetype == ("text/html" if page else "application/json")
