@@ -180,3 +180,21 @@ def get_celery(flask_app: Flask | None = None) -> Celery:
             if celery is None:
                 celery = flask_app.extensions[_EXTENSION] = make_celery(flask_app)
     return t.cast(Celery, celery)
+
+
+
+def disconnect_result_store(flask_app: Flask) -> None:
+    """Close the result store's connections of ``flask_app``'s Celery app, the long
+    poll's included, if that app was made; the next use opens new ones.
+
+    A server process keeps its app until it exits; this is for a process that
+    builds and drops apps (tests, embedding), so no socket is left to the
+    garbage collector. The broker's connections live in kombu's own pools.
+    """
+    celery = flask_app.extensions.get(_EXTENSION)
+    if celery is None or not isinstance(celery.backend, RedisBackend):
+        return
+    subscribers = celery.backend.__dict__.get("kernkoa_subscribers")
+    if subscribers is not None:
+        subscribers.close()
+    celery.backend.client.connection_pool.disconnect()

@@ -11,8 +11,8 @@ request per poll and still answers late by half a period on average.
   channel on which Celery's result backend announces each state it stores, and
   reads the task's record again when a final state is announced. KernKoa's own
   cancellation record announces nothing, so the record is also read every
-  :data:`RECHECK` seconds. Each thread keeps its pub/sub connection between
-  waits, subscribed to nothing in between.
+  :data:`RECHECK` seconds. Pub/sub connections are kept between waits
+  (:class:`Subscribers`), subscribed to nothing in between.
 - On any other result store (the embedded file store) the record is read every
   :data:`POLL` seconds.
 
@@ -27,6 +27,7 @@ import math
 import threading
 import time
 import typing as t
+import weakref
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
@@ -44,6 +45,8 @@ RECHECK = 0.25
 
 #: Seconds between two reads of the record on other result stores.
 POLL = 0.01
+
+_making = threading.Lock()
 
 
 def wait_seconds(raw: str, limit: float) -> float:
@@ -85,32 +88,65 @@ def wait_for_record(celery: Celery, task_id: str, timeout: float,
     return record
 
 
-def _subscribers(backend: RedisBackend) -> threading.local:
-    """Each thread's pub/sub connection of ``backend`` (attribute ``pubsub``).
+class Subscribers:
+    """The idle pub/sub connections of one result backend, shared by every thread.
 
-    Kept between waits: opening one costs a connect and a handshake of several
-    round trips, more than the rest of a wait. Each wait unsubscribes from its
-    channel when it ends, so the connection listens to nothing in between.
+    Kept between waits: subscribing on a new connection costs a connect and
+    redis-py's handshake, more than the rest of a wait. Each wait takes one
+    (or opens one), unsubscribes when it ends and gives it back, so an idle
+    connection listens to nothing; there are never more than the most waits
+    that ran at once. They are closed with the backend.
     """
-    return t.cast(threading.local,
-                  backend.__dict__.setdefault("kernkoa_subscribers", threading.local()))
+
+    def __init__(self, client: t.Any) -> None:
+        self._client = client
+        self._idle: list[t.Any] = []
+
+    def take(self) -> tuple[t.Any, bool]:
+        """An idle connection, or a new one; and whether it was kept from before."""
+        try:
+            return self._idle.pop(), True
+        except IndexError:  # list.pop and append are atomic: no lock needed
+            return self._client.pubsub(), False
+
+    def give_back(self, pubsub: t.Any) -> None:
+        """Keep ``pubsub`` for the next wait."""
+        self._idle.append(pubsub)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while self._idle:
+            self._idle.pop().close()
+
+
+def subscribers_of(backend: RedisBackend) -> Subscribers:
+    """The :class:`Subscribers` of ``backend``, made on first use."""
+    found = backend.__dict__.get("kernkoa_subscribers")
+    if found is None:
+        with _making:
+            found = backend.__dict__.get("kernkoa_subscribers")
+            if found is None:
+                found = backend.__dict__["kernkoa_subscribers"] = Subscribers(backend.client)
+                weakref.finalize(backend, found.close)
+    return t.cast(Subscribers, found)
 
 
 def _wait_on_redis(backend: RedisBackend, store: JobStore, task_id: str, deadline: float,
                    clock: t.Callable[[], float]) -> TaskRecord:
-    local = _subscribers(backend)
+    subscribers = subscribers_of(backend)
     while True:
-        kept = getattr(local, "pubsub", None)
-        pubsub = local.pubsub = kept or backend.client.pubsub()
+        pubsub, kept = subscribers.take()
         try:
-            return _wait_subscribed(backend, pubsub, store, task_id, deadline, clock)
+            record = _wait_subscribed(backend, pubsub, store, task_id, deadline, clock)
         except BaseException as error:
-            local.pubsub = None  # in an unknown state: the next wait opens a new one
-            pubsub.close()
-            # A kept connection may have died since the last wait (the server
-            # restarted, an idle timeout): one more try, on a new connection.
-            if kept is None or not isinstance(error, RedisConnectionError):
-                raise
+            pubsub.close()  # in an unknown state
+            # A kept connection may have died since its last wait (the server
+            # restarted, an idle timeout): try the next, or a new one.
+            if kept and isinstance(error, RedisConnectionError):
+                continue
+            raise
+        subscribers.give_back(pubsub)
+        return record
 
 
 def _wait_subscribed(backend: RedisBackend, pubsub: t.Any, store: JobStore, task_id: str,

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from kernel import create_app
+from kernel.celeryapp import disconnect_result_store
 from kernel.settings import PROJECT_ROOT
 
 #: The project's virtualenv binaries (the tests run from it).
@@ -58,13 +59,18 @@ def tree(tmp_path: Path) -> ControllerTree:
 
 
 @pytest.fixture
-def make_app(tree: ControllerTree) -> t.Callable[..., Flask]:
-    """Build an app on the test's catalog, with extra settings."""
+def make_app(tree: ControllerTree) -> t.Iterator[t.Callable[..., Flask]]:
+    """Build an app on the test's catalog, with extra settings; its result-store
+    connections are closed after the test."""
+    made: list[Flask] = []
 
     def make(**overrides: t.Any) -> Flask:
-        return create_app({"CATALOG": str(tree.root), **overrides})
+        made.append(create_app({"CATALOG": str(tree.root), **overrides}))
+        return made[-1]
 
-    return make
+    yield make
+    for app in made:
+        disconnect_result_store(app)
 
 
 @pytest.fixture

@@ -201,6 +201,7 @@ def test_revoking_a_silent_running_task_stops_it(live: Live) -> None:
         assert started.state == "STARTED"
         assert started.info["pid"] > 0 and started.info["hostname"]
     finally:
+        celery.backend.client.connection_pool.disconnect()
         celery.close()
     code, _, _ = live.server.request(f"/status/{task_id}", "DELETE")
     assert code == 200

@@ -16,6 +16,7 @@ from conftest import ControllerTree
 from flask import Flask
 
 from kernel import waiting
+from kernel.celeryapp import disconnect_result_store
 from kernel.celeryapp import get_celery
 from kernel.errors import ParameterError
 from kernel.jobstore import JobStore
@@ -192,4 +193,24 @@ def test_a_wait_after_the_store_restarted_opens_a_new_connection(
     redis.stop()
     redis.start()
     # The kept connection died with the server: the wait opens a new one.
+    assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_disconnecting_closes_the_result_store_connections(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
+    server = redis.client()
+
+    def listeners() -> list[str]:
+        return [c["id"] for c in server.client_list() if c["cmd"].endswith("subscribe")]
+
+    assert len(listeners()) == 1
+    disconnect_result_store(app)
+    deadline = time.monotonic() + 10
+    while listeners() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listeners() == []
+    # The next use opens new connections.
     assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
