@@ -3,8 +3,8 @@
 Part 4 runs first, with one worker per side (prefork, one child, same flags):
 the round trip of a trivial task, KernKoa's trigger then ``/status`` until
 SUCCESS vs raw ``apply_async().get()``, on Redis, and KernKoa's trip on the
-embedded default broker. KernKoa's client is measured two ways, trip by trip
-in turn: polling every 2 ms, and one long poll (``?wait=``). The workers are
+embedded default broker. KernKoa's client is measured three ways, trip by
+trip in turn (:data:`CLIENTS`). The workers are
 then stopped, and part 3 drives the triggers (queues emptied after each run)
 and the status routes (on tasks that succeeded in part 4) with wrk.
 """
@@ -44,9 +44,9 @@ POLL_INTERVAL = 0.002
 TRIP_TIMEOUT = 15.0
 
 
-def _post(url: str) -> dict[str, t.Any]:
+def _post(url: str, headers: dict[str, str] | None = None) -> dict[str, t.Any]:
     request = urllib.request.Request(url, data=b"", method="POST",
-                                     headers={"Accept": "application/json"})
+                                     headers={"Accept": "application/json", **(headers or {})})
     with urllib.request.urlopen(request, timeout=10) as response:
         return t.cast(dict[str, t.Any], json.loads(response.read()))
 
@@ -57,17 +57,21 @@ def _get(url: str) -> dict[str, t.Any]:
         return t.cast(dict[str, t.Any], json.loads(response.read()))
 
 
-def kernkoa_trip(base: str, long_poll: bool = False) -> tuple[float, str]:
-    """Trigger the trivial task, then poll ``/status`` to SUCCESS; return (ms, task id).
+#: How KernKoa's client follows a task: poll ``/status`` every
+#: :data:`POLL_INTERVAL`, ask once with ``?wait=`` (a long poll), or send the
+#: trigger with ``Prefer: wait=`` (the result comes with the trigger's answer).
+CLIENTS = ("polling", "?wait=", "Prefer: wait")
 
-    Polls every :data:`POLL_INTERVAL`, or with ``long_poll`` asks once with
-    ``?wait=`` (the server answers when the task is done).
-    """
+
+def kernkoa_trip(base: str, client: str = "polling") -> tuple[float, str]:
+    """Trigger the trivial task and follow it to SUCCESS; return (ms, task id)."""
     started = time.perf_counter()
-    task_id = _post(base + TRIGGER)["id"]
-    url = f"{base}/status/{task_id}" + (f"?wait={TRIP_TIMEOUT}" if long_poll else "")
+    prefer = {"Prefer": f"wait={round(TRIP_TIMEOUT)}"} if client == "Prefer: wait" else {}
+    answer = _post(base + TRIGGER, prefer)
+    task_id = answer["id"]
+    url = f"{base}/status/{task_id}" + (f"?wait={TRIP_TIMEOUT}" if client == "?wait=" else "")
     deadline = time.monotonic() + TRIP_TIMEOUT
-    while _get(url)["status"] != "SUCCESS":
+    while answer["status"] != "SUCCESS" and _get(url)["status"] != "SUCCESS":
         if time.monotonic() > deadline:
             raise TimeoutError(f"task {task_id} not done within {TRIP_TIMEOUT} s")
         time.sleep(POLL_INTERVAL)
@@ -91,10 +95,7 @@ def run(config: RunConfig) -> list[Comparison]:
 
 def _redis_parts(config: RunConfig, work: Path, catalog: Path,
                  logs: Path) -> list[Comparison]:
-    trip = Comparison("4. task round trip, Redis, polling", "kernkoa", "raw celery",
-                      higher_is_better=False, unit="ms")
-    long_trip = Comparison("4. task round trip, Redis, ?wait=", "kernkoa", "raw celery",
-                           higher_is_better=False, unit="ms")
+    trips = _trip_comparisons("Redis", "raw celery")
     trigger = Comparison("3. trigger vs apply_async route", "kernkoa", "plain")
     status = Comparison("3. /status vs AsyncResult.state", "kernkoa", "plain")
     with contextlib.ExitStack() as stack:
@@ -119,7 +120,7 @@ def _redis_parts(config: RunConfig, work: Path, catalog: Path,
             client = make_celery(plain_url)
             try:
                 ping = client.tasks["bench.ping"]
-                kk_id, plain_id = _round_trips(config, trip, long_trip, kk.base, ping)
+                kk_id, plain_id = _round_trips(config, trips, kk.base, ping)
             finally:
                 client.close()
         loads = {
@@ -145,7 +146,7 @@ def _redis_parts(config: RunConfig, work: Path, catalog: Path,
                 _drain(queues)
         for connection in queues.values():
             connection.close()
-    return [trigger, status, trip, long_trip]
+    return [trigger, status, *trips.values()]
 
 
 def _drain(queues: dict[str, redis.Redis]) -> None:
@@ -154,37 +155,53 @@ def _drain(queues: dict[str, redis.Redis]) -> None:
         connection.delete("celery")
 
 
-def _round_trips(config: RunConfig, trip: Comparison, long_trip: Comparison, base: str,
-                 ping: t.Any) -> tuple[str, str]:
-    """Measure the trips (polling, long poll, raw in turn); return a succeeded
-    task id of each side, for part 3."""
+def _trip_comparisons(where: str, baseline: str) -> dict[str, Comparison]:
+    return {client: Comparison(f"4. task round trip, {where}, {client}", "kernkoa", baseline,
+                               higher_is_better=False, unit="ms") for client in CLIENTS}
+
+
+def _measure_trips(config: RunConfig, base: str, trips: dict[str, Comparison],
+                   baseline: t.Callable[[], float]) -> str:
+    """Trips of every client and of the baseline in turn, medians per round;
+    return the id of a task that succeeded."""
     for _ in range(3):  # warm-up: connections, pools, first loads
-        kk_id = kernkoa_trip(base)[1]
-        kernkoa_trip(base, long_poll=True)
-        plain_id = ping.apply_async().get(timeout=TRIP_TIMEOUT) and ""
+        for client in CLIENTS:
+            kernkoa_trip(base, client)
+        baseline()
+    task_id = ""
     for _ in range(config.rounds):
-        polled, waited, raw = [], [], []
+        ours: dict[str, list[float]] = {client: [] for client in CLIENTS}
+        theirs = []
         for _ in range(config.trips):
-            ms, kk_id = kernkoa_trip(base)
-            polled.append(ms)
-            waited.append(kernkoa_trip(base, long_poll=True)[0])
-            started = time.perf_counter()
-            result = ping.apply_async()
-            result.get(timeout=TRIP_TIMEOUT)
-            raw.append((time.perf_counter() - started) * 1000)
-            plain_id = result.id
-        for comparison, ours in ((trip, polled), (long_trip, waited)):
-            comparison.add("kernkoa", statistics.median(ours))
-            comparison.add("raw celery", statistics.median(raw))
-    return kk_id, plain_id
+            for client in CLIENTS:
+                ms, task_id = kernkoa_trip(base, client)
+                ours[client].append(ms)
+            theirs.append(baseline())
+        for client, comparison in trips.items():
+            comparison.add("kernkoa", statistics.median(ours[client]))
+            comparison.add(comparison.baseline, statistics.median(theirs))
+    return task_id
+
+
+def _round_trips(config: RunConfig, trips: dict[str, Comparison], base: str,
+                 ping: t.Any) -> tuple[str, str]:
+    """Measure the Redis trips; return a succeeded task id of each side, for part 3."""
+    done: list[str] = []
+
+    def raw_trip() -> float:
+        started = time.perf_counter()
+        result = ping.apply_async()
+        result.get(timeout=TRIP_TIMEOUT)
+        done.append(result.id)
+        return (time.perf_counter() - started) * 1000
+
+    kk_id = _measure_trips(config, base, trips, raw_trip)
+    return kk_id, done[-1]
 
 
 def _embedded_trips(config: RunConfig, work: Path, catalog: Path,
                     logs: Path) -> list[Comparison]:
-    trip = Comparison("4. task round trip, embedded, polling", "kernkoa", "target",
-                      higher_is_better=False, unit="ms")
-    long_trip = Comparison("4. task round trip, embedded, ?wait=", "kernkoa", "target",
-                           higher_is_better=False, unit="ms")
+    trips = _trip_comparisons("embedded", "target")
     env = _kernkoa_env(catalog, work / "var-embedded")
     with contextlib.ExitStack() as stack:
         kk = stack.enter_context(uwsgi("kernkoa-embedded", "kernkoa",
@@ -192,15 +209,5 @@ def _embedded_trips(config: RunConfig, work: Path, catalog: Path,
                                        config.processes, env=env))
         stack.enter_context(celery_worker(
             "embedded-worker", [str(BIN / "kernkoa"), "worker", *WORKER_FLAGS], logs, env=env))
-        for _ in range(3):
-            kernkoa_trip(kk.base)
-            kernkoa_trip(kk.base, long_poll=True)
-        for _ in range(config.rounds):
-            polled, waited = [], []
-            for _ in range(config.trips):
-                polled.append(kernkoa_trip(kk.base)[0])
-                waited.append(kernkoa_trip(kk.base, long_poll=True)[0])
-            for comparison, ours in ((trip, polled), (long_trip, waited)):
-                comparison.add("kernkoa", statistics.median(ours))
-                comparison.add("target", EMBEDDED_TARGET_MS)
-    return [trip, long_trip]
+        _measure_trips(config, kk.base, trips, lambda: EMBEDDED_TARGET_MS)
+    return list(trips.values())

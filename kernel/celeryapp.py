@@ -184,8 +184,9 @@ def get_celery(flask_app: Flask | None = None) -> Celery:
 
 
 def disconnect_result_store(flask_app: Flask) -> None:
-    """Close the result store's connections of ``flask_app``'s Celery app, the long
-    poll's included, if that app was made; the next use opens new ones.
+    """Close the result store's connections of ``flask_app``'s Celery app (the
+    calling thread's, and the long poll's idle ones), if that app was made; the
+    next use opens new ones.
 
     A server process keeps its app until it exits; this is for a process that
     builds and drops apps (tests, embedding), so no socket is left to the
@@ -194,7 +195,8 @@ def disconnect_result_store(flask_app: Flask) -> None:
     celery = flask_app.extensions.get(_EXTENSION)
     if celery is None or not isinstance(celery.backend, RedisBackend):
         return
-    subscribers = celery.backend.__dict__.get("kernkoa_subscribers")
-    if subscribers is not None:
-        subscribers.close()
+    from .waiting import subscribers_of
+
+    subscribers_of(celery).close()
+    # Celery gives each thread its own backend: this is the calling thread's.
     celery.backend.client.connection_pool.disconnect()

@@ -142,7 +142,9 @@ def _kwargs_repr(route: str, args: list[t.Any], kwargs: dict[str, t.Any],
         except (TypeError, ValueError):
             bad.append({"name": name, "source": "request",
                         "message": "this value cannot be sent to a task (not JSON)"})
-    raise ParameterError(bad)
+    # Each value alone may encode where the whole does not (a dict with tuple keys).
+    raise ParameterError(bad or [{"name": "params", "source": "request",
+                                  "message": "these values cannot be sent to a task (not JSON)"}])
 
 
 def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],

@@ -24,8 +24,11 @@ REVOKED_PREFIX = b"kernkoa-revoked-"
 
 #: :meth:`JobStore.start` on Redis. KEYS: the cancellation record, Celery's
 #: result key; ARGV: the STARTED meta (JSON), its expiry in seconds (0: none).
-#: Returns 1 when the task was cancelled.
+#: Returns 1, and stores nothing, when the task was cancelled.
 START_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 1
+end
 local ok, current = pcall(cjson.decode, redis.call('GET', KEYS[2]) or 'null')
 if ok and not (type(current) == 'table' and current['status'] == 'SUCCESS') then
   if tonumber(ARGV[2]) > 0 then
@@ -34,7 +37,7 @@ if ok and not (type(current) == 'table' and current['status'] == 'SUCCESS') then
     redis.call('SET', KEYS[2], ARGV[1])
   end
 end
-return redis.call('EXISTS', KEYS[1])
+return 0
 """
 
 
@@ -93,7 +96,8 @@ class JobStore:
     def start(self, task_id: str, hostname: str | None) -> bool:
         """Store Celery's STARTED state of ``task_id`` (the meta its
         ``task_track_started`` would store, and like it never over a SUCCESS
-        of an earlier delivery); return whether the task was cancelled.
+        of an earlier delivery); return whether the task was cancelled, in
+        which case nothing is stored.
 
         On Redis one round trip does both, without announcing the state on the
         task's channel: nobody waits for a task to start, only for it to end.
@@ -102,9 +106,10 @@ class JobStore:
         """
         result = {"pid": os.getpid(), "hostname": hostname}
         if not isinstance(self.backend, RedisBackend):
-            revoked = self.is_revoked(task_id)
+            if self.is_revoked(task_id):
+                return True
             self.backend.store_result(task_id, result, states.STARTED)
-            return revoked
+            return False
         meta = {"status": states.STARTED, "result": result, "traceback": None,
                 "children": [], "date_done": None, "task_id": task_id}
         policy = {"max_retries": 0} if self.fail_fast else {}

@@ -133,6 +133,12 @@ def _responses(route: dict[str, t.Any]) -> dict[str, t.Any]:
             "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/TaskAccepted"}}},
         }
+        responses["200"] = {
+            "description": "Sent with `Prefer: wait=<seconds>`: the task finished within "
+                           "the wait; its status body, with `id` and `status_url`.",
+            "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/TaskStatus"}}},
+        }
         responses["503"] = _error("The task broker did not answer.")
     else:
         responses["200"] = {

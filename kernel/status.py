@@ -34,6 +34,7 @@ from flask import request
 from flask import url_for
 from werkzeug.wrappers import Response
 
+from .errors import BrokerUnavailable
 from .errors import TaskFinished
 from .errors import TaskNotFound
 from .events import FINAL_STATES
@@ -41,6 +42,7 @@ from .jobs import cancel_task
 from .jobs import read_task_for_request
 from .jobstore import TaskRecord
 from .waiting import is_settled
+from .waiting import preferred_wait
 from .waiting import wait_for_task
 from .waiting import wait_seconds
 
@@ -141,12 +143,33 @@ def task_status(task_id: str) -> Response:
 
 
 def task_started(task_id: str) -> Response:
-    """The trigger's answer: 202 with the id and status URL, or a redirect for browsers."""
+    """The trigger's answer: 202 with the id and status URL, or a redirect for browsers.
+
+    Sent with ``Prefer: wait=<seconds>``, it first waits that long (at most
+    ``STATUS_WAIT_MAX``) for the task, and answers 200 with the id, the status
+    body and the status URL if the task is done by then.
+    """
     status_url = url_for("task_status", task_id=task_id, _external=True)
     if prefers_html():
         return t.cast(Response, redirect(status_url, code=303))
+    done = _finished_within_preferred_wait(task_id)
+    if done is not None:
+        return t.cast(Response, current_app.json.response(
+            {"id": task_id, **done, "status_url": status_url}))
     response = current_app.json.response(
         {"id": task_id, "status": states.PENDING, "status_url": status_url})
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
+
+
+def _finished_within_preferred_wait(task_id: str) -> dict[str, t.Any] | None:
+    wait = preferred_wait(request.headers.getlist("Prefer"))
+    limit = float(current_app.extensions["kernkoa"].settings.STATUS_WAIT_MAX)
+    if not wait or limit <= 0:
+        return None
+    try:
+        record = wait_for_task(task_id, min(float(wait), limit))
+    except BrokerUnavailable:
+        return None  # it was sent: the client follows it as without the wait
+    return status_body(record) if is_settled(record) else None

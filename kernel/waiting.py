@@ -16,6 +16,10 @@ request per poll and still answers late by half a period on average.
 - On any other result store (the embedded file store) the record is read every
   :data:`POLL` seconds.
 
+A trigger sent with ``Prefer: wait=<seconds>`` (RFC 7240) waits the same
+way: it answers 200 with the task's status body when the task is done by then,
+else the usual 202.
+
 A waiting request holds a server worker (a whole uWSGI process) for as long as
 it waits, so the wait is capped by the ``STATUS_WAIT_MAX`` setting, which must
 stay below uWSGI's ``harakiri``.
@@ -65,6 +69,22 @@ def wait_seconds(raw: str, limit: float) -> float:
     return min(seconds, max(limit, 0.0))
 
 
+def preferred_wait(prefer: t.Iterable[str]) -> int | None:
+    """The ``wait`` preference of ``Prefer`` headers (RFC 7240), in seconds.
+
+    ``Prefer: respond-async, wait=10`` asks the server to answer within 10
+    seconds, with the result if it has one by then. The first ``wait`` counts;
+    one that is not whole seconds is ignored, as a preference may be.
+    """
+    for header in prefer:
+        for preference in header.split(","):
+            name, _, value = preference.split(";", 1)[0].partition("=")
+            if name.strip().lower() == "wait":
+                value = value.strip().strip('"')
+                return int(value) if value.isascii() and value.isdigit() else None
+    return None
+
+
 def is_settled(record: TaskRecord) -> bool:
     """Whether waiting longer could not change what ``/status`` answers for ``record``."""
     if record.revoked:
@@ -80,7 +100,7 @@ def wait_for_record(celery: Celery, task_id: str, timeout: float,
     store = JobStore(celery)
     deadline = clock() + timeout
     if isinstance(celery.backend, RedisBackend):
-        return _wait_on_redis(celery.backend, store, task_id, deadline, clock)
+        return _wait_on_redis(celery, store, task_id, deadline, clock)
     record = store.read(task_id)
     while not is_settled(record) and (remaining := deadline - clock()) > 0:
         time.sleep(min(remaining, POLL))
@@ -89,25 +109,25 @@ def wait_for_record(celery: Celery, task_id: str, timeout: float,
 
 
 class Subscribers:
-    """The idle pub/sub connections of one result backend, shared by every thread.
+    """The idle pub/sub connections to one Celery app's result store.
 
     Kept between waits: subscribing on a new connection costs a connect and
     redis-py's handshake, more than the rest of a wait. Each wait takes one
     (or opens one), unsubscribes when it ends and gives it back, so an idle
     connection listens to nothing; there are never more than the most waits
-    that ran at once. They are closed with the backend.
+    that ran at once. They belong to the Celery app, not to its result
+    backend, which Celery makes anew for each thread, and are closed with it.
     """
 
-    def __init__(self, client: t.Any) -> None:
-        self._client = client
+    def __init__(self) -> None:
         self._idle: list[t.Any] = []
 
-    def take(self) -> tuple[t.Any, bool]:
-        """An idle connection, or a new one; and whether it was kept from before."""
+    def take(self, client: t.Any) -> tuple[t.Any, bool]:
+        """An idle connection, or a new one of ``client``; and whether it was kept."""
         try:
             return self._idle.pop(), True
         except IndexError:  # list.pop and append are atomic: no lock needed
-            return self._client.pubsub(), False
+            return client.pubsub(), False
 
     def give_back(self, pubsub: t.Any) -> None:
         """Keep ``pubsub`` for the next wait."""
@@ -119,47 +139,67 @@ class Subscribers:
             self._idle.pop().close()
 
 
-def subscribers_of(backend: RedisBackend) -> Subscribers:
-    """The :class:`Subscribers` of ``backend``, made on first use."""
-    found = backend.__dict__.get("kernkoa_subscribers")
+def subscribers_of(celery: Celery) -> Subscribers:
+    """The :class:`Subscribers` of ``celery``, made on first use."""
+    found = celery.__dict__.get("kernkoa_subscribers")
     if found is None:
         with _making:
-            found = backend.__dict__.get("kernkoa_subscribers")
+            found = celery.__dict__.get("kernkoa_subscribers")
             if found is None:
-                found = backend.__dict__["kernkoa_subscribers"] = Subscribers(backend.client)
-                weakref.finalize(backend, found.close)
+                found = celery.__dict__["kernkoa_subscribers"] = Subscribers()
+                weakref.finalize(celery, found.close)
     return t.cast(Subscribers, found)
 
 
-def _wait_on_redis(backend: RedisBackend, store: JobStore, task_id: str, deadline: float,
+def _wait_on_redis(celery: Celery, store: JobStore, task_id: str, deadline: float,
                    clock: t.Callable[[], float]) -> TaskRecord:
-    subscribers = subscribers_of(backend)
+    backend = t.cast(RedisBackend, celery.backend)
+    channel = backend.get_key_for_task(task_id)
+    subscribers = subscribers_of(celery)
     while True:
-        pubsub, kept = subscribers.take()
+        pubsub, kept = subscribers.take(backend.client)
         try:
-            record = _wait_subscribed(backend, pubsub, store, task_id, deadline, clock)
+            confirmed = _subscribe(pubsub, channel, deadline, clock)
+            break
         except BaseException as error:
-            pubsub.close()  # in an unknown state
+            pubsub.close()
             # A kept connection may have died since its last wait (the server
-            # restarted, an idle timeout): try the next, or a new one.
-            if kept and isinstance(error, RedisConnectionError):
-                continue
-            raise
+            # restarted, an idle timeout): the next one, or a new one.
+            if not (kept and isinstance(error, RedisConnectionError)):
+                raise
+    try:
+        record = _wait_subscribed(backend, pubsub, store, task_id, channel, deadline, clock)
+        pubsub.unsubscribe(channel)  # its confirmation is skipped by the next wait
+    except BaseException:
+        pubsub.close()  # in an unknown state
+        raise
+    if confirmed:
         subscribers.give_back(pubsub)
-        return record
+    else:
+        # Its own confirmation is still on the way, and the next wait on the
+        # same task would take it for the confirmation of its own subscription.
+        pubsub.close()
+    return record
+
+
+def _subscribe(pubsub: t.Any, channel: bytes, deadline: float,
+               clock: t.Callable[[], float]) -> bool:
+    """Subscribe to ``channel``; whether Redis confirmed it before ``deadline``.
+
+    What else arrives first is left over from an earlier wait on this connection.
+    """
+    pubsub.subscribe(channel)
+    while (remaining := deadline - clock()) > 0:
+        if _is(pubsub.get_message(timeout=remaining), "subscribe", channel):
+            return True
+    return False
 
 
 def _wait_subscribed(backend: RedisBackend, pubsub: t.Any, store: JobStore, task_id: str,
-                     deadline: float, clock: t.Callable[[], float]) -> TaskRecord:
-    channel = backend.get_key_for_task(task_id)
-    pubsub.subscribe(channel)
-    # Read the record only once the subscription stands, so a state
-    # stored in between is either in the record or announced to us. What
-    # else arrives is left over from an earlier wait on this connection.
-    while (remaining := deadline - clock()) > 0:
-        message = pubsub.get_message(timeout=remaining)
-        if _is(message, "subscribe", channel):
-            break
+                     channel: bytes, deadline: float,
+                     clock: t.Callable[[], float]) -> TaskRecord:
+    # Read only once the subscription stands, so a state stored in between is
+    # either in the record or announced to us.
     record = store.read(task_id)
     recheck = clock() + RECHECK
     while not is_settled(record) and (remaining := deadline - clock()) > 0:
@@ -168,8 +208,8 @@ def _wait_subscribed(backend: RedisBackend, pubsub: t.Any, store: JobStore, task
         if final or clock() >= recheck:
             record = store.read(task_id)
             recheck = clock() + RECHECK
-    pubsub.unsubscribe(channel)  # its confirmation is skipped by the next wait
-    return record
+    # The wait is over: what is true now, a cancellation of the last moment included.
+    return record if is_settled(record) else store.read(task_id)
 
 
 def _is(message: dict[str, t.Any] | None, kind: str, channel: bytes) -> bool:

@@ -54,9 +54,9 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
                      "1. GET, no params, instructions per request",
                      "5. RSS per worker", "5. start-up to first 200",
                      "3. trigger vs apply_async route", "3. /status vs AsyncResult.state",
-                     "4. task round trip, Redis, polling", "4. task round trip, Redis, ?wait=",
-                     "4. task round trip, embedded, polling",
-                     "4. task round trip, embedded, ?wait="):
+                     *(f"4. task round trip, {where}, {client}"
+                       for where in ("Redis", "embedded")
+                       for client in ("polling", "?wait=", "Prefer: wait"))):
         assert expected in cases
     assert sum(c.startswith("2. ") for c in cases) == 3
     assert sum(c.endswith(", worker CPU per request") for c in cases) == 3

@@ -98,6 +98,16 @@ def test_one_long_poll_gets_the_result(live: Live) -> None:
     assert json.loads(body)["data"]["counted"] == 3
 
 
+def test_a_trigger_preferring_to_wait_gets_the_result_in_one_request(live: Live) -> None:
+    code, headers, body = live.server.request(
+        "/jobs/jobs/count_celery", "POST", json.dumps({"n": 2, "delay": 0.05}).encode(),
+        {"Content-Type": "application/json", "Prefer": "respond-async, wait=20"}, timeout=30)
+    answer = json.loads(body)
+    assert (code, answer["status"], answer["data"]["counted"]) == (200, "SUCCESS", 2)
+    # The same task, followed as usual.
+    assert status_of(live.server, answer["id"])[1]["status"] == "SUCCESS"
+
+
 def test_a_long_poll_ends_with_a_cancellation(live: Live) -> None:
     note = live.folder / "waited.txt"
     task_id = trigger(live.server, "/jobs/jobs/run_celery", note=str(note), seconds=60)

@@ -199,6 +199,7 @@ def _check_start(app: Flask) -> None:
     assert celery.AsyncResult("t-1").state == "STARTED"
     store.mark_revoked("t-2")
     assert store.start("t-2", "worker@here") is True
+    assert store.read("t-2").meta is None  # a cancelled task never reads as started
     # A task delivered again after it succeeded (its worker died before the
     # acknowledgement) keeps showing its success while it runs again.
     celery.backend.store_result("t-3", 5, "SUCCESS")
@@ -215,7 +216,9 @@ def test_start_stores_started_and_tells_a_cancellation(
 @pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_start_on_redis_too(
         make_app: t.Callable[..., Flask], redis: t.Any) -> None:
-    _check_start(make_app(BROKER_URL=redis.url))
+    _check_start(make_app(BROKER_URL=redis.url, RESULT_EXPIRES=600))
+    # It expires with the results.
+    assert 0 < redis.client().ttl(b"celery-task-meta-t-1") <= 600
 
 
 SENDER = """
@@ -227,6 +230,9 @@ class send:
 
     def odd(self, params=None):
         return exeTask(self, "any_celery", {"fine": 1, "odd": {1, 2}})
+
+    def keys(self, params=None):
+        return exeTask(self, "any_celery", {(1, 2): "tuple key"})
 """
 
 
@@ -251,6 +257,10 @@ def test_exetask_refuses_arguments_that_are_not_json(
     response = make_app().test_client().get("/send/send/odd")
     assert response.status_code == 422
     assert [f["name"] for f in response.get_json()["error"]["fields"]] == ["odd"]
+    # Each value alone is JSON, together they are not: the 422 still names something.
+    response = make_app().test_client().get("/send/send/keys")
+    assert response.status_code == 422
+    assert [f["name"] for f in response.get_json()["error"]["fields"]] == ["params"]
 
 
 @pytest.mark.parametrize(("accept", "page"), [

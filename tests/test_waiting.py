@@ -10,18 +10,22 @@ import json
 import threading
 import time
 import typing as t
+import uuid
 
 import pytest
 from conftest import ControllerTree
 from flask import Flask
 
+from kernel import status
 from kernel import waiting
 from kernel.celeryapp import disconnect_result_store
 from kernel.celeryapp import get_celery
+from kernel.errors import BrokerUnavailable
 from kernel.errors import ParameterError
 from kernel.jobstore import JobStore
 from kernel.jobstore import TaskRecord
 from kernel.waiting import is_settled
+from kernel.waiting import preferred_wait
 from kernel.waiting import wait_seconds
 
 CONTROLLER = """
@@ -68,6 +72,7 @@ def _app(tree: ControllerTree, make_app: t.Callable[..., Flask], **overrides: t.
 
 def _later(app: Flask, action: t.Callable[[JobStore, t.Any, str], None],
            task_id: str, delay: float = 0.3) -> threading.Timer:
+    # Tests whose request must answer before the action pass a longer delay.
     """Run ``action(store, backend, task_id)`` in ``delay`` seconds, as a worker would."""
     celery = get_celery(app)
     timer = threading.Timer(delay, action, (JobStore(celery, fail_fast=False),
@@ -80,7 +85,7 @@ def _succeed(store: JobStore, backend: t.Any, task_id: str) -> None:
     backend.store_result(task_id, 7, "SUCCESS")
     # Then the result goes away again: a wait that did not end on the success
     # (but when its time was over) would answer PENDING.
-    time.sleep(0.5)
+    time.sleep(1.0)
     backend.forget(task_id)
 
 
@@ -89,10 +94,10 @@ def _cancel(store: JobStore, backend: t.Any, task_id: str) -> None:
 
 
 def _long_poll(app: Flask, action: t.Callable[[JobStore, t.Any, str], None],
-               wait: str = "5") -> tuple[int, dict[str, t.Any]]:
+               wait: str = "5", delay: float = 0.3) -> tuple[int, dict[str, t.Any]]:
     client = app.test_client()
     task_id = client.post("/jobs/jobs/work_celery?n=7").get_json()["id"]
-    timer = _later(app, action, task_id)
+    timer = _later(app, action, task_id, delay)
     try:
         response = client.get(f"/status/{task_id}?wait={wait}")
     finally:
@@ -142,7 +147,7 @@ def test_no_wait_when_the_setting_is_zero(tree: ControllerTree,
                                           make_app: t.Callable[..., Flask]) -> None:
     # The result is stored while a waiting request would still wait: this one answers first.
     app = _app(tree, make_app, STATUS_WAIT_MAX=0.0)
-    assert _long_poll(app, _succeed) == (200, {"status": "PENDING"})
+    assert _long_poll(app, _succeed, delay=2.0) == (200, {"status": "PENDING"})
 
 
 def test_a_bad_wait_is_a_422_naming_the_field(tree: ControllerTree,
@@ -214,3 +219,99 @@ def test_disconnecting_closes_the_result_store_connections(
     assert listeners() == []
     # The next use opens new connections.
     assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
+
+
+@pytest.mark.parametrize(("headers", "seconds"), [
+    ([], None), (["wait=5"], 5), (["respond-async, wait=10"], 10), (['wait="3"'], 3),
+    (["WAIT=4"], 4), (["handling=lenient", "wait=2"], 2), (["wait=1, wait=9"], 1),
+    (["wait=soon"], None), (["wait=-1"], None), (["return=minimal"], None),
+    (["wait=7;foo=bar"], 7), (["wait=\xb2"], None),  # a digit, but not an ASCII one
+])
+def test_the_wait_preference_of_prefer_headers(headers: list[str], seconds: int | None) -> None:
+    assert preferred_wait(headers) == seconds
+
+
+FIXED_ID = uuid.UUID("12345678-1234-4234-8234-123456789abc")
+
+
+def _trigger_preferring_wait(app: Flask, monkeypatch: pytest.MonkeyPatch,
+                             action: t.Callable[[JobStore, t.Any, str], None] | None,
+                             prefer: str = "respond-async, wait=5",
+                             delay: float = 0.3) -> tuple[int, t.Any]:
+    # The id is fixed so that the stand-in worker knows which task to settle.
+    monkeypatch.setattr(uuid, "uuid4", lambda: FIXED_ID)
+    timer = _later(app, action, str(FIXED_ID), delay) if action else None
+    try:
+        response = app.test_client().post("/jobs/jobs/work_celery?n=7",
+                                          headers={"Prefer": prefer})
+    finally:
+        if timer is not None:
+            timer.join()
+    return response.status_code, response.get_json()
+
+
+def test_a_trigger_preferring_to_wait_answers_with_the_result(
+        tree: ControllerTree, make_app: t.Callable[..., Flask],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    code, body = _trigger_preferring_wait(_app(tree, make_app), monkeypatch, _succeed)
+    assert code == 200
+    assert body == {"id": str(FIXED_ID), "status": "SUCCESS", "data": 7,
+                    "status_url": f"http://localhost/status/{FIXED_ID}"}
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_a_trigger_preferring_to_wait_on_redis(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "RECHECK", 60.0)
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    code, body = _trigger_preferring_wait(app, monkeypatch, _succeed)
+    assert (code, body["status"], body["data"]) == (200, "SUCCESS", 7)
+
+
+@pytest.mark.parametrize(("overrides", "prefer", "action"), [
+    ({}, "wait=1", None),                       # nothing finished it in time
+    # The task finishes while a waiting trigger would still wait: these answer first.
+    ({"STATUS_WAIT_MAX": 0.0}, "wait=5", _succeed),  # waiting is off
+    ({}, "wait=0", _succeed), ({}, "respond-async", _succeed),
+])
+def test_a_trigger_answers_202_when_the_task_is_not_done_within_the_wait(
+        tree: ControllerTree, make_app: t.Callable[..., Flask],
+        monkeypatch: pytest.MonkeyPatch, overrides: dict[str, t.Any], prefer: str,
+        action: t.Callable[[JobStore, t.Any, str], None] | None) -> None:
+    app = _app(tree, make_app, **overrides)
+    code, body = _trigger_preferring_wait(app, monkeypatch, action, prefer, delay=2.0)
+    assert (code, body["status"], body["id"]) == (202, "PENDING", str(FIXED_ID))
+
+
+def test_a_store_failure_during_the_wait_still_answers_202(
+        tree: ControllerTree, make_app: t.Callable[..., Flask],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The task was sent: the client must learn its id, not a 503 to retry on.
+    def unreachable(task_id: str, timeout: float) -> TaskRecord:
+        raise BrokerUnavailable()
+
+    monkeypatch.setattr(status, "wait_for_task", unreachable)
+    code, body = _trigger_preferring_wait(_app(tree, make_app), monkeypatch, None)
+    assert (code, body["status"]) == (202, "PENDING")
+
+
+def test_a_connection_whose_subscription_was_not_confirmed_is_not_kept(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
+    # Its confirmation, still to come, would be taken by the next wait on the
+    # same task for the confirmation of its own subscription.
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery").get_json()["id"]
+    server = redis.client()
+
+    def listeners() -> list[str]:
+        return [c["id"] for c in server.client_list() if c["cmd"].endswith("subscribe")]
+
+    assert client.get(f"/status/{task_id}?wait=0.000001").get_json() == {"status": "PENDING"}
+    deadline = time.monotonic() + 10
+    while listeners() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listeners() == []
+    assert client.get(f"/status/{task_id}?wait=0.1").get_json() == {"status": "PENDING"}
+    assert len(listeners()) == 1  # confirmed, so kept
