@@ -1,4 +1,5 @@
-"""The long poll ``GET /status/<id>?wait=``: on the embedded store and on a real redis-server.
+"""Waiting for tasks, on the embedded store and on a real redis-server: the long poll
+``GET /status/<id>?wait=`` and triggers sent with ``Prefer: wait=``.
 
 No worker runs here: the test stores the task's state itself, from a thread,
 while the request waits, as a worker would.
@@ -36,6 +37,22 @@ class jobs:
 
 ISSUED = {"route": "/jobs/jobs/work_celery", "created": 0}
 
+# Celery's Redis backend stores results with SETEX, which redis-py 8 calls deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+
+
+def _listeners(server: t.Any) -> list[str]:
+    """Ids of the clients of ``server`` that subscribed or unsubscribed last."""
+    return [c["id"] for c in server.client_list() if c["cmd"].endswith("subscribe")]
+
+
+def _until_nobody_listens(server: t.Any) -> list[str]:
+    # The server sees a closed connection a moment after it was closed.
+    deadline = time.monotonic() + 10
+    while _listeners(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _listeners(server)
+
 
 @pytest.mark.parametrize(("raw", "limit", "seconds"), [
     ("0", 30.0, 0.0), ("1.5", 30.0, 1.5), ("600", 30.0, 30.0), ("5", 0.0, 0.0), ("2", -1.0, 0.0),
@@ -72,8 +89,10 @@ def _app(tree: ControllerTree, make_app: t.Callable[..., Flask], **overrides: t.
 
 def _later(app: Flask, action: t.Callable[[JobStore, t.Any, str], None],
            task_id: str, delay: float = 0.3) -> threading.Timer:
-    # Tests whose request must answer before the action pass a longer delay.
-    """Run ``action(store, backend, task_id)`` in ``delay`` seconds, as a worker would."""
+    """Run ``action(store, backend, task_id)`` in ``delay`` seconds, as a worker would.
+
+    Tests whose request must answer before the action pass a longer delay.
+    """
     celery = get_celery(app)
     timer = threading.Timer(delay, action, (JobStore(celery, fail_fast=False),
                                             celery.backend, task_id))
@@ -115,8 +134,6 @@ def test_embedded_wait_answers_when_the_task_settles(
     assert _long_poll(_app(tree, make_app), action) == (200, body)
 
 
-# Celery's Redis backend stores results with SETEX, which redis-py 8 calls deprecated.
-@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 @pytest.mark.parametrize(("action", "body"), [
     (_succeed, {"status": "SUCCESS", "data": 7}),
     (_cancel, {"status": "REVOKED"}),  # announces nothing: seen by the periodic read
@@ -172,25 +189,19 @@ def test_wait_is_ignored_where_it_means_nothing(tree: ControllerTree,
     assert client.get(f"/status/{task_id}?wait=later").status_code == 422
 
 
-@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_waits_share_one_connection_and_leave_it_listening_to_nothing(
         tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
     app = _app(tree, make_app, BROKER_URL=redis.url)
     assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
     server = redis.client()
-
-    def listeners() -> list[str]:
-        return [c["id"] for c in server.client_list() if c["cmd"].endswith("subscribe")]
-
-    first = listeners()
+    first = _listeners(server)
     assert len(first) == 1
     for _ in range(3):
         assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
-    assert listeners() == first
+    assert _listeners(server) == first
     assert server.pubsub_channels() == []
 
 
-@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_a_wait_after_the_store_restarted_opens_a_new_connection(
         tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
     app = _app(tree, make_app, BROKER_URL=redis.url)
@@ -201,22 +212,14 @@ def test_a_wait_after_the_store_restarted_opens_a_new_connection(
     assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
 
 
-@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_disconnecting_closes_the_result_store_connections(
         tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any) -> None:
     app = _app(tree, make_app, BROKER_URL=redis.url)
     assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
     server = redis.client()
-
-    def listeners() -> list[str]:
-        return [c["id"] for c in server.client_list() if c["cmd"].endswith("subscribe")]
-
-    assert len(listeners()) == 1
+    assert len(_listeners(server)) == 1
     disconnect_result_store(app)
-    deadline = time.monotonic() + 10
-    while listeners() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert listeners() == []
+    assert _until_nobody_listens(server) == []
     # The next use opens new connections.
     assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
 
@@ -259,7 +262,6 @@ def test_a_trigger_preferring_to_wait_answers_with_the_result(
                     "status_url": f"http://localhost/status/{FIXED_ID}"}
 
 
-@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 def test_a_trigger_preferring_to_wait_on_redis(
         tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -304,14 +306,7 @@ def test_a_connection_whose_subscription_was_not_confirmed_is_not_kept(
     client = app.test_client()
     task_id = client.post("/jobs/jobs/work_celery").get_json()["id"]
     server = redis.client()
-
-    def listeners() -> list[str]:
-        return [c["id"] for c in server.client_list() if c["cmd"].endswith("subscribe")]
-
     assert client.get(f"/status/{task_id}?wait=0.000001").get_json() == {"status": "PENDING"}
-    deadline = time.monotonic() + 10
-    while listeners() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert listeners() == []
+    assert _until_nobody_listens(server) == []
     assert client.get(f"/status/{task_id}?wait=0.1").get_json() == {"status": "PENDING"}
-    assert len(listeners()) == 1  # confirmed, so kept
+    assert len(_listeners(server)) == 1  # confirmed, so kept
