@@ -4,9 +4,9 @@ Part 4 runs first, with one worker per side (prefork, one child, same flags):
 the round trip of a trivial task, KernKoa's trigger then ``/status`` until
 SUCCESS vs raw ``apply_async().get()``, on Redis, and KernKoa's trip on the
 embedded default broker. KernKoa's client is measured three ways, trip by
-trip in turn (:data:`CLIENTS`). The workers are
-then stopped, and part 3 drives the triggers (queues emptied after each run)
-and the status routes (on tasks that succeeded in part 4) with wrk.
+trip in turn (:data:`CLIENTS`). The workers are then stopped, and part 3
+drives the triggers (queues emptied after each run) and the status routes (on
+tasks that succeeded in part 4) with wrk.
 """
 
 from __future__ import annotations
