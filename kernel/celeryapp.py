@@ -182,7 +182,6 @@ def get_celery(flask_app: Flask | None = None) -> Celery:
     return t.cast(Celery, celery)
 
 
-
 def disconnect_result_store(flask_app: Flask) -> None:
     """Close the result store's connections of ``flask_app``'s Celery app (the
     calling thread's, and the long poll's idle ones), if that app was made; the

@@ -130,10 +130,9 @@ def task_status(task_id: str) -> Response:
     body = status_body(record)
     wait = request.args.get("wait")
     if wait is not None and request.method == "GET":
-        limit = current_app.extensions["kernkoa"].settings.STATUS_WAIT_MAX
-        seconds = wait_seconds(wait, float(limit))
-        if seconds > 0 and not is_settled(record):
-            body = status_body(wait_for_task(task_id, seconds))
+        seconds = wait_seconds(wait)  # refused when malformed, settled task or not
+        if not is_settled(record) and (waited := _wait(task_id, seconds)) is not None:
+            body = status_body(waited)
     if request.method == "DELETE":
         if body["status"] in FINAL_STATES - {states.REVOKED}:
             raise TaskFinished()
@@ -163,13 +162,16 @@ def task_started(task_id: str) -> Response:
     return response
 
 
+def _wait(task_id: str, seconds: float) -> TaskRecord | None:
+    """The task's record after waiting up to ``seconds`` for it, cut to
+    ``STATUS_WAIT_MAX``; ``None`` when that leaves no wait at all."""
+    seconds = min(seconds, float(current_app.extensions["kernkoa"].settings.STATUS_WAIT_MAX))
+    return wait_for_task(task_id, seconds) if seconds > 0 else None
+
+
 def _finished_within_preferred_wait(task_id: str) -> dict[str, t.Any] | None:
-    wait = preferred_wait(request.headers.getlist("Prefer"))
-    limit = float(current_app.extensions["kernkoa"].settings.STATUS_WAIT_MAX)
-    if not wait or limit <= 0:
-        return None
     try:
-        record = wait_for_task(task_id, min(float(wait), limit))
+        record = _wait(task_id, preferred_wait(request.headers.getlist("Prefer")) or 0)
     except BrokerUnavailable:
         return None  # it was sent: the client follows it as without the wait
-    return status_body(record) if is_settled(record) else None
+    return status_body(record) if record is not None and is_settled(record) else None

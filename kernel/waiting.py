@@ -53,8 +53,8 @@ POLL = 0.01
 _making = threading.Lock()
 
 
-def wait_seconds(raw: str, limit: float) -> float:
-    """The ``wait`` query field as seconds, capped at ``limit``.
+def wait_seconds(raw: str) -> float:
+    """The ``wait`` query field as seconds.
 
     :raises ParameterError: (422) when it is not a finite number of seconds
         of at least 0.
@@ -66,7 +66,7 @@ def wait_seconds(raw: str, limit: float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ParameterError([{"name": "wait", "source": "query",
                                "message": "expected a number of seconds, 0 or more"}])
-    return min(seconds, max(limit, 0.0))
+    return seconds
 
 
 def preferred_wait(prefer: t.Iterable[str]) -> int | None:
