@@ -169,6 +169,13 @@ BROKER_URL = ""
 #: else files under VAR/celery/results/.
 RESULT_BACKEND = ""
 
+#: Request headers copied into a task's message, so that the worker's rebuilt
+#: request sees them; every other header stays out of the broker (credentials
+#: such as Authorization, Cookie, X-Api-Key never travel). Matched without
+#: regard to case; add the headers of your own that tasks need.
+TASK_HEADERS = ["Accept", "Accept-Language", "User-Agent", "Referer", "Origin",
+                "X-Requested-With", "X-Request-Id"]
+
 #: Seconds a task may run before it is stopped with a FAILURE (0: no limit).
 TASK_SOFT_TIME_LIMIT = 3600
 

@@ -148,9 +148,19 @@ def converter_for(annotation: t.Any) -> Converter:
         return Converter(inner.many, optional, inner.item, annotation)
     if origin is list or annotation is list:
         args = t.get_args(annotation)
-        item = _SCALARS.get(args[0], _identity) if args else _identity
+        item = _scalar(args[0]) if args else _identity
         return Converter(True, optional, item, annotation)
-    return Converter(False, optional, _SCALARS.get(annotation, _identity), annotation)
+    return Converter(False, optional, _scalar(annotation), annotation)
+
+
+def _scalar(annotation: t.Any) -> t.Callable[[t.Any], t.Any]:
+    """The converter of one value for ``annotation``; values pass unchanged for
+    annotations it does not know (``Any``, a class of the controller's, or an
+    unhashable oddity such as ``x: []``)."""
+    try:
+        return _SCALARS.get(annotation, _identity)
+    except TypeError:
+        return _identity
 
 
 @dataclass(frozen=True)
@@ -194,7 +204,11 @@ class Binder:
     def __init__(self, func: t.Callable[..., t.Any], skip: int = 1) -> None:
         signature = inspect.signature(func)
         hints = _hints(func)
-        parameters = list(signature.parameters.values())[skip:]
+        parameters = list(signature.parameters.values())
+        #: Names of the parameters the kernel fills itself (``self``, ``task``):
+        #: no request field may take them, not even through ``**kwargs``.
+        self.reserved = frozenset(p.name for p in parameters[:skip])
+        parameters = parameters[skip:]
         self.slots: list[Slot] = []
         self.takes_params = False
         self.kwargs_name: str | None = None
@@ -292,7 +306,12 @@ class Binder:
         if self.kwargs_name is not None:
             rest: dict[str, t.Any] = {}
             for name in list(fields.query) + list(fields.body_field_names()):
-                if name not in self._declared and name not in rest:
+                if name in self.reserved:
+                    if not any(e["name"] == name for e in errors):
+                        errors.append({"name": name, "source": "request",
+                                       "message": "this name belongs to the method itself "
+                                                  "and cannot be sent as a field"})
+                elif name not in self._declared and name not in rest:
                     found = fields.lookup(name)
                     if found is not None:
                         source, raw = found

@@ -46,6 +46,10 @@ class RouteNotFound(KernelError):
     description = "No controller method answers this URL."
 
 
+class FileOutsideFolder(RouteNotFound):
+    """A catalog file leads outside its folder (a symlink), or is no regular file."""
+
+
 class MethodNotAllowed(http.MethodNotAllowed):
     """The controller method exists but does not accept this HTTP method."""
 

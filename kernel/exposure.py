@@ -10,6 +10,7 @@ other attributes are never routable. Controllers need no base class.
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing as t
 from dataclasses import dataclass
@@ -91,7 +92,33 @@ def find_class(module: types.ModuleType, name: str) -> type:
         or cls.__qualname__ != name
     ):
         raise RouteNotFound(detail=f"{module.__name__} defines no routable class {name!r}")
+    refusal = _why_not_instantiable(cls)
+    if refusal is not None:
+        raise RouteNotFound(detail=f"{module.__name__}.{name} is not routable: {refusal}")
     return cls
+
+
+def _why_not_instantiable(cls: type) -> str | None:
+    """Why the kernel cannot make an instance of ``cls`` per request as ``cls()``,
+    or ``None`` when it can.
+
+    Checked once per file version, so a URL naming a metaclass, an abstract
+    class or one whose constructor needs arguments is a 404, not a 500 from
+    the ``cls()`` of every request.
+    """
+    if issubclass(cls, type):
+        return "it is a metaclass"
+    if inspect.isabstract(cls):
+        return "it is abstract"
+    if getattr(cls, "_is_protocol", False):  # typing.Protocol classes refuse cls()
+        return "it is a protocol"
+    try:
+        inspect.signature(cls).bind()
+    except TypeError:
+        return "its constructor needs arguments"
+    except ValueError:
+        return "its constructor has no readable signature"
+    return None
 
 
 def find_method(
@@ -122,9 +149,37 @@ def find_method(
 
 
 def build_endpoint(cls: type, func: types.FunctionType) -> Endpoint:
-    """Make the :class:`Endpoint` of a routable method."""
+    """Make the :class:`Endpoint` of a routable method.
+
+    :raises RouteNotFound: when the kernel could not call it: its signature
+        cannot be read, it is ``async``, or it cannot take the leading
+        arguments the kernel passes (the instance, and for a ``_celery``
+        method the task handle).
+    """
     is_celery = func.__name__.endswith(CELERY_SUFFIX)
     default = CELERY_METHODS if is_celery else DEFAULT_METHODS
     http_methods = getattr(func, _METHODS_ATTR, default)
-    binder = Binder(func, skip=2 if is_celery else 1)
+    skip = 2 if is_celery else 1
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as error:
+        raise RouteNotFound(detail=f"{func.__qualname__} has no readable signature: {error}") \
+            from None
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        # A WSGI kernel has no event loop to run it in: refused, never a 500 per call.
+        raise RouteNotFound(detail=f"{func.__qualname__} is async; controller methods are "
+                                   "plain functions")
+    if not _takes_leading_positionals(signature, skip):
+        raise RouteNotFound(detail=f"{func.__qualname__} cannot take the {skip} leading "
+                                   "argument(s) the kernel passes")
+    binder = Binder(func, skip=skip)
     return Endpoint(cls, func, http_methods, is_celery, binder, declared_rule(cls, func))
+
+
+def _takes_leading_positionals(signature: inspect.Signature, count: int) -> bool:
+    """Whether a function of ``signature`` accepts ``count`` positional arguments
+    filled by the kernel, by leading parameters of their own (``*args`` would
+    swallow them, so it does not count)."""
+    leading = list(signature.parameters.values())[:count]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return len(leading) == count and all(p.kind in positional for p in leading)

@@ -17,6 +17,7 @@ a dead broker never ties up the web process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -60,10 +61,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 #: Longest kwargs shown for a task by monitoring, in characters (Celery's own limit).
 REPR_MAX = 1024
 
-#: Request headers never copied into a message: they are re-derived, or are
-#: credentials that have no business sitting in a broker.
-DROPPED_HEADERS = frozenset({"content-length", "content-type", "cookie", "authorization"})
-
 
 class CircuitBreaker:
     """Fails calls at once for ``cooldown`` seconds after a connection failure."""
@@ -96,15 +93,28 @@ def celery_and_breaker() -> tuple[Celery, CircuitBreaker]:
     return celery, breaker
 
 
-def request_snapshot(req: Request) -> dict[str, t.Any]:
-    """The parts of ``req`` a worker needs to rebuild it (JSON-safe)."""
+@functools.lru_cache(maxsize=8)
+def _lower_names(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(name.lower() for name in names)
+
+
+def task_headers() -> frozenset[str]:
+    """The lower-case names of the current app's ``TASK_HEADERS``."""
+    return _lower_names(tuple(current_app.extensions["kernkoa"].settings.TASK_HEADERS))
+
+
+def request_snapshot(req: Request, task_headers: frozenset[str]) -> dict[str, t.Any]:
+    """The parts of ``req`` a worker needs to rebuild it (JSON-safe).
+
+    :param task_headers: lower-case names of the headers that go along
+        (``TASK_HEADERS``); the body's headers are derived again by the worker.
+    """
     snapshot: dict[str, t.Any] = {
         "path": req.path,
         "query_string": req.query_string.decode("latin-1"),
         "method": req.method,
         "root_url": req.url_root,
-        "headers": [[k, v] for k, v in req.headers.items()
-                    if k.lower() not in DROPPED_HEADERS],
+        "headers": [[k, v] for k, v in req.headers.items() if k.lower() in task_headers],
     }
     fields = RequestFields(req)
     if fields.has_body:
@@ -156,7 +166,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     """
     args = [_encode(a) for a in args]
     kwargs = {k: _encode(v) for k, v in kwargs.items()}
-    snapshot = request_snapshot(request) if has_request_context() else None
+    snapshot = request_snapshot(request, task_headers()) if has_request_context() else None
     kwargs_repr = _kwargs_repr(route, args, kwargs, snapshot)
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
@@ -225,10 +235,13 @@ def _convert_fields(endpoint: Endpoint, fields: dict[str, t.Any]) -> dict[str, t
         elif slot.required:
             errors.append({"name": slot.name, "source": "params",
                            "message": "this field is required"})
+    if binder.kwargs_name is not None:
+        errors.extend({"name": name, "source": "params",
+                       "message": "this name belongs to the method itself"}
+                      for name in sorted(binder.reserved & fields.keys()))
+        kwargs.update(fields)
     if errors:
         raise ParameterError(errors)
-    if binder.kwargs_name is not None:
-        kwargs.update(fields)
     return kwargs
 
 

@@ -29,11 +29,12 @@ from pathlib import Path
 from flask import current_app
 from flask import has_app_context
 
+from .containment import stays_inside
 from .errors import CatalogLoadError
+from .errors import FileOutsideFolder
 from .loader import ModuleLoader
 from .loader import shared_loader
 from .routing import SEGMENT
-from .routing import stays_inside
 from .settings import Settings
 from .settings import current_settings
 
@@ -75,6 +76,8 @@ def _load_module(loader: ModuleLoader, file: Path) -> types.ModuleType:
         loaded = loader.load(file)
     except FileNotFoundError:
         raise CatalogLoadError(f"{file} disappeared") from None
+    except FileOutsideFolder as error:
+        raise CatalogLoadError(str(error.detail)) from None
     if loaded.module is None:
         raise CatalogLoadError(f"{file} failed to import:\n{loaded.error}")
     return loaded.module

@@ -8,7 +8,9 @@ same name in different folders never collide. ``sys.path`` is never touched.
 When reloading is on, every access costs one ``stat``: a changed file
 (``mtime_ns``, size or inode: editors save by renaming) is executed into a
 fresh module object, one loader at a time per file. A file that fails to
-import is remembered with its error until it changes again.
+import is remembered with its error until it changes again. Every load checks
+that the file opened lies inside the catalog (a symlink swapped in later must
+not lead out of it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from .containment import read_inside
 from .errors import ControllerLoadError
 
 log = logging.getLogger("kernkoa")
@@ -95,6 +98,7 @@ class ModuleLoader:
         """The current version of ``file``, loading or reloading it as needed.
 
         :raises FileNotFoundError: when the file is gone.
+        :raises FileOutsideFolder: when it now leads outside the catalog.
         """
         loaded = self._loaded.get(file)
         if loaded is not None and not self.reload:
@@ -115,6 +119,7 @@ class ModuleLoader:
             return self._locks.setdefault(file, threading.Lock())
 
     def _execute(self, file: Path, signature: Signature) -> LoadedModule:
+        source = read_inside(file, self.root)  # before anything is registered
         name = self.module_name(file)
         self._ensure_packages(file.parent)
         spec = importlib.util.spec_from_file_location(name, file)
@@ -125,7 +130,7 @@ class ModuleLoader:
         try:
             # Compiled from source every time: a .pyc keyed on whole seconds
             # would hide an edit made twice within one second.
-            code = compile(file.read_bytes(), str(file), "exec", dont_inherit=True)
+            code = compile(source, str(file), "exec", dont_inherit=True)
             exec(code, module.__dict__)
         except (Exception, SystemExit) as error:  # a controller file may even call sys.exit
             if previous is not None:

@@ -12,13 +12,13 @@ import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
+from .containment import stays_inside
 from .dispatch import Kernel
 from .errors import RouteNotFound
 from .exposure import Endpoint
 from .exposure import find_class
 from .exposure import find_method
 from .routing import SEGMENT
-from .routing import stays_inside
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,10 @@ def scan(kernel: Kernel) -> tuple[list[Route], list[BrokenFile]]:
     broken: list[BrokenFile] = []
     root = kernel.router.root
     for file in controller_files(root):
-        loaded = kernel.loader.load(file)
+        try:
+            loaded = kernel.loader.load(file)
+        except (FileNotFoundError, RouteNotFound):
+            continue  # gone, or swapped for a symlink out, since the folder was listed
         if loaded.module is None:
             broken.append(BrokenFile(file, loaded.error or "failed to load"))
             continue

@@ -10,11 +10,11 @@ first does no directory lookups at all.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .containment import stays_inside
 from .errors import RouteNotFound
 
 #: What a segment naming a folder, module, class or method must look like:
@@ -77,12 +77,6 @@ def split_path(path: str, limits: Limits) -> list[str]:
         if len(segment) > limits.max_segment or not ARGUMENT.fullmatch(segment):
             raise RouteNotFound(detail=f"path segment {segment[:40]!r} is not allowed")
     return segments
-
-
-def stays_inside(file: Path, root: Path | str) -> bool:
-    """Whether ``file``'s real path (symlinks followed) lies under ``root``'s."""
-    real_root = os.path.realpath(root)
-    return os.path.commonpath([os.path.realpath(file), real_root]) == real_root
 
 
 def _require_name(segment: str, role: str) -> None:

@@ -50,6 +50,10 @@ RECHECK = 0.25
 #: Seconds between two reads of the record on other result stores.
 POLL = 0.01
 
+#: Largest wait a ``Prefer`` header is read as (2**31 seconds, as HTTP caches
+#: read an overlong delta-seconds value).
+DELTA_SECONDS_MAX = 2**31
+
 _making = threading.Lock()
 
 
@@ -74,14 +78,22 @@ def preferred_wait(prefer: t.Iterable[str]) -> int | None:
 
     ``Prefer: respond-async, wait=10`` asks the server to answer within 10
     seconds, with the result if it has one by then. The first ``wait`` counts;
-    one that is not whole seconds is ignored, as a preference may be.
+    one that is not whole seconds is ignored, as RFC 7240 lets a server ignore
+    any preference. A number too long to read is taken as :data:`DELTA_SECONDS_MAX`,
+    as HTTP caching reads such delta-seconds (RFC 9111, section 1.2.2): it asks
+    for a long wait, which ``STATUS_WAIT_MAX`` then cuts.
     """
     for header in prefer:
         for preference in header.split(","):
             name, _, value = preference.split(";", 1)[0].partition("=")
             if name.strip().lower() == "wait":
                 value = value.strip().strip('"')
-                return int(value) if value.isascii() and value.isdigit() else None
+                if not (value.isascii() and value.isdigit()):
+                    return None
+                digits = value.lstrip("0")
+                if len(digits) > len(str(DELTA_SECONDS_MAX)):
+                    return DELTA_SECONDS_MAX  # never parsed: int() of 5,000 digits raises
+                return min(int(digits or "0"), DELTA_SECONDS_MAX)
     return None
 
 

@@ -91,10 +91,19 @@ class jobs:
         except BaseException:
             time.sleep(20)
 
+    def headers_celery(self, task):
+        return dict(request.headers)
+
     def trigger(self, params=None):
         task = exeTask(self, "count_celery", params)
         return "<a href='" + config.url + "status/" + task["id"] + "'>Async Test"
 '''
+
+
+#: Credential headers of several kinds, none of which may travel with a task.
+SECRET_HEADERS = {"Authorization": "Bearer t0ken-secret", "Cookie": "session=c00kie-secret",
+                  "X-Api-Key": "ap1key-secret", "Proxy-Authorization": "Basic cHJveHk6c2VjcmV0",
+                  "X-Auth-Token": "x-t0ken-secret"}
 
 
 def write_catalog(root: Path) -> Path:

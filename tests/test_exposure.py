@@ -268,7 +268,7 @@ def test_fresh_instance_per_request(make_app: t.Callable[..., Flask],
     assert [client.get("/m/C/bump").get_json() for _ in range(3)] == [1, 1, 1]
 
 
-def test_class_needing_constructor_arguments_is_a_500(
+def test_class_needing_constructor_arguments_is_not_routable(
     make_app: t.Callable[..., Flask], tree: ControllerTree
 ) -> None:
     tree.write("m.py", """
@@ -279,7 +279,7 @@ def test_class_needing_constructor_arguments_is_a_500(
             def m(self):
                 return "unreachable"
     """)
-    assert_error(make_app().test_client().get("/m/C/m"), 500)
+    assert_error(make_app().test_client().get("/m/C/m"), 404)
 
 
 def test_methods_decorator_sets_http_methods() -> None:

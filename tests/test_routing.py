@@ -298,3 +298,40 @@ def test_symlinked_file_inside_the_catalog_is_fine(
     real = tree.write("real.py", HELLO)
     (tree.controllers / "alias.py").symlink_to(real)
     assert make_app().test_client().get("/alias/C/m").data == b"hello"
+
+
+@pytest.mark.parametrize("swap", ["file", "folder"])
+def test_a_symlink_swapped_in_after_the_route_was_cached_is_refused(
+    make_app: t.Callable[..., Flask], tree: ControllerTree, tmp_path: Path, swap: str
+) -> None:
+    """The containment check runs at every load, not only on the first resolution."""
+    marker = tmp_path / "marker"
+    outside = tmp_path / "outside"
+    (outside / "shop").mkdir(parents=True)
+    evil = EVIL.format(marker=str(marker)).replace("class x:", "class C:").replace(
+        "def y(self)", "def m(self)")
+    (outside / "evil.py").write_text(evil)
+    (outside / "shop" / "cart.py").write_text(evil)
+    tree.write("shop/cart.py", HELLO)
+    client = make_app().test_client()
+    assert client.get("/shop/cart/C/m").data == b"hello"  # resolved and cached
+    if swap == "file":
+        (tree.controllers / "shop" / "cart.py").unlink()
+        (tree.controllers / "shop" / "cart.py").symlink_to(outside / "evil.py")
+    else:
+        (tree.controllers / "shop" / "cart.py").unlink()
+        (tree.controllers / "shop").rmdir()
+        (tree.controllers / "shop").symlink_to(outside / "shop", target_is_directory=True)
+    assert_error(client.get("/shop/cart/C/m"), 404)
+    assert not marker.exists()
+
+
+def test_a_fifo_swapped_in_is_refused_without_blocking(
+    make_app: t.Callable[..., Flask], tree: ControllerTree
+) -> None:
+    tree.write("pipe.py", HELLO)
+    client = make_app().test_client()
+    assert client.get("/pipe/C/m").data == b"hello"
+    (tree.controllers / "pipe.py").unlink()
+    os.mkfifo(tree.controllers / "pipe.py")
+    assert_error(client.get("/pipe/C/m"), 404)

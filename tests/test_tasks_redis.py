@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from conftest import LiveServer
+from tasks_support import SECRET_HEADERS
 from tasks_support import RedisServer
 from tasks_support import Stack
 from tasks_support import clean_environ
@@ -285,3 +286,16 @@ def test_markers_are_plain_expiring_sets(live: Live) -> None:
     listener.close()
     store.forget(task_id)
     assert store.read(task_id).issued is None
+
+
+def test_only_allowed_headers_reach_the_worker(live: Live) -> None:
+    code, _, body = live.server.request(
+        "/jobs/jobs/headers_celery", "POST", b"",
+        {**SECRET_HEADERS, "User-Agent": "hardening-test", "X-Request-Id": "req-42"})
+    assert code == 202, body
+    seen = wait_status(live.server, json.loads(body)["id"], final)
+    assert seen["status"] == "SUCCESS", seen
+    headers = {k.lower(): v for k, v in seen["data"].items()}
+    assert headers["user-agent"] == "hardening-test"
+    assert headers["x-request-id"] == "req-42"
+    assert not {name.lower() for name in SECRET_HEADERS} & headers.keys()

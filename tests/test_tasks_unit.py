@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import typing as t
 
@@ -275,3 +276,31 @@ def test_status_is_a_page_only_for_clients_preferring_html(
                           headers={"Accept": "application/json"}).get_json()["id"]
     response = client.get(f"/status/{task_id}", headers={"Accept": accept} if accept else {})
     assert response.mimetype == ("text/html" if page else "application/json")
+
+
+def test_the_message_carries_only_the_allowed_headers(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], tmp_path: t.Any) -> None:
+    from tasks_support import SECRET_HEADERS
+
+    tree.write("send.py", SENDER)
+    client = make_app(TASK_HEADERS=["Accept", "X-Tenant"]).test_client()
+    client.post("/send/send/any_celery",
+                headers={**SECRET_HEADERS, "Accept": "application/json", "X-Tenant": "t1",
+                         "User-Agent": "not-listed"})
+    [raw] = [json.loads(p.read_text()) for p in (tmp_path / "var").rglob("*.msg")]
+    assert raw["properties"]["body_encoding"] == "base64"
+    _, kwargs, _ = json.loads(base64.b64decode(raw["body"]))
+    assert kwargs["request"]["headers"] == [["Accept", "application/json"], ["X-Tenant", "t1"]]
+    message = json.dumps(raw) + json.dumps(kwargs)
+    for value in [*SECRET_HEADERS.values(), "not-listed"]:
+        assert value not in message
+
+
+def test_an_unreadable_wait_preference_still_answers_with_the_task_id(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("send.py", SENDER)
+    client = make_app(STATUS_WAIT_MAX=0.05).test_client()
+    for prefer in ["wait=" + "9" * 5000, "wait=1e9", "wait=\x00", "wait"]:
+        response = client.post("/send/send/any_celery", headers={"Prefer": prefer})
+        assert response.status_code == 202, response.data
+        assert client.get(f"/status/{response.get_json()['id']}").status_code == 200

@@ -235,6 +235,9 @@ def test_disconnecting_closes_the_result_store_connections(
     (["WAIT=4"], 4), (["handling=lenient", "wait=2"], 2), (["wait=1, wait=9"], 1),
     (["wait=soon"], None), (["wait=-1"], None), (["return=minimal"], None),
     (["wait=7;foo=bar"], 7), (["wait=\xb2"], None),  # a digit, but not an ASCII one
+    # Too long to read: the longest wait HTTP knows (RFC 9111), never an error.
+    (["wait=" + "9" * 5000], 2**31), (["wait=" + "0" * 5000 + "12"], 12),
+    (["wait=2147483649"], 2**31), (["wait=", "wait=3"], None),
 ])
 def test_the_wait_preference_of_prefer_headers(headers: list[str], seconds: int | None) -> None:
     assert preferred_wait(headers) == seconds
