@@ -239,7 +239,7 @@ def envelope(status: int, code: str, message: str, **extra: t.Any) -> dict[str, 
 
 def standard_envelope(status: int) -> dict[str, t.Any]:
     """The envelope the kernel sends for Werkzeug's own exception of ``status``
-    (Flask's 404, 405 or 413, say): for what answers without the app, alike."""
+    (Flask's 404 or 413, say), for whatever answers in the app's place (nginx)."""
     error = http.default_exceptions[status]()
     return envelope(status, _error_code(error), error.description or error.name)
 

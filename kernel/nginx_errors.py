@@ -59,7 +59,7 @@ def error_location(status: int) -> str:
 
 
 def directives() -> str:
-    """Every ``error_page`` line, then every named location they lead to."""
+    """Every ``error_page`` line, then every location they lead to."""
     pages = "".join(f"error_page {generated} ={sent} {LOCATION.format(status=sent)};\n"
                     for generated, sent in NGINX_STATUSES.items())
     locations = "".join(error_location(sent) for sent in sorted(set(NGINX_STATUSES.values())))
