@@ -249,28 +249,29 @@ def test_setup_is_idempotent(deployment: Deployment) -> None:
     assert "kernkoa_uwsgi: running" in result.stdout
 
 
-def _request_line(path: str, *headers: str, method: str = "GET") -> bytes:
+def _raw_request(path: str, *headers: str, method: str = "GET") -> bytes:
+    """A whole request as bytes, closed after its answer."""
     lines = [f"{method} {path} HTTP/1.1", "Host: localhost", *headers, "Connection: close"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 #: Requests nginx answers itself, without uWSGI, and the status of its answer.
 NGINX_ERRORS = {
-    "static miss": (_request_line("/images/missing.png"), 404),
-    "static folder listing": (_request_line("/images/quiet/"), 403),
-    "static file POSTed": (_request_line("/images/quiet.txt", "Content-Length: 0",
+    "static miss": (_raw_request("/images/missing.png"), 404),
+    "static folder listing": (_raw_request("/images/quiet/"), 403),
+    "static file POSTed": (_raw_request("/images/quiet.txt", "Content-Length: 0",
                                          method="POST"), 405),
-    "failed precondition": (_request_line(
+    "failed precondition": (_raw_request(
         "/images/quiet.txt", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"), 412),
-    "unsatisfiable range": (_request_line("/images/quiet.txt", "Range: bytes=999999-"), 416),
-    "body over the limit": (_request_line("/fasthelloworld/fastHelloClass/fastHelloWorld",
+    "unsatisfiable range": (_raw_request("/images/quiet.txt", "Range: bytes=999999-"), 416),
+    "body over the limit": (_raw_request("/fasthelloworld/fastHelloClass/fastHelloWorld",
                                           f"Content-Length: {64 * 1024 * 1024}",
                                           method="POST"), 413),
-    "URI too long": (_request_line("/" + "a" * 9000), 414),
-    "header too large": (_request_line("/", "X-Filler: " + "a" * 9000), 431),
+    "URI too long": (_raw_request("/" + "a" * 9000), 414),
+    "header too large": (_raw_request("/", "X-Filler: " + "a" * 9000), 431),
     "unreadable request line": (b"GARBAGE\r\n\r\n", 400),
     "malformed Host": (b"GET / HTTP/1.1\r\nHost: local host\r\n\r\n", 400),
-    "unknown transfer coding": (_request_line("/", "Transfer-Encoding: gzip",
+    "unknown transfer coding": (_raw_request("/", "Transfer-Encoding: gzip",
                                               method="POST"), 501),
     "HTTP/2.0 on an HTTP/1 port": (b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
 }
