@@ -154,6 +154,14 @@ CORS_ALLOW_CREDENTIALS = False
 #: cors: seconds a browser may cache a preflight answer.
 CORS_MAX_AGE = 600
 
+#: Host names the site answers to (Flask's TRUSTED_HOSTS), e.g.
+#: ``KERNKOA_TRUSTED_HOSTS=shop.example.org,localhost``: a request whose Host
+#: header names another gets a 400 envelope before any URL is built from it
+#: (``config.url``, a task's status URL and ``Location``, redirects). The port
+#: is not compared; ".example.org" accepts its subdomains too. Empty: any host.
+#: ``setup.sh --server-name NAME`` sets it.
+TRUSTED_HOSTS = []
+
 #: Address and port of ``kernkoa serve``.
 HOST = "127.0.0.1"
 PORT = 5000

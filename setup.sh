@@ -12,11 +12,24 @@ Default: a system install (run as root): a service user "kernkoa", the code in
 and an nginx site enabled next to the existing ones (checked with nginx -t
 before any reload; no other site is touched).
 
+The install is quiet: no kernel pages unless --pages, no DEBUG, nginx's own
+errors in the kernel's JSON envelope without its version, and every file the
+services write (logs, pid files, databases) readable by their owner only.
+Running it again with other options rewrites the env file and restarts the
+services.
+
 Options:
   --prefix DIR     install into DIR instead of /opt/kernkoa
   --port PORT      port nginx listens on (default 80)
   --broker URL     Celery broker and result store, e.g. redis://127.0.0.1:6379/0
                    (default: the embedded broker under DIR/var)
+  --server-name NAME
+                   the host name the site answers to: nginx's server_name, and
+                   the app's TRUSTED_HOSTS (NAME, localhost, 127.0.0.1, [::1]);
+                   another Host header gets a 400 (default: any host)
+  --pages          serve the kernel pages (/_kernkoa/endpoints, info,
+                   openapi.json, docs), off by default; /_kernkoa/health is
+                   always served
   --no-systemd     no service user, no systemd, no system nginx: start uWSGI,
                    the worker and a private nginx in the background as the
                    invoking user (containers, CI, trying it out)
@@ -32,6 +45,8 @@ SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PREFIX=/opt/kernkoa
 PORT=80
 BROKER=""
+SERVER_NAME=""
+PAGES=false
 SYSTEMD=1
 ACTION=install
 GRACE=${KERNKOA_STOP_GRACE:-15}
@@ -42,6 +57,8 @@ while [ $# -gt 0 ]; do
         --prefix) PREFIX=$2; shift 2 ;;
         --port) PORT=$2; shift 2 ;;
         --broker) BROKER=$2; shift 2 ;;
+        --server-name) SERVER_NAME=$2; shift 2 ;;
+        --pages) PAGES=true; shift ;;
         --no-systemd) SYSTEMD=0; shift ;;
         --stop) ACTION=stop; shift ;;
         --status) ACTION=status; shift ;;
@@ -50,6 +67,13 @@ while [ $# -gt 0 ]; do
         *) echo "setup.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+
+# The name lands in nginx's configuration and the env file: a host name only
+# (a leading dot: its subdomains too, for nginx and Werkzeug alike).
+if [ -n "$SERVER_NAME" ] && ! [[ $SERVER_NAME =~ ^\.?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]]; then
+    echo "setup.sh: --server-name takes a host name, not $SERVER_NAME" >&2
+    exit 2
+fi
 
 if [ "$ACTION" = install ]; then
     mkdir -p "$PREFIX"
@@ -94,26 +118,55 @@ make_venv() {
     "$VENV/bin/python" -m pip install --quiet -e "$PREFIX"
 }
 
+# Set when write_env changed the env file: the services read it when they start.
+ENV_CHANGED=0
+
 write_env() {
     mkdir -p "$ETC" "$RUN"
-    # The env file may hold a broker password: readable by its owner (and group) only.
-    touch "$ETC/kernkoa.env"
-    chmod 640 "$ETC/kernkoa.env"
-    local body_limit
+    # Logs, pid files, the socket and the databases live in RUN: nobody else
+    # may list or enter it (nginx reaches the socket through the group).
+    chmod 750 "$RUN"
+    local body_limit draft trusted=""
     body_limit=$(cd "$PREFIX" && "$VENV/bin/python" -c \
         'from kernel.settings import Settings; print(Settings.load().MAX_CONTENT_LENGTH)')
+    if [ -n "$SERVER_NAME" ]; then
+        # The bracketed form is how a Host header carries an IPv6 address.
+        trusted="$SERVER_NAME,localhost,127.0.0.1,[::1]"
+    fi
+    # The env file may hold a broker password: readable by its owner (and group)
+    # only, from its first byte (mktemp creates it 0600).
+    draft=$(mktemp "$ETC/.kernkoa.env.XXXXXX")
     {
         echo "KERNKOA_HOME=$PREFIX"
         echo "KERNKOA_RUN=$RUN"
         echo "KERNKOA_VAR=$RUN"
+        # Quiet whatever the invoking shell exports (--no-systemd sources this file).
+        echo "KERNKOA_DEBUG=false"
+        echo "KERNKOA_PAGES=$PAGES"
+        echo "KERNKOA_TRUSTED_HOSTS=$trusted"
         if [ -n "$BROKER" ]; then
             echo "KERNKOA_BROKER_URL=$BROKER"
             echo "KERNKOA_RESULT_BACKEND=$BROKER"
         fi
-    } > "$ETC/kernkoa.env"
+    } > "$draft"
+    chmod 640 "$draft"
+    if cmp -s "$draft" "$ETC/kernkoa.env"; then
+        rm -f "$draft"
+    else
+        mv -f "$draft" "$ETC/kernkoa.env"
+        ENV_CHANGED=1
+    fi
     sed -e "s|@PORT@|$PORT|g" -e "s|@HOME@|$PREFIX|g" -e "s|@RUN@|$RUN|g" \
-        -e "s|@NGINX_ETC@|$NGINX_ETC|g" -e "s|@BODY_LIMIT@|$body_limit|g" \
+        -e "s|@ETC@|$ETC|g" -e "s|@NGINX_ETC@|$NGINX_ETC|g" -e "s|@BODY_LIMIT@|$body_limit|g" \
+        -e "s|@SERVER_NAME@|${SERVER_NAME:-_}|g" \
         "$PREFIX/kernkoa_nginx.conf" > "$ETC/kernkoa_nginx.conf"
+    (cd "$PREFIX" && "$VENV/bin/python" -m kernel.nginx_errors) > "$ETC/kernkoa_nginx_errors.conf"
+}
+
+# Files an older install left readable or writable by others (new ones are
+# created so by the services' umask): owner only, but the socket's group.
+tighten_modes() {
+    find "$RUN" -mindepth 1 ! -type s ! -type l -exec chmod go-rwx {} +
 }
 
 load_env() {
@@ -151,7 +204,15 @@ running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 start_background() {
     load_env
+    # What the services create is their owner's only (uWSGI sets its own umask
+    # in kernkoa_uwsgi.ini, and the socket's mode with chmod-socket).
+    umask 077
     write_private_nginx_conf
+    if [ "$ENV_CHANGED" -eq 1 ]; then
+        # They read the env file when they start.
+        stop_group uWSGI "$RUN/kernkoa_uwsgi.pid" TERM
+        stop_group worker "$RUN/worker.pid" TERM
+    fi
     if ! running "$RUN/kernkoa_uwsgi.pid"; then
         say "starting uWSGI"
         (cd "$PREFIX" && "$VENV/bin/uwsgi" --ini "$PREFIX/kernkoa_uwsgi.ini" \
@@ -224,6 +285,7 @@ User=$SERVICE_USER
 Group=$(id -gn "$SERVICE_USER")
 EnvironmentFile=$ETC/kernkoa.env
 WorkingDirectory=$PREFIX
+UMask=0077
 ExecStart=$3
 $4
 KillSignal=SIGTERM
@@ -245,7 +307,7 @@ install_systemd() {
     write_unit kernkoa-worker "KernKoa Celery worker" \
         "$VENV/bin/celery -A kernkoa.celery worker --loglevel=INFO" "TimeoutStopSec=300"
     chgrp "$(id -gn "$SERVICE_USER")" "$ETC/kernkoa.env"
-    # nginx runs as its own user and must reach the socket.
+    # nginx runs as its own user and must reach the socket (RUN is 750).
     usermod -a -G "$(id -gn "$SERVICE_USER")" www-data 2>/dev/null || true
     ln -sf "$ETC/kernkoa_nginx.conf" "$NGINX_ETC/sites-enabled/kernkoa"
     # A site that fails nginx -t must not stay enabled: the next reload would fail.
@@ -255,6 +317,10 @@ install_systemd() {
         exit 1
     fi
     systemctl daemon-reload
+    if [ "$ENV_CHANGED" -eq 1 ]; then
+        # Running services read the env file when they start (none: no-op).
+        systemctl try-restart kernkoa-uwsgi.service kernkoa-worker.service
+    fi
     systemctl enable --now kernkoa-uwsgi.service kernkoa-worker.service
     systemctl reload nginx || systemctl restart nginx
 }
@@ -277,6 +343,7 @@ case "$ACTION" in
         copy_code
         make_venv
         write_env
+        tighten_modes
         if [ "$SYSTEMD" -eq 1 ]; then
             install_systemd
         else

@@ -241,6 +241,13 @@ def envelope(status: int, code: str, message: str, **extra: t.Any) -> dict[str, 
     return {"error": {"status": status, "code": code, "message": message, **extra}}
 
 
+def standard_envelope(status: int) -> dict[str, t.Any]:
+    """The envelope the kernel sends for Werkzeug's own exception of ``status``
+    (Flask's 404 or 413, say), for whatever answers in the app's place (nginx)."""
+    error = http.default_exceptions[status]()
+    return envelope(status, _error_code(error), error.description or error.name)
+
+
 def error_response(error: http.HTTPException) -> Response:
     """Turn any HTTP exception into the JSON envelope, keeping its headers (``Allow``...)."""
     status = error.code or 500

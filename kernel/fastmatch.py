@@ -18,9 +18,9 @@ gives that answer for such requests and leaves every other one to Werkzeug:
 - the method is one the rule accepts, it is not a WebSocket upgrade, the URL
   map matches on paths only (no host or subdomain matching), and no rule of
   the catch-all's endpoint has defaults or redirects (no redirect is possible);
-- binding the map could not fail: no ``TRUSTED_HOSTS`` to enforce, and the
-  host the map would be bound to IDNA-encodes (Werkzeug's ``BadHost`` check,
-  remembered per host name).
+- binding the map could not fail: the host is one ``TRUSTED_HOSTS`` names
+  (when set; Werkzeug's own check), and the host the map would be bound to
+  IDNA-encodes (Werkzeug's ``BadHost`` check), both remembered per host name.
 
 The table is rebuilt whenever a rule is added (:class:`VersionedMap` counts
 them), so rules added later (add-ons, tests) are honoured. Security checks are not affected: the
@@ -115,13 +115,18 @@ class CatchAllShortcut:
     def _binds(self, environ: dict[str, t.Any]) -> bool:
         """Whether Flask's ``create_url_adapter`` would bind without an error."""
         app = self.app
-        if app.subdomain_matching or app.config["TRUSTED_HOSTS"] is not None:
+        if app.subdomain_matching:
             return False
+        trusted = app.config["TRUSTED_HOSTS"]
+        trusted = tuple(trusted) if trusted else None
         server_name = app.config["SERVER_NAME"]
-        if server_name is not None:
-            return _encodes_as_idna(server_name.lower().partition(":")[0])
-        return _host_binds(environ["wsgi.url_scheme"], environ.get("HTTP_HOST"),
-                           environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+        # Flask checks the Host header's trust, then binds to SERVER_NAME if set.
+        if (server_name is None or trusted is not None) and not _host_binds(
+            environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"), trusted,
+        ):
+            return False
+        return server_name is None or _encodes_as_idna(server_name.lower().partition(":")[0])
 
 
 class VersionedMap(Map):
@@ -145,12 +150,13 @@ def rules_version(url_map: Map) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _host_binds(scheme: str, host_header: str | None, server_name: str | None,
-                server_port: str | None) -> bool:
-    # The host Flask binds the map to comes from these four environ keys only.
+                server_port: str | None, trusted: tuple[str, ...] | None = None) -> bool:
+    # The host Flask binds the map to comes from these four environ keys only;
+    # an untrusted one is Flask's SecurityError (a 400), left to Flask.
     environ = {"wsgi.url_scheme": scheme, "HTTP_HOST": host_header,
                "SERVER_NAME": server_name, "SERVER_PORT": server_port}
     try:
-        host = get_host({k: v for k, v in environ.items() if v is not None})
+        host = get_host({k: v for k, v in environ.items() if v is not None}, trusted)
     except HTTPException:
         return False
     return _encodes_as_idna(host.lower().partition(":")[0])

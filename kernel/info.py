@@ -1,7 +1,9 @@
 """What ``/_kernkoa/info`` tells: versions, features, broker kind, catalog root.
 
 Nothing secret leaves: broker and result-store URLs are reduced to their
-scheme, host, port and path, never their user name or password.
+scheme, host, port and path, never their user name or password. An anonymous
+caller sees less still: the kinds of the broker and result store, not their
+addresses, and not the catalog folder.
 """
 
 from __future__ import annotations
@@ -64,20 +66,33 @@ def features(settings: Settings) -> dict[str, t.Any]:
     }
 
 
-def info(settings: Settings) -> dict[str, t.Any]:
-    """The body of ``/_kernkoa/info``."""
-    return {
+def where_kept(store: dict[str, t.Any], private: bool) -> dict[str, t.Any]:
+    """A broker or result-store description for this caller: only its ``kind``
+    for an anonymous one, its address too for an authenticated one."""
+    return store if private else {"kind": store["kind"]}
+
+
+def info(settings: Settings, private: bool = False) -> dict[str, t.Any]:
+    """The body of ``/_kernkoa/info``.
+
+    :param private: the caller is authenticated: the catalog folder and the
+        broker's and result store's addresses are included.
+    """
+    # Empty URLs mean the embedded, file-based broker and result store.
+    broker = public_url(settings.BROKER_URL) or {"kind": "embedded"}
+    results = public_url(settings.RESULT_BACKEND) or broker
+    body = {
         "name": "KernKoa",
         "version": __version__,
         "python": {"version": platform.python_version(),
                    "implementation": platform.python_implementation()},
         "libraries": library_versions(),
         "features": features(settings),
-        # Empty URLs mean the embedded, file-based broker and result store.
-        "broker": public_url(settings.BROKER_URL) or {"kind": "embedded"},
-        "result_backend": public_url(settings.RESULT_BACKEND)
-        or public_url(settings.BROKER_URL) or {"kind": "embedded"},
-        "catalog": str(settings.CATALOG),
+        "broker": where_kept(broker, private),
+        "result_backend": where_kept(results, private),
         "reload": bool(settings.RELOAD),
         "reserved_prefix": settings.RESERVED_PREFIX,
     }
+    if private:
+        body["catalog"] = str(settings.CATALOG)
+    return body

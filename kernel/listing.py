@@ -161,15 +161,25 @@ def error_line(traceback_text: str) -> str:
     return lines[-1].strip() if lines else "failed to load"
 
 
-def describe_broken(broken: BrokenFile, root: Path, debug: bool) -> dict[str, t.Any]:
-    """A controller file that failed to import, with its error.
+#: What a listing says of a load error outside debug mode.
+LOAD_ERROR_HIDDEN = "failed to load (the error is in the server log, and shown here in debug mode)"
 
-    Outside debug mode only the exception line is shown: a traceback would tell
-    a stranger the server's file paths and code.
+
+def shown_error(traceback_text: str, debug: bool) -> str | None:
+    """The exception line of a load error, as a listing may show it: in debug mode
+    only, since its message may hold a secret (a password in a connection string)."""
+    return error_line(traceback_text) if debug else None
+
+
+def describe_broken(broken: BrokenFile, root: Path, debug: bool) -> dict[str, t.Any]:
+    """A controller file that failed to import.
+
+    Its error (the exception line, and the traceback with the server's file
+    paths and code) is shown in debug mode only; otherwise only that it failed.
     """
     entry: dict[str, t.Any] = {
         "file": broken.file.relative_to(root).as_posix(),
-        "error": error_line(broken.error),
+        "error": shown_error(broken.error, debug) or LOAD_ERROR_HIDDEN,
     }
     if debug:
         entry["traceback"] = broken.error
@@ -188,11 +198,11 @@ def as_json(listing: Listing, debug: bool) -> dict[str, t.Any]:
     }
 
 
-def find(kernel: Kernel, url: str) -> dict[str, t.Any]:
+def find(kernel: Kernel, url: str, debug: bool = False) -> dict[str, t.Any]:
     """The description of the one route ``url`` names (any URL the router accepts).
 
     ``/shop/cart/Cart`` finds ``/shop/cart/Cart/index``; leftover path
-    arguments are ignored.
+    arguments are ignored. ``debug``: a load error's message may be shown.
 
     :raises RouteNotFound: when no route answers ``url``.
     :raises ControllerLoadError: when its controller file fails to import.
@@ -203,8 +213,9 @@ def find(kernel: Kernel, url: str) -> dict[str, t.Any]:
         _, endpoint = kernel.resolve(target.route)
     except ControllerLoadError as error:
         name = target.file.relative_to(root).as_posix()
-        # The exception line is shown to everyone, as in the listing; the
-        # traceback only in debug mode (the envelope's detail).
-        raise ControllerLoadError(f"{name} failed to load: {error_line(error.detail or '')}",
+        # As in the listing: the exception line in debug mode only, the
+        # traceback with it (the envelope's detail).
+        shown = shown_error(error.detail or "", debug)
+        raise ControllerLoadError(f"{name} failed to load" + (f": {shown}" if shown else "."),
                                   detail=error.detail) from None
     return describe_route(Route(target.route, target.file, endpoint), root)

@@ -28,7 +28,7 @@ from .binding import converter_for
 from .listing import Listing
 from .listing import all_slots
 from .listing import describe_route
-from .listing import error_line
+from .listing import shown_error
 
 #: Operations described per HTTP method (lower case, as OpenAPI spells them).
 DESCRIBED_METHODS = ("get", "post", "put", "patch", "delete")
@@ -260,10 +260,11 @@ def _status_paths() -> dict[str, t.Any]:
     }}
 
 
-def document(listing: Listing, base: str = "") -> dict[str, t.Any]:
+def document(listing: Listing, base: str = "", debug: bool = False) -> dict[str, t.Any]:
     """The OpenAPI 3.1 document of a listing, ``/status/{id}`` included.
 
     :param base: the URL prefix the kernel is served under (the ``base`` setting).
+    :param debug: the load errors of broken files may be shown.
     """
     paths: dict[str, t.Any] = {}
     for found in listing.routes:
@@ -286,7 +287,11 @@ def document(listing: Listing, base: str = "") -> dict[str, t.Any]:
     if base:
         doc["servers"] = [{"url": base}]
     if listing.broken:
-        doc["info"]["description"] += " Controller files that failed to load: " + ", ".join(
-            f"{b.file.relative_to(listing.root).as_posix()} ({error_line(b.error)})"
-            for b in listing.broken) + "."
+        files = []
+        for broken in listing.broken:
+            name = broken.file.relative_to(listing.root).as_posix()
+            shown = shown_error(broken.error, debug)
+            files.append(f"{name} ({shown})" if shown else name)
+        doc["info"]["description"] += (" Controller files that failed to load: "
+                                       + ", ".join(files) + ".")
     return doc

@@ -3,7 +3,7 @@
 =========================  ================================================
 ``GET endpoints``          every route and broken file, as JSON
 ``GET endpoints/<url>``    one route (404 envelope when none answers)
-``GET info``               versions, features, broker kind, catalog root
+``GET info``               versions, features, broker kind (:mod:`.info`)
 ``GET openapi.json``       an OpenAPI 3.1 document of every route
 ``GET docs``               an HTML page to read and try every route
 ``GET static/<file>``      the pages' own CSS and JavaScript
@@ -38,6 +38,7 @@ from werkzeug.wrappers import Response
 from . import info as info_module
 from . import listing
 from . import openapi
+from .auth import current_identity
 from .dispatch import kernel
 
 HERE = Path(__file__).resolve().parent
@@ -98,17 +99,23 @@ def endpoints() -> Response:
 
 def endpoint(url: str) -> Response:
     """The one route ``url`` names."""
-    return _json(listing.find(kernel(), url))
+    return _json(listing.find(kernel(), url, current_app.debug))
+
+
+def _info() -> dict[str, t.Any]:
+    # Where the server keeps its catalog and broker is for authenticated callers only.
+    return info_module.info(kernel().settings, private=current_identity() is not None)
 
 
 def info() -> Response:
-    """Versions, features, broker kind, catalog root."""
-    return _json(info_module.info(kernel().settings))
+    """Versions, features, broker kind (and, to an authenticated caller, addresses
+    and the catalog root)."""
+    return _json(_info())
 
 
 def openapi_json() -> Response:
     """The OpenAPI 3.1 document of every route."""
-    doc = openapi.document(listing.build(kernel()), base=site_url(""))
+    doc = openapi.document(listing.build(kernel()), base=site_url(""), debug=current_app.debug)
     return _json(doc)
 
 
@@ -120,7 +127,7 @@ def docs() -> Response:
                for folder, items in itertools.groupby(routes, key=lambda r: r["folder"])]
     return render_page("docs.html", folders=folders, broken=found["broken"],
                        route_count=len(routes),
-                       site_url=site_url, info=info_module.info(kernel().settings))
+                       site_url=site_url, info=_info())
 
 
 def static(filename: str) -> Response:

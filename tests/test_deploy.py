@@ -11,6 +11,8 @@ import http.client
 import json
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import time
 import typing as t
@@ -22,6 +24,9 @@ from conftest import free_port
 from conftest import wait_for_http
 from tasks_support import RedisServer
 
+from kernel.errors import standard_envelope
+from kernel.nginx_errors import LOCATION
+from kernel.nginx_errors import NGINX_STATUSES
 from kernel.settings import PROJECT_ROOT
 
 SETUP = PROJECT_ROOT / "setup.sh"
@@ -44,7 +49,18 @@ class probe:
     def double_celery(self, task, n: int):
         task.progress(1, 2, "halfway")
         return n * 2
+
+    def store(self):
+        dbs["maindb"].execute("create table if not exists visits (n integer)")
+        dbs["maindb"].execute("insert into visits values (1)")
+        return "stored"
 '''
+
+#: The host name the shared install is made for (``setup.sh --server-name``).
+SERVER_NAME = "kernkoa.test"
+
+#: A controller file whose import error holds a secret.
+LEAKY = 'raise ConnectionError("cannot log in with password=hunter2")\n'
 
 
 @dataclass
@@ -55,16 +71,31 @@ class Deployment:
     port: int
     args: list[str]
 
-    def request(self, path: str, method: str = "GET",
-                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(self, path: str, method: str = "GET", body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """One request through nginx, the path sent exactly as given."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            connection.request(method, path, body=body)
+            connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         finally:
             connection.close()
+
+    def raw(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
+        """Send ``data`` as it is (a request no HTTP client would write); the answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+            sock.sendall(data)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            return response.status, dict(response.getheaders()), response.read()
+
+    def wait_for(self, path: str, status: int) -> None:
+        """Ask for ``path`` until it answers ``status`` (the services restart), 60 s at most."""
+        deadline = time.monotonic() + 60
+        while self.request(path)[0] != status:
+            assert time.monotonic() < deadline, f"{path} never answered {status}"
+            time.sleep(0.1)
 
     def json(self, path: str, method: str = "GET") -> tuple[int, t.Any]:
         """One request; the status and the decoded JSON body."""
@@ -113,7 +144,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Deploymen
     redis.start()
     prefix = root / "kernkoa"
     port = free_port()
-    args = ["--prefix", str(prefix), "--port", str(port), "--no-systemd", "--broker", redis.url]
+    args = ["--prefix", str(prefix), "--port", str(port), "--no-systemd", "--broker", redis.url,
+            "--server-name", SERVER_NAME]
     deployed = Deployment(prefix, port, args)
     try:
         run_setup(*args)
@@ -133,7 +165,7 @@ def test_setup_script_passes_shellcheck() -> None:
 def test_controller_through_nginx(deployment: Deployment) -> None:
     status, headers, body = deployment.request("/fasthelloworld/fastHelloClass/fastHelloWorld")
     assert (status, body) == (200, b"hello world!!.")
-    assert headers["Server"].startswith("nginx")
+    assert headers["Server"] == "nginx", "nginx tells its version"
 
 
 def test_static_image_served_by_nginx(deployment: Deployment) -> None:
@@ -197,19 +229,139 @@ def test_edited_controller_is_served_by_every_process(deployment: Deployment) ->
 def test_killed_worker_is_respawned(deployment: Deployment) -> None:
     deployment.write_probe(3)
     before = _pids_answering(deployment, 3)
-    status, _, _ = deployment.request("/deploytest/probe/probe/crash")
+    status, headers, body = deployment.request("/deploytest/probe/probe/crash")
     assert status == 502
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == standard_envelope(502)
     after = _pids_answering(deployment, 3)
     assert len(after) == 2, "the master did not bring back a second worker"
     assert after != before
 
 
 def test_setup_is_idempotent(deployment: Deployment) -> None:
+    pid_file = deployment.prefix / "var/kernkoa_uwsgi.pid"
+    before = pid_file.read_text()
     run_setup(*deployment.args)
+    assert pid_file.read_text() == before, "uWSGI was restarted though nothing changed"
     status, _, body = deployment.request("/fasthelloworld/fastHelloClass/fastHelloWorld")
     assert (status, body) == (200, b"hello world!!.")
     result = run_setup("--prefix", str(deployment.prefix), "--status")
     assert "kernkoa_uwsgi: running" in result.stdout
+
+
+def _raw_request(path: str, *headers: str, method: str = "GET") -> bytes:
+    """A whole request as bytes, closed after its answer."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", *headers, "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+#: Requests nginx answers itself, without uWSGI, and the status of its answer.
+NGINX_ERRORS = {
+    "static miss": (_raw_request("/images/missing.png"), 404),
+    "static folder listing": (_raw_request("/images/quiet/"), 403),
+    "static file POSTed": (_raw_request("/images/quiet.txt", "Content-Length: 0",
+                                         method="POST"), 405),
+    "failed precondition": (_raw_request(
+        "/images/quiet.txt", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"), 412),
+    "unsatisfiable range": (_raw_request("/images/quiet.txt", "Range: bytes=999999-"), 416),
+    "body over the limit": (_raw_request("/fasthelloworld/fastHelloClass/fastHelloWorld",
+                                          f"Content-Length: {64 * 1024 * 1024}",
+                                          method="POST"), 413),
+    "URI too long": (_raw_request("/" + "a" * 9000), 414),
+    "header too large": (_raw_request("/", "X-Filler: " + "a" * 9000), 431),
+    "unreadable request line": (b"GARBAGE\r\n\r\n", 400),
+    "malformed Host": (b"GET / HTTP/1.1\r\nHost: local host\r\n\r\n", 400),
+    "unknown transfer coding": (_raw_request("/", "Transfer-Encoding: gzip",
+                                              method="POST"), 501),
+    "HTTP/2.0 on an HTTP/1 port": (b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
+}
+
+
+@pytest.mark.parametrize("case", NGINX_ERRORS)
+def test_nginx_errors_are_the_kernel_envelope(deployment: Deployment, case: str) -> None:
+    (deployment.prefix / "images/quiet").mkdir(exist_ok=True)
+    (deployment.prefix / "images/quiet.txt").write_text("quiet")
+    data, expected = NGINX_ERRORS[case]
+    status, headers, body = deployment.raw(data)
+    assert status == expected, body
+    # A 416 on a text file keeps the file's "; charset=utf-8".
+    assert headers["Content-Type"].split(";")[0] == "application/json"
+    assert json.loads(body) == standard_envelope(expected)
+    assert headers["Server"] == "nginx"
+
+
+def test_every_error_nginx_generates_is_configured(deployment: Deployment) -> None:
+    # The ones a test cannot provoke in reasonable time (504, 408) or at all
+    # (500, 503) too: the include is part of the configuration nginx runs.
+    etc = deployment.prefix / "etc"
+    dump = subprocess.run(["nginx", "-T", "-c", str(etc / "nginx.conf"), "-p",
+                           str(deployment.prefix / "var/nginx")],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    for generated, sent in NGINX_STATUSES.items():
+        assert f"error_page {generated} ={sent} {LOCATION.format(status=sent)};" in dump
+
+
+def test_kernel_pages_are_off_but_health(deployment: Deployment) -> None:
+    for page in ("info", "endpoints", "openapi.json", "docs"):
+        status, body = deployment.json(f"/_kernkoa/{page}")
+        assert (status, body["error"]["code"]) == (404, "not_found"), page
+    status, body = deployment.json("/_kernkoa/health")
+    assert (status, body["status"]) == (200, "ok")
+
+
+def test_a_forged_host_is_refused(deployment: Deployment) -> None:
+    hello = "/fasthelloworld/fastHelloClass/fastHelloWorld"
+    for host in (SERVER_NAME, f"{SERVER_NAME}:{deployment.port}", f"localhost:{deployment.port}",
+                 f"127.0.0.1:{deployment.port}"):
+        assert deployment.request(hello, headers={"Host": host})[0] == 200, host
+    for path, method in ((hello, "GET"), ("/deploytest/probe/probe/double_celery?n=1", "POST")):
+        status, headers, body = deployment.request(path, method,
+                                                   headers={"Host": "evil.example"})
+        assert status == 400, body
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        assert "Location" not in headers
+
+
+def test_files_are_private(deployment: Deployment) -> None:
+    deployment.write_probe(4)
+    assert deployment.request("/deploytest/probe/probe/store")[2] == b"stored"
+    var, etc = deployment.prefix / "var", deployment.prefix / "etc"
+    made = {path.name for path in var.iterdir()}
+    assert {"maindb.sqlite3", "nginx-access.log", "kernkoa_uwsgi.pid", "worker.pid",
+            "nginx.pid", "kernkoa_uwsgi.log", "worker.log", "secret_key"} <= made
+    assert (var / "nginx-access.log").stat().st_size > 0
+    assert stat.S_IMODE(var.stat().st_mode) == 0o750
+    assert stat.S_IMODE((etc / "kernkoa.env").stat().st_mode) == 0o640
+    for path in [*var.rglob("*"), *etc.rglob("*")]:
+        mode = path.lstat().st_mode
+        shown = f"{path.relative_to(deployment.prefix)} is {stat.filemode(mode)}"
+        if stat.S_ISSOCK(mode):
+            assert stat.S_IMODE(mode) == 0o660, shown
+        elif var in path.parents:
+            assert stat.S_IMODE(mode) & 0o077 == 0, shown
+        else:
+            assert stat.S_IMODE(mode) & 0o022 == 0, shown
+
+
+def test_pages_option_keeps_paths_and_load_errors_private(deployment: Deployment) -> None:
+    leaky = deployment.prefix / "catalog/controller/deploytest/leaky.py"
+    leaky.write_text(LEAKY)
+    try:
+        run_setup(*deployment.args, "--pages")
+        deployment.wait_for("/_kernkoa/info", 200)
+        status, info = deployment.json("/_kernkoa/info")
+        assert info["broker"] == info["result_backend"] == {"kind": "redis"}
+        assert "catalog" not in info
+        for page in ("info", "endpoints", "openapi.json", "docs", "endpoints/deploytest/leaky/A/b"):
+            _, _, body = deployment.request(f"/_kernkoa/{page}")
+            for secret in ("hunter2", "ConnectionError", str(deployment.prefix)):
+                assert secret.encode() not in body, (page, secret)
+        _, listing = deployment.json("/_kernkoa/endpoints")
+        assert [b["file"] for b in listing["broken"]] == ["controller/deploytest/leaky.py"]
+    finally:
+        leaky.unlink()
+        run_setup(*deployment.args)
+    deployment.wait_for("/_kernkoa/info", 404)
 
 
 def test_env_file_is_private(deployment: Deployment) -> None:

@@ -98,8 +98,10 @@ def test_try_a_method_from_the_docs_page(server: LiveServer, page: t.Any) -> Non
     assert "202" in task.locator(".result .status").inner_text()
     assert task.locator("a.task-link").get_attribute("href").startswith(server.base + "/status/")
 
-    broken = page.locator("#broken")
-    assert "ModuleNotFoundError" in broken.inner_text()
+    broken = page.locator("#broken").inner_text()
+    # Named, its error kept for debug mode (the message may hold a secret).
+    assert "controller/broken.py" in broken and "failed to load" in broken
+    assert "a_module_that_does_not_exist" not in broken
     add.scroll_into_view_if_needed()
     screenshot(page, "docs-page.png")
 

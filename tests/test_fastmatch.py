@@ -105,6 +105,32 @@ def test_the_shortcut_agrees_with_werkzeug(kk_app: Flask, path: str, method: str
         assert found == werkzeug_answer(kk_app, environ)
 
 
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=HOSTS, server_name=st.sampled_from([None, "shop.example"]))
+def test_the_shortcut_agrees_with_werkzeug_under_trusted_hosts(
+        kk_app: Flask, host: str | None, server_name: str | None) -> None:
+    kk_app.config.update(TRUSTED_HOSTS=["localhost", "shop.example"], SERVER_NAME=server_name)
+    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    environ = environ_for(f"{base}/shop/cart/Cart/add")
+    if host is not None:
+        environ["HTTP_HOST"] = host
+    found = shortcut_answer(kk_app, environ)
+    if found is not None:
+        assert found == werkzeug_answer(kk_app, environ)
+
+
+def test_trusted_hosts_keep_the_shortcut_for_trusted_hosts_only(kk_app: Flask) -> None:
+    kk_app.config["TRUSTED_HOSTS"] = ["shop.example"]
+    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    environ = environ_for(f"{base}/shop/cart/Cart/add")
+    environ["HTTP_HOST"] = "shop.example:8080"
+    assert shortcut_answer(kk_app, environ) is not None
+    environ["HTTP_HOST"] = "evil.example"
+    assert shortcut_answer(kk_app, environ) is None
+    assert werkzeug_answer(kk_app, environ) == ("error", "SecurityError")
+
+
 def test_rules_added_later_win_over_the_shortcut(kk_app: Flask) -> None:
     base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
     kk_app.add_url_rule(f"{base}/shop/special", "special", lambda: "special")

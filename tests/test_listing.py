@@ -8,11 +8,16 @@ import subprocess
 import typing as t
 
 import pytest
+from auth_support import KEY
+from auth_support import bearer
+from auth_support import token
 from conftest import BIN
 from conftest import ControllerTree
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
+
+from kernel.listing import LOAD_ERROR_HIDDEN
 
 CART = '''
     from typing import Optional
@@ -122,16 +127,35 @@ def test_parameter_sources_and_http_methods(catalog: ControllerTree,
     assert routes["/shop/cart/Cart/flag"]["http_methods"] == ["DELETE", "PUT"]
 
 
-def test_broken_file_is_listed_with_its_error_line(catalog: ControllerTree,
-                                                   make_app: t.Callable[..., Flask]) -> None:
+def test_broken_file_is_listed_with_its_error_in_debug_only(
+        catalog: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
     body = _client(make_app).get("/_kernkoa/endpoints").get_json()
     assert body["broken"] == [{
         "file": "controller/broken.py",
-        "error": "ValueError: the file is broken on purpose",
+        "error": LOAD_ERROR_HIDDEN,
         "version": body["broken"][0]["version"],
     }]
     debug = _client(make_app, DEBUG=True).get("/_kernkoa/endpoints").get_json()
+    assert debug["broken"][0]["error"] == "ValueError: the file is broken on purpose"
     assert "Traceback" in debug["broken"][0]["traceback"]
+
+
+def test_a_load_error_message_is_never_listed_outside_debug(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    # An import error's message may quote what the file holds, a password among it.
+    tree.write("shop/db.py", 'raise ConnectionError("login failed for password=hunter2")\n')
+    tree.write("shop/ok.py", "class Ok:\n    def index(self):\n        return 1\n")
+    client = _client(make_app)
+    for page in ("endpoints", "openapi.json", "docs", "endpoints/shop/db/X/y", "info"):
+        response = client.get(f"/_kernkoa/{page}")
+        assert b"hunter2" not in response.data, page
+        assert b"ConnectionError" not in response.data, page
+    assert client.get("/_kernkoa/endpoints/shop/db/X/y").get_json()["error"]["message"] == (
+        "controller/shop/db.py failed to load.")
+    assert "shop/db.py" in client.get("/_kernkoa/docs").data.decode()
+    debug = _client(make_app, DEBUG=True)
+    for page in ("endpoints", "openapi.json", "docs", "endpoints/shop/db/X/y"):
+        assert b"hunter2" in debug.get(f"/_kernkoa/{page}").data, page
 
 
 def test_one_endpoint(catalog: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
@@ -148,7 +172,7 @@ def test_one_endpoint(catalog: ControllerTree, make_app: t.Callable[..., Flask])
         assert response.get_json()["error"]["code"] == "not_found"
     broken = client.get("/_kernkoa/endpoints/broken/Any/thing")
     assert broken.status_code == 500
-    assert "the file is broken on purpose" in broken.get_json()["error"]["message"]
+    assert broken.get_json()["error"]["message"] == "controller/broken.py failed to load."
 
 
 def test_listing_follows_edits(catalog: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
@@ -167,15 +191,30 @@ def test_info(catalog: ControllerTree, make_app: t.Callable[..., Flask]) -> None
     body = _client(make_app).get("/_kernkoa/info").get_json()
     assert body["version"] == "0.1.0"
     assert body["libraries"]["Flask"] == "3.1.3"
-    assert body["catalog"] == str(catalog.root)
     assert body["reload"] is True
     assert body["features"]["pages"] is True
     assert body["python"]["version"].count(".") == 2
     assert body["broker"] == body["result_backend"] == {"kind": "embedded"}
-    redis = _client(make_app, BROKER_URL="redis://:pw@cache:6379/1").get("/_kernkoa/info")
-    assert redis.get_json()["broker"] == {"kind": "redis", "host": "cache", "port": 6379,
-                                          "path": "/1"}
-    assert b"pw@" not in redis.data
+
+
+def test_info_tells_paths_and_addresses_to_authenticated_callers_only(
+        catalog: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(BROKER_URL="redis://:pw@cache.internal:6379/1", ADDONS=["jwt_auth"],
+                   HMACKEY=KEY)
+    client = app.test_client()
+    anonymous = client.get("/_kernkoa/info")
+    assert anonymous.status_code == 200
+    body = anonymous.get_json()
+    assert body["broker"] == body["result_backend"] == {"kind": "redis"}
+    assert "catalog" not in body
+    for secret in (str(catalog.root).encode(), b"cache.internal", b"6379"):
+        assert secret not in anonymous.data
+        assert secret not in client.get("/_kernkoa/docs").data
+    signed_in = client.get("/_kernkoa/info", headers=bearer(token(sub="ops"))).get_json()
+    assert signed_in["broker"] == signed_in["result_backend"] == {
+        "kind": "redis", "host": "cache.internal", "port": 6379, "path": "/1"}
+    assert signed_in["catalog"] == str(catalog.root)
+    assert b"pw@" not in client.get("/_kernkoa/info", headers=bearer(token(sub="ops"))).data
 
 
 def test_info_never_shows_broker_credentials() -> None:
