@@ -142,6 +142,16 @@ class InsufficientScope(KernelError):
         return [*headers, ("WWW-Authenticate", self.challenge)] if self.challenge else headers
 
 
+class AccessUndecidable(KernelError):
+    """403: the access rule of the URL cannot be found, so no credentials pass
+    (a task whose route no longer loads and whose rule was not recorded)."""
+
+    code = 403
+    name = "Forbidden"
+    error_code = "access_undecidable"
+    description = "Access to this URL cannot be decided right now, so it is refused."
+
+
 class ConversionError(ValueError):
     """A value does not fit a parameter's annotation."""
 
