@@ -91,12 +91,12 @@ class AccessRule:
         (a task enqueued before rules were kept with tasks, or a damaged record)."""
         if not isinstance(data, dict):
             return None
-        flags = data.get("public"), data.get("required"), data.get("denied")
+        public, required, denied = data.get("public"), data.get("required"), data.get("denied")
         scopes = data.get("scopes")
-        if not all(isinstance(flag, bool) for flag in flags) or not isinstance(scopes, list) \
-                or not all(isinstance(scope, str) for scope in scopes):
+        if not (isinstance(public, bool) and isinstance(required, bool)
+                and isinstance(denied, bool) and isinstance(scopes, list)
+                and all(isinstance(scope, str) for scope in scopes)):
             return None
-        public, required, denied = flags
         return cls(public=public, required=required, scopes=frozenset(scopes), denied=denied)
 
 
