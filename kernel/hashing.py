@@ -1,7 +1,8 @@
-"""What password hashes may cost a process: a few at once, and none twice in a row.
+"""What password hashes may cost a process: two at once, one a minute per password.
 
-A Werkzeug scrypt hash takes about 0.4 s and 32 MiB. So that concurrent logins
-cannot take a server's memory (16 at once took a server from 65 MB to 568 MB):
+A Werkzeug scrypt hash takes a tenth of a second or more of CPU, and 32 MiB. So
+that concurrent logins cannot take a server's memory (16 at once took a server
+from 65 MB to 568 MB):
 
 - :func:`hash_slot`: at most ``CONCURRENT_HASHES`` hashes run at once in a
   process; a further one waits up to ``HASH_WAIT`` seconds for a slot, then

@@ -32,13 +32,16 @@ IPV6_PREFIX = 64
 
 
 def client_key(address: str | None) -> str:
-    """The key failures of the client at ``address`` are counted under."""
+    """The key failures of the client at ``address`` are counted under (``""``
+    for no address, or one that is none)."""
     if not address:
         return ""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return address  # not an address (a Unix socket's peer): counted as given
+        # Not an address (junk a proxy passed on): all such share one key, so
+        # they can neither grow the table nor buy fresh attempts.
+        return ""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)

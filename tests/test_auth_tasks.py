@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import typing as t
 import uuid
-from pathlib import Path
 
 import pytest
 from auth_support import BROKEN_VAULTS as BROKEN
@@ -144,12 +143,12 @@ def test_an_unreadable_result_store_is_a_503_for_everyone(
 
 
 def test_a_controller_url_never_runs_what_its_rule_was_not_computed_for(
-        tree: ControllerTree, make_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
     # The file is broken when the auth layer resolves the URL (the default rule,
     # open, decides), and fixed before the view runs: the view must answer the
     # failure the decision was made on, not load the new file and run it.
-    broken = BROKEN["syntax error"].replace("_celery(self, task)", "(self)")
     fixed = VAULT.replace("open_celery(self, task)", "open(self)")
+    broken = fixed.replace("def open(self):", "def open(self)")
     rewrite(tree, broken)
     app = make_app(ADDONS=["jwt_auth"], HMACKEY=KEY)
 
