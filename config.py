@@ -140,6 +140,14 @@ JWT_LEEWAY = 0
 #: basic_auth: the users file written by ``kernkoa user add`` ("" = VAR/users.json).
 USERS_FILE = ""
 
+#: Proxies whose X-Forwarded-For is believed, as addresses or networks, e.g.
+#: ``KERNKOA_TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16``. A request from one of them
+#: takes its client address (what basic_auth counts failed logins by, 5 in
+#: 60 s then 429) from the entry that proxy added (Werkzeug's ProxyFix). Empty:
+#: the socket's address, the header ignored. Not needed behind the shipped
+#: nginx, which hands uWSGI the client's address itself.
+TRUSTED_PROXIES = []
+
 #: cors: origins allowed to call the API from a browser, e.g.
 #: ``KERNKOA_CORS_ORIGINS=https://app.example.org`` ("*": any, never with credentials).
 CORS_ORIGINS = []

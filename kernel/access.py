@@ -76,12 +76,38 @@ class AccessRule:
     required: bool = False
     #: Scopes that caller must hold.
     scopes: frozenset[str] = frozenset()
+    #: Nobody passes, whatever the credentials: the rule that should apply
+    #: could not be found, and a missing rule never opens a door.
+    denied: bool = False
+
+    def as_record(self) -> dict[str, t.Any]:
+        """The rule as JSON-safe data, kept with a task when it is enqueued."""
+        return {"public": self.public, "required": self.required,
+                "scopes": sorted(self.scopes), "denied": self.denied}
+
+    @classmethod
+    def from_record(cls, data: object) -> AccessRule | None:
+        """The rule :meth:`as_record` gave, or ``None`` when ``data`` is none
+        (a task enqueued before rules were kept with tasks, or a damaged record)."""
+        if not isinstance(data, dict):
+            return None
+        public, required, denied = data.get("public"), data.get("required"), data.get("denied")
+        scopes = data.get("scopes")
+        if not (isinstance(public, bool) and isinstance(required, bool)
+                and isinstance(denied, bool) and isinstance(scopes, list)
+                and all(isinstance(scope, str) for scope in scopes)):
+            return None
+        return cls(public=public, required=required, scopes=frozenset(scopes), denied=denied)
 
 
 #: The three rules without scopes.
 PUBLIC = AccessRule(public=True)
 OPEN = AccessRule()
 AUTHENTICATED = AccessRule(required=True)
+
+#: The rule of a request whose rule cannot be computed: 401 without
+#: credentials (so a client knows to send some), 403 with any.
+DENIED = AccessRule(required=True, denied=True)
 
 
 def default_rule(auth_default: str) -> AccessRule:

@@ -32,6 +32,7 @@ from .lazy import LazyModule
 from .limits import install_limits
 from .loader import shared_loader
 from .pages import register as register_pages
+from .proxies import install_trusted_proxies
 from .routing import Limits
 from .routing import Router
 from .secretkey import check_secret
@@ -105,6 +106,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     install_limits(app, settings)
     install_addons(app, settings)
     install_auth(app, settings)
+    install_trusted_proxies(app, settings)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

@@ -6,16 +6,23 @@ request may go on:
 
 1. find the route's :class:`~kernel.access.AccessRule`: a controller URL is
    resolved through :meth:`Kernel.resolve_for_request` (the view reuses the
-   result); ``/status/<id>`` takes the rule of the route that started the
-   task (recorded when it was enqueued), so a task's status is readable by
-   whoever may run the task; everything else (``/_kernkoa/`` pages, static
-   files, URLs that name nothing) takes ``AUTH_DEFAULT``;
+   result, a failure included, so what the rule was not computed for never
+   runs); ``/status/<id>`` takes the rule of the route that started the task,
+   so a task's status is readable by whoever may run the task: the route's
+   rule now when it still resolves, else the rule recorded with the task when
+   it was enqueued, else :data:`~kernel.access.DENIED`; everything else
+   (``/_kernkoa/`` pages, static files, URLs that name nothing) takes
+   ``AUTH_DEFAULT``;
 2. ``@public``: go on without looking at credentials;
 3. otherwise authenticate with the add-on whose ``SCHEME`` matches the
    ``Authorization`` header: bad credentials are a 401 on any route;
 4. a route that requires authentication gets 401 (with a
    ``WWW-Authenticate`` challenge per enabled scheme) when there is no
-   identity, and 403 when the identity lacks a scope.
+   identity, and 403 when the identity lacks a scope (or the rule is
+   ``DENIED``: no identity passes).
+
+A decision that cannot be computed is never replaced by a default: a result
+store that cannot be read is a 503, a rule that cannot be found refuses.
 
 The identity, when there is one, is ``flask.g.identity`` (:class:`Identity`).
 
@@ -41,20 +48,27 @@ from flask import request
 
 from .access import AUTH_DEFAULTS
 from .access import AUTHENTICATED
+from .access import DENIED
 from .access import PUBLIC
 from .access import AccessRule
 from .access import default_rule
 from .access import rule_for
 from .addons import EXTENSION
 from .addons import Addons
+from .errors import AccessUndecidable
 from .errors import AuthConfigError
 from .errors import AuthenticationRequired
 from .errors import InsufficientScope
 from .errors import KernelError
 from .hooks import add_before_request
+from .lazy import LazyModule
 from .settings import Settings
 
 log = logging.getLogger("kernkoa.auth")
+
+# The Celery stack comes with the first /status request, not with the app.
+_jobs = LazyModule("kernel.jobs")
+_status = LazyModule("kernel.status")
 
 #: Where an app keeps its :class:`AuthLayer`.
 AUTH_EXTENSION = "kernkoa.auth"
@@ -148,27 +162,44 @@ class AuthLayer:
         try:
             _, endpoint = kernel.resolve_for_request(req, path)
         except KernelError:
-            # Names nothing (or fails to load): the view answers that, after
-            # the default rule, so anonymous callers cannot map a closed site.
+            # Names nothing (or fails to load): the request keeps that failure
+            # and the view answers it without resolving again, so nothing runs
+            # under this rule. The default rule decides only between that
+            # answer and a 401, so anonymous callers cannot map a closed site.
             return self._default
         return rule_for(endpoint, self.auth_default)
 
     def _task_rule(self, task_id: str) -> AccessRule:
-        from .jobs import read_task_for_request
-        from .status import valid_task_id
+        if not _status.valid_task_id(task_id):
+            return self._default  # names no task: the view answers 404
+        # Kept for the view: /status answers from this same record. A store
+        # that cannot be read raises BrokerUnavailable (503): no guess.
+        record = _jobs.read_task_for_request(task_id)
+        issued = record.issued
+        if issued is None:
+            # Never issued (404), unless the store still holds a result or a
+            # cancellation whose marker expired first: its route is unknown.
+            return self._default if record.meta is None and not record.revoked else DENIED
+        if not isinstance(issued, dict):
+            return DENIED
+        current = self._current_rule(issued.get("route"))
+        if current is not None:
+            return current
+        # The route no longer loads (broken file, method renamed or removed):
+        # the rule it had when the task was enqueued, if it was recorded.
+        recorded = AccessRule.from_record(issued.get("access"))
+        return DENIED if recorded is None else recorded
 
-        if not valid_task_id(task_id):
-            return self._default
-        # Kept for the view: /status answers from this same record.
-        issued = read_task_for_request(task_id).issued
-        route = issued.get("route") if isinstance(issued, dict) else None
+    def _current_rule(self, route: object) -> AccessRule | None:
+        """The rule of ``route`` as its controller file says now, or ``None``
+        when it does not resolve."""
         if not isinstance(route, str):
-            return self._default
+            return None
         kernel = self.kernel or current_app.extensions["kernkoa"]
         try:
             _, endpoint = kernel.resolve(route)
         except KernelError:
-            return self._default
+            return None
         return rule_for(endpoint, self.auth_default)
 
     def check(self, req: Request) -> None:
@@ -189,12 +220,14 @@ class AuthLayer:
         if not rule.required:
             return
         if identity is None:
-            if not self.schemes and not self._warned:
+            if not self.schemes and not self._warned and not rule.denied:
                 # Once: a log line per request would let anyone flood the log.
                 self._warned = True
                 log.warning("%s requires authentication, but no auth add-on is enabled; "
                             "such routes answer 401 to everyone", request.path)
             raise AuthenticationRequired(challenges=self.challenges())
+        if rule.denied:
+            raise AccessUndecidable()
         missing = rule.scopes - identity.scopes
         if missing:
             bearer = self.schemes.get("bearer")

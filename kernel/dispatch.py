@@ -14,6 +14,7 @@ from flask import current_app
 from flask import request
 from werkzeug.wrappers import Response
 
+from .errors import KernelError
 from .errors import MethodNotAllowed
 from .errors import RouteNotFound
 from .exposure import Endpoint
@@ -98,14 +99,24 @@ class Kernel:
 
         The answer is kept on the request object itself: reading ``flask.g``
         would cost a context lookup each time, and this runs twice per request.
+        A failure is kept too: the auth layer decided on it, so the view must
+        not resolve again and run a file that changed in between.
+
+        :raises KernelError: as :meth:`resolve`, the same error both times.
         """
         found = getattr(req, "_kernkoa_resolved", None)
         if found is not None and found[0] == path:
+            if found[2] is None:
+                raise found[1]
             return found[1], found[2]
-        # Whoever resolves first (the auth layer or the view), the raw URI is
-        # checked before the router walks any folder.
-        _refuse_hidden_segments(req.environ)
-        target, endpoint = self.resolve(path)
+        try:
+            # Whoever resolves first (the auth layer or the view), the raw URI
+            # is checked before the router walks any folder.
+            _refuse_hidden_segments(req.environ)
+            target, endpoint = self.resolve(path)
+        except KernelError as error:
+            req._kernkoa_resolved = (path, error, None)  # type: ignore[attr-defined]
+            raise
         req._kernkoa_resolved = (path, target, endpoint)  # type: ignore[attr-defined]
         return target, endpoint
 

@@ -146,6 +146,47 @@ class InsufficientScope(KernelError):
         return [*headers, ("WWW-Authenticate", self.challenge)] if self.challenge else headers
 
 
+class AccessUndecidable(KernelError):
+    """403: the access rule of the URL cannot be found, so no credentials pass
+    (a task whose route no longer loads and whose rule was not recorded)."""
+
+    code = 403
+    name = "Forbidden"
+    error_code = "access_undecidable"
+    description = "Access to this URL cannot be decided right now, so it is refused."
+
+
+class TooManyFailures(KernelError):
+    """429: this client failed to log in too often lately; it is refused
+    without checking, until ``retry_after`` seconds have passed."""
+
+    code = 429
+    name = "Too Many Requests"
+    error_code = "too_many_failures"
+    description = "Too many failed logins from this client; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
+        """Werkzeug's headers plus ``Retry-After``."""
+        return [*super().get_headers(*args, **kwargs), ("Retry-After", str(self.retry_after))]
+
+
+class PasswordChecksBusy(KernelError):
+    """503: every password-hash slot of the process stayed busy for the whole wait."""
+
+    code = 503
+    name = "Service Unavailable"
+    error_code = "busy"
+    description = "Too many logins are being checked right now; try again shortly."
+
+    def get_headers(self, *args: t.Any, **kwargs: t.Any) -> list[tuple[str, str]]:
+        """Werkzeug's headers plus ``Retry-After``."""
+        return [*super().get_headers(*args, **kwargs), ("Retry-After", "1")]
+
+
 class ConversionError(ValueError):
     """A value does not fit a parameter's annotation."""
 

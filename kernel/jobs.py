@@ -36,6 +36,7 @@ from kombu.exceptions import KombuError
 from kombu.utils.json import dumps
 from redis.exceptions import RedisError
 
+from .access import rule_for
 from .binding import PARAMS_NAME
 from .binding import ConversionError
 from .celeryapp import TASK_NAME
@@ -170,11 +171,12 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     kwargs_repr = _kwargs_repr(route, args, kwargs, snapshot)
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
+    access = rule_for(endpoint, current_app.extensions["kernkoa"].settings.AUTH_DEFAULT)
     task_id = str(uuid.uuid4())
 
     def publish() -> None:
         store = JobStore(celery)
-        store.mark_issued(task_id, route, time.time())
+        store.mark_issued(task_id, route, time.time(), access)
         try:
             celery.send_task(
                 TASK_NAME, task_id=task_id,

@@ -19,6 +19,8 @@ from celery import Celery
 from celery import states
 from celery.backends.redis import RedisBackend
 
+from .access import AccessRule
+
 ISSUED_PREFIX = b"kernkoa-task-"
 REVOKED_PREFIX = b"kernkoa-revoked-"
 
@@ -81,9 +83,15 @@ class JobStore:
         client = t.cast(RedisBackend, self.backend).client
         client.set(key, data, ex=self.backend.expires or None)
 
-    def mark_issued(self, task_id: str, route: str, created: float) -> None:
-        """Record that ``task_id`` was issued for ``route``, before publishing it."""
-        self._set(ISSUED_PREFIX + task_id.encode(), {"route": route, "created": created})
+    def mark_issued(self, task_id: str, route: str, created: float, access: AccessRule) -> None:
+        """Record that ``task_id`` was issued for ``route``, before publishing it.
+
+        ``access`` is the route's rule at that moment: ``/status/<id>`` falls
+        back on it when the route no longer resolves (records written before
+        it was kept have none, and refuse then).
+        """
+        self._set(ISSUED_PREFIX + task_id.encode(),
+                  {"route": route, "created": created, "access": access.as_record()})
 
     def mark_revoked(self, task_id: str) -> None:
         """Record that ``task_id`` was cancelled."""

@@ -9,6 +9,9 @@ Passwords are stored as Werkzeug's salted scrypt hashes
 :func:`~werkzeug.security.check_password_hash`, which compares in constant
 time (``hmac.compare_digest``). An unknown user name is checked against a
 dummy hash of the same cost, so the answer takes as long as for a known one.
+
+Every hash runs in one of the process's few hash slots, and a verified
+password is remembered for a minute (:mod:`kernel.hashing`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
 
 from .errors import UsersError
+from .hashing import VerifiedPasswords
+from .hashing import hash_slot
 from .settings import Settings
 
 #: What a user name may look like (no ":", which ends the name in Basic auth).
@@ -59,7 +64,8 @@ _dummy_lock = threading.Lock()
 
 
 def _dummy() -> str:
-    """A hash of a random password, made once per process, for unknown users."""
+    """A hash of a random password, made once per process, for unknown users
+    (called in a hash slot: making it costs a hash too)."""
     global _dummy_hash
     with _dummy_lock:
         if _dummy_hash is None:
@@ -79,6 +85,7 @@ class UserStore:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, dict[str, t.Any]] = {}
+        self.verified = VerifiedPasswords()
 
     def users(self) -> dict[str, dict[str, t.Any]]:
         """Every user's record, by name; empty when the file does not exist."""
@@ -105,16 +112,28 @@ class UserStore:
                 if isinstance(record, dict) and isinstance(record.get("hash"), str)}
 
     def verify(self, name: str, password: str) -> User | None:
-        """The user when ``password`` is theirs, else ``None``; as slow either way."""
-        record = self.users().get(name) if USERNAME.fullmatch(name or "") else None
-        if len(password) > MAX_PASSWORD_LENGTH:
-            # Refused before hashing: no CPU for megabyte passwords.
+        """The user when ``password`` is theirs, else ``None``; as slow either
+        way, unless the same password was verified against the same stored
+        hash lately.
+
+        :raises PasswordChecksBusy: when no hash slot frees up in time.
+        """
+        if len(password) > MAX_PASSWORD_LENGTH or not USERNAME.fullmatch(name or ""):
+            # Refused before hashing: no CPU for megabyte passwords, and no
+            # user can have such a name, so there is no existence to hide.
             return None
+        record = self.users().get(name)
         if record is None:
-            check_password_hash(_dummy(), password)
+            with hash_slot():
+                check_password_hash(_dummy(), password)
             return None
-        if not check_password_hash(record["hash"], password):
-            return None
+        stored = record["hash"]
+        if not self.verified.remembers(name, stored, password):
+            with hash_slot():
+                matches = check_password_hash(stored, password)
+            if not matches:
+                return None
+            self.verified.remember(name, stored, password)
         scopes = record.get("scopes")
         return User(name, frozenset(s for s in scopes if isinstance(s, str))
                     if isinstance(scopes, list) else frozenset())
@@ -136,7 +155,9 @@ class UserStore:
         users = dict(self.users())
         if name in users and not replace:
             raise UsersError(f"user {name!r} exists already (use --replace to change it)")
-        users[name] = {"hash": generate_password_hash(password), "scopes": sorted(set(scopes))}
+        with hash_slot():
+            stored = generate_password_hash(password)
+        users[name] = {"hash": stored, "scopes": sorted(set(scopes))}
         self._write(users)
 
     def remove(self, name: str) -> None:

@@ -6,8 +6,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 import typing as t
+from pathlib import Path
 
 import jwt
 
@@ -86,3 +88,37 @@ def forged(header: dict[str, t.Any], claims: dict[str, t.Any], secret: bytes | N
 def bearer(value: str) -> dict[str, str]:
     """The Authorization header for a token."""
     return {"Authorization": f"Bearer {value}"}
+
+
+#: A task only an admin may run (and follow): ``vault.py``.
+VAULT = """
+from kernkoa import *
+
+
+class Vault:
+    @requires("admin")
+    def open_celery(self, task):
+        return "the admin's secret"
+"""
+
+#: ``vault.py`` as it may be found later, by the failure of route resolution it
+#: makes (``None``: the file is gone).
+BROKEN_VAULTS: dict[str, str | None] = {
+    "syntax error": VAULT.replace("def open_celery(self, task):", "def open_celery(self, task)"),
+    "import error": "import kernkoa_no_such_module\n" + VAULT,
+    "method renamed": VAULT.replace("def open_celery", "def opened_celery"),
+    "class removed": VAULT.replace("class Vault:", "class Safe:"),
+    "file deleted": None,
+}
+
+
+def write_version(path: Path, source: str | None) -> None:
+    """Write ``source`` to ``path`` so every loader sees a new version (a later
+    modification time), or delete the file for ``None``."""
+    if source is None:
+        path.unlink()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = path.stat().st_mtime_ns if path.exists() else time.time_ns()
+    path.write_text(source)
+    os.utime(path, ns=(time.time_ns(), max(before, path.stat().st_mtime_ns) + 1_000_000_000))

@@ -260,6 +260,7 @@ def test_markers_are_plain_expiring_sets(live: Live) -> None:
     # (no MULTI/EXEC, no PUBLISH): same keys, same values, same lifetime.
     import redis
 
+    from kernel.access import AUTHENTICATED
     from kernel.app import create_app
     from kernel.celeryapp import get_celery
     from kernel.jobstore import ISSUED_PREFIX
@@ -274,13 +275,14 @@ def test_markers_are_plain_expiring_sets(live: Live) -> None:
     client = redis.Redis.from_url(live.redis.url)
     listener = client.pubsub()
     listener.subscribe(ISSUED_PREFIX + task_id.encode(), REVOKED_PREFIX + task_id.encode())
-    store.mark_issued(task_id, "/a/b/c_celery", 12.5)
+    store.mark_issued(task_id, "/a/b/c_celery", 12.5, AUTHENTICATED)
     store.mark_revoked(task_id)
     expires = celery.backend.expires
     for prefix in (ISSUED_PREFIX, REVOKED_PREFIX):
         assert 0 < client.ttl(prefix + task_id.encode()) <= expires
     record = store.read(task_id)
-    assert record.issued == {"route": "/a/b/c_celery", "created": 12.5} and record.revoked
+    assert record.issued == {"route": "/a/b/c_celery", "created": 12.5,
+                             "access": AUTHENTICATED.as_record()} and record.revoked
     messages = [listener.get_message(timeout=0.2) for _ in range(4)]
     assert all(m is None or m["type"] == "subscribe" for m in messages)
     listener.close()

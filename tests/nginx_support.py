@@ -1,0 +1,120 @@
+"""The production shape for a test: the shipped ``kernkoa_uwsgi.ini`` (2 processes of
+4 threads) behind nginx with the shipped server block, both private to the test.
+
+Like ``setup.sh --no-systemd`` without installing anything: nginx and uWSGI
+run from this checkout with their sockets, pid files and logs in a folder of
+the test, on a free port of 127.0.0.1, and are stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import time
+import typing as t
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import BIN
+from conftest import LiveServer
+from conftest import children
+from conftest import free_port
+from conftest import stop
+from conftest import wait_until_gone
+
+from kernel.settings import PROJECT_ROOT
+from kernel.settings import Settings
+
+#: Where the distribution's nginx keeps uwsgi_params and mime.types.
+NGINX_ETC = Path("/etc/nginx")
+
+
+def nginx_conf(run: Path, port: int, body_limit: int) -> Path:
+    """A private nginx configuration around the shipped server block; its path."""
+    (run / "nginx").mkdir(parents=True, exist_ok=True)
+    site = (PROJECT_ROOT / "kernkoa_nginx.conf").read_text()
+    for placeholder, value in (("@PORT@", str(port)), ("@HOME@", str(PROJECT_ROOT)),
+                               ("@RUN@", str(run)), ("@NGINX_ETC@", str(NGINX_ETC)),
+                               ("@BODY_LIMIT@", str(body_limit))):
+        site = site.replace(placeholder, value)
+    (run / "kernkoa_nginx.conf").write_text(site)
+    temp = "\n".join(f"    {kind}_temp_path {run}/nginx/{kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = run / "nginx.conf"
+    conf.write_text(f"""
+user {getpass.getuser()};
+worker_processes 1;
+pid {run}/nginx.pid;
+error_log {run}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    include {NGINX_ETC}/mime.types;
+    access_log {run}/nginx-access.log;
+{temp}
+    include {run}/kernkoa_nginx.conf;
+}}
+""")
+    return conf
+
+
+def wait_until_served(url: str, processes: t.Sequence[subprocess.Popen[bytes]],
+                      timeout: float = 60.0) -> None:
+    """Poll ``url`` through nginx until uWSGI answers it with a 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.HTTPError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} was not served within {timeout} s")
+
+
+@contextlib.contextmanager
+def uwsgi_behind_nginx(folder: Path, env: dict[str, str],
+                       *uwsgi_options: str) -> t.Iterator[LiveServer]:
+    """uWSGI (the shipped ini, plus ``uwsgi_options``) behind nginx; the server
+    is nginx's address, its ``process`` the uWSGI master.
+
+    ``env`` is the whole environment of uWSGI (its ``KERNKOA_*`` settings).
+    """
+    if shutil.which("nginx") is None:
+        pytest.fail("nginx is missing: `make test` installs it")
+    run = folder / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = nginx_conf(run, port, Settings.load().MAX_CONTENT_LENGTH)
+    uwsgi_env = {**env, "KERNKOA_HOME": str(PROJECT_ROOT), "KERNKOA_RUN": str(run),
+                 "KERNKOA_VENV": str(BIN.parent)}
+    uwsgi = subprocess.Popen(
+        [str(BIN / "uwsgi"), "--ini", str(PROJECT_ROOT / "kernkoa_uwsgi.ini"), *uwsgi_options],
+        cwd=PROJECT_ROOT, env=uwsgi_env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    nginx = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(run / "nginx"), "-g", "daemon off;"],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    workers: list[int] = []
+    try:
+        wait_until_served(base + "/_kernkoa/health", [uwsgi, nginx])
+        yield LiveServer(base, uwsgi, run / "kernkoa_uwsgi.log")
+        workers = sorted(children(uwsgi.pid))
+    finally:
+        stop(nginx)
+        stop(uwsgi, grace=30)  # die-on-term: SIGTERM stops master and workers
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(uwsgi.pid, signal.SIGKILL)
+    assert wait_until_gone(workers), (run / "kernkoa_uwsgi.log").read_text()[-3000:]
