@@ -4,11 +4,14 @@ reaches a URL the kernel builds (config.url, a task's status URL, Location, redi
 from __future__ import annotations
 
 import typing as t
+from pathlib import Path
 
 import pytest
 from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
+
+from kernel.users import UserStore
 
 CONTROLLER = """
 from kernkoa import *
@@ -77,3 +80,24 @@ def test_forged_host_queues_no_task(make: t.Callable[..., Flask]) -> None:
     assert accepted.headers["Location"].startswith("http://shop.example/status/")
     queue = app.extensions["kernkoa"].settings.VAR / "celery" / "queue"
     assert len(list(queue.iterdir())) == 1, "the refused request queued a task"
+
+
+def test_forged_host_is_refused_before_the_auth_decision(make: t.Callable[..., Flask],
+                                                         tmp_path: Path) -> None:
+    """A closed site answers a forged Host with its 400, not a 401, and never
+    authenticates the request (a Basic password would cost a hash)."""
+    UserStore(tmp_path / "var" / "users.json").add("user", "a long enough password", [])
+    app = make(TRUSTED_HOSTS=TRUSTED, ADDONS=["basic_auth"], AUTH_DEFAULT="required")
+    layer = app.extensions["kernkoa.auth"]
+    calls: list[object] = []
+    basic = layer.schemes["basic"]
+    original = basic.authenticate
+    basic.authenticate = lambda req: calls.append(req) or original(req)
+    try:
+        response = app.test_client().get(
+            "/site/site/here", headers={"Host": "evil.example",
+                                        "Authorization": "Basic dXNlcjpwYXNz"})
+    finally:
+        basic.authenticate = original
+    assert_error(response, 400, "bad_request")
+    assert calls == []
