@@ -29,13 +29,16 @@ class Shape:
     suffix: bytes = b""
     #: Whether the shape is what an honest client sends.
     plain: bool = False
+    #: What fills the bytes left after the last whole unit (JSON whitespace keeps
+    #: a JSON shape valid); by default the start of one more unit.
+    pad: bytes | None = None
 
     def build(self, size: int) -> bytes:
         """The body, exactly ``size`` bytes long when ``size`` is at least prefix + suffix."""
         room = max(0, size - len(self.prefix) - len(self.suffix))
         middle = self.unit * (room // len(self.unit))
-        # Fill what is left with the start of one more unit (a shape of its own kind).
-        middle += self.unit[:room - len(middle)]
+        left = room - len(middle)
+        middle += self.unit[:left] if self.pad is None else self.pad * left
         return self.prefix + middle + self.suffix
 
     @property
@@ -62,7 +65,7 @@ _LONG_BOUNDARY = "b" * 200
 SHAPES = [
     # JSON: what the depth scanner reads before json.loads.
     Shape("JSON records (plain)", "application/json", _RECORD + b",", b"[", _RECORD + b"]",
-          plain=True),
+          plain=True, pad=b" "),
     Shape("JSON escaped quotes, unterminated (issue 13)", "application/json", b'\\"',
           b"{}" * 70 + b'"'),
     Shape("JSON backslash run, unterminated", "application/json", b"\\", b"[]" * 70 + b'"'),
@@ -70,11 +73,11 @@ SHAPES = [
     Shape("JSON escapes and brackets in a string", "application/json", b'\\\\\\"[{',
           b"[]" * 70 + b'"'),
     Shape("JSON quotes only", "application/json", b'"', b"[]" * 70),
-    Shape("JSON empty arrays", "application/json", b"[],", b"[", b"[]]"),
+    Shape("JSON empty arrays", "application/json", b"[],", b"[", b"[]]", pad=b" "),
     Shape("JSON nested to the limit", "application/json", b"[" * 63 + b"]" * 63 + b",", b"[",
-          b"[]]"),
-    Shape("JSON strings of brackets", "application/json", b'"[{",', b"[", b'""]'),
-    Shape("JSON strings and arrays", "application/json", b'"[",[],', b"[", b'""]'),
+          b"[]]", pad=b" "),
+    Shape("JSON strings of brackets", "application/json", b'"[{",', b"[", b'""]', pad=b" "),
+    Shape("JSON strings and arrays", "application/json", b'"[",[],', b"[", b'""]', pad=b" "),
     Shape("JSON unclosed arrays", "application/json", b"[", b""),
     # urlencoded forms: the field count, then Werkzeug's parser.
     Shape("form one long field (plain)", "application/x-www-form-urlencoded", b"x", b"a=",
