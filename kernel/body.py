@@ -124,11 +124,12 @@ def body_stream(environ: dict[str, t.Any], limit: int | None) -> t.IO[bytes]:
     """
     if "wsgi.input_terminated" in environ:
         # The server ends the stream where the body ends (it de-chunked it):
-        # read to that end, whatever Content-Length claims.
+        # read to that end (a Content-Length over the limit is refused at once).
         source = t.cast(t.IO[bytes], environ["wsgi.input"])
         if limit is not None and (get_content_length(environ) or 0) > limit:
             raise RequestEntityTooLarge()
-    elif get_content_length(environ) is None and is_chunked(environ):
+    elif ("HTTP_TRANSFER_ENCODING" in environ  # the usual body stops at this lookup
+          and get_content_length(environ) is None and is_chunked(environ)):
         if uwsgi is None:
             raise LengthRequired("This server cannot read a chunked body: "
                                  "send it with a Content-Length.")
