@@ -94,7 +94,7 @@ MAX_PATH_DEPTH = 32
 #: Longest path segment, in characters.
 MAX_SEGMENT_LENGTH = 128
 
-#: Largest request body, in bytes (larger ones get 413).
+#: Largest request body, in bytes (larger ones get 413, chunked ones too).
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
 #: Most fields in a request's query string, form (urlencoded or multipart) or

@@ -21,6 +21,7 @@ import time
 import typing as t
 from pathlib import Path
 
+from . import bodies_bench
 from . import dispatch_bench
 from . import footprint
 from . import inprocess
@@ -37,6 +38,7 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "footprint": footprint.run,
     "inprocess": inprocess.run,
     "instructions": instructions.run,
+    "bodies": bodies_bench.run,
 }
 
 

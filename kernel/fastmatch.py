@@ -43,7 +43,13 @@ from werkzeug.routing import RuleFactory
 from werkzeug.wsgi import get_host
 
 #: One path segment the shortcut accepts (the router checks the real grammar).
-_SEGMENT = r"[A-Za-z0-9_]+"
+#: Possessive, as every pattern applied to client bytes: it cannot backtrack.
+_SEGMENT = r"[A-Za-z0-9_]++"
+
+
+def path_grammar(prefix: str) -> re.Pattern[str]:
+    """The paths under ``prefix`` the shortcut may answer: segments joined by "/"."""
+    return re.compile(re.escape(prefix) + _SEGMENT + "(?:/" + _SEGMENT + ")*+")
 
 
 class CatchAllShortcut:
@@ -88,8 +94,7 @@ class CatchAllShortcut:
             if static in ("", "/"):
                 return  # a rule starting with a converter may match anything
             prefixes.append(static)
-        grammar = re.compile(re.escape(prefix) + _SEGMENT + "(?:/" + _SEGMENT + ")*")
-        self._table = (rule, grammar, len(prefix), frozenset(exact), tuple(prefixes))
+        self._table = (rule, path_grammar(prefix), len(prefix), frozenset(exact), tuple(prefixes))
 
     def match(self, request: Request) -> tuple[Rule, dict[str, t.Any]] | None:
         """The catch-all rule and its ``path`` for ``request``, or ``None`` to ask Werkzeug."""

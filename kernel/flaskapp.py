@@ -13,6 +13,9 @@ advance for a controller URL, costing about as much as the whole dispatch:
 - ``g.identity = None`` for every anonymous request: :class:`KernKoaGlobals`
   answers ``None`` until the auth layer sets an identity.
 
+Its requests are :class:`~kernel.body.KernKoaRequest`: a body past
+``MAX_CONTENT_LENGTH`` is a 413 in every server, never a body cut short.
+
 Everything else is Flask's own code path.
 """
 
@@ -27,6 +30,7 @@ from flask.ctx import RequestContext
 from flask.ctx import _AppCtxGlobals
 from werkzeug.routing import MapAdapter
 
+from .body import KernKoaRequest
 from .fastmatch import CatchAllShortcut
 from .fastmatch import VersionedMap
 
@@ -84,6 +88,7 @@ class KernKoaFlask(Flask):
     """Flask, with the request context and per-function caches described above."""
 
     app_ctx_globals_class = KernKoaGlobals
+    request_class = KernKoaRequest
     url_map_class = VersionedMap
 
     #: Set by the app factory once the catch-all rule exists.

@@ -9,13 +9,12 @@ elsewhere. This module adds:
   object body; more is a 413 ``too_many_fields``. Parsing a million tiny
   fields costs far more than their bytes suggest, hence a count.
 - ``MAX_JSON_DEPTH``: deepest nesting of arrays and objects in a JSON body;
-  deeper is a 400 ``json_too_deep``. It is measured with a loop, never by
-  recursion, before ``json.loads`` sees the body.
+  deeper is a 400 ``json_too_deep``. It is measured in linear time, never by
+  recursion nor by a regular expression (:mod:`kernel.jsondepth`), before
+  ``json.loads`` sees the body.
 """
 
 from __future__ import annotations
-
-import re
 
 from flask import Flask
 from flask import Request
@@ -23,31 +22,8 @@ from flask import Request
 from .errors import JsonTooDeep
 from .errors import TooManyFields
 from .hooks import add_before_request
+from .jsondepth import json_depth_exceeds
 from .settings import Settings
-
-#: Tokens that matter for nesting: brackets, and strings (skipped whole, so a
-#: bracket inside a string is not counted). Escapes inside strings are handled.
-_JSON_TOKENS = re.compile(rb'[\[\]{}]|"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-
-
-def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
-    """Whether the JSON text ``data`` nests arrays/objects deeper than ``max_depth``.
-
-    Cheap when it cannot: a body with fewer brackets than the limit is not
-    scanned. Malformed text is not judged here (``json.loads`` does that).
-    """
-    if data.count(b"[") + data.count(b"{") <= max_depth:
-        return False
-    depth = 0
-    for match in _JSON_TOKENS.finditer(data):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth > max_depth:
-                return True
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return False
 
 
 def check_json_body(data: bytes, max_depth: int) -> None:

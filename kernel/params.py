@@ -18,6 +18,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.datastructures import MultiDict
 from werkzeug.wsgi import get_content_length
 
+from .body import is_chunked
 from .errors import BadRequestBody
 from .limits import check_field_count
 from .limits import check_json_body
@@ -68,9 +69,7 @@ class RequestFields:
             return False  # the usual bodiless request
         # From the environ as Werkzeug reads it (chunked: length None), without
         # building the request's header object.
-        return bool(get_content_length(environ)) or (
-            environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
-        )
+        return bool(get_content_length(environ)) or is_chunked(environ)
 
     @property
     def form(self) -> MultiDict[str, t.Any]:

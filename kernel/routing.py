@@ -19,13 +19,15 @@ from .errors import RouteNotFound
 
 #: What a segment naming a folder, module, class or method must look like:
 #: ASCII letters, digits and "_", starting with a letter (so "_private", "..",
-#: "" and dunders never pass).
-SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: "" and dunders never pass). Possessive ("*+"), as every pattern the kernel
+#: applies to client bytes: it never gives back what it matched, so it cannot
+#: backtrack.
+SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*+")
 
 #: What a leftover segment passed as an argument may look like: it never
 #: reaches the file system, so numbers and "-", "." and "~" are allowed too,
 #: but it must start with a letter or digit (never "..", "." or "_x").
-ARGUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.~-]*")
+ARGUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.~-]*+")
 
 #: The method called when a URL names only module and class.
 DEFAULT_METHOD = "index"

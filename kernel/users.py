@@ -34,7 +34,8 @@ from .hashing import hash_slot
 from .settings import Settings
 
 #: What a user name may look like (no ":", which ends the name in Basic auth).
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+#: Possessive, as every pattern applied to client bytes: it cannot backtrack.
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}+")
 
 #: Shortest password ``kernkoa user add`` accepts.
 MIN_PASSWORD_LENGTH = 8

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from body_shapes import HOSTILE
 
 from kernel.settings import PROJECT_ROOT
 
@@ -60,6 +61,10 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
         assert expected in cases
     assert sum(c.startswith("2. ") for c in cases) == 3
     assert sum(c.endswith(", worker CPU per request") for c in cases) == 3
+    # Part 6: every hostile body shape at both sizes, the worst one named at each.
+    part6 = [c for c in cases if c.startswith("6. ")]
+    assert len(part6) == 2 * len(HOSTILE)
+    assert sum(c.endswith("(worst found)") for c in part6) == 2
     for result in results:
         assert result["ratios"], result["case"]
         assert all(value > 0 for side in result["samples"].values() for value in side)

@@ -16,6 +16,7 @@ import stat
 import subprocess
 import time
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from kernel.errors import standard_envelope
 from kernel.nginx_errors import LOCATION
 from kernel.nginx_errors import NGINX_STATUSES
 from kernel.settings import PROJECT_ROOT
+from kernel.settings import Settings
 
 SETUP = PROJECT_ROOT / "setup.sh"
 
@@ -236,6 +238,82 @@ def test_killed_worker_is_respawned(deployment: Deployment) -> None:
     after = _pids_answering(deployment, 3)
     assert len(after) == 2, "the master did not bring back a second worker"
     assert after != before
+
+
+LIMITS_PROBE = """
+from flask import request
+
+
+class limits:
+    def fields(self, params):
+        return {"fields": sorted(params or {})}
+
+    def size(self):
+        return {"bytes": len(request.get_data())}
+"""
+
+#: The body of issue 13, part 1, grown to 256 KB: 70 empty objects, then an
+#: unterminated string of escaped quotes. The old depth check's regular
+#: expression backtracked on it for about two minutes (4.6 s at 24 KB).
+BACKTRACKING_BODY = b"{}" * 70 + b'"' + b'\\"' * (128 * 1024)
+
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str],
+          timeout: float) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_backtracking_json_body_does_not_hold_the_workers(deployment: Deployment) -> None:
+    path = deployment.prefix / "catalog/controller/deploytest/limits.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(LIMITS_PROBE)
+    json_type = {"Content-Type": "application/json"}
+    # Two at once, one per uWSGI worker, each bounded far below the old cost.
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(
+            lambda _: _post(deployment.port, "/deploytest/limits/limits/fields",
+                            BACKTRACKING_BODY, json_type, timeout=20), range(2)))
+    for status, body in answers:
+        assert status == 400, body[:300]
+        assert json.loads(body)["error"]["status"] == 400
+    # The workers are free: a plain body is answered.
+    status, body = _post(deployment.port, "/deploytest/limits/limits/fields", b'{"a": 1}',
+                         json_type, timeout=20)
+    assert (status, json.loads(body)) == (200, {"fields": ["a"]})
+
+
+def _post_chunked(port: int, path: str, body: bytes) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", path, body=iter([body[i:i + 65536]
+                                                    for i in range(0, len(body), 65536)]),
+                           headers={"Content-Type": "application/octet-stream"},
+                           encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_chunked_bodies_through_nginx_arrive_whole_or_are_refused(
+        deployment: Deployment) -> None:
+    path = deployment.prefix / "catalog/controller/deploytest/limits.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(LIMITS_PROBE)
+    limit = Settings.load().MAX_CONTENT_LENGTH
+    status, body = _post_chunked(deployment.port, "/deploytest/limits/limits/size",
+                                 b"x" * limit)
+    assert (status, json.loads(body)) == (200, {"bytes": limit})
+    # nginx counts the chunks against client_max_body_size (the same limit).
+    status, _ = _post_chunked(deployment.port, "/deploytest/limits/limits/size",
+                              b"x" * (limit + 1))
+    assert status == 413
 
 
 def test_setup_is_idempotent(deployment: Deployment) -> None:

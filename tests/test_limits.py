@@ -7,8 +7,13 @@ import json
 import pytest
 from conftest import ControllerTree
 from conftest import assert_error
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
-from kernel.limits import json_depth_exceeds
+from kernel.jsondepth import SPLIT_CHUNK
+from kernel.jsondepth import json_depth
+from kernel.jsondepth import json_depth_exceeds
 
 ECHO = """
 class E:
@@ -102,3 +107,69 @@ def test_path_limits_are_404_envelopes(tree: ControllerTree, make_app) -> None: 
 ])
 def test_json_depth_scanner(text: bytes, limit: int, exceeds: bool) -> None:
     assert json_depth_exceeds(text, limit) is exceeds
+
+
+def reference_depth(data: bytes) -> int:
+    """The depth ``json_depth`` must find, one byte at a time: a backslash escapes
+    the byte after it, quotes open and close strings, brackets outside strings
+    count."""
+    depth = deepest = 0
+    inside = escaped = False
+    for byte in data:
+        if escaped:
+            escaped = False
+        elif byte == ord("\\"):
+            escaped = True
+        elif byte == ord('"'):
+            inside = not inside
+        elif not inside and byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif not inside and byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def nesting(value: object) -> int:
+    """How deeply a parsed JSON value nests arrays and objects."""
+    if isinstance(value, list):
+        return 1 + max(map(nesting, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(nesting, value.values()), default=0)
+    return 0
+
+
+#: Bytes that matter to the scanner, often, among a few that do not.
+SCANNER_BYTES = st.lists(st.sampled_from([b"\\", b'"', b"[", b"]", b"{", b"}", b"a", b" ",
+                                          b"\\\\", b'\\"', b'""']), max_size=60).map(b"".join)
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(st.sampled_from('ab"\\[]{}'), max_size=6),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(st.sampled_from('k"\\[}'), max_size=3), children, max_size=3),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(SCANNER_BYTES)
+def test_json_depth_matches_a_byte_by_byte_reading(data: bytes) -> None:
+    assert json_depth(data) == reference_depth(data)
+    for limit in range(4):
+        assert json_depth_exceeds(data, limit) is (reference_depth(data) > limit)
+
+
+@settings(max_examples=400, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_json_depth_is_exact_on_json(value: object, spaced: bool) -> None:
+    text = json.dumps(value, indent=1 if spaced else None).encode()
+    assert json_depth(text) == nesting(value)
+    # Every prefix too: json.loads may recurse that deep before it finds the end missing.
+    for cut in range(0, len(text), max(1, len(text) // 7)):
+        assert json_depth(text[:cut]) == reference_depth(text[:cut])
+
+
+def test_json_depth_splits_in_chunks() -> None:
+    # Strings across chunk borders: a quote on each side of one, an odd count in each.
+    body = b"[" + b'"' + b"[" * SPLIT_CHUNK + b'",' + b"[" * 3 + b'"]]]' + b"]" * 3 + b"]"
+    assert json_depth(body) == reference_depth(body) == 4

@@ -35,7 +35,7 @@ HEADER = "X-Request-Id"
 
 #: What an incoming request id must look like to be kept (no spaces, quotes or
 #: control characters, which could forge log lines or headers).
-SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}+")
 
 log = logging.getLogger("kernkoa.access")
 

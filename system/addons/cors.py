@@ -31,7 +31,7 @@ from kernel.errors import error_response
 from kernel.settings import Settings
 
 #: What an allowed origin must look like (no path, no trailing slash).
-ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|\*")
+ORIGIN = re.compile(r"https?+://[A-Za-z0-9.-]++(?::[0-9]{1,5}+)?+|\*")
 
 #: Response headers a script may read.
 EXPOSED = "Location, WWW-Authenticate, X-Request-Id"
