@@ -311,9 +311,9 @@ def test_chunked_bodies_through_nginx_arrive_whole_or_are_refused(
                                  b"x" * limit)
     assert (status, json.loads(body)) == (200, {"bytes": limit})
     # nginx counts the chunks against client_max_body_size (the same limit).
-    status, _ = _post_chunked(deployment.port, "/deploytest/limits/limits/size",
-                              b"x" * (limit + 1))
-    assert status == 413
+    status, body = _post_chunked(deployment.port, "/deploytest/limits/limits/size",
+                                 b"x" * (limit + 1))
+    assert (status, json.loads(body)) == (413, standard_envelope(413))
 
 
 def test_setup_is_idempotent(deployment: Deployment) -> None:
