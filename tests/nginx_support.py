@@ -28,6 +28,7 @@ from conftest import free_port
 from conftest import stop
 from conftest import wait_until_gone
 
+from kernel.nginx_errors import directives as nginx_error_pages
 from kernel.settings import PROJECT_ROOT
 from kernel.settings import Settings
 
@@ -41,9 +42,12 @@ def nginx_conf(run: Path, port: int, body_limit: int) -> Path:
     site = (PROJECT_ROOT / "kernkoa_nginx.conf").read_text()
     for placeholder, value in (("@PORT@", str(port)), ("@HOME@", str(PROJECT_ROOT)),
                                ("@RUN@", str(run)), ("@NGINX_ETC@", str(NGINX_ETC)),
+                               ("@ETC@", str(run)), ("@SERVER_NAME@", "_"),
                                ("@BODY_LIMIT@", str(body_limit))):
         site = site.replace(placeholder, value)
     (run / "kernkoa_nginx.conf").write_text(site)
+    # What setup.sh writes with `python -m kernel.nginx_errors`.
+    (run / "kernkoa_nginx_errors.conf").write_text(nginx_error_pages())
     temp = "\n".join(f"    {kind}_temp_path {run}/nginx/{kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = run / "nginx.conf"
