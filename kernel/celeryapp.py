@@ -27,6 +27,7 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 from flask import Flask
 
+from .redisbroker import TRANSPORT as REDIS_TRANSPORT
 from .settings import Settings
 
 #: The name of the one generic task.
@@ -109,6 +110,14 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         "task_publish_retry": False,
         "broker_pool_limit": 4,
         "result_backend": _result_backend(settings),
+        # A worker's state and result writes wait for a store that is away
+        # (Celery's own retry loop, backing off to 2 s between tries), so a
+        # task that ran is never stored as a ConnectionError FAILURE. The web
+        # side never goes through this loop: it reads and writes its records
+        # directly, without retries, and answers 503.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": float("inf"),
+        "result_backend_max_sleep_between_retries_ms": 2000,
         "redis_socket_connect_timeout": timeout,
         "redis_socket_timeout": timeout,
         "redis_retry_on_timeout": False,
@@ -138,6 +147,9 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
             "unacked_restore_throttle": 1 if visible < 100 else 10,
         }
         config["broker_url"] = settings.BROKER_URL
+        if settings.BROKER_URL.startswith(("redis://", "rediss://")):
+            # kombu's transport, with a channel that always finishes closing.
+            config["broker_transport"] = REDIS_TRANSPORT
         config["broker_transport_options"] = transport
         # The docs list three places for it; the shortest one wins.
         config["visibility_timeout"] = visible

@@ -113,6 +113,41 @@ def test_redis_stopped_gives_503_then_recovers(
                        )["status"] == "SUCCESS"
 
 
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> t.Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis-aof", persistent=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_restart_with_a_task_in_flight_keeps_the_worker_and_the_task(
+        stack: Stack, tmp_path: Path, persistent_redis: RedisServer) -> None:
+    # Redis restarted under a worker that holds a task while its channel waits
+    # in BRPOP (a free pool slot) killed the worker (see kernel/redisbroker.py);
+    # the task's progress and result writes during the outage failed it.
+    env = clean_environ(CATALOG=str(write_catalog(tmp_path / "catalog")),
+                        BROKER_URL=persistent_redis.url, RESULT_BACKEND=persistent_redis.url,
+                        VAR=str(tmp_path / "var"), TASK_SOFT_TIME_LIMIT="0",
+                        TASK_TIME_LIMIT="0")
+    worker = stack.worker(env, "--concurrency=2")
+    server = stack.server(env)
+    note = tmp_path / "restart.txt"
+    task_id = trigger(server, "/jobs/jobs/run_celery", note=str(note), seconds=2)
+    wait_for(lambda: len(_starts(note)) == 1, what="the task to start")
+    persistent_redis.stop()
+    # The running task reports progress while Redis is away.
+    wait_for(lambda: b"cannot check whether task" in worker.log.read_bytes(),
+             what="the task to meet the outage")
+    persistent_redis.start()
+    wait_for(lambda: status_of(server, task_id)[0] == 200, what="/status to answer again")
+    assert wait_status(server, task_id, final, timeout=60) == {"status": "SUCCESS", "data": "done"}
+    assert len(_starts(note)) == 1
+    later = trigger(server, "/jobs/jobs/count_celery", n=1)
+    assert wait_status(server, later, final, timeout=60)["status"] == "SUCCESS"
+    assert worker.process.poll() is None, worker.log.read_text()[-3000:]
+
+
 def test_redis_down_under_uwsgi_keeps_both_processes_serving(
         tmp_path: Path, env: dict[str, str], redis: RedisServer) -> None:
     settings = {k: v for k, v in env.items() if k.startswith("KERNKOA_")}
