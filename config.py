@@ -161,8 +161,7 @@ PORT = 5000
 # --- Long work (Celery) ----------------------------------------------------------
 
 #: Task broker URL, e.g. "redis://127.0.0.1:6379/0" (RabbitMQ: "amqp://...").
-#: Empty: the embedded broker, files under VAR/celery/ (development only: a
-#: worker that crashes loses the task it was running).
+#: Empty: the embedded broker, files under VAR/celery/ (development only).
 BROKER_URL = ""
 
 #: Where task states and results are kept. Empty: BROKER_URL when it is Redis,
@@ -182,9 +181,21 @@ TASK_SOFT_TIME_LIMIT = 3600
 #: Seconds after which a task's worker process is killed (0: no limit).
 TASK_TIME_LIMIT = 3660
 
-#: Seconds before Redis hands an unacknowledged task (its worker died) to another
-#: worker. Must exceed TASK_TIME_LIMIT. 0: twice TASK_TIME_LIMIT.
+#: Seconds before Redis hands an unacknowledged task to another worker whatever
+#: its lease (a dead worker's tasks come back sooner, see WORKER_LEASE). Kept
+#: above TASK_TIME_LIMIT, so a running task never starts twice. 0: twice
+#: TASK_TIME_LIMIT (a week without a limit).
 VISIBILITY_TIMEOUT = 0
+
+#: Seconds between two heartbeats of a worker: it renews the leases of the
+#: tasks it holds, its record (read by /_kernkoa/health), and requeues the
+#: tasks of workers that are gone.
+WORKER_HEARTBEAT = 10.0
+
+#: Seconds a heartbeat holds a worker's tasks (at least two heartbeats): a task
+#: whose worker died or froze is requeued within WORKER_LEASE + WORKER_HEARTBEAT
+#: (40 s by default), and may then run twice (delivery is at least once).
+WORKER_LEASE = 30.0
 
 #: Seconds task states, results and KernKoa's task records are kept (Redis).
 RESULT_EXPIRES = 86400

@@ -6,19 +6,22 @@ Celery itself connects only when a message is sent or a result read.
 
 Two broker set-ups:
 
-- **Embedded** (``BROKER_URL`` empty): kombu's ``filesystem://`` transport and
-  Celery's ``file://`` result backend under ``VAR/celery/``. No server needed;
-  for development. A message is moved out of the queue when a worker fetches
-  it, so a worker that crashes loses the task it was running (late acks do
-  nothing there), and result files never expire on their own (the embedded
-  worker prunes old ones when it starts).
+- **Embedded** (``BROKER_URL`` empty): kombu's ``filesystem://`` transport
+  (:mod:`kernel.filebroker`: a taken message stays on disk until acknowledged)
+  and Celery's ``file://`` result backend under ``VAR/celery/``. No server
+  needed; for development. Result files never expire on their own (the
+  embedded worker prunes old ones when it starts).
 - **Redis** (``BROKER_URL=redis://...``; RabbitMQ works as a broker too): late
-  acks, requeue when a worker dies, prefetch 1, a visibility timeout above the
-  hard time limit, results that expire.
+  acks, prefetch 1, a visibility timeout above the hard time limit, results
+  that expire.
+
+In both, a dead worker's tasks are requeued by the heartbeats and sweeps of
+:mod:`kernel.leases`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import typing as t
 from pathlib import Path
@@ -27,6 +30,11 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 from flask import Flask
 
+from .filebroker import TRANSPORT as FILE_TRANSPORT
+from .filebroker import FileLeases
+from .leases import Leases
+from .leases import LeaseStep
+from .leases import RedisLeases
 from .redisbroker import TRANSPORT as REDIS_TRANSPORT
 from .settings import Settings
 
@@ -34,7 +42,12 @@ from .settings import Settings
 TASK_NAME = "kernkoa.run"
 
 #: Folders of the embedded broker and result store, under ``VAR``.
-EMBEDDED_FOLDERS = ("queue", "processed", "control", "results")
+EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
+
+#: Visibility timeout of tasks without a hard time limit: a week.
+UNLIMITED_VISIBILITY = 7 * 24 * 3600
+
+log = logging.getLogger("kernkoa.worker")
 
 _EXTENSION = "kernkoa.celery"
 
@@ -75,12 +88,37 @@ def _result_backend(settings: Settings) -> str:
 
 
 def visibility_timeout(settings: Settings) -> int:
-    """Seconds before an unacknowledged Redis message goes to another worker.
+    """Seconds before an unacknowledged Redis message goes to another worker
+    whatever its lease (:mod:`kernel.leases` requeues a dead worker's sooner).
 
-    It must exceed the hard time limit, or a task still running would be
-    started a second time; 0 in the settings means twice the hard limit.
+    It stays above the hard time limit, or a task still running would be
+    started a second time: a setting at or below it is raised to the limit
+    plus one lease. 0 in the settings means twice the hard limit, or
+    :data:`UNLIMITED_VISIBILITY` for tasks without one.
     """
-    return int(settings.VISIBILITY_TIMEOUT or 2 * settings.TASK_TIME_LIMIT)
+    limit = int(settings.TASK_TIME_LIMIT)
+    configured = int(settings.VISIBILITY_TIMEOUT or (2 * limit if limit else UNLIMITED_VISIBILITY))
+    floor = limit + int(worker_lease(settings)) if limit else 0
+    if configured < floor:
+        log.warning("VISIBILITY_TIMEOUT %d s is not above TASK_TIME_LIMIT %d s: using %d s",
+                    configured, limit, floor)
+    return max(configured, floor)
+
+
+def worker_lease(settings: Settings) -> float:
+    """Seconds a worker's heartbeat holds its tasks: ``WORKER_LEASE``, and at
+    least two heartbeats, so that one late heartbeat requeues nothing."""
+    return max(float(settings.WORKER_LEASE), 2 * float(settings.WORKER_HEARTBEAT))
+
+
+def make_leases(celery: Celery, settings: Settings) -> Leases | None:
+    """The lease keeper of the broker in use (none for RabbitMQ, which
+    redelivers a dead consumer's messages itself)."""
+    if is_embedded(settings):
+        return FileLeases(celery, embedded_root(settings), worker_lease(settings))
+    if settings.BROKER_URL.startswith(("redis://", "rediss://")):
+        return RedisLeases(celery, worker_lease(settings))
+    return None
 
 
 def celery_config(settings: Settings) -> dict[str, t.Any]:
@@ -125,7 +163,10 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
     if is_embedded(settings):
         root = embedded_root(settings)
         config["broker_url"] = "filesystem://"
+        # kombu's transport, keeping each taken message on disk until acknowledged.
+        config["broker_transport"] = FILE_TRANSPORT
         config["broker_transport_options"] = {
+            "unacked_folder": str(root / "unacked"),
             "data_folder_in": str(root / "queue"),
             "data_folder_out": str(root / "queue"),
             "processed_folder": str(root / "processed"),
@@ -176,6 +217,9 @@ def make_celery(flask_app: Flask) -> Celery:
     celery.config_from_object(celery_config(settings))
     celery.flask_app = flask_app  # type: ignore[attr-defined]
     register_tasks(celery)
+    leases = celery.kernkoa_leases = make_leases(celery, settings)  # type: ignore[attr-defined]
+    if leases is not None:
+        celery.steps["consumer"].add(LeaseStep)
     return celery
 
 
