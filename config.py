@@ -79,7 +79,10 @@ PAGES = True
 PAGES_AUTH = False
 
 #: Serve /_kernkoa/health for load balancers: 200 when this process, the broker
-#: and the result store answer, 503 naming the failed ones. Never behind a login.
+#: and the result store answer, 503 naming the failed ones; its body counts the
+#: live workers of each queue. /_kernkoa/health/tasks: 200 when every queue the
+#: catalog uses has a live worker, 503 "degraded" naming those without, with the
+#: tasks waiting and the oldest one's age. Never behind a login.
 HEALTH = True
 
 #: Seconds /_kernkoa/health waits for the broker and result-store checks at most.

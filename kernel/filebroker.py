@@ -32,6 +32,7 @@ from celery import Celery
 from kombu.transport import filesystem
 from kombu.transport import virtual
 
+from .leases import Waiting
 from .leases import WorkerRecord
 from .leases import finished
 
@@ -129,6 +130,7 @@ class FileLeases:
     def __init__(self, celery: Celery, root: Path, lease: float) -> None:
         self.celery = celery
         self.unacked = root / "unacked"
+        self.queue = root / "queue"
         self.records = root / "workers"
         self.lease = lease
 
@@ -192,6 +194,17 @@ class FileLeases:
             leftover.unlink()
         folder.rmdir()
         return requeued
+
+    def waiting(self, queue: str) -> Waiting:
+        """How many tasks wait in ``queue``, and since when (file time) the oldest does."""
+        times = []
+        for entry in os.scandir(self.queue):
+            if entry.name.endswith(f".{queue}.msg"):
+                try:
+                    times.append(entry.stat().st_mtime)
+                except FileNotFoundError:
+                    continue  # taken meanwhile
+        return Waiting(len(times), min(times) if times else None)
 
     def workers(self) -> list[WorkerRecord]:
         """The records of the workers whose heartbeat is current."""

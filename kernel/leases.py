@@ -157,6 +157,33 @@ class RedisLeases:
                 found = client.mget([WORKER_PREFIX + name for name in names]) if names else []
         return [WorkerRecord(**json.loads(raw)) for raw in found if raw is not None]
 
+    def waiting(self, queue: str) -> Waiting:
+        """How many tasks wait in ``queue``, and since when the oldest does.
+
+        kombu pushes on the left and takes from the right: the oldest is the
+        rightmost; its issued marker tells when it was triggered.
+        """
+        with self.celery.connection_for_write() as connection:
+            channel = connection.default_channel
+            with channel.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+                count, oldest = pipe.llen(queue).lindex(queue, -1).execute()
+        since = None
+        if oldest is not None:
+            task_id = json.loads(oldest).get("headers", {}).get("id")
+            issued = JobStore(self.celery).read(task_id).issued if task_id else None
+            since = issued["created"] if issued else None
+        return Waiting(int(count), since)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The tasks waiting in one queue."""
+
+    count: int
+    #: Wall-clock time the oldest of them was triggered (None: none, or unknown).
+    oldest: float | None
+
 
 class Leases(t.Protocol):
     """Where a worker renews its leases and sweeps for dead workers' tasks."""
@@ -169,6 +196,28 @@ class Leases(t.Protocol):
 
     def workers(self) -> list[WorkerRecord]:
         """The records of the workers whose heartbeat is current."""
+
+    def waiting(self, queue: str) -> Waiting:
+        """How many tasks wait in ``queue``, and since when the oldest does."""
+
+
+class PingedWorkers:
+    """Workers found by Celery's remote control, for brokers without leases
+    (RabbitMQ): the ones that answer within ``timeout`` seconds."""
+
+    def __init__(self, celery: Celery, timeout: float) -> None:
+        self.celery = celery
+        self.timeout = timeout
+
+    def workers(self) -> list[WorkerRecord]:
+        """The workers that answered, with the queues they consume."""
+        answers = self.celery.control.inspect(timeout=self.timeout).active_queues() or {}
+        return [WorkerRecord(name=name, queues=sorted(q["name"] for q in queues), pid=0,
+                             held=0, beat=time.time()) for name, queues in answers.items()]
+
+    def waiting(self, queue: str) -> Waiting:
+        """Unknown: remote control does not tell."""
+        return Waiting(0, None)
 
 
 def held_tags() -> set[str]:

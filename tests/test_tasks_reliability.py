@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -9,6 +10,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from conftest import LiveServer
 from conftest import uwsgi_server
 from tasks_support import RedisServer
 from tasks_support import Stack
@@ -176,3 +178,28 @@ def test_redis_down_under_uwsgi_keeps_both_processes_serving(
             return server.request("/jobs/jobs/count_celery", "POST", timeout=3)[0] == 202
 
         wait_for(accepted, timeout=30, what="triggers to work again")
+
+
+def _task_health(server: LiveServer) -> tuple[int, dict[str, t.Any]]:
+    code, _, body = server.request("/_kernkoa/health/tasks")
+    return code, json.loads(body)
+
+
+def test_task_health_sees_frozen_workers(stack: Stack, env: dict[str, str]) -> None:
+    worker = stack.worker(env, "--concurrency=1", "-Q", "celery,side")
+    server = stack.server(env)
+    wait_for(lambda: _task_health(server)[0] == 200, what="the worker's first heartbeat")
+    code, _, body = server.request("/_kernkoa/health")
+    assert code == 200 and json.loads(body)["workers"]["queues"] == {"celery": 1, "side": 1}
+
+    os.killpg(worker.process.pid, signal.SIGSTOP)  # the main process and its pool
+    try:
+        wait_for(lambda: _task_health(server)[0] == 503, timeout=REQUEUE_BOUND,
+                 what="health to see the worker frozen")
+        error = _task_health(server)[1]["error"]
+        assert error["code"] == "degraded" and error["failed"] == ["celery", "side"]
+        assert server.request("/_kernkoa/health")[0] == 200
+    finally:
+        os.killpg(worker.process.pid, signal.SIGCONT)
+    wait_for(lambda: _task_health(server)[0] == 200, timeout=REQUEUE_BOUND,
+             what="health to see the worker back")
