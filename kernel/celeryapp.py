@@ -35,6 +35,7 @@ from .filebroker import FileLeases
 from .leases import Leases
 from .leases import LeaseStep
 from .leases import RedisLeases
+from .redisbroker import LEASE_OPTION as REDIS_LEASE_OPTION
 from .redisbroker import TRANSPORT as REDIS_TRANSPORT
 from .settings import Settings
 
@@ -186,6 +187,10 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
             # Sweep for abandoned messages often enough for the timeout.
             "unacked_restore_interval": max(1, min(10, visible // 4)),
             "unacked_restore_throttle": 1 if visible < 100 else 10,
+            # One list per queue (KernKoa sets no priorities): the reliable
+            # fetch of kernel.redisbroker moves from exactly one list.
+            "priority_steps": [0],
+            REDIS_LEASE_OPTION: worker_lease(settings),
         }
         config["broker_url"] = settings.BROKER_URL
         if settings.BROKER_URL.startswith(("redis://", "rediss://")):

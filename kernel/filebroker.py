@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import typing as t
 import uuid
@@ -35,6 +34,7 @@ from kombu.transport import virtual
 from .leases import Waiting
 from .leases import WorkerRecord
 from .leases import finished
+from .leases import holder_name
 
 log = logging.getLogger("kernkoa.worker")
 
@@ -46,11 +46,6 @@ LEASE_FILE = "lease"
 
 #: Suffix of a dead holder's folder while a sweep empties it.
 SWEEPING = ".sweeping"
-
-
-def holder_name() -> str:
-    """The name of this process's folder under ``unacked/``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _write_atomically(path: Path, data: str) -> None:

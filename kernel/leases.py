@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import typing as t
 from dataclasses import asdict
@@ -59,6 +60,37 @@ WORKERS_KEY = "kernkoa-workers"
 #: Most unacknowledged messages one sweep looks at.
 SWEEP_BATCH = 1000
 
+#: ``HOLDER_PREFIX + holder name`` exists while that process's heartbeat is current.
+HOLDER_PREFIX = "kernkoa-holder-"
+
+#: The set of the in-flight lists of every holder (see :mod:`kernel.redisbroker`).
+INFLIGHT_KEY = "kernkoa-inflight"
+
+#: ``INFLIGHT_PREFIX + holder + SEP + queue``: the list a message taken from
+#: ``queue`` waits in until it is recorded as unacknowledged.
+INFLIGHT_PREFIX = "kernkoa-inflight" + "|"
+SEP = "|"
+
+
+def inflight_key(holder: str, queue: str) -> str:
+    """The in-flight list of ``holder`` for messages taken from ``queue``."""
+    return f"{INFLIGHT_PREFIX}{holder}{SEP}{queue}"
+
+
+def parse_inflight_key(key: str) -> tuple[str, str]:
+    """The holder and the queue of an in-flight list."""
+    holder, queue = key[len(INFLIGHT_PREFIX):].split(SEP, 1)
+    return holder, queue
+
+
+def move_back(client: t.Any, key: str, queue: str) -> int:
+    """Put every message of the in-flight list ``key`` back at the front of
+    ``queue`` (one atomic LMOVE each); return how many."""
+    moved = 0
+    while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
+        moved += 1
+    return moved
+
 
 @dataclass(frozen=True)
 class WorkerRecord:
@@ -73,6 +105,11 @@ class WorkerRecord:
     held: int
     #: Wall-clock time of the heartbeat.
     beat: float
+
+
+def holder_name() -> str:
+    """The name under which this process holds messages it took from a broker."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def finished(celery: Celery, task_id: str | None) -> bool:
@@ -100,6 +137,7 @@ class RedisLeases:
                 pipe = client.pipeline(transaction=False)
                 for tag in held:
                     pipe.set(LEASE_PREFIX + tag, record.name, ex=seconds)
+                pipe.set(HOLDER_PREFIX + holder_name(), record.name, ex=seconds)
                 pipe.set(WORKER_PREFIX + record.name, json.dumps(asdict(record)), ex=seconds)
                 pipe.sadd(WORKERS_KEY, record.name)
                 pipe.execute()
@@ -121,8 +159,22 @@ class RedisLeases:
                         task_id = self._requeue(client, qos, tag)
                         if task_id:
                             requeued.append(task_id)
+                self._empty_dead_inflight(client)
                 self._forget_dead_workers(client)
         return requeued
+
+    @staticmethod
+    def _empty_dead_inflight(client: t.Any) -> None:
+        keys = sorted(key.decode() for key in client.smembers(INFLIGHT_KEY))
+        holders = [parse_inflight_key(key) for key in keys]
+        alive = client.mget([HOLDER_PREFIX + holder for holder, _ in holders]) if keys else []
+        for key, (holder, queue), beat in zip(keys, holders, alive, strict=True):
+            if beat is None:
+                moved = move_back(client, key, queue)
+                client.srem(INFLIGHT_KEY, key)
+                if moved:
+                    log.warning("%d message(s) taken from %s by %s, which is gone before "
+                                "reading them: requeued", moved, queue, holder)
 
     def _requeue(self, client: t.Any, qos: t.Any, tag: str) -> str | None:
         raw = client.hget(qos.unacked_key, tag)
