@@ -76,10 +76,10 @@ def test_worker_main_process_killed_mid_task_is_requeued_within_the_lease(
     note = tmp_path / "main.txt"
     task_id = trigger(server, "/jobs/jobs/run_celery", note=str(note), seconds=1.5)
     wait_for(lambda: len(_starts(note)) == 1, what="the task to start")
-    stack.worker(env, "--concurrency=1")
     # The main process and its pool at once: a pool process whose parent died
     # may otherwise still finish the task (and store its result) before it exits.
     first.kill_all()
+    stack.worker(env, "--concurrency=1")  # in its place, as a supervisor would
     wait_for(lambda: len(_starts(note)) == 2, timeout=REQUEUE_BOUND,
              what="the task to be requeued")
     body = wait_status(server, task_id, final, timeout=60)
