@@ -12,6 +12,7 @@ systemd keeps them). A client triggers ``--rate`` tasks a second for
 ``--duration`` seconds; a third of the way in the fault is injected once:
 
 - ``redis-restart``: Redis stopped (SIGTERM) and started again on its data;
+- ``redis-outage``: the same, Redis staying away for ``OUTAGE`` seconds;
 - ``worker-kill``: SIGKILL of one worker's main process (its pool dies with it);
 - ``pool-kill``: SIGKILL of every pool process of one worker;
 - ``worker-freeze``: SIGSTOP of one worker's processes for two leases, then SIGCONT.
@@ -21,8 +22,8 @@ tasks accepted (202), refused (503, while Redis is away), finished, failed,
 lost (accepted, never finished nor failed once the drain is over: the target
 is 0), and run to the end more than once (duplicates: delivery is at least
 once, so a frozen worker that wakes up finishes what was requeued meanwhile),
-and the recovery: seconds from the fault until the last task in flight at that
-moment finished.
+and the recovery: seconds from the fault until the result of the last task
+in flight at that moment was stored.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import redis
@@ -88,7 +90,10 @@ class chaos:
 '''
 
 #: The faults, in the order they run.
-FAULTS = ("redis-restart", "worker-kill", "pool-kill", "worker-freeze")
+FAULTS = ("redis-restart", "redis-outage", "worker-kill", "pool-kill", "worker-freeze")
+
+#: Seconds Redis stays away in ``redis-outage``.
+OUTAGE = 3.0
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ class Load:
         """Trigger for ``duration`` seconds; call ``on_fault`` once at ``fault_at``."""
         started = time.monotonic()
         interval = 1.0 / self.config.rate
-        fault = threading.Thread(target=lambda: (time.sleep(fault_at), on_fault()))
+        fault = threading.Timer(fault_at, on_fault)
         fault.start()
         threads: list[threading.Thread] = []
         sent = 0
@@ -255,20 +260,27 @@ def _notes(path: Path) -> list[tuple[str, str, float]]:
     return found
 
 
-def _states(redis_url: str, ids: list[str]) -> dict[str, str]:
-    """The stored status of each task id."""
+def _states(redis_url: str, ids: list[str]) -> dict[str, tuple[str, float | None]]:
+    """The stored status of each task id, and when it was stored (wall time)."""
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
         metas = client.mget([f"celery-task-meta-{task_id}" for task_id in ids]) if ids else []
     finally:
         client.close()
-    return {task_id: json.loads(meta)["status"] if meta else "PENDING"
-            for task_id, meta in zip(ids, metas, strict=True)}
+    found: dict[str, tuple[str, float | None]] = {}
+    for task_id, raw in zip(ids, metas, strict=True):
+        meta = json.loads(raw) if raw else {"status": "PENDING"}
+        done = meta.get("date_done")
+        found[task_id] = (meta["status"],
+                          datetime.fromisoformat(done).timestamp() if done else None)
+    return found
 
 
 def _inject(fault: str, server: Redis, workers: Workers, config: ChaosConfig) -> None:
-    if fault == "redis-restart":
+    if fault in ("redis-restart", "redis-outage"):
         server.stop()
+        if fault == "redis-outage":
+            time.sleep(OUTAGE)
         server.start()
     elif fault == "worker-kill":
         os.kill(workers.main_pid(0), signal.SIGKILL)
@@ -313,11 +325,11 @@ def run_fault(fault: str, config: ChaosConfig) -> Outcome:
 
             load.run(inject, config.duration / 3)
             drain = time.monotonic() + config.lease + 4 * config.heartbeat + 60
-            states: dict[str, str] = {}
+            states: dict[str, tuple[str, float | None]] = {}
             while time.monotonic() < drain:
                 with contextlib.suppress(OSError):
                     states = _states(store.url, load.accepted)
-                if all(state in ("SUCCESS", "FAILURE") for state in states.values()):
+                if all(state in ("SUCCESS", "FAILURE") for state, _ in states.values()):
                     break
                 time.sleep(0.5)
     finally:
@@ -326,20 +338,19 @@ def run_fault(fault: str, config: ChaosConfig) -> Outcome:
     return _outcome(fault, load, states, _notes(notes), fault_time[0] if fault_time else None)
 
 
-def _outcome(fault: str, load: Load, states: dict[str, str],
+def _outcome(fault: str, load: Load, states: dict[str, tuple[str, float | None]],
              notes: list[tuple[str, str, float]], fault_time: float | None) -> Outcome:
     ends = Counter(task_id for kind, task_id, _ in notes if kind == "end")
     recovery = None
     if fault_time is not None:
         started = {i for kind, i, when in notes if kind == "start" and when < fault_time}
         ended = {i for kind, i, when in notes if kind == "end" and when < fault_time}
-        in_flight = started - ended
-        # The last end of each task that was running when the fault came.
-        last_end = {i: when for kind, i, when in notes if kind == "end" and i in in_flight}
-        if in_flight and len(last_end) == len(in_flight):
-            recovery = round(max(last_end.values()) - fault_time, 1)
-    finished = sum(1 for state in states.values() if state == "SUCCESS")
-    failed = sum(1 for state in states.values() if state == "FAILURE")
+        # When the result of each task running at the fault was stored.
+        stored = [states.get(i, ("PENDING", None))[1] for i in started - ended]
+        if stored and None not in stored:
+            recovery = round(max(t.cast(list[float], stored)) - fault_time, 1)
+    finished = sum(1 for state, _ in states.values() if state == "SUCCESS")
+    failed = sum(1 for state, _ in states.values() if state == "FAILURE")
     return Outcome(fault=fault, accepted=len(load.accepted), refused=load.refused,
                    finished=finished, failed=failed,
                    lost=len(load.accepted) - finished - failed,

@@ -232,7 +232,8 @@ class RedisLeases:
 class Waiting:
     """The tasks waiting in one queue."""
 
-    count: int
+    #: How many (None: the broker does not tell).
+    count: int | None
     #: Wall-clock time the oldest of them was triggered (None: none, or unknown).
     oldest: float | None
 
@@ -269,7 +270,7 @@ class PingedWorkers:
 
     def waiting(self, queue: str) -> Waiting:
         """Unknown: remote control does not tell."""
-        return Waiting(0, None)
+        return Waiting(None, None)
 
 
 def held_tags() -> set[str]:
