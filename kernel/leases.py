@@ -68,7 +68,7 @@ INFLIGHT_KEY = "kernkoa-inflight"
 
 #: ``INFLIGHT_PREFIX + holder + SEP + queue``: the list a message taken from
 #: ``queue`` waits in until it is recorded as unacknowledged.
-INFLIGHT_PREFIX = "kernkoa-inflight" + "|"
+INFLIGHT_PREFIX = "kernkoa-inflight|"
 SEP = "|"
 
 
@@ -130,15 +130,15 @@ class RedisLeases:
 
     def beat(self, record: WorkerRecord, held: t.Iterable[str]) -> None:
         """Renew the leases of ``held`` and the worker's record."""
-        seconds = max(1, round(self.lease))
+        millis = max(1, round(self.lease * 1000))
         with self.celery.connection_for_write() as connection:
             channel = connection.default_channel
             with channel.conn_or_acquire() as client:
                 pipe = client.pipeline(transaction=False)
                 for tag in held:
-                    pipe.set(LEASE_PREFIX + tag, record.name, ex=seconds)
-                pipe.set(HOLDER_PREFIX + holder_name(), record.name, ex=seconds)
-                pipe.set(WORKER_PREFIX + record.name, json.dumps(asdict(record)), ex=seconds)
+                    pipe.set(LEASE_PREFIX + tag, record.name, px=millis)
+                pipe.set(HOLDER_PREFIX + holder_name(), record.name, px=millis)
+                pipe.set(WORKER_PREFIX + record.name, json.dumps(asdict(record)), px=millis)
                 pipe.sadd(WORKERS_KEY, record.name)
                 pipe.execute()
 
