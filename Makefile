@@ -10,7 +10,7 @@ SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellchec
 # Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
 BENCH_ARGS ?=
 
-.PHONY: install run test lint clean system-tools bench
+.PHONY: install run test lint clean system-tools bench chaos
 
 install: $(STAMP)
 
@@ -43,6 +43,14 @@ test: install lint system-tools
 bench: install
 	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server wrk:wrk valgrind:valgrind"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The fault suite: tasks under load while Redis restarts and workers die or
+# freeze (see bench/chaos.py), e.g. make chaos CHAOS_ARGS="--only worker-kill".
+CHAOS_ARGS ?=
+
+chaos: install
+	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server"
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

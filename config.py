@@ -79,7 +79,10 @@ PAGES = True
 PAGES_AUTH = False
 
 #: Serve /_kernkoa/health for load balancers: 200 when this process, the broker
-#: and the result store answer, 503 naming the failed ones. Never behind a login.
+#: and the result store answer, 503 naming the failed ones; its body counts the
+#: live workers of each queue. /_kernkoa/health/tasks: 200 when every queue the
+#: catalog uses has a live worker, 503 "degraded" naming those without, with the
+#: tasks waiting and the oldest one's age. Never behind a login.
 HEALTH = True
 
 #: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
@@ -177,8 +180,7 @@ PORT = 5000
 # --- Long work (Celery) ----------------------------------------------------------
 
 #: Task broker URL, e.g. "redis://127.0.0.1:6379/0" (RabbitMQ: "amqp://...").
-#: Empty: the embedded broker, files under VAR/celery/ (development only: a
-#: worker that crashes loses the task it was running).
+#: Empty: the embedded broker, files under VAR/celery/ (development only).
 BROKER_URL = ""
 
 #: Where task states and results are kept. Empty: BROKER_URL when it is Redis,
@@ -198,9 +200,21 @@ TASK_SOFT_TIME_LIMIT = 3600
 #: Seconds after which a task's worker process is killed (0: no limit).
 TASK_TIME_LIMIT = 3660
 
-#: Seconds before Redis hands an unacknowledged task (its worker died) to another
-#: worker. Must exceed TASK_TIME_LIMIT. 0: twice TASK_TIME_LIMIT.
+#: Seconds before Redis hands an unacknowledged task to another worker whatever
+#: its lease (a dead worker's tasks come back sooner, see WORKER_LEASE). Kept
+#: above TASK_TIME_LIMIT, so a running task never starts twice. 0: twice
+#: TASK_TIME_LIMIT (a week without a limit).
 VISIBILITY_TIMEOUT = 0
+
+#: Seconds between two heartbeats of a worker: it renews the leases of the
+#: tasks it holds, its record (read by /_kernkoa/health), and requeues the
+#: tasks of workers that are gone.
+WORKER_HEARTBEAT = 10.0
+
+#: Seconds a heartbeat holds a worker's tasks (at least two heartbeats): a task
+#: whose worker died or froze is requeued within WORKER_LEASE + WORKER_HEARTBEAT
+#: (40 s by default), and may then run twice (delivery is at least once).
+WORKER_LEASE = 30.0
 
 #: Seconds task states, results and KernKoa's task records are kept (Redis).
 RESULT_EXPIRES = 86400

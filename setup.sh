@@ -30,9 +30,10 @@ Options:
   --pages          serve the kernel pages (/_kernkoa/endpoints, info,
                    openapi.json, docs), off by default; /_kernkoa/health is
                    always served
-  --no-systemd     no service user, no systemd, no system nginx: start uWSGI,
-                   the worker and a private nginx in the background as the
-                   invoking user (containers, CI, trying it out)
+  --no-systemd     no service user, no systemd, no system nginx: start uWSGI
+                   (whose master keeps the worker running) and a private nginx
+                   in the background as the invoking user (containers, CI,
+                   trying it out)
   --stop           stop what --no-systemd started (waits until every process
                    has exited, SIGKILL after a grace period)
   --status         show the processes and their state
@@ -214,14 +215,14 @@ start_background() {
         stop_group worker "$RUN/worker.pid" TERM
     fi
     if ! running "$RUN/kernkoa_uwsgi.pid"; then
-        say "starting uWSGI"
+        # uWSGI's master supervises the worker: it checks the pid file every
+        # second and starts the worker again when its process is gone (exec:
+        # the pid file names the worker, not the shell uWSGI starts it with). The
+        # worker outlives a reload or stop of uWSGI (--stop stops it after).
+        say "starting uWSGI and the Celery worker it keeps running"
         (cd "$PREFIX" && "$VENV/bin/uwsgi" --ini "$PREFIX/kernkoa_uwsgi.ini" \
+            --smart-attach-daemon2 "$RUN/worker.pid exec $VENV/bin/kernkoa worker --logfile=$RUN/worker.log" \
             --daemonize "$RUN/kernkoa_uwsgi.log")
-    fi
-    if ! running "$RUN/worker.pid"; then
-        say "starting the Celery worker"
-        (cd "$PREFIX" && "$VENV/bin/celery" -A kernkoa.celery worker --detach \
-            --pidfile="$RUN/worker.pid" --logfile="$RUN/worker.log" --loglevel=INFO)
     fi
     nginx -t -q -c "$ETC/nginx.conf" -p "$RUN/nginx"
     if running "$RUN/nginx.pid"; then
@@ -255,6 +256,7 @@ stop_group() {
 
 stop_background() {
     stop_group nginx "$RUN/nginx.pid" QUIT
+    # uWSGI first: it would start the worker again.
     stop_group uWSGI "$RUN/kernkoa_uwsgi.pid" TERM
     stop_group worker "$RUN/worker.pid" TERM
 }
@@ -305,7 +307,7 @@ install_systemd() {
         "$VENV/bin/uwsgi --ini $PREFIX/kernkoa_uwsgi.ini" "ExecReload=/bin/kill -HUP \$MAINPID"
     # A worker finishes its running tasks before it stops.
     write_unit kernkoa-worker "KernKoa Celery worker" \
-        "$VENV/bin/celery -A kernkoa.celery worker --loglevel=INFO" "TimeoutStopSec=300"
+        "$VENV/bin/kernkoa worker" "TimeoutStopSec=300"
     chgrp "$(id -gn "$SERVICE_USER")" "$ETC/kernkoa.env"
     # nginx runs as its own user and must reach the socket (RUN is 750).
     usermod -a -G "$(id -gn "$SERVICE_USER")" www-data 2>/dev/null || true

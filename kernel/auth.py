@@ -78,7 +78,7 @@ AUTH_EXTENSION = "kernkoa.auth"
 TASK_ENDPOINTS = frozenset({"task_status", "task_status_events"})
 
 #: Views that load balancers and the pages' own assets need without a login.
-PUBLIC_ENDPOINTS = frozenset({"kernkoa_health", "kernkoa_static"})
+PUBLIC_ENDPOINTS = frozenset({"kernkoa_health", "kernkoa_health_tasks", "kernkoa_static"})
 
 #: The blueprint of the kernel pages (``PAGES_AUTH`` puts them behind a login).
 PAGES_BLUEPRINT = "kernkoa_pages"

@@ -6,19 +6,22 @@ Celery itself connects only when a message is sent or a result read.
 
 Two broker set-ups:
 
-- **Embedded** (``BROKER_URL`` empty): kombu's ``filesystem://`` transport and
-  Celery's ``file://`` result backend under ``VAR/celery/``. No server needed;
-  for development. A message is moved out of the queue when a worker fetches
-  it, so a worker that crashes loses the task it was running (late acks do
-  nothing there), and result files never expire on their own (the embedded
-  worker prunes old ones when it starts).
+- **Embedded** (``BROKER_URL`` empty): kombu's ``filesystem://`` transport
+  (:mod:`kernel.filebroker`: a taken message stays on disk until acknowledged)
+  and Celery's ``file://`` result backend under ``VAR/celery/``. No server
+  needed; for development. Result files never expire on their own (the
+  embedded worker prunes old ones when it starts).
 - **Redis** (``BROKER_URL=redis://...``; RabbitMQ works as a broker too): late
-  acks, requeue when a worker dies, prefetch 1, a visibility timeout above the
-  hard time limit, results that expire.
+  acks, prefetch 1, a visibility timeout above the hard time limit, results
+  that expire.
+
+In both, a dead worker's tasks are requeued by the heartbeats and sweeps of
+:mod:`kernel.leases`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import typing as t
 from pathlib import Path
@@ -27,13 +30,25 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 from flask import Flask
 
+from .filebroker import TRANSPORT as FILE_TRANSPORT
+from .filebroker import FileLeases
+from .leases import Leases
+from .leases import LeaseStep
+from .leases import RedisLeases
+from .redisbroker import LEASE_OPTION as REDIS_LEASE_OPTION
+from .redisbroker import TRANSPORT as REDIS_TRANSPORT
 from .settings import Settings
 
 #: The name of the one generic task.
 TASK_NAME = "kernkoa.run"
 
 #: Folders of the embedded broker and result store, under ``VAR``.
-EMBEDDED_FOLDERS = ("queue", "processed", "control", "results")
+EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
+
+#: Visibility timeout of tasks without a hard time limit: a week.
+UNLIMITED_VISIBILITY = 7 * 24 * 3600
+
+log = logging.getLogger("kernkoa.worker")
 
 _EXTENSION = "kernkoa.celery"
 
@@ -74,12 +89,37 @@ def _result_backend(settings: Settings) -> str:
 
 
 def visibility_timeout(settings: Settings) -> int:
-    """Seconds before an unacknowledged Redis message goes to another worker.
+    """Seconds before an unacknowledged Redis message goes to another worker
+    whatever its lease (:mod:`kernel.leases` requeues a dead worker's sooner).
 
-    It must exceed the hard time limit, or a task still running would be
-    started a second time; 0 in the settings means twice the hard limit.
+    It stays above the hard time limit, or a task still running would be
+    started a second time: a setting at or below it is raised to the limit
+    plus one lease. 0 in the settings means twice the hard limit, or
+    :data:`UNLIMITED_VISIBILITY` for tasks without one.
     """
-    return int(settings.VISIBILITY_TIMEOUT or 2 * settings.TASK_TIME_LIMIT)
+    limit = int(settings.TASK_TIME_LIMIT)
+    configured = int(settings.VISIBILITY_TIMEOUT or (2 * limit if limit else UNLIMITED_VISIBILITY))
+    floor = limit + int(worker_lease(settings)) if limit else 0
+    if configured < floor:
+        log.warning("VISIBILITY_TIMEOUT %d s is not above TASK_TIME_LIMIT %d s: using %d s",
+                    configured, limit, floor)
+    return max(configured, floor)
+
+
+def worker_lease(settings: Settings) -> float:
+    """Seconds a worker's heartbeat holds its tasks: ``WORKER_LEASE``, and at
+    least two heartbeats, so that one late heartbeat requeues nothing."""
+    return max(float(settings.WORKER_LEASE), 2 * float(settings.WORKER_HEARTBEAT))
+
+
+def make_leases(celery: Celery, settings: Settings) -> Leases | None:
+    """The lease keeper of the broker in use (none for RabbitMQ, which
+    redelivers a dead consumer's messages itself)."""
+    if is_embedded(settings):
+        return FileLeases(celery, embedded_root(settings), worker_lease(settings))
+    if settings.BROKER_URL.startswith(("redis://", "rediss://")):
+        return RedisLeases(celery, worker_lease(settings))
+    return None
 
 
 def celery_config(settings: Settings) -> dict[str, t.Any]:
@@ -109,6 +149,14 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         "task_publish_retry": False,
         "broker_pool_limit": 4,
         "result_backend": _result_backend(settings),
+        # A worker's state and result writes wait for a store that is away
+        # (Celery's own retry loop, backing off to 2 s between tries), so a
+        # task that ran is never stored as a ConnectionError FAILURE. The web
+        # side never goes through this loop: it reads and writes its records
+        # directly, without retries, and answers 503.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": float("inf"),
+        "result_backend_max_sleep_between_retries_ms": 2000,
         "redis_socket_connect_timeout": timeout,
         "redis_socket_timeout": timeout,
         "redis_retry_on_timeout": False,
@@ -116,7 +164,10 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
     if is_embedded(settings):
         root = embedded_root(settings)
         config["broker_url"] = "filesystem://"
+        # kombu's transport, keeping each taken message on disk until acknowledged.
+        config["broker_transport"] = FILE_TRANSPORT
         config["broker_transport_options"] = {
+            "unacked_folder": str(root / "unacked"),
             "data_folder_in": str(root / "queue"),
             "data_folder_out": str(root / "queue"),
             "processed_folder": str(root / "processed"),
@@ -136,8 +187,16 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
             # Sweep for abandoned messages often enough for the timeout.
             "unacked_restore_interval": max(1, min(10, visible // 4)),
             "unacked_restore_throttle": 1 if visible < 100 else 10,
+            # One list per queue (KernKoa sets no priorities): the reliable
+            # fetch of kernel.redisbroker moves from exactly one list.
+            "priority_steps": [0],
+            REDIS_LEASE_OPTION: worker_lease(settings),
         }
         config["broker_url"] = settings.BROKER_URL
+        if settings.BROKER_URL.startswith(("redis://", "rediss://")):
+            # kombu's transport, with a fetch that loses nothing and a close that
+            # always finishes (kernel.redisbroker).
+            config["broker_transport"] = REDIS_TRANSPORT
         config["broker_transport_options"] = transport
         # The docs list three places for it; the shortest one wins.
         config["visibility_timeout"] = visible
@@ -164,6 +223,9 @@ def make_celery(flask_app: Flask) -> Celery:
     celery.config_from_object(celery_config(settings))
     celery.flask_app = flask_app  # type: ignore[attr-defined]
     register_tasks(celery)
+    leases = celery.kernkoa_leases = make_leases(celery, settings)  # type: ignore[attr-defined]
+    if leases is not None:
+        celery.steps["consumer"].add(LeaseStep)
     return celery
 
 

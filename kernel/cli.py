@@ -15,6 +15,7 @@ from . import listing
 from .app import create_app
 from .dispatch import Kernel
 from .registry import scan
+from .supervisor import WorkerSupervisor
 from .usercmd import add_user_commands
 from .worker import run_worker
 from .worker import start_embedded_worker
@@ -34,7 +35,9 @@ def serve(args: argparse.Namespace) -> int:
     settings = _kernel(app).settings
     host = args.host or settings.HOST
     port = args.port if args.port is not None else settings.PORT
-    worker = None if args.no_worker else start_embedded_worker()
+    worker = None if args.no_worker else WorkerSupervisor(start_embedded_worker, stop_worker)
+    if worker is not None:
+        worker.start()
     # SIGTERM must unwind through the finally below, so the worker goes too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -44,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
         run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
     finally:
         if worker is not None:
-            stop_worker(worker)
+            worker.stop()
     return 0
 
 

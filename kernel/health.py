@@ -1,7 +1,11 @@
 """``GET /_kernkoa/health``: is this web process, its broker and its result store up?
+``GET /_kernkoa/health/tasks``: do the catalog's queues have live workers?
 
-200 ``{"status": "ok", "checks": {...}}`` when all answer; 503 with the error
-envelope naming the failed parts otherwise. For load balancers and
+200 ``{"status": "ok", "checks": {...}, "workers": {"queues": {queue: live
+workers}}}`` when all answer; 503 with the error envelope naming the failed
+parts otherwise. The workers are reported, never part of that verdict;
+``/health/tasks`` judges them (see :func:`task_health`), from the heartbeats
+of :mod:`kernel.leases` (Celery's remote control for RabbitMQ). For load balancers and
 orchestrators, so it is fast and bounded: the broker and result-store checks
 run side by side, each with the Celery work's connect timeouts and circuit
 breaker (``BROKER_TIMEOUT``, ``BROKER_COOLDOWN``), and the whole answer comes
@@ -29,6 +33,9 @@ from .lazy import LazyModule
 _celeryapp = LazyModule("kernel.celeryapp")
 _jobs = LazyModule("kernel.jobs")
 _jobstore = LazyModule("kernel.jobstore")
+_leases = LazyModule("kernel.leases")
+_registry = LazyModule("kernel.registry")
+_tasks = LazyModule("kernel.tasks")
 
 #: A check: raises when its part does not answer.
 Check = t.Callable[[], None]
@@ -89,28 +96,103 @@ def run_checks(checks: dict[str, Check], timeout: float) -> dict[str, dict[str, 
     return {name: dict(results.get(name, timed_out)) for name in checks}
 
 
-def health() -> Response:
-    """The health answer (see the module docstring)."""
-    settings = current_app.extensions["kernkoa"].settings
-    checks = run_checks({"broker": check_broker, "result_store": check_result_store},
-                        float(settings.HEALTH_TIMEOUT))
-    checks = {"web": {"ok": True}, **checks}
-    failed = [name for name, result in checks.items() if not result["ok"]]
-    kind = "embedded" if _celeryapp.is_embedded(settings) else settings.BROKER_URL.split(":", 1)[0]
-    if failed:
-        body = envelope(503, "unhealthy", "not answering: " + ", ".join(failed),
-                        failed=failed, checks=checks, broker=kind)
-        status = 503
-    else:
-        body = {"status": "ok", "checks": checks, "broker": kind}
-        status = 200
+def worker_source() -> t.Any:
+    """Where the current app's workers are found: the heartbeat records of
+    :mod:`kernel.leases`, or Celery's remote control for other brokers."""
+    celery, _ = _jobs.celery_and_breaker()
+    leases = getattr(celery, "kernkoa_leases", None)
+    if leases is None:
+        settings = current_app.extensions["kernkoa"].settings
+        return _leases.PingedWorkers(celery, float(settings.HEALTH_TIMEOUT) / 2)
+    return leases
+
+
+def workers_by_queue() -> dict[str, int]:
+    """How many live workers consume each queue (a worker counts once per queue)."""
+    counts: dict[str, int] = {}
+    for record in worker_source().workers():
+        for queue in record.queues:
+            counts[queue] = counts.get(queue, 0) + 1
+    return counts
+
+
+def catalog_queues() -> list[str]:
+    """The queues the catalog's ``_celery`` methods are sent to."""
+    celery, _ = _jobs.celery_and_breaker()
+    default = celery.conf.task_default_queue
+    routes, _broken = _registry.scan(current_app.extensions["kernkoa"])
+    return sorted({_tasks.options_of(route.endpoint.func).get("queue") or default
+                   for route in routes if route.endpoint.is_celery} | {default})
+
+
+def _respond(body: dict[str, t.Any], status: int) -> Response:
     response = current_app.response_class(json.dumps(body), status=status,
                                           mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
+def health() -> Response:
+    """The health answer (see the module docstring)."""
+    settings = current_app.extensions["kernkoa"].settings
+    found: dict[str, dict[str, int]] = {}
+
+    def read_workers() -> None:
+        found["queues"] = workers_by_queue()
+
+    checks = run_checks({"broker": check_broker, "result_store": check_result_store,
+                         "workers": read_workers}, float(settings.HEALTH_TIMEOUT))
+    # The workers are reported, never part of the verdict: a load balancer asks
+    # whether this web process can serve, which it can without a worker.
+    workers = {**checks.pop("workers"), "queues": found.get("queues")}
+    checks = {"web": {"ok": True}, **checks}
+    failed = [name for name, result in checks.items() if not result["ok"]]
+    kind = "embedded" if _celeryapp.is_embedded(settings) else settings.BROKER_URL.split(":", 1)[0]
+    if failed:
+        body = envelope(503, "unhealthy", "not answering: " + ", ".join(failed),
+                        failed=failed, checks=checks, broker=kind, workers=workers)
+        return _respond(body, 503)
+    return _respond({"status": "ok", "checks": checks, "broker": kind, "workers": workers}, 200)
+
+
+def task_health() -> Response:
+    """``GET /_kernkoa/health/tasks``: can the catalog's tasks run now?
+
+    200 when at least one live worker consumes every queue the catalog sends
+    tasks to; 503 ``degraded`` naming the queues without one (or ``unhealthy``
+    when the broker cannot be read). Each queue reports its live workers, the
+    tasks waiting in it and the age in seconds of the oldest.
+    """
+    settings = current_app.extensions["kernkoa"].settings
+    found: dict[str, t.Any] = {}
+
+    def read() -> None:
+        source = worker_source()
+        counts = workers_by_queue()
+        now = time.time()
+        for queue in catalog_queues():
+            waiting = source.waiting(queue)
+            found[queue] = {
+                "workers": counts.get(queue, 0), "waiting": waiting.count,
+                "oldest_seconds": None if waiting.oldest is None
+                else round(max(0.0, now - waiting.oldest), 1)}
+
+    check = run_checks({"tasks": read}, float(settings.HEALTH_TIMEOUT))["tasks"]
+    if not check["ok"]:
+        body = envelope(503, "unhealthy", "the task broker cannot be read", checks=check)
+        return _respond(body, 503)
+    queues = dict(found)
+    idle = [queue for queue, seen in queues.items() if not seen["workers"]]
+    if idle:
+        body = envelope(503, "degraded", "no worker consumes: " + ", ".join(idle),
+                        queues=queues, failed=idle)
+        return _respond(body, 503)
+    return _respond({"status": "ok", "queues": queues}, 200)
+
+
 def register(app: Flask, prefix: str) -> None:
-    """Add ``<prefix>/health`` unless the ``HEALTH`` setting is off."""
+    """Add ``<prefix>/health`` and ``<prefix>/health/tasks`` unless ``HEALTH`` is off."""
     if getattr(app.extensions["kernkoa"].settings, "HEALTH", True):
         app.add_url_rule(f"{prefix}/health", "kernkoa_health", health, methods=["GET", "HEAD"])
+        app.add_url_rule(f"{prefix}/health/tasks", "kernkoa_health_tasks", task_health,
+                         methods=["GET", "HEAD"])

@@ -120,7 +120,8 @@ class JobStore:
             return False
         meta = {"status": states.STARTED, "result": result, "traceback": None,
                 "children": [], "date_done": None, "task_id": task_id}
-        policy = {"max_retries": 0} if self.fail_fast else {}
+        # A worker waits for a store that is away (None: retry until it is back).
+        policy = {"max_retries": 0 if self.fail_fast else None}
         return t.cast(bool, self.backend.ensure(self._redis_start, (task_id, meta), **policy))
 
     def _redis_start(self, task_id: str, meta: dict[str, t.Any]) -> bool:

@@ -6,6 +6,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,13 +26,32 @@ _PR_SET_PDEATHSIG = 1
 STOP_GRACE = 5.0
 
 
+def _given(extra: t.Sequence[str], *options: str) -> bool:
+    return any(arg.startswith(options) for arg in extra)
+
+
+def node_name() -> str:
+    """This worker's Celery node name: ``kernkoa-<pid>@<host>``.
+
+    Celery's default, ``celery@<host>``, is the same for every worker of a
+    host: two of them collide (remote control replies, monitoring, and the
+    records of :mod:`kernel.leases`).
+    """
+    return f"kernkoa-{os.getpid()}@{socket.gethostname()}"
+
+
 def worker_argv(settings: Settings, extra: t.Sequence[str]) -> list[str]:
-    """Celery's ``worker`` command line: KernKoa's defaults, then ``extra``."""
-    argv = ["worker", "--loglevel=INFO"]
-    if settings.WORKER_CONCURRENCY and not any(
-        arg.startswith(("-c", "--concurrency")) for arg in extra
-    ):
+    """Celery's ``worker`` command line: KernKoa's defaults, then ``extra``.
+
+    Gossip and mingle are off: KernKoa keeps cancellations in the result store
+    and liveness in :mod:`kernel.leases`, and Celery's gossip step fails on
+    every reconnection to Redis.
+    """
+    argv = ["worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+    if settings.WORKER_CONCURRENCY and not _given(extra, "-c", "--concurrency"):
         argv.append(f"--concurrency={settings.WORKER_CONCURRENCY}")
+    if not _given(extra, "-n", "--hostname"):
+        argv.append(f"--hostname={node_name()}")
     return [*argv, *extra]
 
 

@@ -127,15 +127,21 @@ def clean_environ(**settings: str) -> dict[str, str]:
 
 
 class RedisServer:
-    """A throw-away ``redis-server`` on a free 127.0.0.1 port."""
+    """A throw-away ``redis-server`` on a free 127.0.0.1 port.
 
-    def __init__(self, folder: Path) -> None:
+    :param persistent: keep the data in an append-only file in ``folder``, as
+        production runs it, so a restart (:meth:`stop`, then :meth:`start`)
+        finds the queues, the unacknowledged messages and the results again.
+    """
+
+    def __init__(self, folder: Path, persistent: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is missing: `make test` installs it")
         self.binary = binary
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.persistent = persistent
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -143,9 +149,10 @@ class RedisServer:
     def start(self) -> None:
         """Start it and wait until it answers PING."""
         log = open(self.folder / "redis.log", "ab")
+        persistence = ["--appendonly", "yes" if self.persistent else "no"]
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+             *persistence, "--dir", str(self.folder)],
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
@@ -159,7 +166,7 @@ class RedisServer:
         raise TimeoutError("redis-server did not answer PING")
 
     def stop(self) -> None:
-        """Stop it (its data is lost: no persistence)."""
+        """Stop it (SIGTERM: a persistent one writes its data first)."""
         if self.process is not None:
             stop(self.process)
             self.process = None

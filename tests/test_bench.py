@@ -69,3 +69,33 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
         assert result["ratios"], result["case"]
         assert all(value > 0 for side in result["samples"].values() for value in side)
     assert _bench_processes() <= before
+
+
+def _processes_under(folder: Path) -> list[str]:
+    """Command lines of running processes that mention ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if str(folder) in cmdline or str(folder).encode() in environ:
+                found.append(cmdline)
+    return found
+
+
+def test_the_fault_suite_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
+    work = tmp_path / "chaos"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNKOA_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.chaos", "--smoke", "--work", str(work)],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| worker-kill"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    accepted, lost = int(cells[1]), int(cells[5])
+    assert accepted > 0 and lost == 0
+    assert _processes_under(work) == []

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
+from conftest import pid_alive
 from conftest import wait_for_http
 from tasks_support import RedisServer
 
@@ -35,6 +37,7 @@ SETUP = PROJECT_ROOT / "setup.sh"
 
 CONTROLLER = '''
 import os
+import time
 
 from kernkoa import *
 
@@ -56,6 +59,12 @@ class probe:
         dbs["maindb"].execute("create table if not exists visits (n integer)")
         dbs["maindb"].execute("insert into visits values (1)")
         return "stored"
+
+    def steps_celery(self, task, steps: int):
+        for step in range(steps):
+            task.progress(step + 1, steps)
+            time.sleep(0.1)
+        return steps
 '''
 
 #: The host name the shared install is made for (``setup.sh --server-name``).
@@ -72,6 +81,7 @@ class Deployment:
     prefix: Path
     port: int
     args: list[str]
+    redis: RedisServer
 
     def request(self, path: str, method: str = "GET", body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -142,13 +152,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Deploymen
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: `make test` installs it")
     root = tmp_path_factory.mktemp("deploy")
-    redis = RedisServer(root / "redis")
+    redis = RedisServer(root / "redis", persistent=True)
     redis.start()
     prefix = root / "kernkoa"
     port = free_port()
     args = ["--prefix", str(prefix), "--port", str(port), "--no-systemd", "--broker", redis.url,
             "--server-name", SERVER_NAME]
-    deployed = Deployment(prefix, port, args)
+    deployed = Deployment(prefix, port, args, redis)
     try:
         run_setup(*args)
         wait_for_http(f"http://127.0.0.1:{port}/")
@@ -202,6 +212,73 @@ def test_celery_task_runs_to_success(deployment: Deployment) -> None:
             break
         time.sleep(0.1)
     assert state == {"status": "SUCCESS", "data": 42}
+
+
+def _run_task(deployment: Deployment, path: str) -> dict[str, t.Any]:
+    """Trigger a task through nginx and poll its status until it is final."""
+    status, _, body = deployment.request(path, "POST")
+    assert status == 202, body
+    task_id = json.loads(body)["id"]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status, state = deployment.json(f"/status/{task_id}")
+        if status == 200 and state["status"] in ("SUCCESS", "FAILURE"):
+            return t.cast(dict[str, t.Any], state)
+        time.sleep(0.1)
+    raise TimeoutError(f"task {task_id} not done: {state}")
+
+
+def _worker_pid(deployment: Deployment) -> int | None:
+    """The worker's pid from its pid file, if that process is alive."""
+    try:
+        pid = int((deployment.prefix / "var/worker.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def test_killed_celery_worker_is_started_again(deployment: Deployment) -> None:
+    # Under --no-systemd nothing restarted a worker that died.
+    deployment.write_probe(1)
+    first = _worker_pid(deployment)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while _worker_pid(deployment) in (None, first) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _worker_pid(deployment) not in (None, first), "uWSGI did not start another worker"
+    assert _run_task(deployment, "/deploytest/probe/probe/double_celery?n=4") == {
+        "status": "SUCCESS", "data": 8}
+
+
+def test_redis_restart_under_a_task_keeps_the_worker(deployment: Deployment) -> None:
+    # The worker died of the restart (kernel/redisbroker.py) and every task
+    # accepted afterwards stayed PENDING.
+    deployment.write_probe(1)
+    worker = _worker_pid(deployment)
+    status, _, body = deployment.request("/deploytest/probe/probe/steps_celery?steps=30", "POST")
+    assert status == 202, body
+    task_id = json.loads(body)["id"]
+    deadline = time.monotonic() + 30
+    while deployment.json(f"/status/{task_id}")[1]["status"] != "PROGRESS":
+        assert time.monotonic() < deadline, "the task did not start"
+        time.sleep(0.05)
+    deployment.redis.stop()
+    deployment.redis.start()
+    deadline = time.monotonic() + 90
+    while deployment.request(f"/status/{task_id}")[0] != 200:
+        assert time.monotonic() < deadline, "/status did not answer again"
+        time.sleep(0.2)
+    state: dict[str, t.Any] = {}
+    while time.monotonic() < deadline:
+        state = deployment.json(f"/status/{task_id}")[1]
+        if state["status"] in ("SUCCESS", "FAILURE"):
+            break
+        time.sleep(0.1)
+    assert state == {"status": "SUCCESS", "data": 30}
+    assert _run_task(deployment, "/deploytest/probe/probe/double_celery?n=5") == {
+        "status": "SUCCESS", "data": 10}
+    assert _worker_pid(deployment) == worker, "the worker was restarted, it did not survive"
 
 
 def _pids_answering(deployment: Deployment, version: int, wanted: int = 2) -> set[int]:

@@ -61,3 +61,32 @@ def test_health_on_a_real_server(serve: t.Callable[..., LiveServer], method: str
     status, headers, _ = server.request("/_kernkoa/health", method)
     assert status == 200
     assert headers["Content-Type"] == "application/json"
+
+
+def test_task_health_names_the_queues_no_worker_consumes(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("jobs.py", """
+        from kernkoa import *
+
+        class jobs:
+            def plain_celery(self, task):
+                return 1
+
+            @task_options(queue="long")
+            def slow_celery(self, task):
+                return 2
+    """)
+    client = make_app().test_client()
+    assert client.post("/jobs/jobs/slow_celery").status_code == 202
+    health = client.get("/_kernkoa/health")
+    assert health.status_code == 200  # a web process serves without workers
+    assert health.get_json()["workers"]["queues"] == {}
+    tasks = client.get("/_kernkoa/health/tasks")
+    assert tasks.status_code == 503
+    error = tasks.get_json()["error"]
+    assert error["code"] == "degraded" and error["failed"] == ["celery", "long"]
+    assert error["queues"]["long"]["workers"] == 0
+    assert error["queues"]["long"]["waiting"] == 1
+    assert error["queues"]["long"]["oldest_seconds"] >= 0
+    assert error["queues"]["celery"] == {"workers": 0, "waiting": 0, "oldest_seconds": None}
+    assert tasks.headers["Cache-Control"] == "no-store"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import typing as t
 from pathlib import Path
 
 import pytest
+from conftest import children
 from tasks_support import Stack
 from tasks_support import clean_environ
 from tasks_support import final
@@ -62,3 +64,30 @@ def test_serve_runs_tasks_with_its_own_worker_and_takes_it_down(
     server.process.wait(20)
     wait_for(lambda: not any(_alive(p) for p in workers), timeout=20,
              what="the worker to exit with the server")
+
+
+def _starts(note: Path) -> int:
+    return note.read_text().count("start") if note.exists() else 0
+
+
+def test_embedded_worker_killed_is_restarted_and_its_tasks_finish(
+        stack: Stack, tmp_path: Path) -> None:
+    # The file broker dropped a taken message from disk: a worker that died
+    # lost one running task per pool process, and nothing started another.
+    env = clean_environ(CATALOG=str(write_catalog(tmp_path / "catalog")),
+                        VAR=str(tmp_path / "var"), WORKER_CONCURRENCY="2",
+                        WORKER_HEARTBEAT="0.3", WORKER_LEASE="1.5")
+    server = stack.server(env, with_worker=True)
+    notes = [tmp_path / f"run{i}.txt" for i in range(2)]
+    ids = [trigger(server, "/jobs/jobs/run_celery", note=str(note), seconds=1.5)
+           for note in notes]
+    wait_for(lambda: all(_starts(note) == 1 for note in notes), what="both tasks to start")
+    (worker,) = children(server.process.pid)
+    # With its pool: a pool process whose parent died may still finish its task.
+    for pid in {worker, *children(worker)}:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: children(server.process.pid) - {worker} != set(), timeout=30,
+             what="kernkoa serve to start another worker")
+    bodies = [wait_status(server, task_id, final, timeout=60) for task_id in ids]
+    assert bodies == [{"status": "SUCCESS", "data": "done"}] * 2
+    assert [_starts(note) for note in notes] == [2, 2]

@@ -10,12 +10,15 @@ import pytest
 from conftest import ControllerTree
 from flask import Flask
 
+from kernel.celeryapp import visibility_timeout
 from kernel.errors import TaskCancelled
 from kernel.errors import TaskNotFound
 from kernel.jobstore import TaskRecord
+from kernel.settings import Settings
 from kernel.status import status_body
 from kernel.status import status_response
 from kernel.tasks import TaskHandle
+from kernel.worker import worker_argv
 
 CONTROLLER = """
 from kernkoa import *
@@ -304,3 +307,21 @@ def test_an_unreadable_wait_preference_still_answers_with_the_task_id(
         response = client.post("/send/send/any_celery", headers={"Prefer": prefer})
         assert response.status_code == 202, response.data
         assert client.get(f"/status/{response.get_json()['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"TASK_TIME_LIMIT": 3660, "VISIBILITY_TIMEOUT": 0}, 7320),
+    ({"TASK_TIME_LIMIT": 3660, "VISIBILITY_TIMEOUT": 60}, 3690),  # raised above the limit
+    ({"TASK_TIME_LIMIT": 3660, "VISIBILITY_TIMEOUT": 9000}, 9000),
+    ({"TASK_TIME_LIMIT": 0, "VISIBILITY_TIMEOUT": 0}, 7 * 24 * 3600),
+])
+def test_visibility_timeout_stays_above_the_hard_limit(
+        settings: dict[str, int], expected: int) -> None:
+    assert visibility_timeout(Settings.load(settings, environ={})) == expected
+
+
+def test_worker_gets_its_own_node_name_unless_named() -> None:
+    settings = Settings.load({}, environ={})
+    names = [a for a in worker_argv(settings, []) if a.startswith("--hostname=")]
+    assert len(names) == 1 and names[0].startswith("--hostname=kernkoa-")
+    assert not [a for a in worker_argv(settings, ["-n", "w1@%h"]) if a.startswith("--hostname")]
