@@ -104,6 +104,12 @@ MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 #: top-level JSON object; more is a 413 envelope.
 MAX_FIELDS = 1000
 
+#: Largest text of a form held in memory: a whole urlencoded body, or one
+#: non-file field of a multipart body (Flask's MAX_FORM_MEMORY_SIZE); larger
+#: is a 413 envelope. Files in a multipart body go by MAX_CONTENT_LENGTH only.
+#: Percent-decoding costs Python work per escape: this bounds what one form costs.
+MAX_FORM_MEMORY_SIZE = 500_000
+
 #: Deepest nesting of arrays and objects in a JSON body; deeper is a 400 envelope.
 MAX_JSON_DEPTH = 64
 

@@ -220,6 +220,15 @@ class TooManyFields(KernelError):
     description = "The request carries too many fields."
 
 
+class FormTooLarge(KernelError):
+    """An urlencoded form is larger than ``MAX_FORM_MEMORY_SIZE``."""
+
+    code = 413
+    name = "Request Entity Too Large"
+    error_code = "form_too_large"
+    description = "The form is larger than this server reads into memory."
+
+
 class JsonTooDeep(BadRequestBody):
     """The JSON body nests deeper than ``MAX_JSON_DEPTH``."""
 

@@ -8,6 +8,10 @@ elsewhere. This module adds:
   multipart form (Werkzeug's ``max_form_parts``) or at the top level of a JSON
   object body; more is a 413 ``too_many_fields``. Parsing a million tiny
   fields costs far more than their bytes suggest, hence a count.
+- ``MAX_FORM_MEMORY_SIZE``: longest urlencoded body, and longest non-file
+  field of a multipart one (Flask's own setting); longer is a 413
+  ``form_too_large``. Percent-decoding costs Python work per escape, so a
+  form of escapes costs many times a plain one of its size: this bounds it.
 - ``MAX_JSON_DEPTH``: deepest nesting of arrays and objects in a JSON body;
   deeper is a 400 ``json_too_deep``. It is measured in linear time, never by
   recursion nor by a regular expression (:mod:`kernel.jsondepth`), before
@@ -19,6 +23,7 @@ from __future__ import annotations
 from flask import Flask
 from flask import Request
 
+from .errors import FormTooLarge
 from .errors import JsonTooDeep
 from .errors import TooManyFields
 from .hooks import add_before_request
@@ -44,11 +49,18 @@ def check_field_count(count: int, max_fields: int, where: str) -> None:
         raise TooManyFields(detail=f"more than {max_fields} fields in the {where}")
 
 
-def check_urlencoded_form(req: Request, max_fields: int) -> None:
-    """Count the fields of an urlencoded body before Werkzeug parses it (it has no
-    count limit of its own for this format; ``max_form_parts`` covers multipart)."""
+def check_urlencoded_form(req: Request, max_fields: int, max_memory: int) -> None:
+    """Measure an urlencoded body and count its fields before Werkzeug parses it
+    (it applies neither ``MAX_FORM_MEMORY_SIZE`` nor a field count to this
+    format; multipart has both).
+
+    :raises FormTooLarge: when it is longer than ``max_memory`` bytes.
+    :raises TooManyFields: when it has more than ``max_fields`` fields.
+    """
     if req.mimetype == "application/x-www-form-urlencoded":
         data = req.get_data(cache=True)
+        if len(data) > max_memory:
+            raise FormTooLarge(detail=f"the form is longer than {max_memory} bytes")
         check_field_count(data.count(b"&") + 1 if data else 0, max_fields, "form")
 
 
@@ -56,6 +68,7 @@ def install_limits(app: Flask, settings: Settings) -> None:
     """Apply ``MAX_FIELDS`` to multipart forms and, on every request, to the query string."""
     max_fields = int(settings.MAX_FIELDS)
     app.config["MAX_FORM_PARTS"] = max_fields
+    app.config["MAX_FORM_MEMORY_SIZE"] = int(settings.MAX_FORM_MEMORY_SIZE)
 
     def limit_query(req: Request) -> None:
         query = req.query_string

@@ -147,7 +147,9 @@ class RequestFields:
             elif self.request.is_json:
                 self._body = (MultiDict(), self._parse_json())
             else:
-                check_urlencoded_form(self.request, self._settings().MAX_FIELDS)
+                settings = self._settings()
+                check_urlencoded_form(self.request, settings.MAX_FIELDS,
+                                      settings.MAX_FORM_MEMORY_SIZE)
                 self._body = (self.request.form, None)
         return self._body
 

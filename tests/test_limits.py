@@ -52,6 +52,25 @@ def test_too_many_urlencoded_fields(client) -> None:  # type: ignore[no-untyped-
     assert_error(response, 413, "too_many_fields")
 
 
+@pytest.mark.parametrize("kind", ["urlencoded", "multipart"])
+def test_form_text_past_max_form_memory_size(tree: ControllerTree, make_app,  # type: ignore[no-untyped-def]
+                                             kind: str) -> None:
+    tree.write("echo.py", ECHO)
+    client = make_app(MAX_FORM_MEMORY_SIZE=1000).test_client()
+    fits, too_long = "%41" * 200, "%41" * 400  # 600 and 1,200 bytes of escapes
+
+    def send(value: str):  # type: ignore[no-untyped-def]
+        if kind == "urlencoded":
+            return client.post("/echo/E/any", data=f"a={value}",
+                               content_type="application/x-www-form-urlencoded")
+        return client.post("/echo/E/any", data={"a": value}, content_type="multipart/form-data")
+
+    assert send(fits).get_json() == {"n": 1}
+    error = assert_error(send(too_long), 413)
+    if kind == "urlencoded":
+        assert error["code"] == "form_too_large"
+
+
 def test_too_many_multipart_parts(client) -> None:  # type: ignore[no-untyped-def]
     # Plain fields only: Werkzeug leaves the spooled files of parts it had
     # already read unclosed when it stops (a ResourceWarning at collection).
