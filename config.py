@@ -110,6 +110,11 @@ MAX_FIELDS = 1000
 #: Percent-decoding costs Python work per escape: this bounds what one form costs.
 MAX_FORM_MEMORY_SIZE = 500_000
 
+#: Most arrays and objects in a JSON body; more is a 413 envelope. Each becomes a
+#: Python object: 100,000 empty arrays take about 35 ms and 6 MiB to parse, where
+#: a plain body of their size takes under 1 ms.
+MAX_JSON_CONTAINERS = 100_000
+
 #: Deepest nesting of arrays and objects in a JSON body; deeper is a 400 envelope.
 MAX_JSON_DEPTH = 64
 

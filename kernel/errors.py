@@ -229,6 +229,15 @@ class FormTooLarge(KernelError):
     description = "The form is larger than this server reads into memory."
 
 
+class JsonTooLarge(KernelError):
+    """The JSON body holds more arrays and objects than ``MAX_JSON_CONTAINERS``."""
+
+    code = 413
+    name = "Request Entity Too Large"
+    error_code = "json_too_large"
+    description = "The JSON body holds more arrays and objects than this server parses."
+
+
 class JsonTooDeep(BadRequestBody):
     """The JSON body nests deeper than ``MAX_JSON_DEPTH``."""
 

@@ -70,11 +70,30 @@ class ScanWork:
         return self.bytes_read + self.items
 
 
+@dataclass(frozen=True)
+class JsonShape:
+    """What a JSON text costs to parse, beyond its size."""
+
+    #: Deepest nesting of arrays and objects.
+    depth: int
+    #: Arrays and objects in all (each one a Python object ``json.loads`` makes).
+    containers: int
+
+
 def json_depth(data: bytes, work: ScanWork | None = None) -> int:
     """The deepest nesting of arrays and objects in the JSON text ``data``.
 
     Brackets inside strings do not count. Malformed text is not judged here
     (``json.loads`` does that); see the module docstring for what is exact.
+
+    :param work: filled with the work the scan did, when given.
+    """
+    return json_shape(data, work).depth
+
+
+def json_shape(data: bytes, work: ScanWork | None = None) -> JsonShape:
+    """The :class:`JsonShape` of the JSON text ``data`` (brackets inside strings
+    do not count), in the passes of :func:`json_depth`.
 
     :param work: filled with the work the scan did, when given.
     """
@@ -89,11 +108,23 @@ def json_depth(data: bytes, work: ScanWork | None = None) -> int:
     outside = _outside_strings(events, tally)
     tally.read(len(outside))
     with memoryview(outside) as signed:
-        return max(itertools.accumulate(signed.cast("b"), initial=0))
+        depth = max(itertools.accumulate(signed.cast("b"), initial=0))
+    tally.read(len(outside))
+    return JsonShape(depth, outside.count(b"\x01"))
 
 
 def json_depth_exceeds(data: bytes, max_depth: int, work: ScanWork | None = None) -> bool:
     """Whether the JSON text ``data`` nests arrays/objects deeper than ``max_depth``.
+
+    :param work: filled with the work the scan did, when given.
+    """
+    shape = json_shape_past(data, max_depth, work)
+    return shape is not None and shape.depth > max_depth
+
+
+def json_shape_past(data: bytes, limit: int, work: ScanWork | None = None) -> JsonShape | None:
+    """The :class:`JsonShape` of ``data``, or ``None`` when it cannot pass ``limit``
+    in depth or in containers.
 
     Cheap when it cannot: a body with no more brackets than the limit is not
     scanned further.
@@ -103,9 +134,9 @@ def json_depth_exceeds(data: bytes, max_depth: int, work: ScanWork | None = None
     if work is not None:
         work.read(len(data))
         work.read(len(data))
-    if data.count(b"[") + data.count(b"{") <= max_depth:
-        return False
-    return json_depth(data, work) > max_depth
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return None
+    return json_shape(data, work)
 
 
 def _drop_escapes(data: bytes, tally: ScanWork) -> bytes:

@@ -12,6 +12,9 @@ elsewhere. This module adds:
   field of a multipart one (Flask's own setting); longer is a 413
   ``form_too_large``. Percent-decoding costs Python work per escape, so a
   form of escapes costs many times a plain one of its size: this bounds it.
+- ``MAX_JSON_CONTAINERS``: most arrays and objects in a JSON body; more is a
+  413 ``json_too_large``. ``json.loads`` makes a Python object of each: a body
+  of empty arrays costs many times a plain one of its size, and its memory.
 - ``MAX_JSON_DEPTH``: deepest nesting of arrays and objects in a JSON body;
   deeper is a 400 ``json_too_deep``. It is measured in linear time, never by
   recursion nor by a regular expression (:mod:`kernel.jsondepth`), before
@@ -25,19 +28,27 @@ from flask import Request
 
 from .errors import FormTooLarge
 from .errors import JsonTooDeep
+from .errors import JsonTooLarge
 from .errors import TooManyFields
 from .hooks import add_before_request
-from .jsondepth import json_depth_exceeds
+from .jsondepth import json_shape_past
 from .settings import Settings
 
 
-def check_json_body(data: bytes, max_depth: int) -> None:
-    """Refuse a JSON body nested deeper than ``max_depth``.
+def check_json_body(data: bytes, max_depth: int, max_containers: int) -> None:
+    """Refuse a JSON body nested deeper than ``max_depth``, or holding more than
+    ``max_containers`` arrays and objects.
 
-    :raises JsonTooDeep: when it is.
+    :raises JsonTooDeep: when it nests too deep.
+    :raises JsonTooLarge: when it holds too many arrays and objects.
     """
-    if json_depth_exceeds(data, max_depth):
+    shape = json_shape_past(data, min(max_depth, max_containers))
+    if shape is None:
+        return
+    if shape.depth > max_depth:
         raise JsonTooDeep(detail=f"nesting deeper than {max_depth}")
+    if shape.containers > max_containers:
+        raise JsonTooLarge(detail=f"more than {max_containers} arrays and objects")
 
 
 def check_field_count(count: int, max_fields: int, where: str) -> None:

@@ -158,7 +158,7 @@ class RequestFields:
         if not data.strip():
             return None
         settings = self._settings()
-        check_json_body(data, settings.MAX_JSON_DEPTH)
+        check_json_body(data, settings.MAX_JSON_DEPTH, settings.MAX_JSON_CONTAINERS)
         try:
             body = json.loads(data)
         except (ValueError, RecursionError) as error:

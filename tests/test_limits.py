@@ -71,6 +71,20 @@ def test_form_text_past_max_form_memory_size(tree: ControllerTree, make_app,  # 
         assert error["code"] == "form_too_large"
 
 
+def test_json_containers_past_max_json_containers(tree: ControllerTree, make_app) -> None:  # type: ignore[no-untyped-def]
+    tree.write("echo.py", ECHO)
+    client = make_app(MAX_JSON_CONTAINERS=100).test_client()
+    fits = b"[" + b"[]," * 98 + b"[]]"  # 100 arrays
+    assert client.post("/echo/E/any", data=fits, content_type="application/json"
+                       ).status_code == 200
+    assert_error(client.post("/echo/E/any", data=b"[" + fits + b"]",
+                             content_type="application/json"), 413, "json_too_large")
+    # Brackets inside strings are no containers.
+    text = json.dumps({"a": "[]{}" * 500}).encode()
+    assert client.post("/echo/E/any", data=text, content_type="application/json"
+                       ).get_json() == {"n": 1}
+
+
 def test_too_many_multipart_parts(client) -> None:  # type: ignore[no-untyped-def]
     # Plain fields only: Werkzeug leaves the spooled files of parts it had
     # already read unclosed when it stops (a ResourceWarning at collection).
@@ -97,7 +111,7 @@ def test_json_depth(client) -> None:  # type: ignore[no-untyped-def]
 
 def test_deep_json_never_recurses(tree: ControllerTree, make_app) -> None:  # type: ignore[no-untyped-def]
     tree.write("echo.py", ECHO)
-    client = make_app(MAX_JSON_DEPTH=100_000_000).test_client()
+    client = make_app(MAX_JSON_DEPTH=100_000_000, MAX_JSON_CONTAINERS=100_000_000).test_client()
     # Far deeper than Python's recursion limit: still an envelope, never a crash.
     body = "[" * 200_000 + "]" * 200_000
     response = client.post("/echo/E/deep", data=body, content_type="application/json")
