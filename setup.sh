@@ -119,6 +119,13 @@ fi
 PREFIX=$(cd "$PREFIX" && pwd)
 RUN=$PREFIX/var
 ETC=$PREFIX/etc
+# uWSGI refuses a unix socket path over 102 bytes (and nginx one over 107).
+if [ "$(printf %s "$RUN/kernkoa_uwsgi.sock" | wc -c)" -gt 102 ]; then
+    echo "setup.sh: $PREFIX is too long a path for uWSGI's socket in it (102 bytes at most" \
+         "for $RUN/kernkoa_uwsgi.sock)" >&2
+    [ "$ACTION" != install ] || rmdir "$PREFIX" 2>/dev/null || true
+    exit 2
+fi
 VENV=$PREFIX/.venv
 NGINX_ETC=/etc/nginx
 
