@@ -571,6 +571,15 @@ def test_a_bad_size_is_refused(tmp_path: Path, option: str, value: str) -> None:
     assert not (tmp_path / "none").exists()
 
 
+def test_a_prefix_too_long_for_the_socket_is_refused(tmp_path: Path) -> None:
+    prefix = tmp_path / ("d" * 100)
+    result = subprocess.run(["bash", str(SETUP), "--prefix", str(prefix), "--no-systemd"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "too long a path for uWSGI's socket" in result.stderr
+    assert not prefix.exists()
+
+
 def test_env_file_is_private(deployment: Deployment) -> None:
     env_file = deployment.prefix / "etc" / "kernkoa.env"
     assert "KERNKOA_BROKER_URL=redis://" in env_file.read_text()
