@@ -96,7 +96,8 @@ fi
 # Each lands in the env file the services read: a whole number of at least LEAST.
 check_count() {
     local option=$1 value=$2 least=$3
-    if ! [[ $value =~ ^[0-9]{1,9}$ ]] || [ "$value" -lt "$least" ]; then
+    # No leading zero: shell arithmetic would read 08 as octal.
+    if ! [[ $value =~ ^(0|[1-9][0-9]{0,8})$ ]] || [ "$value" -lt "$least" ]; then
         echo "setup.sh: $option takes a whole number of at least $least, not '$value'" >&2
         exit 2
     fi

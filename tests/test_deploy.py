@@ -562,7 +562,8 @@ def test_serving_sizes_default_to_those_of_the_uwsgi_ini(deployment: Deployment)
 
 
 @pytest.mark.parametrize("option, value", [("--processes", "0"), ("--threads", "two"),
-                                           ("--harakiri", ""), ("--reload-on-rss", "-1")])
+                                           ("--harakiri", ""), ("--harakiri", "08"),
+                                           ("--reload-on-rss", "-1")])
 def test_a_bad_size_is_refused(tmp_path: Path, option: str, value: str) -> None:
     result = subprocess.run(["bash", str(SETUP), "--prefix", str(tmp_path / "none"), option,
                              value], capture_output=True, text=True, timeout=60)
