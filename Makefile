@@ -39,9 +39,9 @@ test: install lint system-tools
 	$(BIN)/python -m pytest
 
 # Benchmarks on real uWSGI servers driven by wrk (see bench/RESULTS.md).
-# Only the programs the benchmarks run (wrk, redis-server), not the whole test list.
+# Only the programs the benchmarks run (wrk, redis-server, nginx...), not the whole test list.
 bench: install
-	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server wrk:wrk valgrind:valgrind"
+	$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS="redis-server:redis-server wrk:wrk valgrind:valgrind nginx:nginx-light"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The fault suite: tasks under load while Redis restarts and workers die or

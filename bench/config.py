@@ -24,6 +24,8 @@ class RunConfig:
     processes: int = 2
     #: Task round trips per round (latency sections).
     trips: int = 200
+    #: Seconds of the one steady load through nginx (part 7).
+    steady: float = 60.0
     #: Scratch folder: catalogs, logs, wrk scripts.
     work: Path = Path("var/bench")
 
@@ -31,4 +33,4 @@ class RunConfig:
     def smoke(cls, work: Path) -> RunConfig:
         """The tiny run ``make test`` uses so the scripts cannot rot."""
         return cls(rounds=1, duration=1.0, warmup=0.0, connections=2, files=20, trips=5,
-                   work=work)
+                   steady=3.0, work=work)

@@ -3,6 +3,7 @@
     python -m bench.run                 # every section, 5 rounds of 5 s
     python -m bench.run --smoke         # one tiny round of each (what ``make test`` runs)
     python -m bench.run --only dispatch --rounds 7 --duration 10
+    python -m bench.run --only serving --steady 120
 
 Every server is started on a free 127.0.0.1 port and stopped before exit.
 """
@@ -26,6 +27,7 @@ from . import dispatch_bench
 from . import footprint
 from . import inprocess
 from . import instructions
+from . import serving
 from . import tasks_bench
 from .config import RunConfig
 from .servers import ROOT
@@ -39,6 +41,7 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "inprocess": inprocess.run,
     "instructions": instructions.run,
     "bodies": bodies_bench.run,
+    "serving": serving.run,
 }
 
 
@@ -49,6 +52,7 @@ def machine() -> dict[str, str]:
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     uwsgi = subprocess.run([str(Path(sys.executable).parent / "uwsgi"), "--version"],
                            capture_output=True, text=True, check=False)
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False)
     return {
         "nproc": str(os.cpu_count()),
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
@@ -56,6 +60,7 @@ def machine() -> dict[str, str]:
         "platform": platform.platform(),
         "uwsgi": uwsgi.stdout.strip(),
         "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "",
+        "nginx": nginx.stderr.strip(),
     }
 
 
@@ -77,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--processes", type=int, default=defaults.processes)
     parser.add_argument("--trips", type=int, default=defaults.trips,
                         help="task round trips per round")
+    parser.add_argument("--steady", type=float, default=defaults.steady,
+                        help="seconds of the steady load through nginx (part 7)")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench",
                         help="scratch folder (emptied first)")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
@@ -86,15 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections, print each comparison, optionally write JSON."""
     args = build_parser().parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (make bench installs it)", file=sys.stderr)
-        return 2
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (make bench installs it)", file=sys.stderr)
+            return 2
     if args.smoke:
         config = RunConfig.smoke(args.work)
     else:
         config = RunConfig(rounds=args.rounds, duration=args.duration, warmup=args.warmup,
                            connections=args.connections, files=args.files,
-                           processes=args.processes, trips=args.trips, work=args.work)
+                           processes=args.processes, trips=args.trips, steady=args.steady,
+                           work=args.work)
     shutil.rmtree(config.work, ignore_errors=True)
     config.work.mkdir(parents=True)
     info = machine()

@@ -32,11 +32,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None,
+                  timeout: float = 60.0) -> None:
     """Poll ``url`` until it answers 200; fail when the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before answering")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:

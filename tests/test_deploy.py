@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,14 +18,18 @@ import stat
 import subprocess
 import time
 import typing as t
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import children
 from conftest import free_port
 from conftest import pid_alive
 from conftest import wait_for_http
+from conftest import wait_until_gone
+from load_support import SteadyLoad
 from tasks_support import RedisServer
 
 from kernel.errors import standard_envelope
@@ -43,6 +48,9 @@ from kernkoa import *
 
 VERSION = {version}
 
+#: Memory a grown worker keeps (the bound for recycling is below it).
+HOARD = []
+
 
 class probe:
     def whoami(self):
@@ -54,6 +62,14 @@ class probe:
     def double_celery(self, task, n: int):
         task.progress(1, 2, "halfway")
         return n * 2
+
+    def spin(self):
+        while True:
+            pass
+
+    def grow(self, mib: int):
+        HOARD.append(b"x" * (mib << 20))
+        return {{"pid": os.getpid()}}
 
     def store(self):
         dbs["maindb"].execute("create table if not exists visits (n integer)")
@@ -69,6 +85,26 @@ class probe:
 
 #: The host name the shared install is made for (``setup.sh --server-name``).
 SERVER_NAME = "kernkoa.test"
+
+#: Sizes the shared install is made with (small, so the tests see them at work).
+SIZES = {"processes": 2, "threads": 1, "harakiri": 8, "reload-on-rss": 128}
+
+#: The defaults kernkoa_uwsgi.ini and setup.sh share, by environment variable.
+DEFAULT_SIZES = {"KERNKOA_PROCESSES": "8", "KERNKOA_THREADS": "1", "KERNKOA_HARAKIRI": "60",
+                 "KERNKOA_RELOAD_ON_RSS": "256"}
+
+#: A page of the shipped catalog, for load.
+HELLO = "/fasthelloworld/fastHelloClass/fastHelloWorld"
+
+#: "A few seconds": the longest the install may go without answering anyone
+#: while a runaway request spins or a worker is replaced.
+GAP_LIMIT = 5.0
+
+#: Connections that send half a request and wait, next to normal clients.
+SLOW_CLIENTS = 200
+
+#: nginx's client_header_timeout (kernkoa_nginx.conf): slow clients are dropped after it.
+HEADER_TIMEOUT = 10
 
 #: A controller file whose import error holds a secret.
 LEAKY = 'raise ConnectionError("cannot log in with password=hunter2")\n'
@@ -109,6 +145,30 @@ class Deployment:
             assert time.monotonic() < deadline, f"{path} never answered {status}"
             time.sleep(0.1)
 
+    def env(self) -> dict[str, str]:
+        """The install's env file as a mapping."""
+        lines = (self.prefix / "etc/kernkoa.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if line)
+
+    def uwsgi_workers(self) -> set[int]:
+        """The pids of uWSGI's worker processes (its master's uWSGI children)."""
+        master = int((self.prefix / "var/kernkoa_uwsgi.pid").read_text())
+        found = set()
+        for pid in children(master):
+            try:
+                if b"uwsgi" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.add(pid)
+            except OSError:
+                continue
+        return found
+
+    def wait_for_workers(self, count: int) -> None:
+        """Poll until uWSGI runs ``count`` workers (a replaced one is respawned), 60 s at most."""
+        deadline = time.monotonic() + 60
+        while len(self.uwsgi_workers()) != count:
+            assert time.monotonic() < deadline, f"uWSGI never ran {count} workers"
+            time.sleep(0.05)
+
     def json(self, path: str, method: str = "GET") -> tuple[int, t.Any]:
         """One request; the status and the decoded JSON body."""
         status, _, body = self.request(path, method)
@@ -123,10 +183,11 @@ class Deployment:
         draft.replace(path)
 
 
-def run_setup(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run setup.sh; fail the test with its output when it fails."""
+def run_setup(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run setup.sh (``env`` added to its environment); fail the test when it fails."""
     result = subprocess.run(["bash", str(SETUP), *args], capture_output=True, text=True,
-                            timeout=900, env={**os.environ, "KERNKOA_STOP_GRACE": "10"})
+                            timeout=900,
+                            env={**os.environ, "KERNKOA_STOP_GRACE": "10", **(env or {})})
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -157,7 +218,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Deploymen
     prefix = root / "kernkoa"
     port = free_port()
     args = ["--prefix", str(prefix), "--port", str(port), "--no-systemd", "--broker", redis.url,
-            "--server-name", SERVER_NAME]
+            "--server-name", SERVER_NAME,
+            *(part for name, size in SIZES.items() for part in (f"--{name}", str(size)))]
     deployed = Deployment(prefix, port, args, redis)
     try:
         run_setup(*args)
@@ -175,7 +237,7 @@ def test_setup_script_passes_shellcheck() -> None:
 
 
 def test_controller_through_nginx(deployment: Deployment) -> None:
-    status, headers, body = deployment.request("/fasthelloworld/fastHelloClass/fastHelloWorld")
+    status, headers, body = deployment.request(HELLO)
     assert (status, body) == (200, b"hello world!!.")
     assert headers["Server"] == "nginx", "nginx tells its version"
 
@@ -398,15 +460,15 @@ def test_setup_is_idempotent(deployment: Deployment) -> None:
     before = pid_file.read_text()
     run_setup(*deployment.args)
     assert pid_file.read_text() == before, "uWSGI was restarted though nothing changed"
-    status, _, body = deployment.request("/fasthelloworld/fastHelloClass/fastHelloWorld")
+    status, _, body = deployment.request(HELLO)
     assert (status, body) == (200, b"hello world!!.")
     result = run_setup("--prefix", str(deployment.prefix), "--status")
     assert "kernkoa_uwsgi: running" in result.stdout
 
 
-def _raw_request(path: str, *headers: str, method: str = "GET") -> bytes:
+def _raw_request(path: str, *headers: str, method: str = "GET", host: str = "localhost") -> bytes:
     """A whole request as bytes, closed after its answer."""
-    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", *headers, "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *headers, "Connection: close"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -419,7 +481,7 @@ NGINX_ERRORS = {
     "failed precondition": (_raw_request(
         "/images/quiet.txt", "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"), 412),
     "unsatisfiable range": (_raw_request("/images/quiet.txt", "Range: bytes=999999-"), 416),
-    "body over the limit": (_raw_request("/fasthelloworld/fastHelloClass/fastHelloWorld",
+    "body over the limit": (_raw_request(HELLO,
                                           f"Content-Length: {64 * 1024 * 1024}",
                                           method="POST"), 413),
     "URI too long": (_raw_request("/" + "a" * 9000), 414),
@@ -465,16 +527,125 @@ def test_kernel_pages_are_off_but_health(deployment: Deployment) -> None:
 
 
 def test_a_forged_host_is_refused(deployment: Deployment) -> None:
-    hello = "/fasthelloworld/fastHelloClass/fastHelloWorld"
     for host in (SERVER_NAME, f"{SERVER_NAME}:{deployment.port}", f"localhost:{deployment.port}",
                  f"127.0.0.1:{deployment.port}"):
-        assert deployment.request(hello, headers={"Host": host})[0] == 200, host
-    for path, method in ((hello, "GET"), ("/deploytest/probe/probe/double_celery?n=1", "POST")):
+        assert deployment.request(HELLO, headers={"Host": host})[0] == 200, host
+    for path, method in ((HELLO, "GET"), ("/deploytest/probe/probe/double_celery?n=1", "POST")):
         status, headers, body = deployment.request(path, method,
                                                    headers={"Host": "evil.example"})
         assert status == 400, body
         assert json.loads(body)["error"]["code"] == "bad_request"
         assert "Location" not in headers
+
+
+def test_urls_the_kernel_builds_carry_the_port(deployment: Deployment) -> None:
+    deployment.write_probe(5)
+    trigger = "/deploytest/probe/probe/double_celery?n=1"
+    urls = []
+    for host in (f"127.0.0.1:{deployment.port}", f"{SERVER_NAME}:{deployment.port}",
+                 f"LocalHost:{deployment.port}"):
+        status, headers, body = deployment.request(trigger, "POST", headers={"Host": host})
+        assert status == 202, body
+        task = json.loads(body)
+        assert task["status_url"] == headers["Location"] == (
+            f"http://{host.lower()}/status/{task['id']}")
+        urls.append(task["status_url"])
+    # The one a client can resolve here reaches this server as it stands.
+    with urllib.request.urlopen(urls[0], timeout=30) as followed:
+        assert followed.status == 200
+
+
+def test_a_host_header_port_is_not_glued_onto_another_host(deployment: Deployment) -> None:
+    # An absolute request line names the host nginx serves; a Host header naming
+    # another one lends it no port.
+    request = _raw_request(f"http://{SERVER_NAME}:{deployment.port}/deploytest/probe/probe/"
+                           "double_celery?n=1", "Content-Length: 0", method="POST",
+                           host="localhost:1")
+    status, headers, body = deployment.raw(request)
+    assert status == 202, body
+    assert headers["Location"].startswith(f"http://{SERVER_NAME}/status/")
+
+
+def test_clients_are_kept_alive(deployment: Deployment) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", deployment.port, timeout=30)
+    try:
+        sockets = set()
+        for _ in range(20):
+            connection.request("GET", HELLO)
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (200, b"hello world!!.")
+            sockets.add(id(connection.sock))
+        assert len(sockets) == 1, "nginx closed the connection between requests"
+    finally:
+        connection.close()
+
+
+def test_slow_clients_neither_starve_the_others_nor_stay(deployment: Deployment) -> None:
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection(("127.0.0.1", deployment.port),
+                                            timeout=HEADER_TIMEOUT + 30)
+            # Half a request: nginx waits for the rest of the header.
+            sock.sendall(f"GET {HELLO} HTTP/1.1\r\nHost: localhost\r\n".encode())
+            slow.append(sock)
+        opened = time.monotonic()
+        with SteadyLoad(deployment.port, HELLO, clients=32) as load:
+            load.wait_for(answers=2000)
+        assert load.failures == []
+        for sock in slow:
+            try:
+                assert sock.recv(1) == b"", "a slow client was answered"
+            except ConnectionResetError:
+                pass  # reset_timedout_connection: the usual way it ends
+        took = time.monotonic() - opened
+        assert took < HEADER_TIMEOUT + 30, f"slow clients were held for {took:.0f} s"
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_runaway_request_is_stopped_near_harakiri_under_load(deployment: Deployment) -> None:
+    deployment.write_probe(6)
+    assert len(_pids_answering(deployment, 6)) == SIZES["processes"]
+    log = deployment.prefix / "var/kernkoa_uwsgi.log"
+    kills_before = log.read_text().count("HARAKIRI ON WORKER")
+    with SteadyLoad(deployment.port, HELLO) as load:
+        load.wait_for(answers=100)
+        started = time.monotonic()
+        status, headers, body = deployment.request("/deploytest/probe/probe/spin")
+        took = time.monotonic() - started
+        served = load.count()
+        # Still served once the runaway's worker was replaced.
+        load.wait_for(answers=served + 100)
+    assert status in (502, 504), body
+    assert json.loads(body) == standard_envelope(status)
+    harakiri = SIZES["harakiri"]
+    assert took < harakiri + 10, f"the runaway ran {took:.0f} s with harakiri {harakiri} s"
+    assert log.read_text().count("HARAKIRI ON WORKER") == kills_before + 1
+    assert load.failures == []
+    gap = load.longest_gap()
+    assert gap < GAP_LIMIT, f"nothing was answered for {gap:.1f} s"
+
+
+def test_a_grown_worker_is_replaced_while_the_others_serve(deployment: Deployment) -> None:
+    deployment.write_probe(7)
+    assert len(_pids_answering(deployment, 7)) == SIZES["processes"]
+    with SteadyLoad(deployment.port, HELLO) as load:
+        load.wait_for(answers=100)
+        status, _, body = deployment.request(
+            f"/deploytest/probe/probe/grow?mib={SIZES['reload-on-rss'] + 64}")
+        assert status == 200, body
+        grown = json.loads(body)["pid"]
+        # uWSGI replaces it after a request ending past the bound, once it is
+        # 10 s old (its min-worker-lifetime).
+        assert wait_until_gone([grown], timeout=60), "the grown worker was never replaced"
+        served = load.count()
+        load.wait_for(answers=served + 100)
+    assert load.failures == []
+    gap = load.longest_gap()
+    assert gap < GAP_LIMIT, f"nothing was answered for {gap:.1f} s"
+    deployment.wait_for_workers(SIZES["processes"])
 
 
 def test_files_are_private(deployment: Deployment) -> None:
@@ -517,6 +688,52 @@ def test_pages_option_keeps_paths_and_load_errors_private(deployment: Deployment
         leaky.unlink()
         run_setup(*deployment.args)
     deployment.wait_for("/_kernkoa/info", 404)
+
+
+def test_serving_sizes_are_written_into_the_env_file(deployment: Deployment) -> None:
+    env = deployment.env()
+    assert {name: env[name] for name in DEFAULT_SIZES} == {
+        f"KERNKOA_{name.upper().replace('-', '_')}": str(size) for name, size in SIZES.items()}
+    assert len(deployment.uwsgi_workers()) == SIZES["processes"]
+    site = (deployment.prefix / "etc/kernkoa_nginx.conf").read_text()
+    assert f"uwsgi_read_timeout {SIZES['harakiri'] + 15}s;" in site
+
+
+def test_serving_sizes_default_to_those_of_the_uwsgi_ini(deployment: Deployment) -> None:
+    ini = (PROJECT_ROOT / "kernkoa_uwsgi.ini").read_text()
+    ini_defaults = dict(re.findall(r"^if-not-env = (KERNKOA_\w+)\n[\w-]+ = (\d+)$", ini, re.M))
+    assert ini_defaults == DEFAULT_SIZES
+    unsized = deployment.args[:deployment.args.index("--processes")]
+    try:
+        # A size given by environment variable, the others left out.
+        run_setup(*unsized, env={"KERNKOA_HARAKIRI": "30"})
+        assert {name: deployment.env()[name] for name in DEFAULT_SIZES} == {
+            **DEFAULT_SIZES, "KERNKOA_HARAKIRI": "30"}
+        deployment.wait_for_workers(int(DEFAULT_SIZES["KERNKOA_PROCESSES"]))
+    finally:
+        run_setup(*deployment.args)
+    deployment.wait_for_workers(SIZES["processes"])
+    deployment.wait_for(HELLO, 200)
+
+
+@pytest.mark.parametrize("option, value", [("--processes", "0"), ("--threads", "two"),
+                                           ("--harakiri", ""), ("--harakiri", "08"),
+                                           ("--reload-on-rss", "-1")])
+def test_a_bad_size_is_refused(tmp_path: Path, option: str, value: str) -> None:
+    result = subprocess.run(["bash", str(SETUP), "--prefix", str(tmp_path / "none"), option,
+                             value], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{option} takes a whole number" in result.stderr
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_prefix_too_long_for_the_socket_is_refused(tmp_path: Path) -> None:
+    prefix = tmp_path / ("d" * 100)
+    result = subprocess.run(["bash", str(SETUP), "--prefix", str(prefix), "--no-systemd"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "too long a path for uWSGI's socket" in result.stderr
+    assert not prefix.exists()
 
 
 def test_env_file_is_private(deployment: Deployment) -> None:
