@@ -25,6 +25,12 @@ class jobs:
         return n
 
     def trigger(self, params=None):
+        return exeTask(self, "work_celery", {"n": 3})
+
+    def relay(self, params=None):
+        return exeTask(self, "work_celery", params)
+
+    def text_for_int(self, params=None):
         return exeTask(self, "work_celery", {"n": "3"})
 
     def plain(self):
@@ -74,6 +80,39 @@ def test_exetask_converts_fields_and_refuses_plain_methods(app: Flask) -> None:
     assert body["type"] == "task"
     assert client.get(f"/status/{body['id']}").get_json() == {"status": "PENDING"}
     assert client.get("/jobs/jobs/plain").status_code == 404
+
+
+def _queued_kwargs(var: t.Any) -> list[dict[str, t.Any]]:
+    """The bound keyword arguments of every message in the embedded queue."""
+    messages = [json.loads(p.read_text()) for p in var.rglob("*.msg")]
+    return [json.loads(base64.b64decode(m["body"]))[1]["kwargs"] for m in messages]
+
+
+def test_exetask_binds_named_fields_and_params_as_the_url_does(
+        app: Flask, tmp_path: t.Any) -> None:
+    """The README's example: a trigger passes its params to a method taking
+    ``n: int`` and ``params``; both are bound, as a POST to the URL would."""
+    client = app.test_client()
+    assert client.get("/jobs/jobs/relay?n=4").get_json()["type"] == "task"
+    assert client.post("/jobs/jobs/relay", json={"n": 5}).get_json()["type"] == "task"
+    assert _queued_kwargs(tmp_path / "var") == [
+        {"n": 4, "params": {"$kernkoa": "params"}}, {"n": 5, "params": {"$kernkoa": "params"}}]
+
+
+@pytest.mark.parametrize(("url", "field"), [
+    ("/jobs/jobs/relay", {"name": "n", "source": "request",
+                          "message": "this field is required"}),
+    ("/jobs/jobs/relay?n=x", {"name": "n", "source": "query",
+                              "message": "expected an integer, got 'x'"}),
+    ("/jobs/jobs/text_for_int", {"name": "n", "source": "json",
+                                 "message": 'expected an integer, got "3"'}),
+])
+def test_exetask_checks_fields_before_queueing(app: Flask, tmp_path: t.Any, url: str,
+                                               field: dict[str, str]) -> None:
+    response = app.test_client().get(url)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["fields"] == [field]
+    assert _queued_kwargs(tmp_path / "var") == []
 
 
 def test_delete_cancels_and_unknown_ids_are_404(app: Flask) -> None:
