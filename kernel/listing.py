@@ -27,6 +27,7 @@ from .exposure import Endpoint
 from .registry import BrokenFile
 from .registry import Route
 from .registry import scan
+from .registry import short_urls
 
 #: Where a parameter's value comes from (the ``source`` key of a parameter).
 #: ``field``: the query, form or JSON field of its name (or, when it is
@@ -141,6 +142,7 @@ def describe_route(route: Route, root: Path) -> dict[str, t.Any]:
     module_parts = route.url.strip("/").split("/")[:-2]
     return {
         "url": route.url,
+        "short_urls": list(route.short_urls),
         "folder": "/" + "/".join(module_parts[:-1]),
         "module": "/".join(module_parts),
         "file": route.file.relative_to(root).as_posix(),
@@ -207,4 +209,5 @@ def find(kernel: Kernel, url: str) -> dict[str, t.Any]:
         # traceback only in debug mode (the envelope's detail).
         raise ControllerLoadError(f"{name} failed to load: {error_line(error.detail or '')}",
                                   detail=error.detail) from None
-    return describe_route(Route(target.route, target.file, endpoint), root)
+    return describe_route(Route(target.route, target.file, endpoint,
+                                short_urls(kernel, target.route)), root)

@@ -92,6 +92,8 @@ def test_endpoints_list_every_routable_method(catalog: ControllerTree,
         "/shop/cart/Cart/show",
     ]
     add = routes["/shop/cart/Cart/add"]
+    assert add["short_urls"] == []
+    assert routes["/hello/Hello/index"]["short_urls"] == ["/hello/Hello"]
     assert add["file"] == "controller/shop/cart.py"
     assert (add["class"], add["method"], add["kind"]) == ("Cart", "add", "sync")
     assert add["summary"] == "Add an item to the cart."
