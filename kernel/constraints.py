@@ -1,4 +1,4 @@
-"""What a parameter may hold: the constraints written into its annotation.
+r"""What a parameter may hold: the constraints written into its annotation.
 
 A controller states them with ``typing.Annotated`` and the markers of the
 ``annotated-types`` package (``Gt``, ``Ge``, ``Lt``, ``Le``, ``Interval``,
@@ -12,9 +12,17 @@ The binder checks them on the converted value (a 422 naming the field and the
 rule), and the OpenAPI document carries them as JSON Schema keywords. Each
 rule means exactly what its keyword means, so the two cannot disagree: number
 rules apply to numbers (never to booleans), length rules to strings (in
-characters) and lists (in items), patterns to strings, matching anywhere in
-the string (``re.search``) unless anchored. Other metadata is left alone, as
-``Annotated`` intends.
+characters) and lists (in items), patterns to strings.
+
+A pattern must match the whole value, as HTML's ``pattern`` attribute does
+(``re.fullmatch``; the document says ``^(?:pattern)$``): Python's ``$`` also
+matches before a final line break, which JSON Schema's does not, and a whole
+match leaves no such gap. Python and JSON Schema (ECMA-262) read most of a
+pattern alike; they differ on ``.``, ``\s``, ``\d`` and ``\w`` for
+characters beyond ASCII, so a pattern that must mean the same to every client
+spells its classes out (``[A-Za-z0-9_]``, ``[^ \t\n\r\f\v]``).
+
+Other metadata is left alone, as ``Annotated`` intends.
 """
 
 from __future__ import annotations
@@ -77,8 +85,13 @@ class Rules:
             # After the length: a MaxLen bounds what the pattern has to scan.
             if isinstance(value, str):
                 for pattern in self.patterns:
-                    if pattern.search(value) is None:
+                    if pattern.fullmatch(value) is None:
                         raise ConversionError(f"must match the pattern {pattern.pattern}")
+
+    def allows_length(self, length: int) -> bool:
+        """Whether a string or list of ``length`` passes the length rules."""
+        return ((self.min_length is None or length >= self.min_length)
+                and (self.max_length is None or length <= self.max_length))
 
     def _check_number(self, value: Number) -> None:
         if self.gt is not None and not value > self.gt:
@@ -120,12 +133,14 @@ class Rules:
                 if self.max_length is not None:
                     schema["max" + prefix] = self.max_length
         if json_type in (None, "string"):
-            extra += [{"pattern": p.pattern} for p in self.patterns]
+            extra += [{"pattern": f"^(?:{p.pattern})$"} for p in self.patterns]
         # One keyword of each kind per schema: the first inline, the rest in allOf.
+        # A pattern stays apart from the length keywords: tools that fold a length
+        # into a pattern's quantifiers (fuzzers do) get unanchored patterns wrong.
+        if extra and not (self.patterns and (self.min_length or self.max_length)):
+            schema.update(extra.pop(0))
         if extra:
-            schema.update(extra[0])
-            if extra[1:]:
-                schema["allOf"] = extra[1:]
+            schema["allOf"] = extra
         if self.description:
             schema["description"] = self.description
         return schema

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .binding import PARAMS_NAME
 from .binding import Slot
-from .binding import converter_for
+from .conversion import converter_for
 from .dispatch import Kernel
 from .errors import ControllerLoadError
 from .exposure import Endpoint
