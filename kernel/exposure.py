@@ -24,9 +24,10 @@ from .errors import RouteNotFound
 #: HTTP methods a controller method answers unless decorated.
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST"})
 
-#: HTTP methods a ``_celery`` method answers unless decorated: starting work
-#: from a GET could be fired by a prefetch or an ``<img>`` tag.
-CELERY_METHODS = frozenset({"POST"})
+#: HTTP methods a ``_celery`` method answers unless decorated (starting work
+#: from a GET could be fired by a prefetch or an ``<img>`` tag), and a method
+#: needing an uploaded file (a GET cannot carry one).
+POST_ONLY = frozenset({"POST"})
 
 #: Suffix of the methods that run on a Celery worker.
 CELERY_SUFFIX = "_celery"
@@ -159,8 +160,6 @@ def build_endpoint(cls: type, func: types.FunctionType) -> Endpoint:
         be checked as written.
     """
     is_celery = func.__name__.endswith(CELERY_SUFFIX)
-    default = CELERY_METHODS if is_celery else DEFAULT_METHODS
-    http_methods = getattr(func, _METHODS_ATTR, default)
     skip = 2 if is_celery else 1
     try:
         signature = inspect.signature(func)
@@ -179,6 +178,8 @@ def build_endpoint(cls: type, func: types.FunctionType) -> Endpoint:
     except ConstraintError as error:
         # Served as written or not at all: a rule the kernel cannot check or describe.
         raise RouteNotFound(detail=f"{func.__qualname__}: {error}") from None
+    default = POST_ONLY if is_celery or binder.requires_upload else DEFAULT_METHODS
+    http_methods = getattr(func, _METHODS_ATTR, default)
     return Endpoint(cls, func, http_methods, is_celery, binder, declared_rule(cls, func))
 
 

@@ -29,6 +29,7 @@ from werkzeug.routing import MapAdapter
 
 from .fastmatch import CatchAllShortcut
 from .fastmatch import VersionedMap
+from .params import KernKoaRequest
 
 #: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
 #: are registered once; the bound keeps a pathological app from growing it).
@@ -85,6 +86,7 @@ class KernKoaFlask(Flask):
 
     app_ctx_globals_class = KernKoaGlobals
     url_map_class = VersionedMap
+    request_class = KernKoaRequest
 
     #: Set by the app factory once the catch-all rule exists.
     catch_all_shortcut: CatchAllShortcut | None = None

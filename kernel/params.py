@@ -16,6 +16,7 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.datastructures import MultiDict
+from werkzeug.formparser import FormDataParser
 from werkzeug.test import EnvironBuilder
 from werkzeug.wsgi import get_content_length
 
@@ -45,6 +46,54 @@ _LEGACY_KEYS = {
     "urlpath": lambda p: p.urlpath,
     "data": lambda p: p.json,
 }
+
+
+class ReportingFormDataParser(FormDataParser):
+    """Werkzeug's form parser, keeping the error of a malformed body (a multipart
+    body without parts, a part without its headers) where Werkzeug's silent
+    parser only reads it as empty."""
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **{**kwargs, "silent": False})
+        #: Why the body could not be parsed, or ``None``.
+        self.error: str | None = None
+
+    def parse(self, stream: t.IO[bytes], mimetype: str, content_length: int | None,
+              options: dict[str, str] | None = None) -> t.Any:
+        """Parse as Werkzeug does; a malformed body reads as empty, its error kept."""
+        try:
+            parsed = super().parse(stream, mimetype, content_length, options)
+        except ValueError as error:
+            self.error = str(error)
+            return stream, self.cls(), self.cls()
+        _, form, files = parsed
+        if None in form or None in files:
+            # RFC 7578: every part names its field; Werkzeug files one that does not under None.
+            self.error = "a part of the body has no field name"
+            return stream, self.cls(), self.cls()
+        return parsed
+
+
+class KernKoaRequest(Request):
+    """Flask's request, knowing whether its form body was malformed."""
+
+    form_data_parser_class = ReportingFormDataParser
+
+    #: The parser that read the form body, once it was read.
+    _form_parser: ReportingFormDataParser | None = None
+
+    def make_form_data_parser(self) -> FormDataParser:
+        """Werkzeug's parser, kept to ask it about errors."""
+        parser = super().make_form_data_parser()
+        if isinstance(parser, ReportingFormDataParser):
+            self._form_parser = parser
+        return parser
+
+    @property
+    def form_error(self) -> str | None:
+        """Why the form body could not be parsed (read: as empty), or ``None``."""
+        self._load_form_data()
+        return self._form_parser.error if self._form_parser is not None else None
 
 
 class RequestFields:
@@ -170,6 +219,9 @@ class RequestFields:
                 self._body = (MultiDict(), self._parse_json())
             else:
                 check_urlencoded_form(self.request, self._settings().MAX_FIELDS)
+                error = getattr(self.request, "form_error", None)
+                if error is not None:
+                    raise BadRequestBody("The form body could not be parsed.", detail=error)
                 self._body = (self.request.form, None)
         return self._body
 
@@ -184,6 +236,8 @@ class RequestFields:
             body = json.loads(data)
         except (ValueError, RecursionError) as error:
             raise BadRequestBody("The JSON body is not valid JSON.", detail=str(error)) from None
+        if _may_hold_surrogates(data):
+            _refuse_lone_surrogates(body)
         if isinstance(body, dict):
             check_field_count(len(body), settings.MAX_FIELDS, "JSON body")
         return body
@@ -191,6 +245,27 @@ class RequestFields:
     def _settings(self) -> Settings:
         # The limits of the app serving the request (config.py's outside one).
         return self._limits or current_settings()
+
+
+def _may_hold_surrogates(data: bytes) -> bool:
+    # Only a \uD800-\uDFFF escape makes one (raw bytes are decoded as UTF-8,
+    # which has none): most bodies skip the check below.
+    return b"\\ud" in data or b"\\uD" in data
+
+
+def _refuse_lone_surrogates(body: t.Any) -> None:
+    """Refuse a JSON body holding a string with a lone surrogate (``"\\ud800"``).
+
+    No text can hold one (I-JSON, RFC 7493, forbids them): it could not be
+    written into a UTF-8 answer, a log line or a database.
+
+    :raises BadRequestBody: when it does.
+    """
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequestBody("The JSON body holds a string that is not text "
+                             "(a lone UTF-16 surrogate).") from None
 
 
 class GivenFields(RequestFields):
