@@ -38,6 +38,7 @@ from werkzeug.wrappers import Response
 from . import info as info_module
 from . import listing
 from . import openapi
+from .auth import AUTH_EXTENSION
 from .dispatch import kernel
 
 HERE = Path(__file__).resolve().parent
@@ -108,7 +109,9 @@ def info() -> Response:
 
 def openapi_json() -> Response:
     """The OpenAPI 3.1 document of every route."""
-    doc = openapi.document(listing.build(kernel()), base=site_url(""))
+    layer = current_app.extensions[AUTH_EXTENSION]
+    doc = openapi.document(listing.build(kernel()), base=site_url(""),
+                           auth_default=layer.auth_default, auth_enabled=bool(layer.schemes))
     return _json(doc)
 
 
