@@ -199,7 +199,8 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     return task_id
 
 
-def exe_task(instance: t.Any, name: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
+def exe_task(instance: t.Any, name: str,
+             params: t.Mapping[str, t.Any] | None = None) -> dict[str, str]:
     """KernKoa's ``exeTask(self, "name_celery", params)``: enqueue a method of ``instance``.
 
     The method is found by URL, through the same router and rules as a

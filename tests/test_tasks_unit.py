@@ -343,3 +343,19 @@ def test_an_unreadable_wait_preference_still_answers_with_the_task_id(
         response = client.post("/send/send/any_celery", headers={"Prefer": prefer})
         assert response.status_code == 202, response.data
         assert client.get(f"/status/{response.get_json()['id']}").status_code == 200
+
+
+def test_status_answers_options_and_405_for_other_methods(app: Flask) -> None:
+    """Not the catch-all's 404, nor Flask's OPTIONS listing every method of both rules."""
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery?n=1").get_json()["id"]
+    for url in (f"/status/{task_id}", "/status/not-a-task"):
+        options = client.options(url)
+        assert options.status_code == 204
+        assert options.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS"
+        for method in ("PUT", "POST", "PATCH"):
+            response = client.open(url, method=method)
+            assert response.status_code == 405, (method, response.data)
+            assert response.headers["Allow"] == "DELETE, GET, HEAD"
+            assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert client.get(f"/status/{task_id}").get_json() == {"status": "PENDING"}
