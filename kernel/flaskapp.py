@@ -29,7 +29,7 @@ from werkzeug.routing import MapAdapter
 
 from .fastmatch import CatchAllShortcut
 from .fastmatch import VersionedMap
-from .params import KernKoaRequest
+from .formbody import KernKoaRequest
 
 #: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
 #: are registered once; the bound keeps a pathological app from growing it).

@@ -16,7 +16,6 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.datastructures import MultiDict
-from werkzeug.formparser import FormDataParser
 from werkzeug.test import EnvironBuilder
 from werkzeug.wsgi import get_content_length
 
@@ -46,54 +45,6 @@ _LEGACY_KEYS = {
     "urlpath": lambda p: p.urlpath,
     "data": lambda p: p.json,
 }
-
-
-class ReportingFormDataParser(FormDataParser):
-    """Werkzeug's form parser, keeping the error of a malformed body (a multipart
-    body without parts, a part without its headers) where Werkzeug's silent
-    parser only reads it as empty."""
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **{**kwargs, "silent": False})
-        #: Why the body could not be parsed, or ``None``.
-        self.error: str | None = None
-
-    def parse(self, stream: t.IO[bytes], mimetype: str, content_length: int | None,
-              options: dict[str, str] | None = None) -> t.Any:
-        """Parse as Werkzeug does; a malformed body reads as empty, its error kept."""
-        try:
-            parsed = super().parse(stream, mimetype, content_length, options)
-        except ValueError as error:
-            self.error = str(error)
-            return stream, self.cls(), self.cls()
-        _, form, files = parsed
-        if None in form or None in files:
-            # RFC 7578: every part names its field; Werkzeug files one that does not under None.
-            self.error = "a part of the body has no field name"
-            return stream, self.cls(), self.cls()
-        return parsed
-
-
-class KernKoaRequest(Request):
-    """Flask's request, knowing whether its form body was malformed."""
-
-    form_data_parser_class = ReportingFormDataParser
-
-    #: The parser that read the form body, once it was read.
-    _form_parser: ReportingFormDataParser | None = None
-
-    def make_form_data_parser(self) -> FormDataParser:
-        """Werkzeug's parser, kept to ask it about errors."""
-        parser = super().make_form_data_parser()
-        if isinstance(parser, ReportingFormDataParser):
-            self._form_parser = parser
-        return parser
-
-    @property
-    def form_error(self) -> str | None:
-        """Why the form body could not be parsed (read: as empty), or ``None``."""
-        self._load_form_data()
-        return self._form_parser.error if self._form_parser is not None else None
 
 
 class RequestFields:

@@ -360,9 +360,12 @@ def test_a_body_of_another_media_type_is_a_415(client: FlaskClient,
 @pytest.mark.parametrize("body", [
     b"--b\r\n[]--b--\r\n",                                              # no part headers
     b'--b\r\nContent-Disposition: form-data; name="n\\"\r\n\r\n1\r\n--b--\r\n',  # no name
+    # Werkzeug would read "ab", an HTML form encoder meant "a\b".
+    b'--b\r\nContent-Disposition: form-data; name="a\\b"\r\n\r\n1\r\n--b--\r\n',
 ])
 def test_a_malformed_multipart_body_is_a_400(client: FlaskClient, body: bytes) -> None:
-    """Werkzeug reads these as no fields (or a field named None): never a 200 or a 500."""
+    """Werkzeug reads these as no fields, a field named None or another name than the
+    one sent: never a 200 or a 500."""
     assert_error(client.post("/b/T/nothing", data=body,
                              content_type="multipart/form-data; boundary=b"), 400)
     assert_error(client.post("/b/T/only_params", data=body,
