@@ -3,9 +3,9 @@
 Built from :mod:`kernel.listing`, so it describes exactly what is served:
 
 - a GET (or DELETE) operation takes the method's fields as query parameters;
-  POST, PUT and PATCH take them as a form or JSON body, a multipart body for a
-  method taking files (the query string works too, and every method reads
-  multipart, but one place per field keeps the document readable);
+  POST, PUT and PATCH take them as a form, multipart or JSON body (only
+  multipart for a method taking files; the query string works too, but one
+  place per field keeps the document readable);
 - each field's JSON Schema is built by the binder's own converter
   (:meth:`kernel.conversion.Converter.schema`): types, ``Optional``, lists,
   ``Literal`` (``enum``) and the constraints of ``Annotated`` (``minimum``,
@@ -49,12 +49,12 @@ DESCRIBED_METHODS = ("get", "post", "put", "patch", "delete")
 #: HTTP methods whose fields travel in the query string.
 QUERY_METHODS = frozenset({"get", "delete"})
 
-#: The media types a method's body is documented in. Multipart is listed only
-#: for methods taking files (every method reads it): Werkzeug reads a part's
-#: name as an RFC 7578 quoted string, where a backslash escapes the next
-#: character and HTML's form encoding sends it as it is, so names holding one
-#: would read differently from what a document could promise.
-BODY_TYPES = ("application/x-www-form-urlencoded", "application/json")
+#: The media types a method taking fields reads its body from.
+BODY_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")
+
+#: The field names a multipart body can carry: the kernel refuses a part whose
+#: name holds a backslash (:mod:`kernel.formbody`), as encoders read it apart.
+MULTIPART_NAMES = {"pattern": "^[^\\\\]*$"}
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _STATUS_REF = {"$ref": "#/components/schemas/TaskStatus"}
@@ -175,15 +175,20 @@ def _request_body(route: dict[str, t.Any], converters: dict[str, Converter],
                   takes_any_body: bool) -> dict[str, t.Any]:
     fields = _fields(route, converters)
     form = _object_schema(route, converters, text=True)
+    multipart = {**form, "propertyNames": MULTIPART_NAMES}
     if any(p["file"] for p in fields):
-        content = {"multipart/form-data": {"schema": form}}
+        content = {"multipart/form-data": {"schema": multipart}}
     elif takes_any_body:
         # Whatever comes reaches ``params``: a form's fields, or any JSON value.
         anything = {"description": "Any body: the method reads it through `params` "
                                    "(`params.json` for JSON of any type)."}
         content = {media: {"schema": anything} for media in BODY_TYPES}
+        # A multipart body holds fields only.
+        content["multipart/form-data"] = {"schema": {"type": "object",
+                                                     "propertyNames": MULTIPART_NAMES}}
     else:
         content = {media: {"schema": form} for media in BODY_TYPES}
+        content["multipart/form-data"] = {"schema": multipart}
         content["application/json"] = {"schema": _object_schema(route, converters, text=False)}
     return {"required": "required" in form, "content": content}
 
