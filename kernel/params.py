@@ -170,6 +170,8 @@ class RequestFields:
                 self._body = (MultiDict(), self._parse_json())
             else:
                 check_urlencoded_form(self.request, self._settings().MAX_FIELDS)
+                # KernKoaRequest knows what Werkzeug's silent parser hid; a
+                # plain Flask request (built by hand) does not say.
                 error = getattr(self.request, "form_error", None)
                 if error is not None:
                     raise BadRequestBody("The form body could not be parsed.", detail=error)
