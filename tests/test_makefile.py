@@ -18,11 +18,16 @@ from conftest import wait_until_gone
 
 from kernel.settings import PROJECT_ROOT
 
+#: The environment of a ``make`` of our own, not a sub-make of ``make test``'s.
+MAKE_ENVIRON = {k: v for k, v in os.environ.items()
+                if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS") and not k.startswith("KERNKOA_")}
+
 
 def dry_run(*targets: str) -> list[str]:
     """The commands ``make`` would run for ``targets`` from scratch (``-n -B``)."""
-    result = subprocess.run(["make", "-n", "-B", *targets], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=30, check=True)
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", *targets],
+                            cwd=PROJECT_ROOT, env=MAKE_ENVIRON, capture_output=True, text=True,
+                            timeout=30, check=True)
     return result.stdout.splitlines()
 
 
@@ -47,8 +52,7 @@ def test_make_run_stops_on_ctrl_c(tmp_path: Path) -> None:
     if not stamp.exists() or stamp.stat().st_mtime < project.stat().st_mtime:
         pytest.skip("make run would install first (run make install)")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNKOA_")}
-    env["KERNKOA_VAR"] = str(tmp_path / "var")
+    env = {**MAKE_ENVIRON, "KERNKOA_VAR": str(tmp_path / "var")}
     # A terminal's Ctrl-C: SIGINT to the foreground process group, with the
     # default action (a background job of a shell would ignore it).
     make = subprocess.Popen(
