@@ -3,9 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# What serving needs only (make run): the test tools come with make install.
+RUN_STAMP := $(VENV)/.installed-run
+
+# Where make run listens, e.g. make run PORT=8080 (empty: the PORT setting, 5000).
+PORT ?=
 
 # Programs the test suite runs for real, from the distribution when missing.
-SYSTEM_TOOLS := redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk valgrind:valgrind
+SYSTEM_TOOLS := curl:curl redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk valgrind:valgrind
 
 # Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
 BENCH_ARGS ?=
@@ -14,14 +19,18 @@ BENCH_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: install
-	$(BIN)/kernkoa serve
+run: $(RUN_STAMP)
+	$(BIN)/kernkoa serve $(if $(PORT),--port $(PORT))
 
 lint: install
 	$(BIN)/ruff check .

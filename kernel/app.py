@@ -23,6 +23,7 @@ from werkzeug.exceptions import SecurityError
 from werkzeug.wrappers import Response
 
 from .addons import install_addons
+from .allow import other_method
 from .auth import install_auth
 from .dispatch import Kernel
 from .dispatch import dispatch
@@ -100,8 +101,10 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
                      provide_automatic_options=False)
     # Werkzeug's wildcard match costs ~5 µs; paths only this rule can match skip it.
     app.catch_all_shortcut = CatchAllShortcut(app, "dispatch")
+    # Every method reaches the view, which answers OPTIONS and 405 itself: a
+    # method left out here would fall through to the catch-all's 404.
     app.add_url_rule(f"{base}/status/<task_id>", "task_status", task_status,
-                     methods=["GET", "HEAD", "DELETE"])
+                     methods=ROUTED_METHODS, provide_automatic_options=False)
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
@@ -130,8 +133,14 @@ def refuse_untrusted_host(req: Request) -> None:
 _status = LazyModule("kernel.status")
 
 
+#: The HTTP methods ``/status/<id>`` serves.
+STATUS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+
+
 def task_status(task_id: str) -> Response:
     """``/status/<id>``: :func:`kernel.status.task_status`, imported on first use."""
+    if request.method not in STATUS_METHODS:
+        return other_method(request.method, STATUS_METHODS)
     return t.cast(Response, _status.task_status(task_id))
 
 

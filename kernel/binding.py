@@ -4,11 +4,16 @@ A :class:`Binder` is built once per method and reused for every request:
 
 - a parameter named ``params`` gets KernKoa's params (``None`` when empty);
 - other named parameters are bound from the field of that name, converted by
-  their annotation (``str``, ``int``, ``float``, ``bool``, ``list[...]``,
-  ``Optional[...]``, ``FileStorage``), defaults honoured;
+  their annotation and checked against its constraints
+  (:mod:`kernel.conversion`: text is always converted, a JSON value must
+  already have the parameter's type), defaults honoured;
 - ``**kwargs`` receives the remaining fields;
 - leftover path segments fill the positional parameters in order (``*args``
   takes any more).
+
+A JSON body that is not an object cannot hold fields: sent to a method that
+takes any field besides ``params`` it is a 422, as a body of a media type the
+kernel reads no fields from (neither JSON nor a form) is a 415.
 
 Every problem is collected and raised at once as a :class:`ParameterError` (422).
 """
@@ -16,151 +21,22 @@ Every problem is collected and raised at once as a :class:`ParameterError` (422)
 from __future__ import annotations
 
 import inspect
-import types
 import typing as t
 from dataclasses import dataclass
-from dataclasses import field
 
-from werkzeug.datastructures import FileStorage
-
+from .conversion import Converter
+from .conversion import converter_for
 from .errors import ConversionError
 from .errors import ParameterError
 from .errors import RouteNotFound
+from .errors import UnsupportedBody
 from .params import RequestFields
 from .params import build_params
-from .settings import FALSE_WORDS
-from .settings import TRUE_WORDS
 
 #: The name of the parameter that receives KernKoa's params.
 PARAMS_NAME = "params"
 
 _EMPTY = inspect.Parameter.empty
-
-
-def _identity(value: t.Any) -> t.Any:
-    return value
-
-
-def _to_str(value: t.Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ConversionError("expected a string")
-
-
-def _to_int(value: t.Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip(), 10)
-        except ValueError:
-            pass
-    raise ConversionError(f"expected an integer, got {_show(value)}")
-
-
-def _to_float(value: t.Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise ConversionError(f"expected a number, got {_show(value)}")
-
-
-def _to_bool(value: t.Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    if value in (0, 1) and not isinstance(value, float):
-        return bool(value)
-    raise ConversionError(f"expected true or false, got {_show(value)}")
-
-
-def _to_file(value: t.Any) -> FileStorage:
-    if isinstance(value, FileStorage):
-        return value
-    raise ConversionError("expected an uploaded file")
-
-
-def _show(value: t.Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-_SCALARS: dict[t.Any, t.Callable[[t.Any], t.Any]] = {
-    str: _to_str,
-    int: _to_int,
-    float: _to_float,
-    bool: _to_bool,
-    FileStorage: _to_file,
-}
-
-
-@dataclass(frozen=True)
-class Converter:
-    """How to turn a field's value(s) into one parameter's argument."""
-
-    #: ``list[...]``: takes every value of the field.
-    many: bool
-    #: ``Optional[...]``: an empty value becomes ``None``.
-    optional: bool
-    #: Converts one value.
-    item: t.Callable[[t.Any], t.Any]
-    #: The annotation, for listings.
-    annotation: t.Any
-    #: Whether the parameter takes uploaded files (read per field per request).
-    wants_file: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "wants_file", self.item is _to_file)
-
-    def __call__(self, source: str, raw: t.Any) -> t.Any:
-        """Convert a value as :meth:`RequestFields.lookup` returns it."""
-        if source == "json":
-            if self.many:
-                values = raw if isinstance(raw, list) else [raw]
-                return [self.item(v) for v in values]
-            if raw is None and self.optional:
-                return None
-            return self.item(raw)
-        if self.many:
-            return [self.item(v) for v in raw]
-        value = raw[0]
-        if self.optional and value == "":
-            return None
-        return self.item(value)
-
-
-def converter_for(annotation: t.Any) -> Converter:
-    """Build the :class:`Converter` of an annotation."""
-    optional = False
-    origin = t.get_origin(annotation)
-    if origin in (t.Union, types.UnionType):
-        members = [a for a in t.get_args(annotation) if a is not type(None)]
-        optional = len(members) < len(t.get_args(annotation))
-        annotation_inner = members[0] if len(members) == 1 else t.Any
-        inner = converter_for(annotation_inner)
-        return Converter(inner.many, optional, inner.item, annotation)
-    if origin is list or annotation is list:
-        args = t.get_args(annotation)
-        item = _scalar(args[0]) if args else _identity
-        return Converter(True, optional, item, annotation)
-    return Converter(False, optional, _scalar(annotation), annotation)
-
-
-def _scalar(annotation: t.Any) -> t.Callable[[t.Any], t.Any]:
-    """The converter of one value for ``annotation``; values pass unchanged for
-    annotations it does not know (``Any``, a class of the controller's, or an
-    unhashable oddity such as ``x: []``)."""
-    try:
-        return _SCALARS.get(annotation, _identity)
-    except TypeError:
-        return _identity
 
 
 @dataclass(frozen=True)
@@ -188,9 +64,30 @@ class Slot:
 
 def _hints(func: t.Callable[..., t.Any]) -> dict[str, t.Any]:
     try:
-        return t.get_type_hints(func)
+        # include_extras: Annotated[...] keeps its constraints.
+        return t.get_type_hints(func, include_extras=True)
     except Exception:  # an annotation naming something undefined: fall back to raw ones
         return dict(getattr(func, "__annotations__", {}))
+
+
+#: How a message names each JSON type.
+_JSON_TYPE_NAMES = {"array": "an array", "string": "a string", "number": "a number",
+                    "boolean": "true or false", "null": "null"}
+
+
+def _check_body(fields: RequestFields, errors: list[dict[str, str]]) -> None:
+    """Refuse a body that cannot hold fields, sent to a method that takes fields.
+
+    :raises UnsupportedBody: for a media type the kernel does not read (415).
+    """
+    if not fields.body_is_readable:
+        raise UnsupportedBody(detail=f"media type {fields.request.mimetype!r}")
+    kind = fields.json_type
+    if kind is not None and kind != "object":
+        # "": the body as a whole, as an empty JSON Pointer names it.
+        errors.append({"name": "", "source": "json",
+                       "message": "expected a JSON object of fields, got "
+                                  + _JSON_TYPE_NAMES[kind]})
 
 
 class Binder:
@@ -236,6 +133,19 @@ class Binder:
         self._declared = frozenset(s.name for s in self.slots)
         #: True when the method takes nothing at all from the request.
         self._takes_nothing = not self.slots and not self._open and self.varargs is None
+        #: True when ``params`` is the only field the method takes: then any body
+        #: reaches it (``params.json`` of any JSON type, ``request.data``).
+        self.takes_any_body = (self.takes_params and self.kwargs_name is None
+                               and self._declared == {PARAMS_NAME})
+        #: True when the method takes no field at all: a body that holds no
+        #: fields (a file, an image, a webhook's payload) is its own to read
+        #: (``request.get_data()``); fields sent to it are still refused.
+        self.takes_no_fields = not self.slots and not self._open
+
+    @property
+    def requires_upload(self) -> bool:
+        """Whether a request must carry an uploaded file (only a body can)."""
+        return any(s.required and s.converter.wants_file for s in self.slots)
 
     @property
     def max_path_args(self) -> int | None:
@@ -257,6 +167,9 @@ class Binder:
         if limit is not None and len(path_args) > limit:
             raise RouteNotFound(detail=f"the method takes {limit} path argument(s)")
         errors: list[dict[str, str]] = []
+        if fields.has_body and not self.takes_any_body and not (
+                self.takes_no_fields and not fields.body_is_readable):
+            _check_body(fields, errors)
         values: dict[str, t.Any] = {}
         for slot, segment in zip(self._path_slots, path_args, strict=False):
             values[slot.name] = self._convert(slot, "path", [segment], errors)
@@ -269,6 +182,7 @@ class Binder:
             if name == PARAMS_NAME:
                 values[name] = build_params(fields, urlpath)
                 continue
+            found: tuple[str, t.Any] | None
             if slot.converter.wants_file:
                 files = fields.files.getlist(name)
                 found = ("form", files) if files else None
@@ -281,7 +195,7 @@ class Binder:
             else:
                 found = None
             if found is not None:
-                values[name] = self._convert(slot, *found, errors)
+                values[name] = self._convert(slot, found[0], found[1], errors)
             elif slot.required:
                 errors.append({"name": name, "source": "request",
                                "message": "this field is required"})

@@ -12,7 +12,7 @@ chunked``) announces no length, and each server hands it on its own way:
 - nginx de-chunks it, refuses it past ``client_max_body_size`` itself and
   passes the rest on with a ``Content-Length``: the ordinary case above.
 
-:func:`body_stream`, the stream of :class:`KernKoaRequest`, reads the first
+:func:`body_stream`, the stream of :class:`WholeBodyRequest`, reads the first
 two as whole bodies through :class:`WholeBody`, which tells a body that ends
 at the limit from one that goes on past it (413). A chunked body on any other
 server, one that neither de-chunks it nor offers ``uwsgi.chunked_read``, is a
@@ -139,7 +139,7 @@ def body_stream(environ: dict[str, t.Any], limit: int | None) -> t.IO[bytes]:
     return source if limit is None else t.cast(t.IO[bytes], WholeBody(source, limit))
 
 
-class KernKoaRequest(Request):
+class WholeBodyRequest(Request):
     """Flask's request, whose body is read whole or refused: :func:`body_stream`."""
 
     @cached_property

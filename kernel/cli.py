@@ -57,7 +57,8 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def routes(args: argparse.Namespace) -> int:
-    """Print every routable URL (``--json``: the ``/_kernkoa/endpoints`` document)."""
+    """Print every URL that answers, short forms included (``--json``: the
+    ``/_kernkoa/endpoints`` document)."""
     kernel = _kernel(create_app())
     # The operator at the console may see full tracebacks, as in debug mode.
     found = listing.as_json(listing.build(kernel), debug=True)
@@ -67,6 +68,9 @@ def routes(args: argparse.Namespace) -> int:
     for route in found["routes"]:
         verbs = ",".join(route["http_methods"])
         print(f"{verbs:<16} {route['url']}  {route['summary']}".rstrip())
+        # The short forms get a row each: every URL that answers is listed.
+        for short in route["short_urls"]:
+            print(f"{verbs:<16} {short}  = {route['url']}")
     for bad in found["broken"]:
         print(f"{'BROKEN':<16} {bad['file']}  {bad['error']}", file=sys.stderr)
     return 0

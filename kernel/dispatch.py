@@ -14,8 +14,8 @@ from flask import current_app
 from flask import request
 from werkzeug.wrappers import Response
 
+from .allow import other_method
 from .errors import KernelError
-from .errors import MethodNotAllowed
 from .errors import RouteNotFound
 from .exposure import Endpoint
 from .exposure import build_endpoint
@@ -135,10 +135,7 @@ def dispatch(path: str = "") -> Response:
     kernel = t.cast(Kernel, app.extensions["kernkoa"])
     target, endpoint = kernel.resolve_for_request(req, path)
     if req.method not in endpoint.http_methods:
-        if req.method == "OPTIONS":
-            allow = ", ".join(sorted(endpoint.http_methods | {"OPTIONS"}))
-            return app.response_class(status=204, headers={"Allow": allow})
-        raise MethodNotAllowed(valid_methods=sorted(endpoint.http_methods))
+        return other_method(req.method, endpoint.http_methods)
     args, kwargs = endpoint.binder.bind(RequestFields(req, kernel.settings), target.args, path)
     if endpoint.is_celery:
         # Never run here: bound and checked above, then sent to a worker.

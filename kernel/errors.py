@@ -64,6 +64,17 @@ class BadRequestBody(KernelError):
     description = "The request body could not be parsed."
 
 
+class UnsupportedBody(KernelError):
+    """The body is of a media type the kernel reads no fields from, sent to a
+    method that takes fields."""
+
+    code = 415
+    name = "Unsupported Media Type"
+    error_code = "unsupported_media_type"
+    description = ("The request body must be JSON (application/json) or a form "
+                   "(application/x-www-form-urlencoded, multipart/form-data).")
+
+
 class ParameterError(KernelError):
     """Arguments for the controller method were missing or could not be converted.
 

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from .access import AccessRule
 from .access import declared_rule
 from .binding import Binder
+from .constraints import ConstraintError
 from .errors import RouteNotFound
 
 #: HTTP methods a controller method answers unless decorated.
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST"})
 
-#: HTTP methods a ``_celery`` method answers unless decorated: starting work
-#: from a GET could be fired by a prefetch or an ``<img>`` tag.
-CELERY_METHODS = frozenset({"POST"})
+#: HTTP methods a ``_celery`` method answers unless decorated (starting work
+#: from a GET could be fired by a prefetch or an ``<img>`` tag), and a method
+#: needing an uploaded file (a GET cannot carry one).
+POST_ONLY = frozenset({"POST"})
 
 #: Suffix of the methods that run on a Celery worker.
 CELERY_SUFFIX = "_celery"
@@ -154,11 +156,10 @@ def build_endpoint(cls: type, func: types.FunctionType) -> Endpoint:
     :raises RouteNotFound: when the kernel could not call it: its signature
         cannot be read, it is ``async``, or it cannot take the leading
         arguments the kernel passes (the instance, and for a ``_celery``
-        method the task handle).
+        method the task handle), or a constraint of its annotations cannot
+        be checked as written.
     """
     is_celery = func.__name__.endswith(CELERY_SUFFIX)
-    default = CELERY_METHODS if is_celery else DEFAULT_METHODS
-    http_methods = getattr(func, _METHODS_ATTR, default)
     skip = 2 if is_celery else 1
     try:
         signature = inspect.signature(func)
@@ -172,7 +173,13 @@ def build_endpoint(cls: type, func: types.FunctionType) -> Endpoint:
     if not _takes_leading_positionals(signature, skip):
         raise RouteNotFound(detail=f"{func.__qualname__} cannot take the {skip} leading "
                                    "argument(s) the kernel passes")
-    binder = Binder(func, skip=skip)
+    try:
+        binder = Binder(func, skip=skip)
+    except ConstraintError as error:
+        # Served as written or not at all: a rule the kernel cannot check or describe.
+        raise RouteNotFound(detail=f"{func.__qualname__}: {error}") from None
+    default = POST_ONLY if is_celery or binder.requires_upload else DEFAULT_METHODS
+    http_methods = getattr(func, _METHODS_ATTR, default)
     return Endpoint(cls, func, http_methods, is_celery, binder, declared_rule(cls, func))
 
 

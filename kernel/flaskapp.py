@@ -13,8 +13,9 @@ advance for a controller URL, costing about as much as the whole dispatch:
 - ``g.identity = None`` for every anonymous request: :class:`KernKoaGlobals`
   answers ``None`` until the auth layer sets an identity.
 
-Its requests are :class:`~kernel.body.KernKoaRequest`: a body past
-``MAX_CONTENT_LENGTH`` is a 413 in every server, never a body cut short.
+Its requests are :class:`~kernel.formbody.KernKoaRequest`: a body past
+``MAX_CONTENT_LENGTH`` is a 413 in every server, never a body cut short, and a
+malformed form body is told from an empty one.
 
 Everything else is Flask's own code path.
 """
@@ -30,9 +31,9 @@ from flask.ctx import RequestContext
 from flask.ctx import _AppCtxGlobals
 from werkzeug.routing import MapAdapter
 
-from .body import KernKoaRequest
 from .fastmatch import CatchAllShortcut
 from .fastmatch import VersionedMap
+from .formbody import KernKoaRequest
 
 #: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
 #: are registered once; the bound keeps a pathological app from growing it).

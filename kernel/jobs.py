@@ -37,8 +37,6 @@ from kombu.utils.json import dumps
 from redis.exceptions import RedisError
 
 from .access import rule_for
-from .binding import PARAMS_NAME
-from .binding import ConversionError
 from .celeryapp import TASK_NAME
 from .celeryapp import get_celery
 from .errors import BrokerUnavailable
@@ -47,6 +45,7 @@ from .errors import RouteNotFound
 from .exposure import Endpoint
 from .jobstore import JobStore
 from .jobstore import TaskRecord
+from .params import GivenFields
 from .params import Params
 from .params import RequestFields
 from .tasks import PARAMS_FROM_REQUEST
@@ -127,7 +126,13 @@ def request_snapshot(req: Request, task_headers: frozenset[str]) -> dict[str, t.
 
 
 def _encode(value: t.Any) -> t.Any:
-    return PARAMS_FROM_REQUEST if isinstance(value, Params) else value
+    if not isinstance(value, Params):
+        return value
+    # The worker rebuilds the trigger's params from its request snapshot; a
+    # params built from fields given by code travels as those fields.
+    if isinstance(value.request_fields, GivenFields):
+        return dict(value)
+    return PARAMS_FROM_REQUEST
 
 
 def _kwargs_repr(route: str, args: list[t.Any], kwargs: dict[str, t.Any],
@@ -196,12 +201,18 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     return task_id
 
 
-def exe_task(instance: t.Any, name: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
+def exe_task(instance: t.Any, name: str,
+             params: t.Mapping[str, t.Any] | None = None) -> dict[str, str]:
     """KernKoa's ``exeTask(self, "name_celery", params)``: enqueue a method of ``instance``.
 
     The method is found by URL, through the same router and rules as a
-    request, so only a routable ``_celery`` method can be started. Returns
-    ``{"type": "task", "id": <id>}``.
+    request, so only a routable ``_celery`` method can be started, and its
+    arguments are bound as a POST to its URL would bind them: ``params`` from
+    the request stands for the request's fields (query, form, JSON), any other
+    mapping for a JSON object body. Required fields are checked before
+    anything is queued. Returns ``{"type": "task", "id": <id>}``.
+
+    :raises ParameterError: when the fields do not fit the method (422).
     """
     kernel = current_app.extensions["kernkoa"]
     cls = type(instance)
@@ -215,36 +226,12 @@ def exe_task(instance: t.Any, name: str, params: t.Mapping[str, t.Any] | None = 
     _, endpoint = kernel.resolve(route)
     if not endpoint.is_celery:
         raise RouteNotFound(detail=f"{name} is not a _celery method")
-    if endpoint.binder.takes_params:
-        kwargs: dict[str, t.Any] = {PARAMS_NAME: params}
+    if isinstance(params, Params):
+        fields = params.request_fields
     else:
-        kwargs = _convert_fields(endpoint, dict(params or {}))
-    return {"type": "task", "id": enqueue(endpoint, route, [], kwargs)}
-
-
-def _convert_fields(endpoint: Endpoint, fields: dict[str, t.Any]) -> dict[str, t.Any]:
-    """Fields given to ``exeTask`` as the method's keyword arguments, converted
-    by its annotations like request fields (extra ones go to ``**kwargs`` or away)."""
-    binder = endpoint.binder
-    kwargs: dict[str, t.Any] = {}
-    errors: list[dict[str, str]] = []
-    for slot in binder.slots:
-        if slot.name in fields:
-            try:
-                kwargs[slot.name] = slot.converter("json", fields.pop(slot.name))
-            except ConversionError as error:
-                errors.append({"name": slot.name, "source": "params", "message": str(error)})
-        elif slot.required:
-            errors.append({"name": slot.name, "source": "params",
-                           "message": "this field is required"})
-    if binder.kwargs_name is not None:
-        errors.extend({"name": name, "source": "params",
-                       "message": "this name belongs to the method itself"}
-                      for name in sorted(binder.reserved & fields.keys()))
-        kwargs.update(fields)
-    if errors:
-        raise ParameterError(errors)
-    return kwargs
+        fields = GivenFields(params, kernel.settings)
+    args, kwargs = endpoint.binder.bind(fields, (), route.lstrip("/"))
+    return {"type": "task", "id": enqueue(endpoint, route, list(args), kwargs)}
 
 
 def read_task(task_id: str) -> TaskRecord:

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from .binding import PARAMS_NAME
 from .binding import Slot
-from .binding import converter_for
+from .conversion import converter_for
 from .dispatch import Kernel
 from .errors import ControllerLoadError
 from .exposure import Endpoint
 from .registry import BrokenFile
 from .registry import Route
 from .registry import scan
+from .registry import short_urls
 
 #: Where a parameter's value comes from (the ``source`` key of a parameter).
 #: ``field``: the query, form or JSON field of its name (or, when it is
@@ -141,6 +142,7 @@ def describe_route(route: Route, root: Path) -> dict[str, t.Any]:
     module_parts = route.url.strip("/").split("/")[:-2]
     return {
         "url": route.url,
+        "short_urls": list(route.short_urls),
         "folder": "/" + "/".join(module_parts[:-1]),
         "module": "/".join(module_parts),
         "file": route.file.relative_to(root).as_posix(),
@@ -218,4 +220,5 @@ def find(kernel: Kernel, url: str, debug: bool = False) -> dict[str, t.Any]:
         shown = shown_error(error.detail or "", debug)
         raise ControllerLoadError(f"{name} failed to load" + (f": {shown}" if shown else "."),
                                   detail=error.detail) from None
-    return describe_route(Route(target.route, target.file, endpoint), root)
+    return describe_route(Route(target.route, target.file, endpoint,
+                                short_urls(kernel, target.route)), root)

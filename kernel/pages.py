@@ -38,6 +38,7 @@ from werkzeug.wrappers import Response
 from . import info as info_module
 from . import listing
 from . import openapi
+from .auth import AUTH_EXTENSION
 from .auth import current_identity
 from .dispatch import kernel
 
@@ -115,7 +116,9 @@ def info() -> Response:
 
 def openapi_json() -> Response:
     """The OpenAPI 3.1 document of every route."""
-    doc = openapi.document(listing.build(kernel()), base=site_url(""), debug=current_app.debug)
+    layer = current_app.extensions[AUTH_EXTENSION]
+    doc = openapi.document(listing.build(kernel()), base=site_url(""), debug=current_app.debug,
+                           auth_default=layer.auth_default, auth_enabled=bool(layer.schemes))
     return _json(doc)
 
 

@@ -16,6 +16,7 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.datastructures import MultiDict
+from werkzeug.test import EnvironBuilder
 from werkzeug.wsgi import get_content_length
 
 from .body import is_chunked
@@ -28,6 +29,9 @@ from .settings import current_settings
 
 #: The field sources, lowest precedence first.
 SOURCES = ("query", "form", "json")
+
+#: Form media types whose fields the kernel reads (besides JSON).
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 #: What :meth:`RequestFields.sources` answers for a source the request lacks
 #: (immutable: shared by every request).
@@ -55,6 +59,8 @@ class RequestFields:
         self.request = request
         self._limits = settings
         self._body: tuple[MultiDict[str, t.Any], t.Any] | None = None
+        #: Whether the body held a JSON document (``null`` included).
+        self._json_sent = False
 
     @property
     def query(self) -> MultiDict[str, str]:
@@ -80,6 +86,21 @@ class RequestFields:
     def json(self) -> t.Any:
         """The parsed JSON body, of any JSON type, or ``None``."""
         return self._parse_body()[1]
+
+    @property
+    def body_is_readable(self) -> bool:
+        """Whether the body's media type is one the kernel reads fields from:
+        JSON (``application/json``, ``application/*+json``), or a form."""
+        return self.request.is_json or self.request.mimetype in FORM_TYPES
+
+    @property
+    def json_type(self) -> str | None:
+        """The JSON Schema type of the JSON body (``object``, ``array``,
+        ``null``...), or ``None`` when the request carries no JSON body."""
+        body = self.json
+        if not self._json_sent:
+            return None
+        return _json_type(body)
 
     @property
     def json_fields(self) -> dict[str, t.Any]:
@@ -150,6 +171,11 @@ class RequestFields:
                 settings = self._settings()
                 check_urlencoded_form(self.request, settings.MAX_FIELDS,
                                       settings.MAX_FORM_MEMORY_SIZE)
+                # KernKoaRequest knows what Werkzeug's silent parser hid; a
+                # plain Flask request (built by hand) does not say.
+                error = getattr(self.request, "form_error", None)
+                if error is not None:
+                    raise BadRequestBody("The form body could not be parsed.", detail=error)
                 self._body = (self.request.form, None)
         return self._body
 
@@ -157,12 +183,15 @@ class RequestFields:
         data = self.request.get_data(cache=True)
         if not data.strip():
             return None
+        self._json_sent = True
         settings = self._settings()
         check_json_body(data, settings.MAX_JSON_DEPTH, settings.MAX_JSON_CONTAINERS)
         try:
             body = json.loads(data)
         except (ValueError, RecursionError) as error:
             raise BadRequestBody("The JSON body is not valid JSON.", detail=str(error)) from None
+        if _may_hold_surrogates(data):
+            _refuse_lone_surrogates(body)
         if isinstance(body, dict):
             check_field_count(len(body), settings.MAX_FIELDS, "JSON body")
         return body
@@ -170,6 +199,59 @@ class RequestFields:
     def _settings(self) -> Settings:
         # The limits of the app serving the request (config.py's outside one).
         return self._limits or current_settings()
+
+
+def _may_hold_surrogates(data: bytes) -> bool:
+    # Only a \uD800-\uDFFF escape makes one (raw bytes are decoded as UTF-8,
+    # which has none): most bodies skip the check below.
+    return b"\\ud" in data or b"\\uD" in data
+
+
+def _refuse_lone_surrogates(body: t.Any) -> None:
+    """Refuse a JSON body holding a string with a lone surrogate (``"\\ud800"``).
+
+    No text can hold one (I-JSON, RFC 7493, forbids them): it could not be
+    written into a UTF-8 answer, a log line or a database.
+
+    :raises BadRequestBody: when it does.
+    """
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequestBody("The JSON body holds a string that is not text "
+                             "(a lone UTF-16 surrogate).") from None
+
+
+class GivenFields(RequestFields):
+    """Fields handed over by code (``exeTask(self, name, {...})``), bound as the
+    top-level keys of a JSON object body would be: no query, form or files.
+
+    :param values: the fields; an empty mapping or ``None`` is no body at all.
+    """
+
+    def __init__(self, values: t.Mapping[str, t.Any] | None, settings: Settings) -> None:
+        super().__init__(Request(EnvironBuilder(method="POST").get_environ()), settings)
+        body = dict(values) if values else None
+        self._body = (MultiDict(), body)
+        self._json_sent = body is not None
+        self.__dict__["has_body"] = body is not None  # overrides the cached property
+
+    @property
+    def body_is_readable(self) -> bool:
+        """Always: the fields are a JSON object already."""
+        return True
+
+
+def _json_type(value: t.Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 class Params(dict[str, t.Any]):
@@ -192,6 +274,11 @@ class Params(dict[str, t.Any]):
         self.urlpath = urlpath
         #: The HTTP method of the request.
         self.method = fields.request.method
+
+    @property
+    def request_fields(self) -> RequestFields:
+        """The fields this params was built from, by source."""
+        return self._fields
 
     @property
     def query(self) -> MultiDict[str, str]:

@@ -18,6 +18,7 @@ from .errors import RouteNotFound
 from .exposure import Endpoint
 from .exposure import find_class
 from .exposure import find_method
+from .routing import DEFAULT_METHOD
 from .routing import SEGMENT
 
 
@@ -29,6 +30,9 @@ class Route:
     url: str
     file: Path
     endpoint: Endpoint
+    #: Shorter URLs that answer with the same method (``/module/Class`` for
+    #: ``index``, ``/`` for ``INDEX_ROUTE``), as the router resolves them.
+    short_urls: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -84,8 +88,25 @@ def scan(kernel: Kernel) -> tuple[list[Route], list[BrokenFile]]:
                 _, endpoint = kernel.resolve(url)
             except RouteNotFound:
                 continue  # shadowed by another file, or under a reserved prefix
-            routes.append(Route(url, file, endpoint))
+            routes.append(Route(url, file, endpoint, short_urls(kernel, url)))
     return routes, broken
+
+
+def short_urls(kernel: Kernel, url: str) -> tuple[str, ...]:
+    """The shorter URLs the router resolves to the method at ``url``."""
+    parts = url.strip("/").split("/")
+    candidates = ["/"]
+    if parts[-1] == DEFAULT_METHOD:
+        candidates.insert(0, "/" + "/".join(parts[:-1]))
+    found = []
+    for candidate in candidates:
+        try:
+            target = kernel.router.resolve(candidate)
+        except RouteNotFound:
+            continue
+        if target.route == url and not target.args:
+            found.append(candidate)
+    return tuple(found)
 
 
 def _exposed_names(module: t.Any, kernel: Kernel) -> t.Iterator[tuple[str, str]]:

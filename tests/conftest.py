@@ -174,21 +174,24 @@ def redis(tmp_path: Path) -> t.Iterator[t.Any]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> t.Iterator[t.Callable[..., LiveServer]]:
-    """Start ``kernkoa serve`` on a free port with extra ``KERNKOA_*`` variables."""
+    """Start ``kernkoa serve`` on a free port with extra ``KERNKOA_*`` variables
+    (``worker=True``: with the task worker ``kernkoa serve`` starts beside itself)."""
     started: list[tuple[subprocess.Popen[bytes], t.IO[bytes]]] = []
 
-    def start(**env: str) -> LiveServer:
+    def start(worker: bool = False, **env: str) -> LiveServer:
         port = free_port()
         environ = {**os.environ, **{f"KERNKOA_{k}": v for k, v in env.items()}}
-        log = open(tmp_path / f"serve-{port}.log", "wb")
+        log_path = tmp_path / f"serve-{port}.log"
+        log = open(log_path, "wb")
         process = subprocess.Popen(
-            [str(BIN / "kernkoa"), "serve", "--port", str(port), "--no-worker"],
+            [str(BIN / "kernkoa"), "serve", "--port", str(port),
+             *([] if worker else ["--no-worker"])],
             cwd=PROJECT_ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
         )
         started.append((process, log))
         base = f"http://127.0.0.1:{port}"
         wait_for_http(base + "/", process)
-        return LiveServer(base, process)
+        return LiveServer(base, process, log_path)
 
     yield start
     for process, log in started:

@@ -39,7 +39,7 @@ from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 #: Every status the kernel may answer with.
-DOCUMENTED = {200, 202, 204, 303, 400, 401, 403, 404, 405, 413, 422, 429}
+DOCUMENTED = {200, 202, 204, 303, 400, 401, 403, 404, 405, 413, 415, 422, 429}
 
 ZOO = '''
 from kernkoa import *

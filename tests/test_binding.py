@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from kernel.binding import Binder
-from kernel.binding import converter_for
+from kernel.conversion import converter_for
 from kernel.errors import ConversionError
 
 TYPED = """
@@ -121,12 +121,11 @@ def test_query_fields_are_converted(client: FlaskClient, url: str,
     ("path", "document", "expected"),
     [
         ("/b/T/integer", {"n": 42}, {"n": 42}),
-        ("/b/T/integer", {"n": "42"}, {"n": 42}),
+        ("/b/T/integer", {"n": 3.0}, {"n": 3}),  # JSON has one number type
         ("/b/T/number", {"x": 1}, {"x": 1.0}),
         ("/b/T/flag", {"on": True}, {"on": True}),
-        ("/b/T/text", {"s": 5}, {"s": "5"}),
-        ("/b/T/many", {"ids": [1, "2"]}, {"ids": [1, 2]}),
-        ("/b/T/many", {"ids": 3}, {"ids": [3]}),
+        ("/b/T/text", {"s": "5"}, {"s": "5"}),
+        ("/b/T/many", {"ids": [1, 2]}, {"ids": [1, 2]}),
         ("/b/T/maybe", {"n": None}, {"n": None}),
         ("/b/T/untyped", {"a": {"deep": [1]}}, {"a": {"deep": [1]}, "b": "default"}),
     ],
@@ -136,6 +135,28 @@ def test_json_fields_are_converted(client: FlaskClient, path: str, document: t.A
     response = client.post(path, json=document)
     assert response.status_code == 200, response.data
     assert response.get_json() == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "message"),
+    [
+        ("/b/T/integer", {"n": "42"}, 'expected an integer, got "42"'),
+        ("/b/T/integer", {"n": True}, "expected an integer, got true"),
+        ("/b/T/number", {"x": "1.5"}, 'expected a number, got "1.5"'),
+        ("/b/T/flag", {"on": 1}, "expected true or false, got 1"),
+        ("/b/T/flag", {"on": "true"}, 'expected true or false, got "true"'),
+        ("/b/T/text", {"s": 5}, "expected a string, got 5"),
+        ("/b/T/many", {"ids": [1, "2"]}, 'item 1: expected an integer, got "2"'),
+        ("/b/T/many", {"ids": 3}, "expected a list, got 3"),
+        ("/b/T/integer", {"n": None}, "expected an integer, got null"),
+    ],
+)
+def test_json_values_must_have_the_parameters_type(client: FlaskClient, path: str,
+                                                   document: t.Any, message: str) -> None:
+    """One rule for every type: JSON is typed, so a JSON value is never converted."""
+    error = assert_error(client.post(path, json=document), 422)
+    assert error["fields"] == [{"name": next(iter(document)), "source": "json",
+                                "message": message}]
 
 
 def test_form_fields_are_converted(client: FlaskClient) -> None:
@@ -160,7 +181,6 @@ def test_form_fields_are_converted(client: FlaskClient) -> None:
         ("POST", "/b/T/many", {"json": {"ids": [1, "x"]}}, "ids", "json"),
         ("GET", "/b/T/maybe?n=x", {}, "n", "query"),
         ("POST", "/b/T/upload", {"data": {"doc": "not a file"}}, "doc", "request"),
-        ("GET", "/b/T/upload?doc=x", {}, "doc", "request"),
         ("GET", "/b/T/integer", {}, "n", "request"),
         ("GET", "/b/T/maybe_required", {}, "n", "request"),
         ("GET", "/b/T/untyped", {}, "a", "request"),
@@ -192,6 +212,13 @@ def test_extra_query_fields_are_ignored(client: FlaskClient) -> None:
 
 def test_surplus_body_fields_are_fine_with_params(client: FlaskClient) -> None:
     assert client.post("/b/T/only_params", data={"x": "1"}).data == b"params"
+
+
+def test_a_method_needing_an_upload_answers_post_only(client: FlaskClient) -> None:
+    """A GET cannot carry a file: it is a 405, never a 422 no request could avoid."""
+    response = client.get("/b/T/upload?doc=x")
+    assert_error(response, 405)
+    assert response.headers["Allow"] == "POST"
 
 
 def test_file_upload_binds_filestorage(client: FlaskClient) -> None:
@@ -281,3 +308,75 @@ def test_binder_with_unresolvable_annotation_falls_back() -> None:
     def method(self: t.Any, n: UndefinedName) -> None: ...  # type: ignore[name-defined]  # noqa: F821
 
     assert [slot.name for slot in Binder(method).slots] == ["n"]
+
+
+# --- Bodies that hold no fields ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    ("[1, 2]", "an array"), ('"text"', "a string"), ("5", "a number"),
+    ("true", "true or false"), ("null", "null"),
+])
+def test_a_json_body_that_is_no_object_is_a_422(client: FlaskClient, body: str,
+                                                kind: str) -> None:
+    """The defaults never answer for a body that was ignored."""
+    error = assert_error(client.post("/b/T/maybe", data=body,
+                                     content_type="application/json"), 422)
+    assert error["fields"] == [{"name": "", "source": "json",
+                                "message": "expected a JSON object of fields, got " + kind}]
+    assert_error(client.post("/b/T/nothing", data=body, content_type="application/json"), 422)
+
+
+def test_a_method_taking_only_params_gets_any_json_body(make_app: t.Callable[..., Flask],
+                                                        tree: ControllerTree) -> None:
+    tree.write("p.py", """
+        class P:
+            def raw(self, params=None):
+                return {"json": params.json, "fields": dict(params)}
+    """)
+    client = make_app().test_client()
+    assert client.post("/p/P/raw", json=[1, 2]).get_json() == {"json": [1, 2], "fields": {}}
+    assert client.post("/p/P/raw", json="text").get_json() == {"json": "text", "fields": {}}
+
+
+def test_a_body_of_another_media_type_is_a_415(client: FlaskClient,
+                                               make_app: t.Callable[..., Flask],
+                                               tree: ControllerTree) -> None:
+    for content_type in ["text/plain", "application/xml", ""]:
+        assert_error(client.post("/b/T/maybe", data="n=3", content_type=content_type), 415,
+                     "unsupported_media_type")
+    tree.write("p.py", """
+        from flask import request
+
+        class P:
+            def raw(self, params=None):
+                return request.get_data(as_text=True)
+    """)
+    # A method whose only field is params reads the body itself.
+    assert make_app().test_client().post("/p/P/raw", data="<x/>",
+                                         content_type="application/xml").data == b"<x/>"
+
+
+@pytest.mark.parametrize("body", [
+    b"--b\r\n[]--b--\r\n",                                              # no part headers
+    b'--b\r\nContent-Disposition: form-data; name="n\\"\r\n\r\n1\r\n--b--\r\n',  # no name
+    # Werkzeug would read "ab", an HTML form encoder meant "a\b".
+    b'--b\r\nContent-Disposition: form-data; name="a\\b"\r\n\r\n1\r\n--b--\r\n',
+])
+def test_a_malformed_multipart_body_is_a_400(client: FlaskClient, body: bytes) -> None:
+    """Werkzeug reads these as no fields, a field named None or another name than the
+    one sent: never a 200 or a 500."""
+    assert_error(client.post("/b/T/nothing", data=body,
+                             content_type="multipart/form-data; boundary=b"), 400)
+    assert_error(client.post("/b/T/only_params", data=body,
+                             content_type="multipart/form-data; boundary=b"), 400)
+
+
+def test_a_json_string_holding_a_lone_surrogate_is_a_400(client: FlaskClient) -> None:
+    """It is no text: the method could not even write it into its answer."""
+    for body in ['{"s": "\\ud800"}', '{"\\udc00": "x"}', '["\\uDBFF"]']:
+        assert_error(client.post("/b/T/only_params", data=body,
+                                 content_type="application/json"), 400)
+    # A pair is one character, and fine.
+    assert client.post("/b/T/text", data='{"s": "\\ud83d\\ude00"}',
+                       content_type="application/json").get_json() == {"s": "\U0001f600"}

@@ -32,10 +32,13 @@ def test_routes_lists_every_routable_url(tree: ControllerTree) -> None:
     write_catalog(tree)
     result = kernkoa("routes", catalog=tree.root)
     assert result.returncode == 0, result.stderr
-    urls = [line.split()[1] for line in result.stdout.splitlines()]
-    assert urls == EXPECTED_ROUTES
-    assert result.stdout.splitlines()[0].split() == [
-        "GET,HEAD,POST", "/index/index/index", "The", "home", "page."]
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert [row[1] for row in rows if row[2:3] != ["="]] == EXPECTED_ROUTES
+    assert rows[0] == ["GET,HEAD,POST", "/index/index/index", "The", "home", "page."]
+    # The short forms that answer, each on a row of its own after its method.
+    assert rows[1:3] == [["GET,HEAD,POST", "/index/index", "=", "/index/index/index"],
+                         ["GET,HEAD,POST", "/", "=", "/index/index/index"]]
+    assert len(rows) == len(EXPECTED_ROUTES) + 2
     assert "broken.py" in result.stderr
 
 

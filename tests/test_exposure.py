@@ -10,8 +10,8 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kernel.exposure import CELERY_METHODS
 from kernel.exposure import DEFAULT_METHODS
+from kernel.exposure import POST_ONLY
 from kernel.exposure import build_endpoint
 from kernel.exposure import methods
 
@@ -302,7 +302,7 @@ def test_default_http_methods() -> None:
     celery = build_endpoint(C, C.m_celery)  # type: ignore[arg-type]
     assert plain.http_methods == DEFAULT_METHODS == {"GET", "HEAD", "POST"}
     assert (plain.is_celery, celery.is_celery) == (False, True)
-    assert celery.http_methods == CELERY_METHODS == {"POST"}
+    assert celery.http_methods == POST_ONLY == {"POST"}
     assert celery.name == "m_celery"
 
 

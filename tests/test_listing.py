@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
+from kernel.conversion import BOOL_TEXT_SCHEMA
 from kernel.listing import LOAD_ERROR_HIDDEN
 
 CART = '''
@@ -97,6 +98,8 @@ def test_endpoints_list_every_routable_method(catalog: ControllerTree,
         "/shop/cart/Cart/show",
     ]
     add = routes["/shop/cart/Cart/add"]
+    assert add["short_urls"] == []
+    assert routes["/hello/Hello/index"]["short_urls"] == ["/hello/Hello"]
     assert add["file"] == "controller/shop/cart.py"
     assert (add["class"], add["method"], add["kind"]) == ("Cart", "add", "sync")
     assert add["summary"] == "Add an item to the cart."
@@ -240,18 +243,25 @@ def test_openapi_document_is_valid_and_typed(catalog: ControllerTree,
     assert query["item"]["required"] is True
     assert query["item"]["schema"] == {"type": "integer"}
     assert query["qty"]["schema"] == {"type": "integer", "default": 1}
-    assert query["note"]["schema"] == {"type": ["string", "null"]}
-    assert query["tags"]["schema"] == {"type": "array", "items": {"type": "string"}, "default": []}
+    # Query values are text: an empty one is None, one value is a list of one.
+    assert query["note"]["schema"] == {"type": "string"}
+    assert query["tags"]["schema"] == {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                                 {"type": "string"}], "default": []}
     assert add["get"]["summary"] == "Add an item to the cart."
     body = add["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["item"] and body["additionalProperties"] is False
+    # JSON is typed: null only for Optional, an array for a list.
+    assert body["properties"]["note"] == {"type": ["string", "null"]}
+    assert body["properties"]["tags"] == {"type": "array", "items": {"type": "string"},
+                                          "default": []}
     assert add["get"]["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"}
     assert "Error" in doc["components"]["schemas"]
     flag = doc["paths"]["/shop/cart/Cart/flag"]
     assert set(flag) == {"put", "delete"}
     assert {p["name"]: p["schema"] for p in flag["delete"]["parameters"]} == {
-        "on": {"type": "boolean"}, "ratio": {"type": ["number", "null"]}}
+        "on": BOOL_TEXT_SCHEMA,
+        "ratio": {"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 0}]}}
     task = doc["paths"]["/shop/cart/Cart/report_celery"]
     assert set(task) == {"post"}
     accepted = task["post"]["responses"]["202"]

@@ -28,6 +28,12 @@ class jobs:
         return n
 
     def trigger(self, params=None):
+        return exeTask(self, "work_celery", {"n": 3})
+
+    def relay(self, params=None):
+        return exeTask(self, "work_celery", params)
+
+    def text_for_int(self, params=None):
         return exeTask(self, "work_celery", {"n": "3"})
 
     def plain(self):
@@ -77,6 +83,40 @@ def test_exetask_converts_fields_and_refuses_plain_methods(app: Flask) -> None:
     assert body["type"] == "task"
     assert client.get(f"/status/{body['id']}").get_json() == {"status": "PENDING"}
     assert client.get("/jobs/jobs/plain").status_code == 404
+
+
+def _queued_kwargs(var: t.Any) -> list[dict[str, t.Any]]:
+    """The bound keyword arguments of every message in the embedded queue."""
+    messages = [json.loads(p.read_text()) for p in var.rglob("*.msg")]
+    return [json.loads(base64.b64decode(m["body"]))[1]["kwargs"] for m in messages]
+
+
+def test_exetask_binds_named_fields_and_params_as_the_url_does(
+        app: Flask, tmp_path: t.Any) -> None:
+    """The README's example: a trigger passes its params to a method taking
+    ``n: int`` and ``params``; both are bound, as a POST to the URL would."""
+    client = app.test_client()
+    assert client.get("/jobs/jobs/relay?n=4").get_json()["type"] == "task"
+    assert client.post("/jobs/jobs/relay", json={"n": 5}).get_json()["type"] == "task"
+    queued = sorted(_queued_kwargs(tmp_path / "var"), key=lambda kwargs: kwargs["n"])
+    assert queued == [{"n": 4, "params": {"$kernkoa": "params"}},
+                      {"n": 5, "params": {"$kernkoa": "params"}}]
+
+
+@pytest.mark.parametrize(("url", "field"), [
+    ("/jobs/jobs/relay", {"name": "n", "source": "request",
+                          "message": "this field is required"}),
+    ("/jobs/jobs/relay?n=x", {"name": "n", "source": "query",
+                              "message": "expected an integer, got 'x'"}),
+    ("/jobs/jobs/text_for_int", {"name": "n", "source": "json",
+                                 "message": 'expected an integer, got "3"'}),
+])
+def test_exetask_checks_fields_before_queueing(app: Flask, tmp_path: t.Any, url: str,
+                                               field: dict[str, str]) -> None:
+    response = app.test_client().get(url)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["fields"] == [field]
+    assert _queued_kwargs(tmp_path / "var") == []
 
 
 def test_delete_cancels_and_unknown_ids_are_404(app: Flask) -> None:
@@ -325,3 +365,19 @@ def test_worker_gets_its_own_node_name_unless_named() -> None:
     names = [a for a in worker_argv(settings, []) if a.startswith("--hostname=")]
     assert len(names) == 1 and names[0].startswith("--hostname=kernkoa-")
     assert not [a for a in worker_argv(settings, ["-n", "w1@%h"]) if a.startswith("--hostname")]
+
+
+def test_status_answers_options_and_405_for_other_methods(app: Flask) -> None:
+    """Not the catch-all's 404, nor Flask's OPTIONS listing every method of both rules."""
+    client = app.test_client()
+    task_id = client.post("/jobs/jobs/work_celery?n=1").get_json()["id"]
+    for url in (f"/status/{task_id}", "/status/not-a-task"):
+        options = client.options(url)
+        assert options.status_code == 204
+        assert options.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS"
+        for method in ("PUT", "POST", "PATCH"):
+            response = client.open(url, method=method)
+            assert response.status_code == 405, (method, response.data)
+            assert response.headers["Allow"] == "DELETE, GET, HEAD"
+            assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert client.get(f"/status/{task_id}").get_json() == {"status": "PENDING"}
