@@ -43,6 +43,8 @@ def nginx_conf(run: Path, port: int, body_limit: int) -> Path:
     for placeholder, value in (("@PORT@", str(port)), ("@HOME@", str(PROJECT_ROOT)),
                                ("@RUN@", str(run)), ("@NGINX_ETC@", str(NGINX_ETC)),
                                ("@ETC@", str(run)), ("@SERVER_NAME@", "_"),
+                               # Above the shipped ini's harakiri (60 s), as setup.sh writes it.
+                               ("@READ_TIMEOUT@", "75"),
                                ("@BODY_LIMIT@", str(body_limit))):
         site = site.replace(placeholder, value)
     (run / "kernkoa_nginx.conf").write_text(site)
