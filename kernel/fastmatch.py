@@ -3,7 +3,7 @@
 For every request Flask binds the URL map to the request (``bind_to_environ``,
 whose IDNA encoding of the host alone costs more than a whole catch-all
 dispatch) and then matches the catch-all ``<path:path>`` rule with a regular
-expression after trying every static transition (DESIGN §10). For a path that
+expression after trying every static transition. For a path that
 only the catch-all can match, the answer is known in advance: the catch-all
 rule, with the path after the prefix as ``path``. :class:`CatchAllShortcut`
 gives that answer for such requests and leaves every other one to Werkzeug:

@@ -1,4 +1,4 @@
-"""One JSON envelope for every error status (DESIGN §6)."""
+"""One JSON envelope for every error status."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""KernKoa's ``params`` (DESIGN §4): fields from query, form and JSON, and legacy keys."""
+"""KernKoa's ``params``: fields from query, form and JSON, and legacy keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Return values to responses (DESIGN §5)."""
+"""Return values to responses: the table of the README's "Return values" section."""
 
 from __future__ import annotations
 
