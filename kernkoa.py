@@ -30,15 +30,15 @@ from flask import url_for
 from werkzeug.local import LocalProxy
 
 import kernel.app as _kernel_app
-from kernel.access import public
-from kernel.access import requires
-from kernel.databases import dbs
-from kernel.errors import ParameterError
-from kernel.exposure import methods
-from kernel.lazy import LazyModule
-from kernel.load import load
-from kernel.rendering import render
-from kernel.settings import config
+from kernel.api.databases import dbs
+from kernel.api.load import load
+from kernel.catalog.access import public
+from kernel.catalog.access import requires
+from kernel.catalog.exposure import methods
+from kernel.core.errors import ParameterError
+from kernel.core.lazy import LazyModule
+from kernel.core.settings import config
+from kernel.web.rendering import render
 
 __all__ = [
     "ParameterError",
@@ -69,17 +69,20 @@ __all__ = [
 
 # Celery's stack costs every worker process ~15 MiB and ~150 ms to import:
 # it is loaded when a controller first uses these, not by the star import.
-_jobs = LazyModule("kernel.jobs")
-_tasks = LazyModule("kernel.tasks")
+_jobs = LazyModule("kernel.tasks.enqueue")
+_tasks = LazyModule("kernel.tasks.run")
 
 
 def exeTask(instance: t.Any, name: str, params: t.Mapping[str, t.Any] | None = None) -> dict:
-    """KernKoa's ``exeTask(self, "name_celery", params)``: see :func:`kernel.jobs.exe_task`."""
+    """KernKoa's ``exeTask(self, "name_celery", params)``.
+
+    See :func:`kernel.tasks.enqueue.exe_task`.
+    """
     return t.cast(dict, _jobs.exe_task(instance, name, params))
 
 
 def task_options(*args: t.Any, **options: t.Any) -> t.Callable[[t.Any], t.Any]:
-    """Celery options of one ``_celery`` method: see :func:`kernel.tasks.task_options`."""
+    """Celery options of one ``_celery`` method: see :func:`kernel.tasks.run.task_options`."""
     return t.cast(t.Callable[[t.Any], t.Any], _tasks.task_options(*args, **options))
 
 
@@ -119,7 +122,7 @@ app: Flask = _DefaultAppProxy(_default_app)  # type: ignore[assignment]
 def __getattr__(name: str) -> t.Any:
     if name == "celery":
         # ``celery -A kernkoa.celery worker``: the Celery app, built on first use.
-        from kernel.celeryapp import get_celery
+        from kernel.tasks.celeryapp import get_celery
 
         return get_celery()
     raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
@@ -128,6 +131,6 @@ def __getattr__(name: str) -> t.Any:
 if __name__ == "__main__":
     import sys
 
-    from kernel.cli import main
+    from kernel.cli.main import main
 
     sys.exit(main(["serve", *sys.argv[1:]]))

@@ -172,7 +172,7 @@ write_env() {
     chmod 750 "$RUN"
     local body_limit draft trusted=""
     body_limit=$(cd "$PREFIX" && "$VENV/bin/python" -c \
-        'from kernel.settings import Settings; print(Settings.load().MAX_CONTENT_LENGTH)')
+        'from kernel.core.settings import Settings; print(Settings.load().MAX_CONTENT_LENGTH)')
     if [ -n "$SERVER_NAME" ]; then
         # The bracketed form is how a Host header carries an IPv6 address.
         trusted="$SERVER_NAME,localhost,127.0.0.1,[::1]"
@@ -209,7 +209,7 @@ write_env() {
         -e "s|@READ_TIMEOUT@|$((HARAKIRI + 15))|g" \
         -e "s|@SERVER_NAME@|${SERVER_NAME:-_}|g" \
         "$PREFIX/kernkoa_nginx.conf" > "$ETC/kernkoa_nginx.conf"
-    (cd "$PREFIX" && "$VENV/bin/python" -m kernel.nginx_errors) > "$ETC/kernkoa_nginx_errors.conf"
+    (cd "$PREFIX" && "$VENV/bin/python" -m kernel.cli.nginx_errors) > "$ETC/kernkoa_nginx_errors.conf"
 }
 
 # Files an older install left readable or writable by others (new ones are

@@ -11,7 +11,7 @@ Sizes: 24 KB (issue 13's attack) and ``MAX_CONTENT_LENGTH``.
 Target: a hostile body costs at most 2× the plain one.
 
 The case named "worst found" is the JSON shape on which the depth scanner did
-the most counted work per byte (:class:`kernel.jsondepth.ScanWork`), the
+the most counted work per byte (:class:`kernel.web.jsondepth.ScanWork`), the
 measure the hostile suite checks.
 """
 
@@ -24,8 +24,8 @@ import time
 import typing as t
 from pathlib import Path
 
-from kernel.jsondepth import ScanWork
-from kernel.jsondepth import json_depth_exceeds
+from kernel.web.jsondepth import ScanWork
+from kernel.web.jsondepth import json_depth_exceeds
 from tests.body_shapes import HOSTILE
 from tests.body_shapes import PLAIN
 from tests.body_shapes import Shape

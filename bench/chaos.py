@@ -7,7 +7,7 @@
 Each fault gets a fresh production-shaped stack on 127.0.0.1: a persistent
 ``redis-server`` (append-only file, as production runs it), uWSGI serving
 ``kernkoa.app``, and ``--workers`` ``kernkoa worker`` processes, each kept
-running by :class:`kernel.supervisor.WorkerSupervisor` (as uWSGI's master or
+running by :class:`kernel.cli.supervisor.WorkerSupervisor` (as uWSGI's master or
 systemd keeps them). A client triggers ``--rate`` tasks a second for
 ``--duration`` seconds; a third of the way in the fault is injected once:
 
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import redis
 
-from kernel.supervisor import WorkerSupervisor
+from kernel.cli.supervisor import WorkerSupervisor
 
 from .servers import BIN
 from .servers import ROOT

@@ -6,4 +6,4 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .app import create_app as create_app  # noqa: E402
-from .exposure import methods as methods  # noqa: E402
+from .catalog.exposure import methods as methods  # noqa: E402

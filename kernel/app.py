@@ -22,27 +22,27 @@ from flask import send_from_directory
 from werkzeug.exceptions import SecurityError
 from werkzeug.wrappers import Response
 
-from .addons import install_addons
-from .allow import other_method
-from .auth import install_auth
-from .dispatch import Kernel
-from .dispatch import dispatch
-from .errors import RouteNotFound
-from .errors import register_error_handlers
-from .fastmatch import CatchAllShortcut
-from .flaskapp import KernKoaFlask
-from .hooks import add_before_request
-from .lazy import LazyModule
-from .limits import install_limits
-from .loader import shared_loader
-from .pages import register as register_pages
-from .proxies import install_trusted_proxies
-from .routing import Limits
-from .routing import Router
-from .secretkey import check_secret
-from .sessions import CachedSecureCookieSessionInterface
-from .settings import PROJECT_ROOT
-from .settings import Settings
+from .auth.layer import install_auth
+from .catalog.loader import shared_loader
+from .catalog.routing import Limits
+from .catalog.routing import Router
+from .core.errors import RouteNotFound
+from .core.errors import register_error_handlers
+from .core.lazy import LazyModule
+from .core.secretkey import check_secret
+from .core.settings import PROJECT_ROOT
+from .core.settings import Settings
+from .pages.views import register as register_pages
+from .web.addons import install_addons
+from .web.allow import other_method
+from .web.dispatch import Kernel
+from .web.dispatch import dispatch
+from .web.fastmatch import CatchAllShortcut
+from .web.flaskapp import KernKoaFlask
+from .web.hooks import add_before_request
+from .web.limits import install_limits
+from .web.proxies import install_trusted_proxies
+from .web.sessions import CachedSecureCookieSessionInterface
 
 log = logging.getLogger("kernkoa")
 
@@ -130,7 +130,7 @@ def refuse_untrusted_host(req: Request) -> None:
 
 #: Celery's stack costs every worker process ~15 MiB and ~150 ms to import:
 #: it comes with the first /status request or _celery trigger, not with the app.
-_status = LazyModule("kernel.status")
+_status = LazyModule("kernel.tasks.views")
 
 
 #: The HTTP methods ``/status/<id>`` serves.
@@ -138,7 +138,7 @@ STATUS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 
 
 def task_status(task_id: str) -> Response:
-    """``/status/<id>``: :func:`kernel.status.task_status`, imported on first use."""
+    """``/status/<id>``: :func:`kernel.tasks.views.task_status`, imported on first use."""
     if request.method not in STATUS_METHODS:
         return other_method(request.method, STATUS_METHODS)
     return t.cast(Response, _status.task_status(task_id))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 #: Where the page tests keep their screenshots (gitignored).
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"

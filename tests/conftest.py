@@ -20,8 +20,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from kernel import create_app
-from kernel.celeryapp import disconnect_result_store
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
+from kernel.tasks.celeryapp import disconnect_result_store
 
 #: The project's virtualenv binaries (the tests run from it).
 BIN = Path(sys.executable).parent

@@ -117,8 +117,8 @@ def build(workdir: Path) -> tuple[list[t.Any], dict[str, Path]]:
     """The apps under test, and the folders they may touch."""
     os.environ["KERNKOA_VAR"] = str(workdir / "var")
     from kernel import create_app
-    from kernel.settings import PROJECT_ROOT
-    from kernel.users import UserStore
+    from kernel.auth.users import UserStore
+    from kernel.core.settings import PROJECT_ROOT
 
     catalog = workdir / "catalog"
     (catalog / "controller" / "deep" / "er").mkdir(parents=True, exist_ok=True)

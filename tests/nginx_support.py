@@ -28,9 +28,9 @@ from conftest import free_port
 from conftest import stop
 from conftest import wait_until_gone
 
-from kernel.nginx_errors import directives as nginx_error_pages
-from kernel.settings import PROJECT_ROOT
-from kernel.settings import Settings
+from kernel.cli.nginx_errors import directives as nginx_error_pages
+from kernel.core.settings import PROJECT_ROOT
+from kernel.core.settings import Settings
 
 #: Where the distribution's nginx keeps uwsgi_params and mime.types.
 NGINX_ETC = Path("/etc/nginx")
@@ -48,7 +48,7 @@ def nginx_conf(run: Path, port: int, body_limit: int) -> Path:
                                ("@BODY_LIMIT@", str(body_limit))):
         site = site.replace(placeholder, value)
     (run / "kernkoa_nginx.conf").write_text(site)
-    # What setup.sh writes with `python -m kernel.nginx_errors`.
+    # What setup.sh writes with `python -m kernel.cli.nginx_errors`.
     (run / "kernkoa_nginx_errors.conf").write_text(nginx_error_pages())
     temp = "\n".join(f"    {kind}_temp_path {run}/nginx/{kind};"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))

@@ -23,7 +23,7 @@ from conftest import free_port
 from conftest import stop
 from conftest import wait_for_http
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 #: Controllers used by the long-work tests.
 JOBS_CONTROLLER = '''

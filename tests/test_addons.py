@@ -12,10 +12,10 @@ import pytest
 from flask import Flask
 
 from kernel import create_app
-from kernel.addons import EXTENSION
-from kernel.addons import notify_task_finish
-from kernel.addons import notify_task_start
-from kernel.errors import AddonError
+from kernel.core.errors import AddonError
+from kernel.web.addons import EXTENSION
+from kernel.web.addons import notify_task_finish
+from kernel.web.addons import notify_task_start
 
 if t.TYPE_CHECKING:
     from conftest import ControllerTree
@@ -83,7 +83,7 @@ def test_order_is_config_order_then_reversed(make_app: t.Callable[..., Flask], t
     (folder / "log.py").write_text("calls = []\n")
     for name in ("a", "b"):
         (folder / f"{name}.py").write_text(textwrap.dedent(f"""
-            from kernel.load import load
+            from kernel.api.load import load
 
             def before_request():
                 load.addon("log", "calls").append("before {name}")
@@ -93,7 +93,7 @@ def test_order_is_config_order_then_reversed(make_app: t.Callable[..., Flask], t
         """))
     app = make_app(ADDONS_FOLDER=str(folder), ADDONS=["a", "b"])
     with app.app_context():
-        from kernel.load import load
+        from kernel.api.load import load
 
         calls = load.addon("log", "calls")
     app.test_client().get("/hello/hello")

@@ -17,7 +17,7 @@ from conftest import assert_error
 from flask import Flask
 
 import kernkoa
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 #: What ``from kernkoa import *`` gives controllers.
 DOCUMENTED_NAMES = {
@@ -51,7 +51,8 @@ def test_import_starts_no_thread_opens_no_socket_builds_no_app() -> None:
         before = threading.active_count()
         import kernkoa
         import kernel
-        from kernel import app, cli, dispatch, registry
+        from kernel import app, cli, web, catalog
+        import kernel.cli.main, kernel.web.dispatch, kernel.catalog.registry
         ns = {}
         exec("from kernkoa import *", ns)
         print(json.dumps({

@@ -19,11 +19,11 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-import kernel.users
-from kernel.errors import AddonError
-from kernel.errors import UsersError
-from kernel.settings import PROJECT_ROOT
-from kernel.users import UserStore
+import kernel.auth.users
+from kernel.auth.users import UserStore
+from kernel.core.errors import AddonError
+from kernel.core.errors import UsersError
+from kernel.core.settings import PROJECT_ROOT
 
 PASSWORD = "correct horse battery"
 
@@ -79,7 +79,7 @@ def test_scopes_from_the_file(client: FlaskClient) -> None:
 def test_unknown_user_costs_a_hash_and_comparisons_are_constant_time(
         users: UserStore, monkeypatch: pytest.MonkeyPatch) -> None:
     checked: list[str] = []
-    real_check = kernel.users.check_password_hash
+    real_check = kernel.auth.users.check_password_hash
 
     def spy_check(pwhash: str, password: str) -> bool:
         checked.append(pwhash)
@@ -92,7 +92,7 @@ def test_unknown_user_costs_a_hash_and_comparisons_are_constant_time(
         compared.append(1)
         return real_compare(a, b)
 
-    monkeypatch.setattr(kernel.users, "check_password_hash", spy_check)
+    monkeypatch.setattr(kernel.auth.users, "check_password_hash", spy_check)
     monkeypatch.setattr(hmac, "compare_digest", spy_compare)
     assert users.verify("nobody", PASSWORD) is None
     assert users.verify("alice", "wrong one") is None

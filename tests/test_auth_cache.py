@@ -20,9 +20,9 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
-from kernel.access import PUBLIC
-from kernel.access import AccessRule
-from kernel.hooks import RequestGate
+from kernel.catalog.access import PUBLIC
+from kernel.catalog.access import AccessRule
+from kernel.web.hooks import RequestGate
 
 UNDECORATED = """
 from kernkoa import *

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kernel.errors import AddonError
-from kernel.errors import AuthConfigError
+from kernel.core.errors import AddonError
+from kernel.core.errors import AuthConfigError
 
 
 @pytest.fixture

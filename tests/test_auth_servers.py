@@ -24,7 +24,7 @@ from conftest import children
 from nginx_support import uwsgi_behind_nginx
 from tasks_support import clean_environ
 
-from kernel.users import UserStore
+from kernel.auth.users import UserStore
 
 PASSWORD = "correct horse battery"
 

@@ -26,8 +26,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from kernel.celeryapp import get_celery
-from kernel.jobstore import ISSUED_PREFIX
+from kernel.tasks.celeryapp import get_celery
+from kernel.tasks.store import ISSUED_PREFIX
 
 ADMIN = bearer(token(sub="root", scope="admin"))
 OTHER = bearer(token(sub="eve", scope="reports"))

@@ -17,16 +17,16 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-import kernel.hashing
-import kernel.users
-from kernel.errors import PasswordChecksBusy
-from kernel.errors import SettingsError
-from kernel.hashing import VerifiedPasswords
-from kernel.proxies import TrustedProxies
-from kernel.proxies import parse_proxies
-from kernel.throttle import FailureThrottle
-from kernel.throttle import client_key
-from kernel.users import UserStore
+import kernel.auth.hashing
+import kernel.auth.users
+from kernel.auth.hashing import VerifiedPasswords
+from kernel.auth.throttle import FailureThrottle
+from kernel.auth.throttle import client_key
+from kernel.auth.users import UserStore
+from kernel.core.errors import PasswordChecksBusy
+from kernel.core.errors import SettingsError
+from kernel.web.proxies import TrustedProxies
+from kernel.web.proxies import parse_proxies
 
 PASSWORD = "correct horse battery"
 
@@ -65,7 +65,7 @@ def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         checked.append(stored)
         return real(stored, password)
 
-    monkeypatch.setattr(kernel.users, "check_password_hash", counting)
+    monkeypatch.setattr(kernel.auth.users, "check_password_hash", counting)
     return checked
 
 
@@ -257,9 +257,9 @@ def test_at_most_two_hashes_run_at_once_and_a_third_is_a_503(
         assert release.wait(30)
         return False
 
-    monkeypatch.setattr(kernel.users, "check_password_hash", held)
+    monkeypatch.setattr(kernel.auth.users, "check_password_hash", held)
     # The third waits this long for a slot, then gives up: short, so the test is.
-    monkeypatch.setattr(kernel.hashing, "HASH_WAIT", 0.2)
+    monkeypatch.setattr(kernel.auth.hashing, "HASH_WAIT", 0.2)
     answers: list[int] = []
 
     def login(n: int) -> None:
@@ -281,7 +281,7 @@ def test_at_most_two_hashes_run_at_once_and_a_third_is_a_503(
         thread.join(30)
     assert sorted(answers) == [401, 401]
     # The slots are free again.
-    monkeypatch.setattr(kernel.users, "check_password_hash", lambda stored, password: False)
+    monkeypatch.setattr(kernel.auth.users, "check_password_hash", lambda stored, password: False)
     assert_error(from_address(app.test_client(), "198.51.100.4").get(
         "/shop/Reports", headers=basic("alice", "try 4")), 401)
 
@@ -291,7 +291,7 @@ def test_a_busy_refusal_is_not_a_failure_of_the_client(
     def busy() -> t.NoReturn:
         raise PasswordChecksBusy()
 
-    monkeypatch.setattr(kernel.users, "hash_slot", busy)
+    monkeypatch.setattr(kernel.auth.users, "hash_slot", busy)
     client = app.test_client()
     for _ in range(8):
         assert_error(client.get("/shop/Reports", headers=basic("alice", PASSWORD)), 503)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from body_shapes import HOSTILE
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("nginx") is None,
                                 reason="wrk or nginx is not installed (make test installs them)")

@@ -11,9 +11,9 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kernel.binding import Binder
-from kernel.conversion import converter_for
-from kernel.errors import ConversionError
+from kernel.catalog.binding import Binder
+from kernel.catalog.conversion import converter_for
+from kernel.core.errors import ConversionError
 
 TYPED = """
 from typing import Optional

@@ -26,8 +26,8 @@ from conftest import uwsgi_server
 from flask import Flask
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from kernel.body import UwsgiChunks
-from kernel.body import WholeBody
+from kernel.web.body import UwsgiChunks
+from kernel.web.body import WholeBody
 
 #: The body limit of the servers under test.
 LIMIT = 64 * 1024

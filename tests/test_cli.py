@@ -16,8 +16,8 @@ from conftest import wait_for_http
 from test_registry import EXPECTED_ROUTES
 from test_registry import write_catalog
 
-from kernel.cli import build_parser
-from kernel.settings import PROJECT_ROOT
+from kernel.cli.main import build_parser
+from kernel.core.settings import PROJECT_ROOT
 
 
 def kernkoa(*args: str, catalog: Path) -> subprocess.CompletedProcess[str]:

@@ -23,9 +23,9 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kernel.constraints import ConstraintError
-from kernel.conversion import converter_for
-from kernel.errors import ConversionError
+from kernel.catalog.constraints import ConstraintError
+from kernel.catalog.conversion import converter_for
+from kernel.core.errors import ConversionError
 
 Stars = Annotated[int, Ge(1), Le(5)]
 Code = Annotated[str, MinLen(2), MaxLen(4), re.compile(r"[A-Z]+")]

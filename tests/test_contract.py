@@ -27,7 +27,7 @@ from pathlib import Path
 from conftest import BIN
 from conftest import LiveServer
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 HERE = Path(__file__).resolve().parent
 

@@ -14,7 +14,7 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kernel.errors import AddonError
+from kernel.core.errors import AddonError
 
 SITE = "https://app.example.org"
 PREFLIGHT = {"Origin": SITE, "Access-Control-Request-Method": "POST",

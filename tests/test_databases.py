@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from kernel import create_app
-from kernel.databases import Database
-from kernel.databases import database_url
-from kernel.databases import dbs
-from kernel.databases import dispose_all
-from kernel.errors import DatabaseConfigError
-from kernel.errors import UnknownDatabase
-from kernel.settings import PROJECT_ROOT
+from kernel.api.databases import Database
+from kernel.api.databases import database_url
+from kernel.api.databases import dbs
+from kernel.api.databases import dispose_all
+from kernel.core.errors import DatabaseConfigError
+from kernel.core.errors import UnknownDatabase
+from kernel.core.settings import PROJECT_ROOT
 
 INJECTIONS = [
     "'); DROP TABLE items; --",

@@ -32,11 +32,11 @@ from conftest import wait_until_gone
 from load_support import SteadyLoad
 from tasks_support import RedisServer
 
-from kernel.errors import standard_envelope
-from kernel.nginx_errors import LOCATION
-from kernel.nginx_errors import NGINX_STATUSES
-from kernel.settings import PROJECT_ROOT
-from kernel.settings import Settings
+from kernel.cli.nginx_errors import LOCATION
+from kernel.cli.nginx_errors import NGINX_STATUSES
+from kernel.core.errors import standard_envelope
+from kernel.core.settings import PROJECT_ROOT
+from kernel.core.settings import Settings
 
 SETUP = PROJECT_ROOT / "setup.sh"
 
@@ -314,7 +314,7 @@ def test_killed_celery_worker_is_started_again(deployment: Deployment) -> None:
 
 
 def test_redis_restart_under_a_task_keeps_the_worker(deployment: Deployment) -> None:
-    # The worker died of the restart (kernel/redisbroker.py) and every task
+    # The worker died of the restart (kernel/tasks/redisbroker.py) and every task
     # accepted afterwards stayed PENDING.
     deployment.write_probe(1)
     worker = _worker_pid(deployment)

@@ -1,4 +1,4 @@
-"""The catch-all view and :class:`kernel.dispatch.Kernel`: resolve, check, bind, call."""
+"""The catch-all view and :class:`kernel.web.dispatch.Kernel`: resolve, check, bind, call."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
-from kernel.dispatch import Kernel
-from kernel.errors import ControllerLoadError
-from kernel.errors import RouteNotFound
+from kernel.core.errors import ControllerLoadError
+from kernel.core.errors import RouteNotFound
+from kernel.web.dispatch import Kernel
 
 SHOP = """
 from kernkoa import *

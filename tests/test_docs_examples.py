@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from conftest import LiveServer
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 #: The documents whose examples run.
 DOCUMENTS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]

@@ -9,7 +9,7 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
-from kernel.errors import envelope
+from kernel.core.errors import envelope
 
 RAISES = """
 from kernkoa import *

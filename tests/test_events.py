@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import typing as t
 
-from kernel.events import status_events
+from kernel.tasks.events import status_events
 
 
 class FakeClock:

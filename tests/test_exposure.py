@@ -10,10 +10,10 @@ from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
-from kernel.exposure import DEFAULT_METHODS
-from kernel.exposure import POST_ONLY
-from kernel.exposure import build_endpoint
-from kernel.exposure import methods
+from kernel.catalog.exposure import DEFAULT_METHODS
+from kernel.catalog.exposure import POST_ONLY
+from kernel.catalog.exposure import build_endpoint
+from kernel.catalog.exposure import methods
 
 CONTROLLER = """
 import os

@@ -1,4 +1,4 @@
-"""The catch-all shortcut (kernel/fastmatch.py) answers exactly what Werkzeug would."""
+"""The catch-all shortcut (kernel/web/fastmatch.py) answers exactly what Werkzeug would."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 from werkzeug.test import EnvironBuilder
 
-from kernel.fastmatch import CatchAllShortcut
-from kernel.flaskapp import KernKoaFlask
+from kernel.web.fastmatch import CatchAllShortcut
+from kernel.web.flaskapp import KernKoaFlask
 
 CONTROLLER = """
 class Cart:

@@ -1,4 +1,4 @@
-"""The kernel's Flask subclass (kernel/flaskapp.py) behaves as Flask does, only cheaper."""
+"""The kernel's Flask subclass (kernel/web/flaskapp.py) behaves as Flask does, only cheaper."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from flask.ctx import RequestContext
 from werkzeug.routing import MapAdapter
 from werkzeug.test import EnvironBuilder
 
-from kernel.flaskapp import SYNC_CACHE_SIZE
-from kernel.flaskapp import DeferredAdapter
-from kernel.flaskapp import KernKoaFlask
-from kernel.flaskapp import ShortcutRequestContext
+from kernel.web.flaskapp import SYNC_CACHE_SIZE
+from kernel.web.flaskapp import DeferredAdapter
+from kernel.web.flaskapp import KernKoaFlask
+from kernel.web.flaskapp import ShortcutRequestContext
 
 CONTROLLER = """
 from flask import g, url_for

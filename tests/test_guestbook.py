@@ -21,8 +21,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from kernel import create_app
-from kernel.databases import dispose_all
-from kernel.settings import PROJECT_ROOT
+from kernel.api.databases import dispose_all
+from kernel.core.settings import PROJECT_ROOT
 
 INDEX = "/message/message/message/index"
 INSERT = "/message/message/message/insert"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 #: Examples per Hypothesis test (three tests, so about three times as many requests).
 EXAMPLES = 1500

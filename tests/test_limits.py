@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from kernel.jsondepth import SPLIT_CHUNK
-from kernel.jsondepth import json_depth
-from kernel.jsondepth import json_depth_exceeds
+from kernel.web.jsondepth import SPLIT_CHUNK
+from kernel.web.jsondepth import json_depth
+from kernel.web.jsondepth import json_depth_exceeds
 
 ECHO = """
 class E:

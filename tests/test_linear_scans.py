@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from kernel.fastmatch import path_grammar
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
+from kernel.web.fastmatch import path_grammar
 
 #: The ``re`` functions that take a pattern first.
 PATTERN_FUNCTIONS = {"compile", "match", "fullmatch", "search", "sub", "subn", "split",
                      "findall", "finditer"}
 
 #: Patterns built at run time: where they are built, and one pattern each builds.
-BUILT = {("kernel/fastmatch.py", "path_grammar"): path_grammar("/some/prefix/").pattern}
+BUILT = {("kernel/web/fastmatch.py", "path_grammar"): path_grammar("/some/prefix/").pattern}
 
 #: Repeats that may give back what they matched (greedy or lazy).
 BACKTRACKING = {re._constants.MAX_REPEAT, re._constants.MIN_REPEAT}  # type: ignore[attr-defined]
@@ -79,7 +79,7 @@ CALLS = [call for path in sources() for call in regex_calls(path)]
 def test_the_kernel_has_regular_expressions_to_check() -> None:
     # The source walk finds them (a broken walk would pass every check below).
     assert len(CALLS) >= 8
-    assert any(where.startswith("kernel/routing.py") for where, _, _ in CALLS)
+    assert any(where.startswith("kernel/catalog/routing.py") for where, _, _ in CALLS)
 
 
 @pytest.mark.parametrize(("where", "literal", "owner"), CALLS, ids=[c[0] for c in CALLS])

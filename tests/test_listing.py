@@ -17,8 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from kernel.conversion import BOOL_TEXT_SCHEMA
-from kernel.listing import LOAD_ERROR_HIDDEN
+from kernel.catalog.conversion import BOOL_TEXT_SCHEMA
+from kernel.catalog.listing import LOAD_ERROR_HIDDEN
 
 CART = '''
     from typing import Optional
@@ -221,7 +221,7 @@ def test_info_tells_paths_and_addresses_to_authenticated_callers_only(
 
 
 def test_info_never_shows_broker_credentials() -> None:
-    from kernel.info import public_url
+    from kernel.pages.info import public_url
 
     assert public_url("redis://user:s3cret@db.example:6380/2") == {
         "kind": "redis", "host": "db.example", "port": 6380, "path": "/2"}

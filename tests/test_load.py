@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from kernel import settings as settings_module
-from kernel.dispatch import Kernel
-from kernel.errors import CatalogLoadError
-from kernel.load import load
-from kernel.settings import Settings
+from kernel.api.load import load
+from kernel.core import settings as settings_module
+from kernel.core.errors import CatalogLoadError
+from kernel.core.settings import Settings
+from kernel.web.dispatch import Kernel
 
 if t.TYPE_CHECKING:
     from conftest import ControllerTree

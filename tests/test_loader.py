@@ -13,9 +13,9 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
-from kernel.loader import ModuleLoader
-from kernel.loader import file_signature
-from kernel.loader import namespace_for
+from kernel.catalog.loader import ModuleLoader
+from kernel.catalog.loader import file_signature
+from kernel.catalog.loader import namespace_for
 
 VERSIONED = """
 class C:

@@ -16,7 +16,7 @@ from conftest import stop
 from conftest import wait_for_http
 from conftest import wait_until_gone
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 #: The environment of a ``make`` of our own, not a sub-make of ``make test``'s.
 MAKE_ENVIRON = {k: v for k, v in os.environ.items()

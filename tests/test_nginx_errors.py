@@ -14,10 +14,10 @@ import pytest
 from conftest import ControllerTree
 from flask import Flask
 
-from kernel.nginx_errors import LOCATION
-from kernel.nginx_errors import NGINX_STATUSES
-from kernel.nginx_errors import directives
-from kernel.nginx_errors import quoted
+from kernel.cli.nginx_errors import LOCATION
+from kernel.cli.nginx_errors import NGINX_STATUSES
+from kernel.cli.nginx_errors import directives
+from kernel.cli.nginx_errors import quoted
 
 #: ``return <status> '<body>';`` in a generated location.
 RETURN = re.compile(r"return (\d{3}) '((?:[^'\\]|\\.)*)';")

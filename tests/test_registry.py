@@ -8,9 +8,9 @@ from pathlib import Path
 from conftest import ControllerTree
 from flask import Flask
 
-from kernel.dispatch import Kernel
-from kernel.registry import controller_files
-from kernel.registry import scan
+from kernel.catalog.registry import controller_files
+from kernel.catalog.registry import scan
+from kernel.web.dispatch import Kernel
 
 #: A catalog with routable and unroutable things side by side.
 CATALOG = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from kernel.settings import PROJECT_ROOT
+from kernel.core.settings import PROJECT_ROOT
 
 
 def test_no_merge_conflict_markers_are_committed() -> None:

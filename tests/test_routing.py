@@ -13,10 +13,10 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
-from kernel.errors import RouteNotFound
-from kernel.routing import Limits
-from kernel.routing import Router
-from kernel.routing import split_path
+from kernel.catalog.routing import Limits
+from kernel.catalog.routing import Router
+from kernel.catalog.routing import split_path
+from kernel.core.errors import RouteNotFound
 
 HELLO = """
     class C:

@@ -12,9 +12,9 @@ import pytest
 
 from kernel import create_app
 from kernel.app import SECRET_FILE
-from kernel.errors import InsecureSecretError
-from kernel.secretkey import is_known_secret
-from kernel.settings import PROJECT_ROOT
+from kernel.core.errors import InsecureSecretError
+from kernel.core.secretkey import is_known_secret
+from kernel.core.settings import PROJECT_ROOT
 
 
 @pytest.mark.parametrize("value", ["development key", "Development-Key", "secret", "changeme",

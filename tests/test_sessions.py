@@ -1,4 +1,4 @@
-"""Sessions keep Flask's behaviour with the cached serializer (kernel/sessions.py)."""
+"""Sessions keep Flask's behaviour with the cached serializer (kernel/web/sessions.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import typing as t
 import pytest
 from flask import Flask
 
-from kernel.sessions import CachedSecureCookieSessionInterface
+from kernel.web.sessions import CachedSecureCookieSessionInterface
 
 CONTROLLER = """
 from kernkoa import *

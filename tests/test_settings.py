@@ -12,11 +12,11 @@ from flask import Flask
 
 from kernel import create_app
 from kernel.app import SECRET_FILE
-from kernel.errors import SettingsError
-from kernel.settings import PROJECT_ROOT
-from kernel.settings import Settings
-from kernel.settings import config
-from kernel.settings import parse_value
+from kernel.core.errors import SettingsError
+from kernel.core.settings import PROJECT_ROOT
+from kernel.core.settings import Settings
+from kernel.core.settings import config
+from kernel.core.settings import parse_value
 
 
 def test_defaults_come_from_config_py() -> None:

@@ -260,12 +260,12 @@ def test_markers_are_plain_expiring_sets(live: Live) -> None:
     # (no MULTI/EXEC, no PUBLISH): same keys, same values, same lifetime.
     import redis
 
-    from kernel.access import AUTHENTICATED
     from kernel.app import create_app
-    from kernel.celeryapp import get_celery
-    from kernel.jobstore import ISSUED_PREFIX
-    from kernel.jobstore import REVOKED_PREFIX
-    from kernel.jobstore import JobStore
+    from kernel.catalog.access import AUTHENTICATED
+    from kernel.tasks.celeryapp import get_celery
+    from kernel.tasks.store import ISSUED_PREFIX
+    from kernel.tasks.store import REVOKED_PREFIX
+    from kernel.tasks.store import JobStore
 
     app = create_app({"CATALOG": live.env["KERNKOA_CATALOG"], "VAR": live.env["KERNKOA_VAR"],
                       "BROKER_URL": live.redis.url, "RESULT_BACKEND": live.redis.url})

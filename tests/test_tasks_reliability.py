@@ -138,7 +138,7 @@ def persistent_redis(tmp_path: Path) -> t.Iterator[RedisServer]:
 def test_redis_restart_with_a_task_in_flight_keeps_the_worker_and_the_task(
         stack: Stack, tmp_path: Path, persistent_redis: RedisServer) -> None:
     # Redis restarted under a worker that holds a task while its channel waits
-    # in BRPOP (a free pool slot) killed the worker (see kernel/redisbroker.py);
+    # in BRPOP (a free pool slot) killed the worker (see kernel/tasks/redisbroker.py);
     # the task's progress and result writes during the outage failed it.
     env = clean_environ(CATALOG=str(write_catalog(tmp_path / "catalog")),
                         BROKER_URL=persistent_redis.url, RESULT_BACKEND=persistent_redis.url,

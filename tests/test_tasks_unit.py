@@ -10,15 +10,15 @@ import pytest
 from conftest import ControllerTree
 from flask import Flask
 
-from kernel.celeryapp import visibility_timeout
-from kernel.errors import TaskCancelled
-from kernel.errors import TaskNotFound
-from kernel.jobstore import TaskRecord
-from kernel.settings import Settings
-from kernel.status import status_body
-from kernel.status import status_response
-from kernel.tasks import TaskHandle
-from kernel.worker import worker_argv
+from kernel.cli.worker import worker_argv
+from kernel.core.errors import TaskCancelled
+from kernel.core.errors import TaskNotFound
+from kernel.core.settings import Settings
+from kernel.tasks.celeryapp import visibility_timeout
+from kernel.tasks.run import TaskHandle
+from kernel.tasks.store import TaskRecord
+from kernel.tasks.views import status_body
+from kernel.tasks.views import status_response
 
 CONTROLLER = """
 from kernkoa import *
@@ -135,7 +135,7 @@ def test_delete_cancels_and_unknown_ids_are_404(app: Flask) -> None:
 def test_status_reads_the_task_record_once_per_request(
         app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     # The auth layer reads it to decide access; the view answers from the same read.
-    from kernel.jobstore import JobStore
+    from kernel.tasks.store import JobStore
 
     client = app.test_client()
     task_id = client.post("/jobs/jobs/work_celery?n=2").get_json()["id"]
@@ -230,8 +230,8 @@ def test_a_cancelled_task_stops_at_its_next_report() -> None:
 
 
 def _check_start(app: Flask) -> None:
-    from kernel.celeryapp import get_celery
-    from kernel.jobstore import JobStore
+    from kernel.tasks.celeryapp import get_celery
+    from kernel.tasks.store import JobStore
 
     celery = get_celery(app)
     store = JobStore(celery, fail_fast=False)

@@ -11,7 +11,7 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
-from kernel.users import UserStore
+from kernel.auth.users import UserStore
 
 CONTROLLER = """
 from kernkoa import *

@@ -17,17 +17,17 @@ import pytest
 from conftest import ControllerTree
 from flask import Flask
 
-from kernel import status
-from kernel import waiting
-from kernel.celeryapp import disconnect_result_store
-from kernel.celeryapp import get_celery
-from kernel.errors import BrokerUnavailable
-from kernel.errors import ParameterError
-from kernel.jobstore import JobStore
-from kernel.jobstore import TaskRecord
-from kernel.waiting import is_settled
-from kernel.waiting import preferred_wait
-from kernel.waiting import wait_seconds
+from kernel.core.errors import BrokerUnavailable
+from kernel.core.errors import ParameterError
+from kernel.tasks import views as status
+from kernel.tasks import waiting
+from kernel.tasks.celeryapp import disconnect_result_store
+from kernel.tasks.celeryapp import get_celery
+from kernel.tasks.store import JobStore
+from kernel.tasks.store import TaskRecord
+from kernel.tasks.waiting import is_settled
+from kernel.tasks.waiting import preferred_wait
+from kernel.tasks.waiting import wait_seconds
 
 CONTROLLER = """
 class jobs:

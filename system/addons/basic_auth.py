@@ -3,15 +3,15 @@
 Enable it with ``KERNKOA_ADDONS=basic_auth``; add users with
 ``kernkoa user add NAME [--scope S ...]`` (the password is read without echo,
 or from standard input with ``--password-stdin``). The file is ``USERS_FILE``
-(default ``VAR/users.json``); see :mod:`kernel.users` for its format and the
+(default ``VAR/users.json``); see :mod:`kernel.auth.users` for its format and the
 hashing. The file is re-read when it changes, so no restart is needed.
 
 Use it over HTTPS only: Basic credentials travel in clear in every request.
 A check costs one scrypt hash (about 0.4 s and 32 MiB, on purpose), at most
 two at once per process, and a verified password is remembered for a minute
-(:mod:`kernel.hashing`). After 5 failed logins in 60 s a client (its address,
+(:mod:`kernel.auth.hashing`). After 5 failed logins in 60 s a client (its address,
 see ``TRUSTED_PROXIES``) gets 429 with ``Retry-After``, without any hash
-(:mod:`kernel.throttle`). For machine clients making many calls, prefer
+(:mod:`kernel.auth.throttle`). For machine clients making many calls, prefer
 ``jwt_auth``.
 """
 
@@ -25,16 +25,16 @@ from flask import Flask
 from flask import Request
 from flask import current_app
 
-from kernel.auth import Identity
-from kernel.errors import AuthConfigError
-from kernel.errors import InvalidCredentials
-from kernel.errors import TooManyFailures
-from kernel.errors import UsersError
-from kernel.settings import Settings
-from kernel.throttle import FailureThrottle
-from kernel.throttle import client_key
-from kernel.users import UserStore
-from kernel.users import users_file
+from kernel.auth.layer import Identity
+from kernel.auth.throttle import FailureThrottle
+from kernel.auth.throttle import client_key
+from kernel.auth.users import UserStore
+from kernel.auth.users import users_file
+from kernel.core.errors import AuthConfigError
+from kernel.core.errors import InvalidCredentials
+from kernel.core.errors import TooManyFailures
+from kernel.core.errors import UsersError
+from kernel.core.settings import Settings
 
 #: The ``Authorization`` scheme this add-on answers.
 SCHEME = "Basic"

@@ -26,9 +26,9 @@ from flask import current_app
 from flask import request
 from werkzeug.wrappers import Response
 
-from kernel.errors import KernelError
-from kernel.errors import error_response
-from kernel.settings import Settings
+from kernel.core.errors import KernelError
+from kernel.core.errors import error_response
+from kernel.core.settings import Settings
 
 #: What an allowed origin must look like (no path, no trailing slash).
 ORIGIN = re.compile(r"https?+://[A-Za-z0-9.-]++(?::[0-9]{1,5}+)?+|\*")

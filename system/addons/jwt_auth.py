@@ -33,12 +33,12 @@ from flask import Flask
 from flask import Request
 from flask import current_app
 
-from kernel.auth import Identity
-from kernel.errors import AuthConfigError
-from kernel.errors import InvalidCredentials
-from kernel.secretkey import is_known_secret
-from kernel.settings import PROJECT_ROOT
-from kernel.settings import Settings
+from kernel.auth.layer import Identity
+from kernel.core.errors import AuthConfigError
+from kernel.core.errors import InvalidCredentials
+from kernel.core.secretkey import is_known_secret
+from kernel.core.settings import PROJECT_ROOT
+from kernel.core.settings import Settings
 
 #: The ``Authorization`` scheme this add-on answers.
 SCHEME = "Bearer"

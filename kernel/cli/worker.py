@@ -1,0 +1,116 @@
+"""Running Celery workers: ``kernkoa worker`` and the one beside ``kernkoa serve``."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+
+from ..core.settings import Settings
+from ..tasks.celeryapp import embedded_root
+from ..tasks.celeryapp import get_celery
+from ..tasks.celeryapp import is_embedded
+
+log = logging.getLogger("kernkoa.worker")
+
+#: Linux ``prctl`` option: the signal a child gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+#: Seconds a stopping embedded worker gets before it is killed.
+STOP_GRACE = 5.0
+
+
+def _given(extra: t.Sequence[str], *options: str) -> bool:
+    return any(arg.startswith(options) for arg in extra)
+
+
+def node_name() -> str:
+    """This worker's Celery node name: ``kernkoa-<pid>@<host>``.
+
+    Celery's default, ``celery@<host>``, is the same for every worker of a
+    host: two of them collide (remote control replies, monitoring, and the
+    records of :mod:`kernel.tasks.leases`).
+    """
+    return f"kernkoa-{os.getpid()}@{socket.gethostname()}"
+
+
+def worker_argv(settings: Settings, extra: t.Sequence[str]) -> list[str]:
+    """Celery's ``worker`` command line: KernKoa's defaults, then ``extra``.
+
+    Gossip and mingle are off: KernKoa keeps cancellations in the result store
+    and liveness in :mod:`kernel.tasks.leases`, and Celery's gossip step fails on
+    every reconnection to Redis.
+    """
+    argv = ["worker", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+    if settings.WORKER_CONCURRENCY and not _given(extra, "-c", "--concurrency"):
+        argv.append(f"--concurrency={settings.WORKER_CONCURRENCY}")
+    if not _given(extra, "-n", "--hostname"):
+        argv.append(f"--hostname={node_name()}")
+    return [*argv, *extra]
+
+
+def prune_results(settings: Settings) -> int:
+    """Delete embedded result files older than ``RESULT_EXPIRES``; return how many.
+
+    Celery's file backend never expires them by itself (only ``celery beat``
+    would); Redis expires its keys natively.
+    """
+    folder = embedded_root(settings) / "results"
+    cutoff = time.time() - settings.RESULT_EXPIRES
+    pruned = 0
+    for entry in os.scandir(folder) if folder.is_dir() else ():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                pruned += 1
+        except FileNotFoundError:
+            pass  # another worker pruned it first
+    return pruned
+
+
+def run_worker(extra: t.Sequence[str]) -> int:
+    """Run a Celery worker of ``kernkoa.app`` in this process (``kernkoa worker``)."""
+    from ..app import default_app
+
+    app = default_app()
+    settings: Settings = app.extensions["kernkoa"].settings
+    if is_embedded(settings):
+        log.info("embedded broker in %s; pruned %d expired result file(s)",
+                 embedded_root(settings), prune_results(settings))
+    get_celery(app).worker_main(worker_argv(settings, extra))
+    return 0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # The worker gets SIGQUIT (a cold shutdown) if the server dies, even by SIGKILL.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGQUIT))
+    except (OSError, AttributeError):
+        pass
+
+
+def start_embedded_worker() -> subprocess.Popen[bytes]:
+    """Start ``kernkoa worker`` as a child of this process, in its process group."""
+    command = [sys.executable, "-c",
+               "import sys; from kernel.cli import main; sys.exit(main(['worker']))"]
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    process = subprocess.Popen(command, preexec_fn=preexec)
+    log.info("started a task worker, pid %d", process.pid)
+    return process
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Stop a worker started by :func:`start_embedded_worker` (cold shutdown)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGQUIT)
+        try:
+            process.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_GRACE)

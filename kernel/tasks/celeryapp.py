@@ -1,0 +1,263 @@
+"""The Celery app of a KernKoa app, built lazily from its settings.
+
+Nothing here connects anywhere: the Celery app is configured on first use
+(``kernkoa.celery``, the first trigger, the first ``/status`` request) and
+Celery itself connects only when a message is sent or a result read.
+
+Two broker set-ups:
+
+- **Embedded** (``BROKER_URL`` empty): kombu's ``filesystem://`` transport
+  (:mod:`kernel.tasks.filebroker`: a taken message stays on disk until acknowledged)
+  and Celery's ``file://`` result backend under ``VAR/celery/``. No server
+  needed; for development. Result files never expire on their own (the
+  embedded worker prunes old ones when it starts).
+- **Redis** (``BROKER_URL=redis://...``; RabbitMQ works as a broker too): late
+  acks, prefetch 1, a visibility timeout above the hard time limit, results
+  that expire.
+
+In both, a dead worker's tasks are requeued by the heartbeats and sweeps of
+:mod:`kernel.tasks.leases`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+from pathlib import Path
+
+from celery import Celery
+from celery.backends.redis import RedisBackend
+from flask import Flask
+
+from ..core.settings import Settings
+from .filebroker import TRANSPORT as FILE_TRANSPORT
+from .filebroker import FileLeases
+from .leases import Leases
+from .leases import LeaseStep
+from .leases import RedisLeases
+from .redisbroker import LEASE_OPTION as REDIS_LEASE_OPTION
+from .redisbroker import TRANSPORT as REDIS_TRANSPORT
+
+#: The name of the one generic task.
+TASK_NAME = "kernkoa.run"
+
+#: Folders of the embedded broker and result store, under ``VAR``.
+EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
+
+#: Visibility timeout of tasks without a hard time limit: a week.
+UNLIMITED_VISIBILITY = 7 * 24 * 3600
+
+log = logging.getLogger("kernkoa.worker")
+
+_EXTENSION = "kernkoa.celery"
+
+# Threaded servers may ask for the app from two requests at once.
+_build_lock = threading.Lock()
+
+
+class PublishingRedisBackend(RedisBackend):
+    """Celery's Redis result backend, minus the subscription made at send time.
+
+    Celery subscribes the sending process to the result channel of every task
+    it sends and never unsubscribes; the web process never waits on a result
+    (``/status`` reads the stored one), so that subscription would only leak.
+    """
+
+    def on_task_call(self, producer: t.Any, task_id: str) -> None:
+        """Do not subscribe to the task's result channel."""
+
+
+def embedded_root(settings: Settings) -> Path:
+    """The folder of the embedded broker and result store."""
+    return Path(settings.VAR) / "celery"
+
+
+def is_embedded(settings: Settings) -> bool:
+    """Whether the embedded (file-based) broker is in use."""
+    return not settings.BROKER_URL
+
+
+def _result_backend(settings: Settings) -> str:
+    url = settings.RESULT_BACKEND or settings.BROKER_URL
+    if not url:
+        return (embedded_root(settings) / "results").as_uri()
+    if url.startswith(("redis://", "rediss://")):
+        # A "class+url" backend URL: Celery loads the class, hands it the URL.
+        return f"{__name__}.PublishingRedisBackend+{url}"
+    return url
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds before an unacknowledged Redis message goes to another worker
+    whatever its lease (:mod:`kernel.tasks.leases` requeues a dead worker's sooner).
+
+    It stays above the hard time limit, or a task still running would be
+    started a second time: a setting at or below it is raised to the limit
+    plus one lease. 0 in the settings means twice the hard limit, or
+    :data:`UNLIMITED_VISIBILITY` for tasks without one.
+    """
+    limit = int(settings.TASK_TIME_LIMIT)
+    configured = int(settings.VISIBILITY_TIMEOUT or (2 * limit if limit else UNLIMITED_VISIBILITY))
+    floor = limit + int(worker_lease(settings)) if limit else 0
+    if configured < floor:
+        log.warning("VISIBILITY_TIMEOUT %d s is not above TASK_TIME_LIMIT %d s: using %d s",
+                    configured, limit, floor)
+    return max(configured, floor)
+
+
+def worker_lease(settings: Settings) -> float:
+    """Seconds a worker's heartbeat holds its tasks: ``WORKER_LEASE``, and at
+    least two heartbeats, so that one late heartbeat requeues nothing."""
+    return max(float(settings.WORKER_LEASE), 2 * float(settings.WORKER_HEARTBEAT))
+
+
+def make_leases(celery: Celery, settings: Settings) -> Leases | None:
+    """The lease keeper of the broker in use (none for RabbitMQ, which
+    redelivers a dead consumer's messages itself)."""
+    if is_embedded(settings):
+        return FileLeases(celery, embedded_root(settings), worker_lease(settings))
+    if settings.BROKER_URL.startswith(("redis://", "rediss://")):
+        return RedisLeases(celery, worker_lease(settings))
+    return None
+
+
+def celery_config(settings: Settings) -> dict[str, t.Any]:
+    """Celery settings for KernKoa's ``settings`` (see ``config.py``)."""
+    timeout = float(settings.BROKER_TIMEOUT)
+    config: dict[str, t.Any] = {
+        # JSON only: messages never carry pickles (a pickled controller
+        # instance is what broke the original's worker).
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # The task stores STARTED itself, in the round trip of its
+        # cancellation check (JobStore.start).
+        "task_track_started": False,
+        "result_expires": int(settings.RESULT_EXPIRES),
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.TASK_SOFT_TIME_LIMIT or None,
+        "task_time_limit": settings.TASK_TIME_LIMIT or None,
+        "worker_hijack_root_logger": False,
+        # Sending: a bounded connect, then no retry (the web answers 503).
+        "broker_connection_timeout": timeout,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_publish_retry": False,
+        "broker_pool_limit": 4,
+        "result_backend": _result_backend(settings),
+        # A worker's state and result writes wait for a store that is away
+        # (Celery's own retry loop, backing off to 2 s between tries), so a
+        # task that ran is never stored as a ConnectionError FAILURE. The web
+        # side never goes through this loop: it reads and writes its records
+        # directly, without retries, and answers 503.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": float("inf"),
+        "result_backend_max_sleep_between_retries_ms": 2000,
+        "redis_socket_connect_timeout": timeout,
+        "redis_socket_timeout": timeout,
+        "redis_retry_on_timeout": False,
+    }
+    if is_embedded(settings):
+        root = embedded_root(settings)
+        config["broker_url"] = "filesystem://"
+        # kombu's transport, keeping each taken message on disk until acknowledged.
+        config["broker_transport"] = FILE_TRANSPORT
+        config["broker_transport_options"] = {
+            "unacked_folder": str(root / "unacked"),
+            "data_folder_in": str(root / "queue"),
+            "data_folder_out": str(root / "queue"),
+            "processed_folder": str(root / "processed"),
+            "store_processed": False,
+            # Revoke and remote control need a fanout table.
+            "control_folder": str(root / "control"),
+            # The default polls once a second.
+            "polling_interval": float(settings.BROKER_POLLING_INTERVAL),
+        }
+    else:
+        visible = visibility_timeout(settings)
+        transport = {
+            "visibility_timeout": visible,
+            "socket_connect_timeout": timeout,
+            "socket_timeout": max(timeout, 5.0),
+            "retry_on_timeout": False,
+            # Sweep for abandoned messages often enough for the timeout.
+            "unacked_restore_interval": max(1, min(10, visible // 4)),
+            "unacked_restore_throttle": 1 if visible < 100 else 10,
+            # One list per queue (KernKoa sets no priorities): the reliable
+            # fetch of kernel.redisbroker moves from exactly one list.
+            "priority_steps": [0],
+            REDIS_LEASE_OPTION: worker_lease(settings),
+        }
+        config["broker_url"] = settings.BROKER_URL
+        if settings.BROKER_URL.startswith(("redis://", "rediss://")):
+            # kombu's transport, with a fetch that loses nothing and a close that
+            # always finishes (kernel.redisbroker).
+            config["broker_transport"] = REDIS_TRANSPORT
+        config["broker_transport_options"] = transport
+        # The docs list three places for it; the shortest one wins.
+        config["visibility_timeout"] = visible
+        config["result_backend_transport_options"] = {
+            "visibility_timeout": visible,
+            # The worker retries a lost backend a few times; the web side
+            # passes max_retries=0 itself.
+            "retry_policy": {"max_retries": 5, "interval_start": 0.2,
+                             "interval_step": 0.5, "interval_max": 2},
+        }
+    return config
+
+
+def make_celery(flask_app: Flask) -> Celery:
+    """Build the Celery app of ``flask_app`` (connects to nothing)."""
+    from .run import register_tasks
+
+    settings: Settings = flask_app.extensions["kernkoa"].settings
+    if is_embedded(settings):
+        # Creating folders is not connecting; the backend checks its folder.
+        for name in EMBEDDED_FOLDERS:
+            (embedded_root(settings) / name).mkdir(parents=True, exist_ok=True)
+    celery = Celery("kernkoa", set_as_current=False)
+    celery.config_from_object(celery_config(settings))
+    celery.flask_app = flask_app  # type: ignore[attr-defined]
+    register_tasks(celery)
+    leases = celery.kernkoa_leases = make_leases(celery, settings)  # type: ignore[attr-defined]
+    if leases is not None:
+        celery.steps["consumer"].add(LeaseStep)
+    return celery
+
+
+def get_celery(flask_app: Flask | None = None) -> Celery:
+    """The Celery app of ``flask_app`` (default: ``kernkoa.app``), made on first use."""
+    if flask_app is None:
+        from ..app import default_app
+
+        flask_app = default_app()
+    celery = flask_app.extensions.get(_EXTENSION)
+    if celery is None:
+        with _build_lock:
+            celery = flask_app.extensions.get(_EXTENSION)
+            if celery is None:
+                celery = flask_app.extensions[_EXTENSION] = make_celery(flask_app)
+    return t.cast(Celery, celery)
+
+
+def disconnect_result_store(flask_app: Flask) -> None:
+    """Close the result store's connections of ``flask_app``'s Celery app (the
+    calling thread's, and the long poll's idle ones), if that app was made; the
+    next use opens new ones.
+
+    A server process keeps its app until it exits; this is for a process that
+    builds and drops apps (tests, embedding), so no socket is left to the
+    garbage collector. The broker's connections live in kombu's own pools.
+    """
+    celery = flask_app.extensions.get(_EXTENSION)
+    if celery is None or not isinstance(celery.backend, RedisBackend):
+        return
+    from .waiting import subscribers_of
+
+    subscribers_of(celery).close()
+    # Celery gives each thread its own backend: this is the calling thread's.
+    celery.backend.client.connection_pool.disconnect()

@@ -1,0 +1,277 @@
+"""The web side of long work: enqueue a ``_celery`` method, read and cancel tasks.
+
+Enqueueing writes the *issued* marker, then publishes one ``kernkoa.run``
+message whose JSON kwargs are::
+
+    {"route": "/shop/report/Report/build_celery",
+     "args": [...], "kwargs": {"year": 2024, "params": {"$kernkoa": "params"}},
+     "request": {"path", "query_string", "method", "root_url", "headers",
+                 "json" | "form"}}
+
+Every broker or backend call here is bounded (connect and socket timeouts, no
+retries) and guarded by a short circuit breaker: after a failure, calls fail
+at once with :class:`BrokerUnavailable` (503) until the cool-down is over, so
+a dead broker never ties up the web process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+import threading
+import time
+import typing as t
+import uuid
+from pathlib import Path
+
+from celery import Celery
+from flask import Request
+from flask import current_app
+from flask import g
+from flask import has_request_context
+from flask import request
+from kombu.exceptions import KombuError
+from kombu.utils.json import dumps
+from redis.exceptions import RedisError
+
+from ..catalog.access import rule_for
+from ..catalog.exposure import Endpoint
+from ..core.errors import BrokerUnavailable
+from ..core.errors import ParameterError
+from ..core.errors import RouteNotFound
+from ..web.params import GivenFields
+from ..web.params import Params
+from ..web.params import RequestFields
+from .celeryapp import TASK_NAME
+from .celeryapp import get_celery
+from .run import PARAMS_FROM_REQUEST
+from .run import options_of
+from .store import JobStore
+from .store import TaskRecord
+
+log = logging.getLogger("kernkoa.tasks")
+
+#: Errors that mean "the broker or the result store is unreachable".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    KombuError, RedisError, OSError, TimeoutError,
+)
+
+#: Longest kwargs shown for a task by monitoring, in characters (Celery's own limit).
+REPR_MAX = 1024
+
+
+class CircuitBreaker:
+    """Fails calls at once for ``cooldown`` seconds after a connection failure."""
+
+    def __init__(self, cooldown: float) -> None:
+        self.cooldown = cooldown
+        self._open_until = 0.0
+        self._lock = threading.Lock()
+
+    def call(self, func: t.Callable[[], t.Any]) -> t.Any:
+        """Run ``func``; turn connection errors into :class:`BrokerUnavailable`."""
+        if time.monotonic() < self._open_until:
+            raise BrokerUnavailable(detail="circuit open after a recent broker failure")
+        try:
+            return func()
+        except CONNECTION_ERRORS as error:
+            with self._lock:
+                self._open_until = time.monotonic() + self.cooldown
+            log.error("task broker or result store unreachable: %r", error)
+            raise BrokerUnavailable(detail=repr(error)) from error
+
+
+def celery_and_breaker() -> tuple[Celery, CircuitBreaker]:
+    """The current app's Celery app and the circuit breaker guarding its broker."""
+    celery = get_celery(current_app._get_current_object())  # type: ignore[attr-defined]
+    breaker = getattr(celery, "kernkoa_breaker", None)
+    if breaker is None:
+        settings = current_app.extensions["kernkoa"].settings
+        breaker = celery.kernkoa_breaker = CircuitBreaker(float(settings.BROKER_COOLDOWN))
+    return celery, breaker
+
+
+@functools.lru_cache(maxsize=8)
+def _lower_names(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(name.lower() for name in names)
+
+
+def task_headers() -> frozenset[str]:
+    """The lower-case names of the current app's ``TASK_HEADERS``."""
+    return _lower_names(tuple(current_app.extensions["kernkoa"].settings.TASK_HEADERS))
+
+
+def request_snapshot(req: Request, task_headers: frozenset[str]) -> dict[str, t.Any]:
+    """The parts of ``req`` a worker needs to rebuild it (JSON-safe).
+
+    :param task_headers: lower-case names of the headers that go along
+        (``TASK_HEADERS``); the body's headers are derived again by the worker.
+    """
+    snapshot: dict[str, t.Any] = {
+        "path": req.path,
+        "query_string": req.query_string.decode("latin-1"),
+        "method": req.method,
+        "root_url": req.url_root,
+        "headers": [[k, v] for k, v in req.headers.items() if k.lower() in task_headers],
+    }
+    fields = RequestFields(req)
+    if fields.has_body:
+        if req.is_json:
+            snapshot["json"] = fields.json
+        elif fields.form:
+            snapshot["form"] = [[k, v] for k, v in fields.form.items(multi=True)]
+    return snapshot
+
+
+def _encode(value: t.Any) -> t.Any:
+    if not isinstance(value, Params):
+        return value
+    # The worker rebuilds the trigger's params from its request snapshot; a
+    # params built from fields given by code travels as those fields.
+    if isinstance(value.request_fields, GivenFields):
+        return dict(value)
+    return PARAMS_FROM_REQUEST
+
+
+def _kwargs_repr(route: str, args: list[t.Any], kwargs: dict[str, t.Any],
+                 snapshot: dict[str, t.Any] | None) -> str:
+    """What monitoring (worker logs, Flower) shows as the task's kwargs, as JSON.
+
+    Encoding the arguments here is also the check that they can travel as
+    JSON. The request stands for its snapshot: Celery's own repr would spell
+    out every header, and costs a tenth of a trigger.
+
+    :raises ParameterError: naming each argument that is not JSON.
+    """
+    shown = {"route": route, "args": args, "kwargs": kwargs,
+             "request": f"{snapshot['method']} {snapshot['path']}" if snapshot else None}
+    try:
+        return dumps(shown)[:REPR_MAX]
+    except (TypeError, ValueError):
+        pass
+    bad = []
+    for name, value in [*((str(i), a) for i, a in enumerate(args)), *kwargs.items()]:
+        try:
+            dumps(value)
+        except (TypeError, ValueError):
+            bad.append({"name": name, "source": "request",
+                        "message": "this value cannot be sent to a task (not JSON)"})
+    # Each value alone may encode where the whole does not (a dict with tuple keys).
+    raise ParameterError(bad or [{"name": "params", "source": "request",
+                                  "message": "these values cannot be sent to a task (not JSON)"}])
+
+
+def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
+            kwargs: dict[str, t.Any]) -> str:
+    """Publish ``route``'s ``_celery`` method with bound arguments; return the task id.
+
+    :raises ParameterError: when an argument is not JSON.
+    :raises BrokerUnavailable: when the broker or result store is unreachable.
+    """
+    args = [_encode(a) for a in args]
+    kwargs = {k: _encode(v) for k, v in kwargs.items()}
+    snapshot = request_snapshot(request, task_headers()) if has_request_context() else None
+    kwargs_repr = _kwargs_repr(route, args, kwargs, snapshot)
+    celery, breaker = celery_and_breaker()
+    options = options_of(endpoint.func)
+    access = rule_for(endpoint, current_app.extensions["kernkoa"].settings.AUTH_DEFAULT)
+    task_id = str(uuid.uuid4())
+
+    def publish() -> None:
+        store = JobStore(celery)
+        store.mark_issued(task_id, route, time.time(), access)
+        try:
+            celery.send_task(
+                TASK_NAME, task_id=task_id,
+                kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
+                kwargsrepr=kwargs_repr,
+                queue=options.get("queue"), retry=False,
+                soft_time_limit=options.get("soft_time_limit"),
+                time_limit=options.get("time_limit"),
+            )
+        except CONNECTION_ERRORS:
+            # Never published: the id must not read as PENDING forever.
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                store.forget(task_id)
+            raise
+
+    breaker.call(publish)
+    return task_id
+
+
+def exe_task(instance: t.Any, name: str,
+             params: t.Mapping[str, t.Any] | None = None) -> dict[str, str]:
+    """KernKoa's ``exeTask(self, "name_celery", params)``: enqueue a method of ``instance``.
+
+    The method is found by URL, through the same router and rules as a
+    request, so only a routable ``_celery`` method can be started, and its
+    arguments are bound as a POST to its URL would bind them: ``params`` from
+    the request stands for the request's fields (query, form, JSON), any other
+    mapping for a JSON object body. Required fields are checked before
+    anything is queued. Returns ``{"type": "task", "id": <id>}``.
+
+    :raises ParameterError: when the fields do not fit the method (422).
+    """
+    kernel = current_app.extensions["kernkoa"]
+    cls = type(instance)
+    module = sys.modules.get(cls.__module__)
+    file = Path(getattr(module, "__file__", "") or "")
+    try:
+        parts = file.relative_to(kernel.router.root).with_suffix("").parts
+    except ValueError:
+        raise RouteNotFound(detail=f"{cls.__name__} is not a catalog controller") from None
+    route = "/" + "/".join((*parts, cls.__name__, name))
+    _, endpoint = kernel.resolve(route)
+    if not endpoint.is_celery:
+        raise RouteNotFound(detail=f"{name} is not a _celery method")
+    if isinstance(params, Params):
+        fields = params.request_fields
+    else:
+        fields = GivenFields(params, kernel.settings)
+    args, kwargs = endpoint.binder.bind(fields, (), route.lstrip("/"))
+    return {"type": "task", "id": enqueue(endpoint, route, list(args), kwargs)}
+
+
+def read_task(task_id: str) -> TaskRecord:
+    """What the result store holds about ``task_id``.
+
+    :raises BrokerUnavailable: when it is unreachable.
+    """
+    celery, breaker = celery_and_breaker()
+    return t.cast(TaskRecord, breaker.call(lambda: JobStore(celery).read(task_id)))
+
+
+def read_task_for_request(task_id: str) -> TaskRecord:
+    """:func:`read_task`, at most once per request and id: the auth layer reads
+    the record to decide access to ``/status/<id>``, and the view answers from
+    the same record (one result-store round trip instead of two).
+
+    Kept on ``flask.g``, which lives exactly as long as the request. A view that
+    must see later changes (the event stream polls) calls :func:`read_task`.
+    """
+    found = g.get("_kernkoa_task")
+    if found is not None and found[0] == task_id:
+        return t.cast(TaskRecord, found[1])
+    record = read_task(task_id)
+    g._kernkoa_task = (task_id, record)
+    return record
+
+
+def cancel_task(task_id: str) -> None:
+    """Record the cancellation, then ask the workers to drop the task.
+
+    The record makes it REVOKED for good, and the task checks it before it
+    starts and at each progress report; Celery's own revoke (with a soft
+    signal for a running task on a prefork worker) is a broadcast that is only
+    a best effort (lost if no worker is listening).
+    """
+    celery, breaker = celery_and_breaker()
+    breaker.call(lambda: JobStore(celery).mark_revoked(task_id))
+    try:
+        # SIGUSR1 raises SoftTimeLimitExceeded inside a running prefork task, so a
+        # method that never reports progress stops too; the task tells the two apart.
+        breaker.call(lambda: celery.control.revoke(task_id, terminate=True, signal="SIGUSR1"))
+    except BrokerUnavailable:
+        log.warning("task %s: cancellation recorded, but the revoke broadcast failed", task_id)

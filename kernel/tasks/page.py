@@ -1,0 +1,71 @@
+"""The browser side of ``/status/<id>``: the live task page and its event stream.
+
+- :func:`status_page` is what ``/status/<id>`` sends a browser (HTML preferred
+  in ``Accept``): a progress bar, the custom state's fields, the result or the
+  error, and a cancel button, kept up to date by ``static/status.js``.
+- ``GET /status/<id>/events`` streams the same status bodies as Server-Sent
+  Events (:mod:`kernel.tasks.events`); the page polls ``/status/<id>`` instead when
+  the stream cannot be opened.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import Flask
+from flask import request
+from flask import url_for
+from werkzeug.wrappers import Response
+
+from ..core.errors import KernelError
+from ..core.errors import envelope
+from ..core.lazy import LazyModule
+from ..pages.views import render_page
+from .events import events_response
+
+# The Celery stack (~15 MiB per worker process) comes with the first task
+# page, not with the app.
+_jobs = LazyModule("kernel.tasks.enqueue")
+_status = LazyModule("kernel.tasks.views")
+
+#: Longest life of one event stream, in seconds (then the browser reconnects).
+#: Below the shipped uWSGI ``harakiri`` (60 s), which would kill the worker
+#: process, and every request it serves, under a stream that outlived it.
+STREAM_LIFE = 45.0
+
+#: Seconds between two looks at the task's status inside a stream.
+STREAM_INTERVAL = 0.5
+
+
+def status_page(body: dict[str, t.Any], status: int = 200) -> Response:
+    """The HTML task page of the task being asked for, starting from ``body``."""
+    task_id = str((request.view_args or {}).get("task_id", ""))
+    return render_page(
+        "status.html", status=status, task_id=task_id, initial=body,
+        status_url=url_for("task_status", task_id=task_id),
+        events_url=url_for("task_status_events", task_id=task_id),
+    )
+
+
+def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
+    """``(HTTP status, body)`` as ``GET /status/<id>`` would answer, errors included."""
+    try:
+        if not _status.valid_task_id(task_id):
+            raise _status.TaskNotFound()
+        return 200, _status.status_body(_jobs.read_task(task_id))
+    except KernelError as error:
+        code = error.code or 500
+        return code, envelope(code, error.error_code or "error", error.description or "")
+
+
+def task_events(task_id: str) -> Response:
+    """``GET /status/<id>/events``: the task's status as Server-Sent Events."""
+    if not _status.valid_task_id(task_id):
+        raise _status.TaskNotFound()
+    return events_response(read_status, task_id, life=STREAM_LIFE, interval=STREAM_INTERVAL)
+
+
+def register(app: Flask, base: str = "") -> None:
+    """Add ``/status/<id>/events`` to ``app``."""
+    app.add_url_rule(f"{base}/status/<task_id>/events", "task_status_events", task_events,
+                     methods=["GET"])

@@ -1,0 +1,218 @@
+"""The one generic Celery task that runs every ``_celery`` controller method.
+
+The message carries JSON only: the route path, the bound arguments and a
+snapshot of the triggering request (see :mod:`kernel.tasks.enqueue`). The worker
+resolves the route with the web's own :meth:`Kernel.resolve` (same router,
+same exposure rules, same hot-reloading loader), so a forged message reaches
+no more than a URL could, and an edited controller runs its new code.
+
+The method is called as ``method(self, handle, ...)``: the first parameter
+after ``self`` always receives a :class:`TaskHandle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+
+from celery import Celery
+from celery import Task
+from celery.exceptions import Ignore
+from celery.exceptions import SoftTimeLimitExceeded
+from flask import Flask
+from werkzeug.datastructures import MultiDict
+
+from ..catalog.binding import PARAMS_NAME
+from ..core.errors import TaskCancelled
+from ..core.errors import TaskTimeLimitExceeded
+from ..web.addons import notify_task_finish
+from ..web.addons import notify_task_start
+from ..web.params import RequestFields
+from ..web.params import build_params
+from .celeryapp import TASK_NAME
+from .store import JobStore
+
+log = logging.getLogger("kernkoa.tasks")
+
+#: State written by :meth:`TaskHandle.progress`.
+PROGRESS = "PROGRESS"
+
+#: How a ``params`` argument built from the request travels in a message: the
+#: worker rebuilds it from the request snapshot.
+PARAMS_FROM_REQUEST = {"$kernkoa": "params"}
+
+_OPTIONS_ATTR = "__kernkoa_task_options__"
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+def task_options(
+    queue: str | None = None,
+    soft_time_limit: float | None = None,
+    time_limit: float | None = None,
+    retries: int = 0,
+    retry_delay: float = 5.0,
+) -> t.Callable[[F], F]:
+    """Set Celery options of one ``_celery`` controller method::
+
+        class Report:
+            @task_options(queue="long", soft_time_limit=600, time_limit=660, retries=2)
+            def build_celery(self, task, year: int): ...
+
+    :param queue: the queue to send it to (a worker must consume it: ``-Q``).
+    :param soft_time_limit: seconds before the task is stopped with a FAILURE.
+    :param time_limit: seconds before its worker process is killed.
+    :param retries: how many times an exception re-runs it.
+    :param retry_delay: seconds between those runs.
+    """
+    options = {"queue": queue, "soft_time_limit": soft_time_limit,
+               "time_limit": time_limit, "retries": retries, "retry_delay": retry_delay}
+
+    def decorate(func: F) -> F:
+        setattr(func, _OPTIONS_ATTR, options)
+        return func
+
+    return decorate
+
+
+def options_of(func: t.Callable[..., t.Any]) -> dict[str, t.Any]:
+    """The :func:`task_options` of a method (defaults when undecorated)."""
+    return dict(getattr(func, _OPTIONS_ATTR, None) or {"retries": 0, "retry_delay": 5.0})
+
+
+class TaskHandle:
+    """What a ``_celery`` method gets as its first parameter (KernKoa's ``celery_instance``).
+
+    Progress writes are throttled: a report of the same state within
+    ``interval`` seconds of the last write is dropped (a final ``progress``
+    with ``current == total`` is always written). Each write first checks
+    whether the task was cancelled, and raises :class:`TaskCancelled` if so.
+    Any other attribute is the Celery task's (``handle.request.id``...).
+    """
+
+    def __init__(self, task: Task, store: JobStore, interval: float) -> None:
+        self._task = task
+        self._store = store
+        self._interval = interval
+        self._last_state: str | None = None
+        self._last_write = float("-inf")
+
+    @property
+    def id(self) -> str:
+        """The task id."""
+        return t.cast(str, self._task.request.id)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the task was cancelled (``DELETE /status/<id>``)."""
+        try:
+            return self._store.is_revoked(self.id)
+        except Exception as error:  # the backend is away: keep working
+            log.warning("cannot check whether task %s was cancelled: %s", self.id, error)
+            return False
+
+    def update_state(self, state: str | None = None, meta: t.Any = None,
+                     force: bool = False, **kwargs: t.Any) -> None:
+        """Store a custom state and its meta, shown by ``/status/<id>``."""
+        now = time.monotonic()
+        if (not force and state == self._last_state
+                and now - self._last_write < self._interval):
+            return
+        if self.cancelled:
+            raise TaskCancelled(self.id)
+        self._task.update_state(state=state, meta=meta, **kwargs)
+        self._last_state, self._last_write = state, now
+
+    def progress(self, current: float, total: float | None = None,
+                 message: str | None = None) -> None:
+        """Report progress as state ``PROGRESS`` with ``current, total, percent, message``."""
+        percent = round(100.0 * current / total, 1) if total else None
+        meta = {"current": current, "total": total, "percent": percent, "message": message}
+        self.update_state(PROGRESS, meta, force=bool(total) and current >= t.cast(float, total))
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(self._task, name)
+
+
+def request_context_args(snapshot: dict[str, t.Any] | None, route: str) -> dict[str, t.Any]:
+    """Arguments of ``app.test_request_context`` that rebuild the triggering request."""
+    if not snapshot:
+        return {"path": route}
+    args: dict[str, t.Any] = {
+        "path": snapshot["path"],
+        "base_url": snapshot["root_url"],
+        "query_string": snapshot["query_string"],
+        "method": snapshot["method"],
+        "headers": [tuple(pair) for pair in snapshot["headers"]],
+    }
+    if "json" in snapshot:
+        args["json"] = snapshot["json"]
+    elif "form" in snapshot:
+        args["data"] = MultiDict([tuple(pair) for pair in snapshot["form"]])
+    return args
+
+
+def _decode(value: t.Any, urlpath: str) -> t.Any:
+    if value == PARAMS_FROM_REQUEST:
+        from flask import request
+
+        return build_params(RequestFields(request), urlpath)
+    return value
+
+
+def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, t.Any],
+                   request: dict[str, t.Any] | None = None) -> t.Any:
+    """The generic task: call the ``_celery`` method ``route`` names (see module doc)."""
+    flask_app: Flask = task.app.flask_app
+    kernel = flask_app.extensions["kernkoa"]
+    store = JobStore(task.app, fail_fast=False)
+    if store.start(task.request.id, task.request.hostname):
+        raise Ignore()  # cancelled while queued: never starts
+    with flask_app.test_request_context(**request_context_args(request, route)):
+        target, endpoint = kernel.resolve(route)
+        if not endpoint.is_celery:
+            raise LookupError(f"{route} is not a _celery method")
+        urlpath = route.lstrip("/")
+        args = [_decode(a, urlpath) for a in args]
+        kwargs = {k: _decode(v, urlpath) for k, v in kwargs.items()}
+        if endpoint.binder.takes_params and PARAMS_NAME not in kwargs and not args:
+            kwargs[PARAMS_NAME] = None
+        handle = TaskHandle(task, store, float(kernel.settings.PROGRESS_INTERVAL))
+        started, state, failure = time.monotonic(), "FAILURE", None
+        notify_task_start(task.request.id, route)
+        try:
+            result = endpoint.func(endpoint.cls(), handle, *args, **kwargs)
+            state = "SUCCESS"
+            return result
+        except TaskCancelled:
+            state = "REVOKED"
+            log.info("task %s stopped: it was cancelled", task.request.id)
+            raise Ignore() from None
+        except SoftTimeLimitExceeded:
+            # Cancelling a running task sends the same signal as its soft time limit.
+            if store.is_revoked(task.request.id):
+                state = "REVOKED"
+                log.info("task %s stopped: it was cancelled", task.request.id)
+                raise Ignore() from None
+            limit = task.request.timelimit[1] if task.request.timelimit else None
+            limit = limit or kernel.settings.TASK_SOFT_TIME_LIMIT
+            failure = TaskTimeLimitExceeded(
+                f"the task ran longer than its time limit of {limit} s and was stopped")
+            raise failure from None
+        except Exception as error:
+            failure = error
+            options = options_of(endpoint.func)
+            if options["retries"] and task.request.retries < options["retries"]:
+                state = "RETRY"
+                raise task.retry(exc=error, countdown=options["retry_delay"],
+                                 max_retries=options["retries"]) from error
+            raise
+        finally:
+            notify_task_finish(task.request.id, route, state, time.monotonic() - started,
+                               error=failure)
+
+
+def register_tasks(celery: Celery) -> None:
+    """Register the generic task on ``celery``."""
+    celery.task(name=TASK_NAME, bind=True)(run_controller)

@@ -1,0 +1,177 @@
+"""HTTP faces of long work: the trigger's answer and ``/status/<id>``.
+
+``GET /status/<id>`` answers, with ``Cache-Control: no-store``:
+
+==========================  ===================================================
+task                        body
+==========================  ===================================================
+queued                      ``{"status": "PENDING"}``
+running, no progress yet    ``{"status": "STARTED"}``
+custom state                ``{"status": "<state>", "state": <meta>}``
+done                        ``{"status": "SUCCESS", "data": <return value>}``
+raised                      ``{"status": "FAILURE", "error": {"type", "message"}}``
+cancelled                   ``{"status": "REVOKED"}``
+never issued or expired     404 error envelope
+==========================  ===================================================
+
+JSON unless the client prefers HTML (a browser), which gets the live task page
+of :mod:`kernel.tasks.page`; ``?format=json`` forces JSON. ``?wait=<seconds>``
+answers once the task has finished, or when the wait is over (a long poll,
+:mod:`kernel.tasks.waiting`).
+``DELETE /status/<id>`` cancels the task.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+import uuid
+
+from celery import states
+from flask import current_app
+from flask import redirect
+from flask import request
+from flask import url_for
+from werkzeug.wrappers import Response
+
+from ..core.errors import BrokerUnavailable
+from ..core.errors import TaskFinished
+from ..core.errors import TaskNotFound
+from .enqueue import cancel_task
+from .enqueue import read_task_for_request
+from .events import FINAL_STATES
+from .store import TaskRecord
+from .waiting import is_settled
+from .waiting import preferred_wait
+from .waiting import wait_for_task
+from .waiting import wait_seconds
+
+
+def _error_message(result: t.Any) -> tuple[str, str]:
+    if not isinstance(result, dict):
+        return "Error", str(result)
+    exc_type = str(result.get("exc_type") or "Error")
+    raw = result.get("exc_message")
+    args = raw if isinstance(raw, (list, tuple)) else [raw] if raw is not None else []
+    if exc_type == "TimeLimitExceeded":
+        limit = args[0] if args else "?"
+        return exc_type, (f"the task ran longer than its hard time limit of {limit} s; "
+                          "its worker process was killed")
+    return exc_type, " ".join(str(a) for a in args)
+
+
+def status_body(record: TaskRecord) -> dict[str, t.Any]:
+    """The status body of a task record (see the module docstring).
+
+    :raises TaskNotFound: when the id was never issued or has expired.
+    """
+    if record.revoked:
+        return {"status": states.REVOKED}
+    meta = record.meta
+    if meta is None:
+        if record.issued is None:
+            raise TaskNotFound()
+        return {"status": states.PENDING}
+    state = meta.get("status", states.PENDING)
+    result = meta.get("result")
+    if state == states.SUCCESS:
+        return {"status": state, "data": result}
+    if state in (states.FAILURE, states.RETRY):
+        exc_type, message = _error_message(result)
+        return {"status": state, "error": {"type": exc_type, "message": message}}
+    if state in (states.PENDING, states.STARTED, states.RECEIVED, states.REVOKED):
+        return {"status": state}
+    return {"status": state, "state": result}
+
+
+def valid_task_id(task_id: str) -> bool:
+    """Whether ``task_id`` has the form of an id this kernel issues (a UUID)."""
+    try:
+        return str(uuid.UUID(task_id)) == task_id.lower()
+    except ValueError:
+        return False
+
+
+def prefers_html() -> bool:
+    """Whether the client would rather have HTML than JSON (a browser)."""
+    if request.args.get("format") == "json":
+        return False
+    # Parsing Accept costs more than the rest of a /status answer, and only
+    # a header naming HTML can prefer it (machines mostly send */* or JSON).
+    if "html" not in request.headers.get("Accept", "").lower():
+        return False
+    accept = request.accept_mimetypes
+    return accept.best_match(["application/json", "text/html"]) == "text/html" and (
+        accept["text/html"] > accept["application/json"]
+    )
+
+
+def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
+    """Send a status body: JSON, or the HTML page when the client prefers HTML."""
+    if prefers_html():
+        from .page import status_page  # here: taskpage imports this module
+
+        response = status_page(body, status)
+    else:
+        # json.dumps keeps "status" first with KernKoa's spacing:
+        # {"status": "SUCCESS", "data": 10}, byte for byte as clients saw it.
+        response = current_app.response_class(json.dumps(body), status=status,
+                                              mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def task_status(task_id: str) -> Response:
+    """``GET``/``HEAD``/``DELETE /status/<id>``."""
+    if not valid_task_id(task_id):
+        raise TaskNotFound()
+    # The auth layer read the record for its decision: the same one answers.
+    record = read_task_for_request(task_id)
+    body = status_body(record)
+    wait = request.args.get("wait")
+    if wait is not None and request.method == "GET":
+        seconds = wait_seconds(wait)  # refused when malformed, settled task or not
+        if not is_settled(record) and (waited := _wait(task_id, seconds)) is not None:
+            body = status_body(waited)
+    if request.method == "DELETE":
+        if body["status"] in FINAL_STATES - {states.REVOKED}:
+            raise TaskFinished()
+        cancel_task(task_id)
+        body = {"status": states.REVOKED}
+    return status_response(body)
+
+
+def task_started(task_id: str) -> Response:
+    """The trigger's answer: 202 with the id and status URL, or a redirect for browsers.
+
+    Sent with ``Prefer: wait=<seconds>``, it first waits that long (at most
+    ``STATUS_WAIT_MAX``) for the task, and answers 200 with the id, the status
+    body and the status URL if the task is done by then.
+    """
+    status_url = url_for("task_status", task_id=task_id, _external=True)
+    if prefers_html():
+        return t.cast(Response, redirect(status_url, code=303))
+    done = _finished_within_preferred_wait(task_id)
+    if done is not None:
+        return t.cast(Response, current_app.json.response(
+            {"id": task_id, **done, "status_url": status_url}))
+    response = current_app.json.response(
+        {"id": task_id, "status": states.PENDING, "status_url": status_url})
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+def _wait(task_id: str, seconds: float) -> TaskRecord | None:
+    """The task's record after waiting up to ``seconds`` for it, cut to
+    ``STATUS_WAIT_MAX``; ``None`` when that leaves no wait at all."""
+    seconds = min(seconds, float(current_app.extensions["kernkoa"].settings.STATUS_WAIT_MAX))
+    return wait_for_task(task_id, seconds) if seconds > 0 else None
+
+
+def _finished_within_preferred_wait(task_id: str) -> dict[str, t.Any] | None:
+    try:
+        record = _wait(task_id, preferred_wait(request.headers.getlist("Prefer")) or 0)
+    except BrokerUnavailable:
+        return None  # it was sent: the client follows it as without the wait
+    return status_body(record) if record is not None and is_settled(record) else None

@@ -1,0 +1,129 @@
+"""The Flask subclass the kernel builds, and its request context.
+
+Each request Flask does three things whose answer the kernel can know in
+advance for a controller URL, costing about as much as the whole dispatch:
+
+- binding the URL map to the request and matching it (``create_url_adapter``,
+  ``match_request``): when :class:`~kernel.web.fastmatch.CatchAllShortcut` knows
+  the route, the request context takes its answer, and the map is bound only
+  if something uses the adapter (``url_for``, for one);
+- ``ensure_sync`` on every hook and view, an ``inspect`` walk telling a
+  coroutine function from a plain one: :class:`KernKoaFlask` remembers the
+  answer per function;
+- ``g.identity = None`` for every anonymous request: :class:`KernKoaGlobals`
+  answers ``None`` until the auth layer sets an identity.
+
+Its requests are :class:`~kernel.web.formbody.KernKoaRequest`: a body past
+``MAX_CONTENT_LENGTH`` is a 413 in every server, never a body cut short, and a
+malformed form body is told from an empty one.
+
+Everything else is Flask's own code path.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from functools import partial
+
+from flask import Flask
+from flask import Request
+from flask.ctx import RequestContext
+from flask.ctx import _AppCtxGlobals
+from werkzeug.routing import MapAdapter
+
+from .fastmatch import CatchAllShortcut
+from .fastmatch import VersionedMap
+from .formbody import KernKoaRequest
+
+#: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
+#: are registered once; the bound keeps a pathological app from growing it).
+SYNC_CACHE_SIZE = 1024
+
+
+class DeferredAdapter(MapAdapter):
+    """A :class:`MapAdapter` bound to its request on first use.
+
+    Given out by :meth:`KernKoaFlask.create_url_adapter` when the catch-all
+    shortcut already knows the route: the request context never needs to
+    match, and most controller requests never build a URL. The first attribute
+    read binds the map as Flask would; from then on it is that adapter.
+    The shortcut has checked that binding cannot fail.
+    """
+
+    def __init__(self, bind: t.Callable[[], MapAdapter | None],
+                 shortcut_match: tuple[t.Any, dict[str, t.Any]]) -> None:
+        # No MapAdapter.__init__: its attributes come from ``bind`` on first use.
+        self._bind: t.Callable[[], MapAdapter | None] | None = bind
+        #: The rule and view arguments the shortcut found.
+        self.shortcut_match = shortcut_match
+
+    def __getattr__(self, name: str) -> t.Any:
+        # Python calls this only for attributes not set yet: bind, then answer.
+        bind = self.__dict__.pop("_bind", None)
+        if bind is None:
+            raise AttributeError(name)
+        self.__dict__.update(vars(bind()))
+        return getattr(self, name)
+
+
+class ShortcutRequestContext(RequestContext):
+    """Flask's request context, taking the route from a :class:`DeferredAdapter`."""
+
+    def match_request(self) -> None:
+        """Use the shortcut's answer when it had one, else Werkzeug's matcher."""
+        adapter = self.url_adapter
+        if type(adapter) is DeferredAdapter:
+            self.request.url_rule, self.request.view_args = adapter.shortcut_match
+            return
+        super().match_request()
+
+
+class KernKoaGlobals(_AppCtxGlobals):
+    """``flask.g`` whose ``identity`` is ``None`` until the auth layer sets one."""
+
+    #: The authenticated caller (:class:`kernel.auth.layer.Identity`), or ``None``.
+    identity: t.Any = None
+
+
+class KernKoaFlask(Flask):
+    """Flask, with the request context and per-function caches described above."""
+
+    app_ctx_globals_class = KernKoaGlobals
+    request_class = KernKoaRequest
+    url_map_class = VersionedMap
+
+    #: Set by the app factory once the catch-all rule exists.
+    catch_all_shortcut: CatchAllShortcut | None = None
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_functions: dict[t.Callable[..., t.Any], t.Callable[..., t.Any]] = {}
+
+    def request_context(self, environ: dict[str, t.Any]) -> RequestContext:
+        """A :class:`ShortcutRequestContext` for ``environ``."""
+        return ShortcutRequestContext(self, environ)
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Flask's adapter, or a :class:`DeferredAdapter` when the catch-all
+        shortcut knows the route of ``request``."""
+        shortcut = self.catch_all_shortcut
+        if request is not None and shortcut is not None:
+            found = shortcut.match(request)
+            if found is not None:
+                return DeferredAdapter(partial(Flask.create_url_adapter, self, request), found)
+        return super().create_url_adapter(request)
+
+    def ensure_sync(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+        """Flask's ``ensure_sync``, its answer remembered for plain functions."""
+        try:
+            known = self._sync_functions.get(func)
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
+        if known is not None:
+            return known
+        sync = super().ensure_sync(func)
+        # Only a function that is already synchronous is kept: a coroutine
+        # function gets Flask's fresh wrapper every time, as before.
+        if sync is func and len(self._sync_functions) < SYNC_CACHE_SIZE:
+            self._sync_functions[func] = sync
+        return sync
