@@ -30,6 +30,7 @@ from flask import url_for
 from werkzeug.local import LocalProxy
 
 import kernel.app as _kernel_app
+from kernel.api.config import config
 from kernel.api.databases import dbs
 from kernel.api.load import load
 from kernel.catalog.access import public
@@ -37,7 +38,6 @@ from kernel.catalog.access import requires
 from kernel.catalog.exposure import methods
 from kernel.core.errors import ParameterError
 from kernel.core.lazy import LazyModule
-from kernel.core.settings import config
 from kernel.web.rendering import render
 
 __all__ = [
@@ -124,7 +124,7 @@ def __getattr__(name: str) -> t.Any:
         # ``celery -A kernkoa.celery worker``: the Celery app, built on first use.
         from kernel.tasks.celeryapp import get_celery
 
-        return get_celery()
+        return get_celery(_kernel_app.default_app())
     raise AttributeError(f"module 'kernkoa' has no attribute {name!r}")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-# Set before the imports below: modules they load read it.
-__version__ = "0.1.0"
-
-from .app import create_app as create_app  # noqa: E402
-from .catalog.exposure import methods as methods  # noqa: E402
+from .app import create_app as create_app
+from .catalog.exposure import methods as methods
+from .core.version import __version__ as __version__

@@ -24,18 +24,18 @@ from werkzeug.wrappers import Response
 
 from .auth.layer import install_auth
 from .catalog.loader import shared_loader
+from .catalog.resolution import Catalog
 from .catalog.routing import Limits
 from .catalog.routing import Router
 from .core.errors import RouteNotFound
 from .core.errors import register_error_handlers
-from .core.lazy import LazyModule
 from .core.secretkey import check_secret
 from .core.settings import PROJECT_ROOT
 from .core.settings import Settings
 from .pages.views import register as register_pages
+from .tasks.routes import init_app as init_tasks
 from .web.addons import install_addons
-from .web.allow import other_method
-from .web.dispatch import Kernel
+from .web.allow import ROUTED_METHODS
 from .web.dispatch import dispatch
 from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
@@ -43,11 +43,9 @@ from .web.hooks import add_before_request
 from .web.limits import install_limits
 from .web.proxies import install_trusted_proxies
 from .web.sessions import CachedSecureCookieSessionInterface
+from .web.state import install_state
 
 log = logging.getLogger("kernkoa")
-
-#: HTTP methods the catch-all rule accepts; each controller method narrows them.
-ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 #: First path segments that are never controller paths (besides the kernel prefix).
 RESERVED_SEGMENTS = ("status", "images", "pdfs")
@@ -89,10 +87,9 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
         reserved=reserved,
         limits=Limits(settings.MAX_PATH_LENGTH, settings.MAX_PATH_DEPTH,
                       settings.MAX_SEGMENT_LENGTH),
-        cache_size=settings.ROUTE_CACHE_SIZE,
     )
     loader = shared_loader(settings.CATALOG, reload=settings.RELOAD)
-    app.extensions["kernkoa"] = Kernel(settings, router, loader)
+    install_state(app, settings, Catalog(router, loader, settings.ROUTE_CACHE_SIZE))
 
     base = settings.base.rstrip("/")
     app.add_url_rule(f"{base}/", "dispatch", dispatch, methods=ROUTED_METHODS,
@@ -101,10 +98,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
                      provide_automatic_options=False)
     # Werkzeug's wildcard match costs ~5 µs; paths only this rule can match skip it.
     app.catch_all_shortcut = CatchAllShortcut(app, "dispatch")
-    # Every method reaches the view, which answers OPTIONS and 405 itself: a
-    # method left out here would fall through to the catch-all's 404.
-    app.add_url_rule(f"{base}/status/<task_id>", "task_status", task_status,
-                     methods=ROUTED_METHODS, provide_automatic_options=False)
+    init_tasks(app)
     _add_static_folder(app, f"{base}/images", "images", settings.IMAGES)
     _add_static_folder(app, f"{base}/pdfs", "pdfs", settings.PDFS)
     register_error_handlers(app)
@@ -126,22 +120,6 @@ def refuse_untrusted_host(req: Request) -> None:
     decision (a password hash) and be answered 401 instead."""
     if isinstance(req.routing_exception, SecurityError):
         raise req.routing_exception
-
-
-#: Celery's stack costs every worker process ~15 MiB and ~150 ms to import:
-#: it comes with the first /status request or _celery trigger, not with the app.
-_status = LazyModule("kernel.tasks.views")
-
-
-#: The HTTP methods ``/status/<id>`` serves.
-STATUS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
-
-
-def task_status(task_id: str) -> Response:
-    """``/status/<id>``: :func:`kernel.tasks.views.task_status`, imported on first use."""
-    if request.method not in STATUS_METHODS:
-        return other_method(request.method, STATUS_METHODS)
-    return t.cast(Response, _status.task_status(task_id))
 
 
 def _add_static_folder(app: Flask, rule: str, name: str, folder: Path) -> None:

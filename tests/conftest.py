@@ -21,7 +21,7 @@ from werkzeug.test import TestResponse
 
 from kernel import create_app
 from kernel.core.settings import PROJECT_ROOT
-from kernel.tasks.celeryapp import disconnect_result_store
+from kernel.tasks.waiting import disconnect_result_store
 
 #: The project's virtualenv binaries (the tests run from it).
 BIN = Path(sys.executable).parent

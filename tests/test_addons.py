@@ -13,9 +13,9 @@ from flask import Flask
 
 from kernel import create_app
 from kernel.core.errors import AddonError
-from kernel.web.addons import EXTENSION
 from kernel.web.addons import notify_task_finish
 from kernel.web.addons import notify_task_start
+from kernel.web.state import state_of
 
 if t.TYPE_CHECKING:
     from conftest import ControllerTree
@@ -60,7 +60,7 @@ def hello(tree: ControllerTree) -> None:
 
 
 def _calls(app: Flask, name: str) -> list[t.Any]:
-    for addon in app.extensions[EXTENSION].addons:
+    for addon in state_of(app).addons.addons:
         if addon.name == name:
             return t.cast(list[t.Any], addon.module.calls)
     raise LookupError(name)
@@ -122,12 +122,12 @@ def test_env_variable_enables_addons(monkeypatch: pytest.MonkeyPatch, addons: Pa
     monkeypatch.setenv("KERNKOA_ADDONS", "first, second")
     monkeypatch.setenv("KERNKOA_ADDONS_FOLDER", str(addons))
     app = create_app()
-    assert app.extensions[EXTENSION].names == ["first", "second"]
+    assert state_of(app).addons.names == ["first", "second"]
 
 
 def test_no_addons_by_default() -> None:
     app = create_app()
-    assert app.extensions[EXTENSION].names == []
+    assert state_of(app).addons.names == []
     assert "X-Request-Id" not in app.test_client().get("/").headers
 
 

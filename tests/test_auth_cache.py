@@ -23,6 +23,7 @@ from flask import Flask
 from kernel.catalog.access import PUBLIC
 from kernel.catalog.access import AccessRule
 from kernel.web.hooks import RequestGate
+from kernel.web.state import state_of
 
 UNDECORATED = """
 from kernkoa import *
@@ -80,7 +81,7 @@ def test_rule_is_computed_once_per_endpoint(tree: ControllerTree,
                                             make_app: t.Callable[..., Flask]) -> None:
     rewrite(tree, PUBLIC_DOC)
     app = make_app()
-    kernel = app.extensions["kernkoa"]
+    kernel = state_of(app).catalog
     _, first = kernel.resolve("doc/Doc/index")
     _, again = kernel.resolve("doc/Doc/index")
     assert first is again and first.access is PUBLIC
@@ -148,7 +149,7 @@ def test_addon_flask_hook_keeps_its_place(tree: ControllerTree, tmp_path: Path,
             CALLS.append("hook")
     """))
     app = make_app(ADDONS_FOLDER=str(folder), ADDONS=["own_hook"], MAX_FIELDS=2)
-    calls = app.extensions["kernkoa.addons"].addons[0].module.CALLS
+    calls = state_of(app).addons.addons[0].module.CALLS
     client = app.test_client()
     assert_error(client.get("/doc/Doc?a=1&b=2&c=3"), 413)
     assert calls == []

@@ -1,4 +1,4 @@
-"""The catch-all view and :class:`kernel.web.dispatch.Kernel`: resolve, check, bind, call."""
+"""The catch-all view and the catalog it resolves in: resolve, check, bind, call."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
+from kernel.catalog.resolution import Catalog
 from kernel.core.errors import ControllerLoadError
 from kernel.core.errors import RouteNotFound
-from kernel.web.dispatch import Kernel
+from kernel.web.state import state_of
 
 SHOP = """
 from kernkoa import *
@@ -27,9 +28,9 @@ class Cart:
 """
 
 
-def kernel_of(app: Flask) -> Kernel:
-    """The :class:`Kernel` of ``app``."""
-    return t.cast(Kernel, app.extensions["kernkoa"])
+def kernel_of(app: Flask) -> Catalog:
+    """The :class:`Catalog` of ``app``."""
+    return state_of(app).catalog
 
 
 def test_resolve_caches_the_endpoint_per_file_version(make_app: t.Callable[..., Flask],

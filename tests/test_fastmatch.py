@@ -16,6 +16,7 @@ from werkzeug.test import EnvironBuilder
 
 from kernel.web.fastmatch import CatchAllShortcut
 from kernel.web.flaskapp import KernKoaFlask
+from kernel.web.state import state_of
 
 CONTROLLER = """
 class Cart:
@@ -82,7 +83,7 @@ def kk_app(request: pytest.FixtureRequest, tree: t.Any,
 def test_the_app_takes_the_shortcut(kk_app: Flask) -> None:
     assert isinstance(kk_app, KernKoaFlask)
     assert isinstance(kk_app.catch_all_shortcut, CatchAllShortcut)
-    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    base = state_of(kk_app).settings.base.rstrip("/")
     environ = environ_for(f"{base}/shop/cart/Cart/add")
     rule, args = shortcut_answer(kk_app, environ)
     assert (rule, args) == werkzeug_answer(kk_app, environ)
@@ -111,7 +112,7 @@ def test_the_shortcut_agrees_with_werkzeug(kk_app: Flask, path: str, method: str
 def test_the_shortcut_agrees_with_werkzeug_under_trusted_hosts(
         kk_app: Flask, host: str | None, server_name: str | None) -> None:
     kk_app.config.update(TRUSTED_HOSTS=["localhost", "shop.example"], SERVER_NAME=server_name)
-    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    base = state_of(kk_app).settings.base.rstrip("/")
     environ = environ_for(f"{base}/shop/cart/Cart/add")
     if host is not None:
         environ["HTTP_HOST"] = host
@@ -122,7 +123,7 @@ def test_the_shortcut_agrees_with_werkzeug_under_trusted_hosts(
 
 def test_trusted_hosts_keep_the_shortcut_for_trusted_hosts_only(kk_app: Flask) -> None:
     kk_app.config["TRUSTED_HOSTS"] = ["shop.example"]
-    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    base = state_of(kk_app).settings.base.rstrip("/")
     environ = environ_for(f"{base}/shop/cart/Cart/add")
     environ["HTTP_HOST"] = "shop.example:8080"
     assert shortcut_answer(kk_app, environ) is not None
@@ -132,7 +133,7 @@ def test_trusted_hosts_keep_the_shortcut_for_trusted_hosts_only(kk_app: Flask) -
 
 
 def test_rules_added_later_win_over_the_shortcut(kk_app: Flask) -> None:
-    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    base = state_of(kk_app).settings.base.rstrip("/")
     kk_app.add_url_rule(f"{base}/shop/special", "special", lambda: "special")
     kk_app.add_url_rule(f"{base}/shop/by/<int:n>", "by", lambda n: f"by {n}")
     environ = environ_for(f"{base}/shop/special")
@@ -146,14 +147,14 @@ def test_rules_added_later_win_over_the_shortcut(kk_app: Flask) -> None:
 
 
 def test_a_rule_starting_with_a_converter_turns_the_shortcut_off(kk_app: Flask) -> None:
-    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    base = state_of(kk_app).settings.base.rstrip("/")
     kk_app.add_url_rule("/<int:n>", "number", lambda n: f"n {n}")
     environ = environ_for(f"{base}/shop/cart/Cart/add")
     assert shortcut_answer(kk_app, environ) is None
 
 
 def test_werkzeug_still_decides_everything_else(kk_app: Flask) -> None:
-    base = kk_app.extensions["kernkoa"].settings.base.rstrip("/")
+    base = state_of(kk_app).settings.base.rstrip("/")
     client = kk_app.test_client()
     assert client.get(f"{base}/shop/cart/Cart/add/").status_code == 404
     assert client.get(f"{base}//shop/cart/Cart/add").status_code == 404

@@ -11,10 +11,10 @@ import pytest
 from flask import Flask
 
 from kernel.api.load import load
-from kernel.core import settings as settings_module
 from kernel.core.errors import CatalogLoadError
 from kernel.core.settings import Settings
-from kernel.web.dispatch import Kernel
+from kernel.web import state as state_module
+from kernel.web.state import state_of
 
 if t.TYPE_CHECKING:
     from conftest import ControllerTree
@@ -58,8 +58,7 @@ def test_model_is_an_instance_of_the_class_named_like_the_module(
         assert type(thing).__name__ == "model_thing"
         assert thing.created and thing.answer() == 42
         assert type(load.model("model_top")).__name__ == "model_top"
-        kernel: Kernel = app.extensions["kernkoa"]
-        assert kernel.loader.owns(type(thing).__module__)  # the app's own loader
+        assert state_of(app).catalog.loader.owns(type(thing).__module__)  # the app's own loader
 
 
 def test_nested_folders_and_namespacing(tree: ControllerTree, app: Flask) -> None:
@@ -107,7 +106,7 @@ def test_shipped_access_log_addon_is_reachable(tmp_path: Path) -> None:
 
 def test_works_outside_an_app(tree: ControllerTree, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tree.root, "model/thing/model_thing.py", MODEL.format(answer="outside"))
-    monkeypatch.setattr(settings_module, "_default_settings",
+    monkeypatch.setattr(state_module, "_default_settings",
                         Settings.load({"CATALOG": str(tree.root)}))
     assert load.model("model_thing", "thing").answer() == "outside"
 

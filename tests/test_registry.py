@@ -10,7 +10,7 @@ from flask import Flask
 
 from kernel.catalog.registry import controller_files
 from kernel.catalog.registry import scan
-from kernel.web.dispatch import Kernel
+from kernel.web.state import state_of
 
 #: A catalog with routable and unroutable things side by side.
 CATALOG = {
@@ -114,8 +114,7 @@ def test_scan_lists_exactly_the_routable_urls(make_app: t.Callable[..., Flask],
                                               tree: ControllerTree) -> None:
     write_catalog(tree)
     app = make_app()
-    kernel = t.cast(Kernel, app.extensions["kernkoa"])
-    routes, broken = scan(kernel)
+    routes, broken = scan(state_of(app).catalog)
     assert sorted(r.url for r in routes) == EXPECTED_ROUTES
     assert [b.file.name for b in broken] == ["broken.py"]
     assert "SyntaxError" in broken[0].error

@@ -13,6 +13,8 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
+from kernel.catalog.loader import ModuleLoader
+from kernel.catalog.resolution import Catalog
 from kernel.catalog.routing import Limits
 from kernel.catalog.routing import Router
 from kernel.catalog.routing import split_path
@@ -96,9 +98,10 @@ def test_router_refuses_reserved_first_segments(tree: ControllerTree) -> None:
 def test_second_resolution_touches_no_file_system(
     tree: ControllerTree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The catalog's one route cache: with RELOAD off, a known path is a lookup."""
     tree.write("a/b/c.py", HELLO)
-    router = Router(tree.controllers)
-    first = router.resolve("/a/b/c/C/m")
+    catalog = Catalog(Router(tree.controllers), ModuleLoader(tree.root, reload=False), 16)
+    first = catalog.resolve("/a/b/c/C/m")
 
     def forbidden(*args: t.Any, **kwargs: t.Any) -> t.NoReturn:
         raise AssertionError("the file system was touched")
@@ -107,18 +110,26 @@ def test_second_resolution_touches_no_file_system(
         monkeypatch.setattr(Path, name, forbidden)
     monkeypatch.setattr(os, "listdir", forbidden)
     monkeypatch.setattr(os, "scandir", forbidden)
-    assert router.resolve("/a/b/c/C/m") is first
+    monkeypatch.setattr(os, "stat", forbidden)
+    assert catalog.resolve("/a/b/c/C/m") == first
 
 
-def test_forget_drops_cached_resolutions(tree: ControllerTree) -> None:
+def test_router_remembers_nothing(tree: ControllerTree) -> None:
     path = tree.write("m.py", HELLO)
     router = Router(tree.controllers)
     router.resolve("/m/C/m")
     path.unlink()
-    router.resolve("/m/C/m")  # still cached
-    router.forget()
     with pytest.raises(RouteNotFound):
         router.resolve("/m/C/m")
+
+
+def test_catalog_forgets_a_file_that_went_away(tree: ControllerTree) -> None:
+    path = tree.write("m.py", HELLO)
+    catalog = Catalog(Router(tree.controllers), ModuleLoader(tree.root, reload=True), 16)
+    catalog.resolve("/m/C/m")
+    path.unlink()
+    with pytest.raises(RouteNotFound):
+        catalog.resolve("/m/C/m")
 
 
 # --- Bad input over HTTP: every one is a 404 envelope --------------------------------

@@ -14,10 +14,10 @@ from kernel.cli.worker import worker_argv
 from kernel.core.errors import TaskCancelled
 from kernel.core.errors import TaskNotFound
 from kernel.core.settings import Settings
+from kernel.tasks.body import status_body
 from kernel.tasks.celeryapp import visibility_timeout
 from kernel.tasks.run import TaskHandle
 from kernel.tasks.store import TaskRecord
-from kernel.tasks.views import status_body
 from kernel.tasks.views import status_response
 
 CONTROLLER = """

@@ -12,6 +12,7 @@ from conftest import assert_error
 from flask import Flask
 
 from kernel.auth.users import UserStore
+from kernel.web.state import state_of
 
 CONTROLLER = """
 from kernkoa import *
@@ -78,7 +79,7 @@ def test_forged_host_queues_no_task(make: t.Callable[..., Flask]) -> None:
     accepted = client.post("/site/site/work_celery", headers={"Host": "shop.example"})
     assert accepted.status_code == 202
     assert accepted.headers["Location"].startswith("http://shop.example/status/")
-    queue = app.extensions["kernkoa"].settings.VAR / "celery" / "queue"
+    queue = state_of(app).settings.VAR / "celery" / "queue"
     assert len(list(queue.iterdir())) == 1, "the refused request queued a task"
 
 
@@ -88,7 +89,7 @@ def test_forged_host_is_refused_before_the_auth_decision(make: t.Callable[..., F
     authenticates the request (a Basic password would cost a hash)."""
     UserStore(tmp_path / "var" / "users.json").add("user", "a long enough password", [])
     app = make(TRUSTED_HOSTS=TRUSTED, ADDONS=["basic_auth"], AUTH_DEFAULT="required")
-    layer = app.extensions["kernkoa.auth"]
+    layer = state_of(app).auth
     calls: list[object] = []
     basic = layer.schemes["basic"]
     original = basic.authenticate

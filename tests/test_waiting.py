@@ -21,10 +21,10 @@ from kernel.core.errors import BrokerUnavailable
 from kernel.core.errors import ParameterError
 from kernel.tasks import views as status
 from kernel.tasks import waiting
-from kernel.tasks.celeryapp import disconnect_result_store
 from kernel.tasks.celeryapp import get_celery
 from kernel.tasks.store import JobStore
 from kernel.tasks.store import TaskRecord
+from kernel.tasks.waiting import disconnect_result_store
 from kernel.tasks.waiting import is_settled
 from kernel.tasks.waiting import preferred_wait
 from kernel.tasks.waiting import wait_seconds

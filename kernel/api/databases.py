@@ -29,7 +29,7 @@ from ..core.errors import DatabaseConfigError
 from ..core.errors import UnknownDatabase
 from ..core.lazy import LazyModule
 from ..core.settings import Settings
-from ..core.settings import current_settings
+from ..web.state import current_settings
 
 if t.TYPE_CHECKING:
     from sqlalchemy.engine import URL

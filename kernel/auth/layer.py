@@ -4,15 +4,17 @@ Authentication is done by auth add-ons (``jwt_auth``, ``basic_auth``, or your
 own); this module decides, once per request and in one place, whether the
 request may go on:
 
-1. find the route's :class:`~kernel.catalog.access.AccessRule`: a controller URL is
-   resolved through :meth:`Kernel.resolve_for_request` (the view reuses the
-   result, a failure included, so what the rule was not computed for never
-   runs); ``/status/<id>`` takes the rule of the route that started the task,
-   so a task's status is readable by whoever may run the task: the route's
-   rule now when it still resolves, else the rule recorded with the task when
-   it was enqueued, else :data:`~kernel.catalog.access.DENIED`; everything else
-   (``/_kernkoa/`` pages, static files, URLs that name nothing) takes
-   ``AUTH_DEFAULT``;
+1. find the route's :class:`~kernel.catalog.access.AccessRule` from what its
+   view declares (:func:`~kernel.catalog.access.guarded_by`): the catch-all
+   resolves the controller URL through
+   :func:`~kernel.web.dispatch.resolve_for_request` (the view reuses the result,
+   a failure included, so what the rule was not computed for never runs);
+   ``/status/<id>`` declares the rule of the route that started the task, so a
+   task's status is readable by whoever may run the task: the route's rule now
+   when it still resolves, else the rule recorded with the task when it was
+   enqueued, else :data:`~kernel.catalog.access.DENIED`; the health checks and
+   the pages' assets are public; the listing pages follow ``PAGES_AUTH``;
+   everything else (URLs that name nothing too) takes ``AUTH_DEFAULT``;
 2. ``@public``: go on without looking at credentials;
 3. otherwise authenticate with the add-on whose ``SCHEME`` matches the
    ``Authorization`` header: bad credentials are a 401 on any route;
@@ -42,46 +44,31 @@ from dataclasses import field
 
 from flask import Flask
 from flask import Request
-from flask import current_app
 from flask import g
 from flask import request
 
 from ..catalog.access import AUTH_DEFAULTS
 from ..catalog.access import AUTHENTICATED
 from ..catalog.access import DENIED
-from ..catalog.access import PUBLIC
+from ..catalog.access import KERNEL_PAGE
+from ..catalog.access import ROUTE_OF_PATH
 from ..catalog.access import AccessRule
+from ..catalog.access import RouteOfTask
 from ..catalog.access import default_rule
 from ..catalog.access import rule_for
+from ..catalog.access import view_access
 from ..core.errors import AccessUndecidable
 from ..core.errors import AuthConfigError
 from ..core.errors import AuthenticationRequired
 from ..core.errors import InsufficientScope
 from ..core.errors import KernelError
-from ..core.lazy import LazyModule
 from ..core.settings import Settings
-from ..web.addons import EXTENSION
-from ..web.addons import Addons
+from ..web.dispatch import resolve_for_request
 from ..web.hooks import add_before_request
+from ..web.state import KernKoaState
+from ..web.state import state_of
 
 log = logging.getLogger("kernkoa.auth")
-
-# The Celery stack comes with the first /status request, not with the app.
-_jobs = LazyModule("kernel.tasks.enqueue")
-_status = LazyModule("kernel.tasks.views")
-
-#: Where an app keeps its :class:`AuthLayer`.
-AUTH_EXTENSION = "kernkoa.auth"
-
-#: Views of one task (its status, its event stream): readable by whoever may
-#: run the task's route.
-TASK_ENDPOINTS = frozenset({"task_status", "task_status_events"})
-
-#: Views that load balancers and the pages' own assets need without a login.
-PUBLIC_ENDPOINTS = frozenset({"kernkoa_health", "kernkoa_health_tasks", "kernkoa_static"})
-
-#: The blueprint of the kernel pages (``PAGES_AUTH`` puts them behind a login).
-PAGES_BLUEPRINT = "kernkoa_pages"
 
 
 @dataclass(frozen=True)
@@ -102,16 +89,18 @@ class AuthLayer:
     """The enabled auth add-ons of one app, and the per-request decision."""
 
     def __init__(self, settings: Settings, schemes: dict[str, types.ModuleType],
-                 kernel: t.Any = None) -> None:
+                 state: KernKoaState, views: t.Mapping[str, t.Callable[..., t.Any]]) -> None:
         self.auth_default = settings.AUTH_DEFAULT
         self.pages_auth = bool(settings.PAGES_AUTH)
         #: Auth add-on modules by lower-case scheme name.
         self.schemes = schemes
         self._default = default_rule(self.auth_default)
         self._warned = False
-        #: The app's :class:`~kernel.web.dispatch.Kernel`, when known at install time
-        #: (saves a ``current_app`` lookup per request).
-        self.kernel = kernel
+        #: The app's state (kept: saves a ``current_app`` lookup per request).
+        self.state = state
+        #: The app's view functions by endpoint, whose declarations say which
+        #: rule applies (:func:`kernel.catalog.access.guarded_by`).
+        self.views = views
 
     def challenges(self, error: str | None = None) -> list[str]:
         """One ``WWW-Authenticate`` value per enabled scheme."""
@@ -142,25 +131,23 @@ class AuthLayer:
 
     def rule(self, req: Request | None = None) -> AccessRule:
         """The access rule of the current request's route (``req``: that request,
-        when the caller already holds it)."""
+        when the caller already holds it), as its view declares."""
         if req is None:
             req = request._get_current_object()  # type: ignore[attr-defined]
-        endpoint_name = req.endpoint
-        args = req.view_args or {}
-        if endpoint_name == "dispatch":
-            return self._route_rule(req, args.get("path", ""))
-        if endpoint_name in TASK_ENDPOINTS:
-            return self._task_rule(str(args.get("task_id", "")))
-        if endpoint_name in PUBLIC_ENDPOINTS:
-            return PUBLIC
-        if req.blueprint == PAGES_BLUEPRINT and self.pages_auth:
+        declared = view_access(self.views.get(req.endpoint)) if req.endpoint else None
+        if declared is ROUTE_OF_PATH:
+            return self._route_rule(req, (req.view_args or {}).get("path", ""))
+        if isinstance(declared, RouteOfTask):
+            return self._task_rule(declared, str((req.view_args or {}).get("task_id", "")))
+        if isinstance(declared, AccessRule):
+            return declared
+        if declared is KERNEL_PAGE and self.pages_auth:
             return AUTHENTICATED
         return self._default
 
     def _route_rule(self, req: Request, path: str) -> AccessRule:
-        kernel = self.kernel or current_app.extensions["kernkoa"]
         try:
-            _, endpoint = kernel.resolve_for_request(req, path)
+            _, endpoint = resolve_for_request(self.state, req, path)
         except KernelError:
             # Names nothing (or fails to load): the request keeps that failure
             # and the view answers it without resolving again, so nothing runs
@@ -169,35 +156,24 @@ class AuthLayer:
             return self._default
         return rule_for(endpoint, self.auth_default)
 
-    def _task_rule(self, task_id: str) -> AccessRule:
-        if not _status.valid_task_id(task_id):
+    def _task_rule(self, declared: RouteOfTask, task_id: str) -> AccessRule:
+        # A store that cannot be read raises BrokerUnavailable (503): no guess.
+        origin = declared.origin(task_id)
+        if origin is None:
             return self._default  # names no task: the view answers 404
-        # Kept for the view: /status answers from this same record. A store
-        # that cannot be read raises BrokerUnavailable (503): no guess.
-        record = _jobs.read_task_for_request(task_id)
-        issued = record.issued
-        if issued is None:
-            # Never issued (404), unless the store still holds a result or a
-            # cancellation whose marker expired first: its route is unknown.
-            return self._default if record.meta is None and not record.revoked else DENIED
-        if not isinstance(issued, dict):
-            return DENIED
-        current = self._current_rule(issued.get("route"))
-        if current is not None:
-            return current
+        if origin.route is not None:
+            current = self._current_rule(origin.route)
+            if current is not None:
+                return current
         # The route no longer loads (broken file, method renamed or removed):
         # the rule it had when the task was enqueued, if it was recorded.
-        recorded = AccessRule.from_record(issued.get("access"))
-        return DENIED if recorded is None else recorded
+        return DENIED if origin.recorded is None else origin.recorded
 
-    def _current_rule(self, route: object) -> AccessRule | None:
+    def _current_rule(self, route: str) -> AccessRule | None:
         """The rule of ``route`` as its controller file says now, or ``None``
         when it does not resolve."""
-        if not isinstance(route, str):
-            return None
-        kernel = self.kernel or current_app.extensions["kernkoa"]
         try:
-            _, endpoint = kernel.resolve(route)
+            _, endpoint = self.state.catalog.resolve(route)
         except KernelError:
             return None
         return rule_for(endpoint, self.auth_default)
@@ -253,7 +229,9 @@ def install_auth(app: Flask, settings: Settings) -> AuthLayer:
     if settings.AUTH_DEFAULT not in AUTH_DEFAULTS:
         raise AuthConfigError(f"AUTH_DEFAULT must be one of {', '.join(AUTH_DEFAULTS)}, "
                               f"not {settings.AUTH_DEFAULT!r}")
-    addons = t.cast(Addons, app.extensions[EXTENSION])
+    state = state_of(app)
+    addons = state.addons
+    assert addons is not None, "install_addons comes first"
     schemes: dict[str, types.ModuleType] = {}
     for addon in addons.addons:
         scheme = getattr(addon.module, "SCHEME", None)
@@ -265,8 +243,7 @@ def install_auth(app: Flask, settings: Settings) -> AuthLayer:
         raise AuthConfigError(
             "AUTH_DEFAULT is 'required' but no auth add-on is enabled: add jwt_auth or "
             "basic_auth to ADDONS (KERNKOA_ADDONS=jwt_auth), or set AUTH_DEFAULT=open")
-    layer = AuthLayer(settings, schemes, app.extensions.get("kernkoa"))
-    app.extensions[AUTH_EXTENSION] = layer
+    layer = state.auth = AuthLayer(settings, schemes, state, app.view_functions)
     # Folded into the query-limit hook when nothing was registered in between.
     add_before_request(app, layer.check)
     return layer

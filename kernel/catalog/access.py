@@ -1,4 +1,5 @@
-"""Per-route access rules: the ``@requires`` and ``@public`` decorators.
+"""Per-route access rules: the ``@requires`` and ``@public`` decorators, and what
+the kernel's own views declare (:func:`guarded_by`).
 
 A controller method or class says who may call it; ``AUTH_DEFAULT`` covers
 the rest::
@@ -139,3 +140,75 @@ def declared_rule(cls: type, func: t.Callable[..., t.Any]) -> AccessRule | None:
     if class_public:
         return PUBLIC
     return None
+
+
+# --- What the kernel's own views declare ---------------------------------------------
+#
+# Controller methods declare their rule with the decorators above. The kernel's
+# own views (the catch-all, /status/<id>, the pages) declare where their rule
+# comes from with :func:`guarded_by`; the auth layer reads the declaration off
+# the view function, so renaming a view cannot silently change who may call it.
+
+#: Attribute holding a view function's access declaration.
+VIEW_ACCESS_ATTR = "__kernkoa_view_access__"
+
+
+class RouteOfPath:
+    """The catch-all view: the rule of the controller method its URL path names."""
+
+
+@dataclass(frozen=True)
+class TaskOrigin:
+    """Where a task came from, as far as its record tells.
+
+    Either may be missing: a task whose record lost its route is refused,
+    never opened.
+    """
+
+    #: The catalog route that started the task.
+    route: str | None = None
+    #: The rule that route had when the task was enqueued.
+    recorded: AccessRule | None = None
+
+
+@dataclass(frozen=True)
+class RouteOfTask:
+    """The views of one task (its status, its event stream): the rule of the route
+    that started the task, as the controller file says now (else the recorded one).
+
+    :param origin: the task's :class:`TaskOrigin` from the view's ``task_id``, or
+        ``None`` when the id names no task (the view answers 404).
+    """
+
+    origin: t.Callable[[str], TaskOrigin | None]
+
+
+class KernelPage:
+    """The kernel's listing pages: ``AUTH_DEFAULT``, or authenticated callers only
+    when ``PAGES_AUTH`` is on."""
+
+
+#: What a kernel view may declare.
+ViewAccess = AccessRule | RouteOfPath | RouteOfTask | KernelPage
+
+#: The declarations without data.
+ROUTE_OF_PATH = RouteOfPath()
+KERNEL_PAGE = KernelPage()
+
+V = t.TypeVar("V", bound=t.Callable[..., t.Any])
+
+
+def guarded_by(declaration: ViewAccess) -> t.Callable[[V], V]:
+    """Declare where the access rule of a kernel view comes from (views that
+    declare nothing get ``AUTH_DEFAULT``)."""
+
+    def decorate(view: V) -> V:
+        setattr(view, VIEW_ACCESS_ATTR, declaration)
+        return view
+
+    return decorate
+
+
+def view_access(view: t.Callable[..., t.Any] | None) -> ViewAccess | None:
+    """The declaration of ``view``, or ``None`` when it declares none."""
+    return t.cast("ViewAccess | None", getattr(view, VIEW_ACCESS_ATTR, None))

@@ -28,15 +28,59 @@ from ..core.errors import ConversionError
 from ..core.errors import ParameterError
 from ..core.errors import RouteNotFound
 from ..core.errors import UnsupportedBody
-from ..web.params import RequestFields
-from ..web.params import build_params
 from .conversion import Converter
 from .conversion import converter_for
+
+if t.TYPE_CHECKING:
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.datastructures import MultiDict
 
 #: The name of the parameter that receives KernKoa's params.
 PARAMS_NAME = "params"
 
 _EMPTY = inspect.Parameter.empty
+
+
+class FieldSource(t.Protocol):
+    """Where a call's fields come from: a request (:class:`kernel.web.params.FieldSource`),
+    or the fields handed to ``exeTask``. The binder reads nothing else, so it
+    stays free of Flask."""
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a body was sent at all."""
+
+    @property
+    def body_is_readable(self) -> bool:
+        """Whether the body is of a media type fields are read from (JSON or a form)."""
+
+    @property
+    def mimetype(self) -> str:
+        """The body's media type."""
+
+    @property
+    def json_type(self) -> str | None:
+        """The JSON type of a JSON body (``"object"``, ``"array"``...), else ``None``."""
+
+    @property
+    def query(self) -> MultiDict[str, str]:
+        """The query-string fields."""
+
+    @property
+    def files(self) -> MultiDict[str, FileStorage]:
+        """The uploaded files."""
+
+    def sources(self) -> tuple[dict[str, t.Any], MultiDict[str, t.Any], MultiDict[str, str]]:
+        """The JSON fields, the form fields and the query fields."""
+
+    def body_field_names(self) -> set[str]:
+        """The names of the fields the body holds."""
+
+    def lookup(self, name: str) -> tuple[str, t.Any] | None:
+        """``(source, value)`` of the field ``name``, by precedence, or ``None``."""
+
+    def params(self, urlpath: str) -> t.Any:
+        """KernKoa's ``params`` of the call (``None`` when it carries no fields)."""
 
 
 @dataclass(frozen=True)
@@ -75,13 +119,13 @@ _JSON_TYPE_NAMES = {"array": "an array", "string": "a string", "number": "a numb
                     "boolean": "true or false", "null": "null"}
 
 
-def _check_body(fields: RequestFields, errors: list[dict[str, str]]) -> None:
+def _check_body(fields: FieldSource, errors: list[dict[str, str]]) -> None:
     """Refuse a body that cannot hold fields, sent to a method that takes fields.
 
     :raises UnsupportedBody: for a media type the kernel does not read (415).
     """
     if not fields.body_is_readable:
-        raise UnsupportedBody(detail=f"media type {fields.request.mimetype!r}")
+        raise UnsupportedBody(detail=f"media type {fields.mimetype!r}")
     kind = fields.json_type
     if kind is not None and kind != "object":
         # "": the body as a whole, as an empty JSON Pointer names it.
@@ -153,7 +197,7 @@ class Binder:
         return None if self.varargs is not None else len(self._path_slots)
 
     def bind(
-        self, fields: RequestFields, path_args: tuple[str, ...], urlpath: str
+        self, fields: FieldSource, path_args: tuple[str, ...], urlpath: str
     ) -> tuple[list[t.Any], dict[str, t.Any]]:
         """The positional and keyword arguments for one call.
 
@@ -180,7 +224,7 @@ class Binder:
             if name in values:
                 continue
             if name == PARAMS_NAME:
-                values[name] = build_params(fields, urlpath)
+                values[name] = fields.params(urlpath)
                 continue
             found: tuple[str, t.Any] | None
             if slot.converter.wants_file:
@@ -213,7 +257,7 @@ class Binder:
             return None
 
     def _leftover(
-        self, fields: RequestFields, errors: list[dict[str, str]]
+        self, fields: FieldSource, errors: list[dict[str, str]]
     ) -> dict[str, t.Any]:
         # A field named like a declared parameter never lands in **kwargs, even
         # when a path segment filled that parameter, and never fills ``params``.

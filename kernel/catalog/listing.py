@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 
 from ..core.errors import ControllerLoadError
-from ..web.dispatch import Kernel
 from .binding import PARAMS_NAME
 from .binding import Slot
 from .conversion import converter_for
@@ -28,6 +27,7 @@ from .registry import BrokenFile
 from .registry import Route
 from .registry import scan
 from .registry import short_urls
+from .resolution import Catalog
 
 #: Where a parameter's value comes from (the ``source`` key of a parameter).
 #: ``field``: the query, form or JSON field of its name (or, when it is
@@ -49,10 +49,11 @@ class Listing:
     root: Path
 
 
-def build(kernel: Kernel) -> Listing:
-    """Scan the kernel's catalog (loading changed files, as a request would)."""
-    routes, broken = scan(kernel)
-    return Listing(routes, broken, kernel.settings.CATALOG)
+def build(catalog: Catalog, root: Path) -> Listing:
+    """Scan ``catalog``, whose folder is ``root`` (loading changed files, as a
+    request would)."""
+    routes, broken = scan(catalog)
+    return Listing(routes, broken, root)
 
 
 def annotation_text(annotation: t.Any) -> str | None:
@@ -200,7 +201,7 @@ def as_json(listing: Listing, debug: bool) -> dict[str, t.Any]:
     }
 
 
-def find(kernel: Kernel, url: str, debug: bool = False) -> dict[str, t.Any]:
+def find(catalog: Catalog, root: Path, url: str, debug: bool = False) -> dict[str, t.Any]:
     """The description of the one route ``url`` names (any URL the router accepts).
 
     ``/shop/cart/Cart`` finds ``/shop/cart/Cart/index``; leftover path
@@ -209,10 +210,9 @@ def find(kernel: Kernel, url: str, debug: bool = False) -> dict[str, t.Any]:
     :raises RouteNotFound: when no route answers ``url``.
     :raises ControllerLoadError: when its controller file fails to import.
     """
-    target = kernel.router.resolve(url)
-    root = kernel.settings.CATALOG
+    target = catalog.router.resolve(url)
     try:
-        _, endpoint = kernel.resolve(target.route)
+        _, endpoint = catalog.resolve(target.route)
     except ControllerLoadError as error:
         name = target.file.relative_to(root).as_posix()
         # As in the listing: the exception line in debug mode only, the
@@ -221,4 +221,4 @@ def find(kernel: Kernel, url: str, debug: bool = False) -> dict[str, t.Any]:
         raise ControllerLoadError(f"{name} failed to load" + (f": {shown}" if shown else "."),
                                   detail=error.detail) from None
     return describe_route(Route(target.route, target.file, endpoint,
-                                short_urls(kernel, target.route)), root)
+                                short_urls(catalog, target.route)), root)

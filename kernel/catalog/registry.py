@@ -14,10 +14,10 @@ from pathlib import Path
 
 from ..core.containment import stays_inside
 from ..core.errors import RouteNotFound
-from ..web.dispatch import Kernel
 from .exposure import Endpoint
 from .exposure import find_class
 from .exposure import find_method
+from .resolution import Catalog
 from .routing import DEFAULT_METHOD
 from .routing import SEGMENT
 
@@ -68,31 +68,31 @@ def controller_files(root: Path) -> t.Iterator[Path]:
         yield file
 
 
-def scan(kernel: Kernel) -> tuple[list[Route], list[BrokenFile]]:
-    """List the routes of the kernel's catalog, and the files that failed to load."""
+def scan(catalog: Catalog) -> tuple[list[Route], list[BrokenFile]]:
+    """List the routes of ``catalog``, and the files that failed to load."""
     routes: list[Route] = []
     broken: list[BrokenFile] = []
-    root = kernel.router.root
+    root = catalog.router.root
     for file in controller_files(root):
         try:
-            loaded = kernel.loader.load(file)
+            loaded = catalog.loader.load(file)
         except (FileNotFoundError, RouteNotFound):
             continue  # gone, or swapped for a symlink out, since the folder was listed
         if loaded.module is None:
             broken.append(BrokenFile(file, loaded.error or "failed to load"))
             continue
         prefix = "/".join(file.relative_to(root).with_suffix("").parts)
-        for class_name, method_name in _exposed_names(loaded.module, kernel):
+        for class_name, method_name in _exposed_names(loaded.module, catalog):
             url = f"/{prefix}/{class_name}/{method_name}"
             try:
-                _, endpoint = kernel.resolve(url)
+                _, endpoint = catalog.resolve(url)
             except RouteNotFound:
                 continue  # shadowed by another file, or under a reserved prefix
-            routes.append(Route(url, file, endpoint, short_urls(kernel, url)))
+            routes.append(Route(url, file, endpoint, short_urls(catalog, url)))
     return routes, broken
 
 
-def short_urls(kernel: Kernel, url: str) -> tuple[str, ...]:
+def short_urls(catalog: Catalog, url: str) -> tuple[str, ...]:
     """The shorter URLs the router resolves to the method at ``url``."""
     parts = url.strip("/").split("/")
     candidates = ["/"]
@@ -101,7 +101,7 @@ def short_urls(kernel: Kernel, url: str) -> tuple[str, ...]:
     found = []
     for candidate in candidates:
         try:
-            target = kernel.router.resolve(candidate)
+            target = catalog.router.resolve(candidate)
         except RouteNotFound:
             continue
         if target.route == url and not target.args:
@@ -109,7 +109,7 @@ def short_urls(kernel: Kernel, url: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _exposed_names(module: t.Any, kernel: Kernel) -> t.Iterator[tuple[str, str]]:
+def _exposed_names(module: t.Any, catalog: Catalog) -> t.Iterator[tuple[str, str]]:
     for class_name in list(vars(module)):
         try:
             cls = find_class(module, class_name)
@@ -117,7 +117,7 @@ def _exposed_names(module: t.Any, kernel: Kernel) -> t.Iterator[tuple[str, str]]
             continue
         for method_name in sorted({name for klass in cls.__mro__ for name in vars(klass)}):
             try:
-                find_method(cls, method_name, kernel.loader.owns)
+                find_method(cls, method_name, catalog.loader.owns)
             except RouteNotFound:
                 continue
             yield class_name, method_name

@@ -9,7 +9,6 @@ first does no directory lookups at all.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +91,9 @@ class Router:
     :param root: the controller folder (``catalog/controller``).
     :param index_route: what ``/`` resolves to, as a path.
     :param reserved: first segments that never name a controller.
-    :param cache_size: how many resolved paths to remember.
+
+    It remembers nothing: :class:`~kernel.catalog.resolution.Catalog` keeps the
+    answers, with the file version each came from.
     """
 
     def __init__(
@@ -101,26 +102,17 @@ class Router:
         index_route: str = "index/index/index",
         reserved: frozenset[str] = frozenset(),
         limits: Limits | None = None,
-        cache_size: int = 4096,
     ) -> None:
         self.root = root
         self.index_route = index_route
         self.reserved = reserved
         self.limits = limits or Limits()
-        self._cached_resolve = functools.lru_cache(maxsize=cache_size)(self._resolve)
 
     def resolve(self, path: str) -> Target:
         """Resolve ``path`` (with or without its leading "/") to a :class:`Target`.
 
         :raises RouteNotFound: for every kind of failure.
         """
-        return self._cached_resolve(path)
-
-    def forget(self) -> None:
-        """Drop every cached resolution, after a controller file disappeared."""
-        self._cached_resolve.cache_clear()
-
-    def _resolve(self, path: str) -> Target:
         segments = split_path(path, self.limits)
         if not segments:
             segments = split_path(self.index_route, self.limits)

@@ -7,23 +7,16 @@ import json
 import logging
 import signal
 import sys
-import typing as t
-
-from flask import Flask
 
 from ..app import create_app
 from ..catalog import listing
 from ..catalog.registry import scan
-from ..web.dispatch import Kernel
+from ..web.state import state_of
 from .supervisor import WorkerSupervisor
 from .users import add_user_commands
 from .worker import run_worker
 from .worker import start_embedded_worker
 from .worker import stop_worker
-
-
-def _kernel(app: Flask) -> Kernel:
-    return t.cast(Kernel, app.extensions["kernkoa"])
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -32,7 +25,7 @@ def serve(args: argparse.Namespace) -> int:
 
     overrides = {"DEBUG": True} if args.debug else {}
     app = create_app(overrides)
-    settings = _kernel(app).settings
+    settings = state_of(app).settings
     host = args.host or settings.HOST
     port = args.port if args.port is not None else settings.PORT
     worker = None if args.no_worker else WorkerSupervisor(start_embedded_worker, stop_worker)
@@ -59,9 +52,9 @@ def worker(args: argparse.Namespace) -> int:
 def routes(args: argparse.Namespace) -> int:
     """Print every URL that answers, short forms included (``--json``: the
     ``/_kernkoa/endpoints`` document)."""
-    kernel = _kernel(create_app())
+    state = state_of(create_app())
     # The operator at the console may see full tracebacks, as in debug mode.
-    found = listing.as_json(listing.build(kernel), debug=True)
+    found = listing.as_json(listing.build(state.catalog, state.settings.CATALOG), debug=True)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -78,7 +71,7 @@ def routes(args: argparse.Namespace) -> int:
 
 def check(args: argparse.Namespace) -> int:
     """Import every controller file; report each failure and exit 1 on any."""
-    found, broken = scan(_kernel(create_app()))
+    found, broken = scan(state_of(create_app()).catalog)
     for bad in broken:
         print(f"FAILED {bad.file}\n{bad.error}", file=sys.stderr)
     print(f"{len(found)} routes, {len(broken)} broken controller file(s)")

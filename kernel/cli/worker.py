@@ -12,10 +12,12 @@ import sys
 import time
 import typing as t
 
+from ..app import default_app
 from ..core.settings import Settings
 from ..tasks.celeryapp import embedded_root
 from ..tasks.celeryapp import get_celery
 from ..tasks.celeryapp import is_embedded
+from ..web.state import state_of
 
 log = logging.getLogger("kernkoa.worker")
 
@@ -76,10 +78,8 @@ def prune_results(settings: Settings) -> int:
 
 def run_worker(extra: t.Sequence[str]) -> int:
     """Run a Celery worker of ``kernkoa.app`` in this process (``kernkoa worker``)."""
-    from ..app import default_app
-
     app = default_app()
-    settings: Settings = app.extensions["kernkoa"].settings
+    settings = state_of(app).settings
     if is_embedded(settings):
         log.info("embedded broker in %s; pruned %d expired result file(s)",
                  embedded_root(settings), prune_results(settings))

@@ -15,11 +15,6 @@ import runpy
 import typing as t
 from pathlib import Path
 
-from flask import current_app
-from flask import has_app_context
-from flask import has_request_context
-from flask import request
-
 from .errors import SettingsError
 
 #: The project root: the folder holding ``kernel/``, ``catalog/`` and ``config.py``.
@@ -109,47 +104,3 @@ class Settings:
     def as_dict(self) -> dict[str, t.Any]:
         """Every setting, as a plain dict."""
         return dict(self.__dict__)
-
-
-_default_settings: Settings | None = None
-
-
-def current_settings() -> Settings:
-    """The settings of the current app, or those of ``config.py`` outside one."""
-    global _default_settings
-    if has_app_context():
-        return t.cast(Settings, current_app.extensions["kernkoa"].settings)
-    if _default_settings is None:
-        _default_settings = Settings.load()
-    return _default_settings
-
-
-class ConfigProxy:
-    """What controllers see as ``config``: the current settings, plus a live ``url``.
-
-    ``config.url`` is the configured absolute base URL, or else the root URL of
-    the request being served followed by the ``base`` prefix; it always ends in
-    ``/``.
-    """
-
-    def __getattr__(self, name: str) -> t.Any:
-        if name == "url":
-            return self._url()
-        return getattr(current_settings(), name)
-
-    @staticmethod
-    def _url() -> str:
-        configured = current_settings().url
-        if configured:
-            return configured if configured.endswith("/") else configured + "/"
-        base = current_settings().base.strip("/")
-        root = request.url_root if has_request_context() else "/"
-        # Controller URLs and /status live under ``base``: so does config.url.
-        return f"{root}{base}/" if base else root
-
-    def __repr__(self) -> str:
-        return "<kernkoa config>"
-
-
-#: The ``config`` object exported to controllers.
-config = ConfigProxy()

@@ -25,8 +25,12 @@ from flask import Flask
 from flask import current_app
 from werkzeug.wrappers import Response
 
+from ..catalog.access import PUBLIC
+from ..catalog.access import guarded_by
 from ..core.errors import envelope
 from ..core.lazy import LazyModule
+from ..web.state import current_state
+from ..web.state import state_of
 
 # The Celery stack (~15 MiB per worker process) comes with the first health
 # check, not with the app.
@@ -100,9 +104,9 @@ def worker_source() -> t.Any:
     """Where the current app's workers are found: the heartbeat records of
     :mod:`kernel.tasks.leases`, or Celery's remote control for other brokers."""
     celery, _ = _jobs.celery_and_breaker()
-    leases = getattr(celery, "kernkoa_leases", None)
+    leases = celery.leases
     if leases is None:
-        settings = current_app.extensions["kernkoa"].settings
+        settings = current_state().settings
         return _leases.PingedWorkers(celery, float(settings.HEALTH_TIMEOUT) / 2)
     return leases
 
@@ -120,7 +124,7 @@ def catalog_queues() -> list[str]:
     """The queues the catalog's ``_celery`` methods are sent to."""
     celery, _ = _jobs.celery_and_breaker()
     default = celery.conf.task_default_queue
-    routes, _broken = _registry.scan(current_app.extensions["kernkoa"])
+    routes, _broken = _registry.scan(current_state().catalog)
     return sorted({_tasks.options_of(route.endpoint.func).get("queue") or default
                    for route in routes if route.endpoint.is_celery} | {default})
 
@@ -132,9 +136,10 @@ def _respond(body: dict[str, t.Any], status: int) -> Response:
     return response
 
 
+@guarded_by(PUBLIC)  # load balancers ask without a login
 def health() -> Response:
     """The health answer (see the module docstring)."""
-    settings = current_app.extensions["kernkoa"].settings
+    settings = current_state().settings
     found: dict[str, dict[str, int]] = {}
 
     def read_workers() -> None:
@@ -155,6 +160,7 @@ def health() -> Response:
     return _respond({"status": "ok", "checks": checks, "broker": kind, "workers": workers}, 200)
 
 
+@guarded_by(PUBLIC)
 def task_health() -> Response:
     """``GET /_kernkoa/health/tasks``: can the catalog's tasks run now?
 
@@ -163,7 +169,7 @@ def task_health() -> Response:
     when the broker cannot be read). Each queue reports its live workers, the
     tasks waiting in it and the age in seconds of the oldest.
     """
-    settings = current_app.extensions["kernkoa"].settings
+    settings = current_state().settings
     found: dict[str, t.Any] = {}
 
     def read() -> None:
@@ -192,7 +198,7 @@ def task_health() -> Response:
 
 def register(app: Flask, prefix: str) -> None:
     """Add ``<prefix>/health`` and ``<prefix>/health/tasks`` unless ``HEALTH`` is off."""
-    if getattr(app.extensions["kernkoa"].settings, "HEALTH", True):
+    if state_of(app).settings.HEALTH:
         app.add_url_rule(f"{prefix}/health", "kernkoa_health", health, methods=["GET", "HEAD"])
         app.add_url_rule(f"{prefix}/health/tasks", "kernkoa_health_tasks", task_health,
                          methods=["GET", "HEAD"])

@@ -13,8 +13,8 @@ import platform
 import typing as t
 from urllib.parse import urlsplit
 
-from .. import __version__
 from ..core.settings import Settings
+from ..core.version import __version__
 
 #: Libraries whose installed versions are reported.
 LIBRARIES = ("Flask", "Werkzeug", "Jinja2", "celery", "kombu", "redis")

@@ -33,7 +33,6 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from .. import __version__
 from ..catalog.access import AccessRule
 from ..catalog.access import rule_for
 from ..catalog.conversion import Converter
@@ -42,6 +41,7 @@ from ..catalog.listing import Listing
 from ..catalog.listing import all_slots
 from ..catalog.listing import describe_route
 from ..catalog.listing import shown_error
+from ..core.version import __version__
 
 #: Operations described per HTTP method (lower case, as OpenAPI spells them).
 DESCRIBED_METHODS = ("get", "post", "put", "patch", "delete")

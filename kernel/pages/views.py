@@ -25,67 +25,26 @@ from __future__ import annotations
 import itertools
 import json
 import typing as t
-from pathlib import Path
 
-import jinja2
 from flask import Blueprint
 from flask import Flask
 from flask import current_app
-from flask import request
 from flask import send_from_directory
 from werkzeug.wrappers import Response
 
-from ..auth.layer import AUTH_EXTENSION
 from ..auth.layer import current_identity
 from ..catalog import listing
-from ..web.dispatch import kernel
+from ..catalog.access import KERNEL_PAGE
+from ..catalog.access import PUBLIC
+from ..catalog.access import guarded_by
+from ..web.html import STATIC
+from ..web.html import render_page
+from ..web.html import site_url
+from ..web.state import current_state
+from ..web.state import state_of
+from . import health
 from . import info as info_module
 from . import openapi
-
-HERE = Path(__file__).resolve().parents[1]
-
-#: The pages' templates and assets, kept apart from the catalog's own.
-TEMPLATES = HERE / "templates"
-STATIC = HERE / "static"
-
-#: Sent with every HTML page: only the kernel's own scripts, styles and URLs.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-       "img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
-# JSON as plain text, escaped like any other value: Jinja's own ``tojson`` is
-# marked safe and would end a double-quoted attribute at its first quote.
-_templates.filters["json_text"] = lambda value: json.dumps(value, ensure_ascii=False)
-
-
-def render_page(template: str, status: int = 200, **context: t.Any) -> Response:
-    """Render one of the kernel's HTML pages, with its security headers."""
-    body = _templates.get_template(template).render(
-        static=_static_url, prefix=pages_url(""), **context)
-    response = current_app.response_class(body, status=status, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
-
-
-def pages_url(path: str) -> str:
-    """The URL of a kernel page (``docs``, ``static/x.js``) as the browser sees it."""
-    settings = kernel().settings
-    return f"{request.script_root}{settings.base.rstrip('/')}/{settings.RESERVED_PREFIX}/{path}"
-
-
-def _static_url(name: str) -> str:
-    return pages_url(f"static/{name}")
-
-
-def site_url(url: str) -> str:
-    """A catalog URL (``/shop/cart/Cart/add``) as the browser must request it."""
-    return f"{request.script_root}{kernel().settings.base.rstrip('/')}{url}"
 
 
 def _json(value: t.Any, status: int = 200) -> Response:
@@ -93,38 +52,50 @@ def _json(value: t.Any, status: int = 200) -> Response:
                                       mimetype="application/json")
 
 
+def _listing() -> listing.Listing:
+    state = current_state()
+    return listing.build(state.catalog, state.settings.CATALOG)
+
+
+@guarded_by(KERNEL_PAGE)
 def endpoints() -> Response:
     """Every route and every broken controller file."""
-    return _json(listing.as_json(listing.build(kernel()), current_app.debug))
+    return _json(listing.as_json(_listing(), current_app.debug))
 
 
+@guarded_by(KERNEL_PAGE)
 def endpoint(url: str) -> Response:
     """The one route ``url`` names."""
-    return _json(listing.find(kernel(), url, current_app.debug))
+    return _json(listing.find(current_state().catalog, current_state().settings.CATALOG, url,
+                              current_app.debug))
 
 
 def _info() -> dict[str, t.Any]:
     # Where the server keeps its catalog and broker is for authenticated callers only.
-    return info_module.info(kernel().settings, private=current_identity() is not None)
+    return info_module.info(current_state().settings, private=current_identity() is not None)
 
 
+@guarded_by(KERNEL_PAGE)
 def info() -> Response:
     """Versions, features, broker kind (and, to an authenticated caller, addresses
     and the catalog root)."""
     return _json(_info())
 
 
+@guarded_by(KERNEL_PAGE)
 def openapi_json() -> Response:
     """The OpenAPI 3.1 document of every route."""
-    layer = current_app.extensions[AUTH_EXTENSION]
-    doc = openapi.document(listing.build(kernel()), base=site_url(""), debug=current_app.debug,
+    layer = current_state().auth
+    assert layer is not None  # installed by the factory
+    doc = openapi.document(_listing(), base=site_url(""), debug=current_app.debug,
                            auth_default=layer.auth_default, auth_enabled=bool(layer.schemes))
     return _json(doc)
 
 
+@guarded_by(KERNEL_PAGE)
 def docs() -> Response:
     """An HTML page listing the catalog by folder, with a form to try each method."""
-    found = listing.as_json(listing.build(kernel()), current_app.debug)
+    found = listing.as_json(_listing(), current_app.debug)
     routes = sorted(found["routes"], key=lambda r: (r["folder"], r["url"]))
     folders = [(folder, list(items))
                for folder, items in itertools.groupby(routes, key=lambda r: r["folder"])]
@@ -133,6 +104,7 @@ def docs() -> Response:
                        site_url=site_url, info=_info())
 
 
+@guarded_by(PUBLIC)  # the task page needs them without a login
 def static(filename: str) -> Response:
     """The pages' own CSS and JavaScript."""
     return send_from_directory(STATIC, filename, max_age=300)
@@ -144,16 +116,11 @@ def register(app: Flask) -> None:
     The static assets, the health check and the task page's event stream do
     not depend on ``PAGES``: the task page and load balancers need them.
     """
-    from ..tasks import page as taskpage
-    from . import health
-
-    settings = app.extensions["kernkoa"].settings
-    base = settings.base.rstrip("/")
-    prefix = f"{base}/{settings.RESERVED_PREFIX}"
+    settings = state_of(app).settings
+    prefix = f"{settings.base.rstrip('/')}/{settings.RESERVED_PREFIX}"
     app.add_url_rule(f"{prefix}/static/<path:filename>", "kernkoa_static", static,
                      methods=["GET", "HEAD"])
     health.register(app, prefix)
-    taskpage.register(app, base)
     if not settings.PAGES:
         return
     pages = Blueprint("kernkoa_pages", __name__, url_prefix=prefix)

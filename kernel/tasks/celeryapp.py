@@ -31,6 +31,7 @@ from celery.backends.redis import RedisBackend
 from flask import Flask
 
 from ..core.settings import Settings
+from ..web.state import state_of
 from .filebroker import TRANSPORT as FILE_TRANSPORT
 from .filebroker import FileLeases
 from .leases import Leases
@@ -38,9 +39,7 @@ from .leases import LeaseStep
 from .leases import RedisLeases
 from .redisbroker import LEASE_OPTION as REDIS_LEASE_OPTION
 from .redisbroker import TRANSPORT as REDIS_TRANSPORT
-
-#: The name of the one generic task.
-TASK_NAME = "kernkoa.run"
+from .run import register_tasks
 
 #: Folders of the embedded broker and result store, under ``VAR``.
 EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
@@ -49,8 +48,6 @@ EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "work
 UNLIMITED_VISIBILITY = 7 * 24 * 3600
 
 log = logging.getLogger("kernkoa.worker")
-
-_EXTENSION = "kernkoa.celery"
 
 # Threaded servers may ask for the app from two requests at once.
 _build_lock = threading.Lock()
@@ -210,54 +207,41 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
     return config
 
 
-def make_celery(flask_app: Flask) -> Celery:
-    """Build the Celery app of ``flask_app`` (connects to nothing)."""
-    from .run import register_tasks
+class KernKoaCelery(Celery):
+    """The Celery app of one KernKoa app: it knows that app, and the worker leases."""
 
-    settings: Settings = flask_app.extensions["kernkoa"].settings
+    def __init__(self, flask_app: Flask, settings: Settings) -> None:
+        super().__init__("kernkoa", set_as_current=False)
+        self.config_from_object(celery_config(settings))
+        #: The KernKoa app whose controllers the tasks run.
+        self.flask_app = flask_app
+        #: The app's settings.
+        self.kernkoa_settings = settings
+        #: Guards the broker of the web side (:mod:`kernel.tasks.enqueue`), made there.
+        self.breaker: t.Any = None
+        #: The worker leases, when the broker keeps them (see :mod:`kernel.tasks.leases`).
+        self.leases = make_leases(self, settings)
+
+
+def make_celery(flask_app: Flask) -> KernKoaCelery:
+    """Build the Celery app of ``flask_app`` (connects to nothing)."""
+    settings = state_of(flask_app).settings
     if is_embedded(settings):
         # Creating folders is not connecting; the backend checks its folder.
         for name in EMBEDDED_FOLDERS:
             (embedded_root(settings) / name).mkdir(parents=True, exist_ok=True)
-    celery = Celery("kernkoa", set_as_current=False)
-    celery.config_from_object(celery_config(settings))
-    celery.flask_app = flask_app  # type: ignore[attr-defined]
+    celery = KernKoaCelery(flask_app, settings)
     register_tasks(celery)
-    leases = celery.kernkoa_leases = make_leases(celery, settings)  # type: ignore[attr-defined]
-    if leases is not None:
+    if celery.leases is not None:
         celery.steps["consumer"].add(LeaseStep)
     return celery
 
 
-def get_celery(flask_app: Flask | None = None) -> Celery:
-    """The Celery app of ``flask_app`` (default: ``kernkoa.app``), made on first use."""
-    if flask_app is None:
-        from ..app import default_app
-
-        flask_app = default_app()
-    celery = flask_app.extensions.get(_EXTENSION)
-    if celery is None:
+def get_celery(flask_app: Flask) -> KernKoaCelery:
+    """The Celery app of ``flask_app``, made on first use."""
+    state = state_of(flask_app)
+    if state.celery is None:
         with _build_lock:
-            celery = flask_app.extensions.get(_EXTENSION)
-            if celery is None:
-                celery = flask_app.extensions[_EXTENSION] = make_celery(flask_app)
-    return t.cast(Celery, celery)
-
-
-def disconnect_result_store(flask_app: Flask) -> None:
-    """Close the result store's connections of ``flask_app``'s Celery app (the
-    calling thread's, and the long poll's idle ones), if that app was made; the
-    next use opens new ones.
-
-    A server process keeps its app until it exits; this is for a process that
-    builds and drops apps (tests, embedding), so no socket is left to the
-    garbage collector. The broker's connections live in kombu's own pools.
-    """
-    celery = flask_app.extensions.get(_EXTENSION)
-    if celery is None or not isinstance(celery.backend, RedisBackend):
-        return
-    from .waiting import subscribers_of
-
-    subscribers_of(celery).close()
-    # Celery gives each thread its own backend: this is the calling thread's.
-    celery.backend.client.connection_pool.disconnect()
+            if state.celery is None:
+                state.celery = make_celery(flask_app)
+    return state.celery

@@ -26,7 +26,6 @@ import typing as t
 import uuid
 from pathlib import Path
 
-from celery import Celery
 from flask import Request
 from flask import current_app
 from flask import g
@@ -36,6 +35,8 @@ from kombu.exceptions import KombuError
 from kombu.utils.json import dumps
 from redis.exceptions import RedisError
 
+from ..catalog.access import AccessRule
+from ..catalog.access import TaskOrigin
 from ..catalog.access import rule_for
 from ..catalog.exposure import Endpoint
 from ..core.errors import BrokerUnavailable
@@ -44,9 +45,12 @@ from ..core.errors import RouteNotFound
 from ..web.params import GivenFields
 from ..web.params import Params
 from ..web.params import RequestFields
-from .celeryapp import TASK_NAME
+from ..web.state import current_state
+from .body import valid_task_id
+from .celeryapp import KernKoaCelery
 from .celeryapp import get_celery
 from .run import PARAMS_FROM_REQUEST
+from .run import TASK_NAME
 from .run import options_of
 from .store import JobStore
 from .store import TaskRecord
@@ -83,14 +87,14 @@ class CircuitBreaker:
             raise BrokerUnavailable(detail=repr(error)) from error
 
 
-def celery_and_breaker() -> tuple[Celery, CircuitBreaker]:
+def celery_and_breaker() -> tuple[KernKoaCelery, CircuitBreaker]:
     """The current app's Celery app and the circuit breaker guarding its broker."""
     celery = get_celery(current_app._get_current_object())  # type: ignore[attr-defined]
-    breaker = getattr(celery, "kernkoa_breaker", None)
+    breaker = celery.breaker
     if breaker is None:
-        settings = current_app.extensions["kernkoa"].settings
-        breaker = celery.kernkoa_breaker = CircuitBreaker(float(settings.BROKER_COOLDOWN))
-    return celery, breaker
+        settings = celery.kernkoa_settings
+        breaker = celery.breaker = CircuitBreaker(float(settings.BROKER_COOLDOWN))
+    return celery, t.cast(CircuitBreaker, breaker)
 
 
 @functools.lru_cache(maxsize=8)
@@ -100,7 +104,7 @@ def _lower_names(names: tuple[str, ...]) -> frozenset[str]:
 
 def task_headers() -> frozenset[str]:
     """The lower-case names of the current app's ``TASK_HEADERS``."""
-    return _lower_names(tuple(current_app.extensions["kernkoa"].settings.TASK_HEADERS))
+    return _lower_names(tuple(current_state().settings.TASK_HEADERS))
 
 
 def request_snapshot(req: Request, task_headers: frozenset[str]) -> dict[str, t.Any]:
@@ -176,7 +180,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     kwargs_repr = _kwargs_repr(route, args, kwargs, snapshot)
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
-    access = rule_for(endpoint, current_app.extensions["kernkoa"].settings.AUTH_DEFAULT)
+    access = rule_for(endpoint, current_state().settings.AUTH_DEFAULT)
     task_id = str(uuid.uuid4())
 
     def publish() -> None:
@@ -214,22 +218,22 @@ def exe_task(instance: t.Any, name: str,
 
     :raises ParameterError: when the fields do not fit the method (422).
     """
-    kernel = current_app.extensions["kernkoa"]
+    state = current_state()
     cls = type(instance)
     module = sys.modules.get(cls.__module__)
     file = Path(getattr(module, "__file__", "") or "")
     try:
-        parts = file.relative_to(kernel.router.root).with_suffix("").parts
+        parts = file.relative_to(state.catalog.router.root).with_suffix("").parts
     except ValueError:
         raise RouteNotFound(detail=f"{cls.__name__} is not a catalog controller") from None
     route = "/" + "/".join((*parts, cls.__name__, name))
-    _, endpoint = kernel.resolve(route)
+    _, endpoint = state.catalog.resolve(route)
     if not endpoint.is_celery:
         raise RouteNotFound(detail=f"{name} is not a _celery method")
     if isinstance(params, Params):
         fields = params.request_fields
     else:
-        fields = GivenFields(params, kernel.settings)
+        fields = GivenFields(params, state.settings)
     args, kwargs = endpoint.binder.bind(fields, (), route.lstrip("/"))
     return {"type": "task", "id": enqueue(endpoint, route, list(args), kwargs)}
 
@@ -257,6 +261,30 @@ def read_task_for_request(task_id: str) -> TaskRecord:
     record = read_task(task_id)
     g._kernkoa_task = (task_id, record)
     return record
+
+
+def task_origin(task_id: str) -> TaskOrigin | None:
+    """Where the task ``task_id`` came from, for the access rule of its views, or
+    ``None`` when the id names no task (the view answers 404).
+
+    The record is read once per request (:func:`read_task_for_request`): the
+    view answers from it.
+
+    :raises BrokerUnavailable: when the result store cannot be read (no guess).
+    """
+    if not valid_task_id(task_id):
+        return None
+    record = read_task_for_request(task_id)
+    issued = record.issued
+    if issued is None:
+        # Never issued (404), unless the store still holds a result or a
+        # cancellation whose marker expired first: its route is unknown.
+        return None if record.meta is None and not record.revoked else TaskOrigin()
+    if not isinstance(issued, dict):
+        return TaskOrigin()
+    route = issued.get("route")
+    return TaskOrigin(route=route if isinstance(route, str) else None,
+                      recorded=AccessRule.from_record(issued.get("access")))
 
 
 def cancel_task(task_id: str) -> None:

@@ -291,7 +291,7 @@ class LeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, c: t.Any) -> None:
         """Beat and sweep now, then every ``WORKER_HEARTBEAT`` seconds."""
-        settings = c.app.flask_app.extensions["kernkoa"].settings
+        settings = c.app.kernkoa_settings  # a KernKoaCelery
         self.beat(c)
         self.entry = c.timer.call_repeatedly(float(settings.WORKER_HEARTBEAT), self.beat, (c,))
 
@@ -306,7 +306,7 @@ class LeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
     @staticmethod
     def beat(c: t.Any) -> None:
         """One heartbeat: renew, then sweep; a broker that is away is tried next time."""
-        leases: Leases = c.app.kernkoa_leases
+        leases: Leases = c.app.leases
         consumer = c.task_consumer
         queues = sorted(q.name for q in consumer.queues) if consumer is not None else []
         held = held_tags()

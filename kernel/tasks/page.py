@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import typing as t
 
-from flask import Flask
 from flask import request
 from flask import url_for
 from werkzeug.wrappers import Response
 
 from ..core.errors import KernelError
+from ..core.errors import TaskNotFound
 from ..core.errors import envelope
-from ..core.lazy import LazyModule
-from ..pages.views import render_page
+from ..web.html import render_page
+from .body import status_body
+from .body import valid_task_id
+from .enqueue import read_task
 from .events import events_response
-
-# The Celery stack (~15 MiB per worker process) comes with the first task
-# page, not with the app.
-_jobs = LazyModule("kernel.tasks.enqueue")
-_status = LazyModule("kernel.tasks.views")
 
 #: Longest life of one event stream, in seconds (then the browser reconnects).
 #: Below the shipped uWSGI ``harakiri`` (60 s), which would kill the worker
@@ -50,9 +47,9 @@ def status_page(body: dict[str, t.Any], status: int = 200) -> Response:
 def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
     """``(HTTP status, body)`` as ``GET /status/<id>`` would answer, errors included."""
     try:
-        if not _status.valid_task_id(task_id):
-            raise _status.TaskNotFound()
-        return 200, _status.status_body(_jobs.read_task(task_id))
+        if not valid_task_id(task_id):
+            raise TaskNotFound()
+        return 200, status_body(read_task(task_id))
     except KernelError as error:
         code = error.code or 500
         return code, envelope(code, error.error_code or "error", error.description or "")
@@ -60,12 +57,6 @@ def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
 
 def task_events(task_id: str) -> Response:
     """``GET /status/<id>/events``: the task's status as Server-Sent Events."""
-    if not _status.valid_task_id(task_id):
-        raise _status.TaskNotFound()
+    if not valid_task_id(task_id):
+        raise TaskNotFound()
     return events_response(read_status, task_id, life=STREAM_LIFE, interval=STREAM_INTERVAL)
-
-
-def register(app: Flask, base: str = "") -> None:
-    """Add ``/status/<id>/events`` to ``app``."""
-    app.add_url_rule(f"{base}/status/<task_id>/events", "task_status_events", task_events,
-                     methods=["GET"])

@@ -20,7 +20,6 @@ from celery import Celery
 from celery import Task
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
-from flask import Flask
 from werkzeug.datastructures import MultiDict
 
 from ..catalog.binding import PARAMS_NAME
@@ -30,10 +29,16 @@ from ..web.addons import notify_task_finish
 from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
-from .celeryapp import TASK_NAME
+from ..web.state import state_of
 from .store import JobStore
 
+if t.TYPE_CHECKING:  # the Celery app imports this module to register the task
+    from .celeryapp import KernKoaCelery
+
 log = logging.getLogger("kernkoa.tasks")
+
+#: The name of the one generic task.
+TASK_NAME = "kernkoa.run"
 
 #: State written by :meth:`TaskHandle.progress`.
 PROGRESS = "PROGRESS"
@@ -164,13 +169,14 @@ def _decode(value: t.Any, urlpath: str) -> t.Any:
 def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, t.Any],
                    request: dict[str, t.Any] | None = None) -> t.Any:
     """The generic task: call the ``_celery`` method ``route`` names (see module doc)."""
-    flask_app: Flask = task.app.flask_app
-    kernel = flask_app.extensions["kernkoa"]
+    celery: KernKoaCelery = task.app
+    flask_app = celery.flask_app
+    settings = celery.kernkoa_settings
     store = JobStore(task.app, fail_fast=False)
     if store.start(task.request.id, task.request.hostname):
         raise Ignore()  # cancelled while queued: never starts
     with flask_app.test_request_context(**request_context_args(request, route)):
-        target, endpoint = kernel.resolve(route)
+        target, endpoint = state_of(flask_app).catalog.resolve(route)
         if not endpoint.is_celery:
             raise LookupError(f"{route} is not a _celery method")
         urlpath = route.lstrip("/")
@@ -178,7 +184,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         kwargs = {k: _decode(v, urlpath) for k, v in kwargs.items()}
         if endpoint.binder.takes_params and PARAMS_NAME not in kwargs and not args:
             kwargs[PARAMS_NAME] = None
-        handle = TaskHandle(task, store, float(kernel.settings.PROGRESS_INTERVAL))
+        handle = TaskHandle(task, store, float(settings.PROGRESS_INTERVAL))
         started, state, failure = time.monotonic(), "FAILURE", None
         notify_task_start(task.request.id, route)
         try:
@@ -196,7 +202,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                 log.info("task %s stopped: it was cancelled", task.request.id)
                 raise Ignore() from None
             limit = task.request.timelimit[1] if task.request.timelimit else None
-            limit = limit or kernel.settings.TASK_SOFT_TIME_LIMIT
+            limit = limit or settings.TASK_SOFT_TIME_LIMIT
             failure = TaskTimeLimitExceeded(
                 f"the task ran longer than its time limit of {limit} s and was stopped")
             raise failure from None

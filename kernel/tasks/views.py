@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import typing as t
-import uuid
 
 from celery import states
 from flask import current_app
@@ -37,59 +36,18 @@ from werkzeug.wrappers import Response
 from ..core.errors import BrokerUnavailable
 from ..core.errors import TaskFinished
 from ..core.errors import TaskNotFound
+from ..web.state import current_state
+from .body import status_body
+from .body import valid_task_id
 from .enqueue import cancel_task
 from .enqueue import read_task_for_request
 from .events import FINAL_STATES
+from .page import status_page
 from .store import TaskRecord
 from .waiting import is_settled
 from .waiting import preferred_wait
 from .waiting import wait_for_task
 from .waiting import wait_seconds
-
-
-def _error_message(result: t.Any) -> tuple[str, str]:
-    if not isinstance(result, dict):
-        return "Error", str(result)
-    exc_type = str(result.get("exc_type") or "Error")
-    raw = result.get("exc_message")
-    args = raw if isinstance(raw, (list, tuple)) else [raw] if raw is not None else []
-    if exc_type == "TimeLimitExceeded":
-        limit = args[0] if args else "?"
-        return exc_type, (f"the task ran longer than its hard time limit of {limit} s; "
-                          "its worker process was killed")
-    return exc_type, " ".join(str(a) for a in args)
-
-
-def status_body(record: TaskRecord) -> dict[str, t.Any]:
-    """The status body of a task record (see the module docstring).
-
-    :raises TaskNotFound: when the id was never issued or has expired.
-    """
-    if record.revoked:
-        return {"status": states.REVOKED}
-    meta = record.meta
-    if meta is None:
-        if record.issued is None:
-            raise TaskNotFound()
-        return {"status": states.PENDING}
-    state = meta.get("status", states.PENDING)
-    result = meta.get("result")
-    if state == states.SUCCESS:
-        return {"status": state, "data": result}
-    if state in (states.FAILURE, states.RETRY):
-        exc_type, message = _error_message(result)
-        return {"status": state, "error": {"type": exc_type, "message": message}}
-    if state in (states.PENDING, states.STARTED, states.RECEIVED, states.REVOKED):
-        return {"status": state}
-    return {"status": state, "state": result}
-
-
-def valid_task_id(task_id: str) -> bool:
-    """Whether ``task_id`` has the form of an id this kernel issues (a UUID)."""
-    try:
-        return str(uuid.UUID(task_id)) == task_id.lower()
-    except ValueError:
-        return False
 
 
 def prefers_html() -> bool:
@@ -109,8 +67,6 @@ def prefers_html() -> bool:
 def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
     """Send a status body: JSON, or the HTML page when the client prefers HTML."""
     if prefers_html():
-        from .page import status_page  # here: taskpage imports this module
-
         response = status_page(body, status)
     else:
         # json.dumps keeps "status" first with KernKoa's spacing:
@@ -165,7 +121,7 @@ def task_started(task_id: str) -> Response:
 def _wait(task_id: str, seconds: float) -> TaskRecord | None:
     """The task's record after waiting up to ``seconds`` for it, cut to
     ``STATUS_WAIT_MAX``; ``None`` when that leaves no wait at all."""
-    seconds = min(seconds, float(current_app.extensions["kernkoa"].settings.STATUS_WAIT_MAX))
+    seconds = min(seconds, float(current_state().settings.STATUS_WAIT_MAX))
     return wait_for_task(task_id, seconds) if seconds > 0 else None
 
 

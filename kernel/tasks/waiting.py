@@ -35,9 +35,11 @@ import weakref
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
+from flask import Flask
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..core.errors import ParameterError
+from ..web.state import state_of
 from .enqueue import celery_and_breaker
 from .events import FINAL_STATES
 from .store import JobStore
@@ -244,3 +246,20 @@ def wait_for_task(task_id: str, timeout: float) -> TaskRecord:
     """
     celery, breaker = celery_and_breaker()
     return t.cast(TaskRecord, breaker.call(lambda: wait_for_record(celery, task_id, timeout)))
+
+
+def disconnect_result_store(flask_app: Flask) -> None:
+    """Close the result store's connections of ``flask_app``'s Celery app (the
+    calling thread's, and the long poll's idle ones), if that app was made; the
+    next use opens new ones.
+
+    A server process keeps its app until it exits; this is for a process that
+    builds and drops apps (tests, embedding), so no socket is left to the
+    garbage collector. The broker's connections live in kombu's own pools.
+    """
+    celery = state_of(flask_app).celery
+    if celery is None or not isinstance(celery.backend, RedisBackend):
+        return
+    subscribers_of(celery).close()
+    # Celery gives each thread its own backend: this is the calling thread's.
+    celery.backend.client.connection_pool.disconnect()

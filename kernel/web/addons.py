@@ -46,12 +46,14 @@ from flask import current_app
 from flask import has_app_context
 from werkzeug.wrappers import Response
 
-from ..api.load import CatalogLoadError
-from ..api.load import load_addon_module
+from ..catalog.files import load_addon_module
 from ..core.errors import AddonError
+from ..core.errors import CatalogLoadError
 from ..core.settings import Settings
-from ..core.settings import current_settings
 from .hooks import add_before_request
+from .state import STATE_KEY
+from .state import current_settings
+from .state import state_of
 
 log = logging.getLogger("kernkoa")
 
@@ -59,8 +61,6 @@ log = logging.getLogger("kernkoa")
 HOOKS = ("init_app", "before_request", "after_request", "on_task_start", "on_task_finish",
          "authenticate", "challenge")
 
-#: Where an app keeps its :class:`Addons` (``app.extensions[EXTENSION]``).
-EXTENSION = "kernkoa.addons"
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,7 @@ def install_addons(app: Flask, settings: Settings) -> Addons:
 
     :raises AddonError: when one cannot be loaded.
     """
-    addons = Addons.load(settings)
-    app.extensions[EXTENSION] = addons
+    addons = state_of(app).addons = Addons.load(settings)
     for addon in addons.addons:
         init = addon.hook("init_app")
         if init is not None:
@@ -181,9 +180,9 @@ def current_addons() -> Addons:
     (a worker without an app context)."""
     global _default_addons
     if has_app_context():
-        found = current_app.extensions.get(EXTENSION)
-        if found is not None:
-            return t.cast(Addons, found)
+        state = current_app.extensions.get(STATE_KEY)
+        if state is not None and state.addons is not None:
+            return t.cast(Addons, state.addons)
     if _default_addons is None:
         _default_addons = Addons.load(current_settings())
     return _default_addons

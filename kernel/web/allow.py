@@ -16,6 +16,10 @@ from werkzeug.wrappers import Response
 
 from ..core.errors import MethodNotAllowed
 
+#: The HTTP methods the kernel's catch-all and ``/status/<id>`` rules accept:
+#: every one reaches the view, which answers OPTIONS and 405 itself (a method
+#: left out of a rule would fall through to the catch-all's 404).
+ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 def other_method(method: str, served: t.Collection[str]) -> Response:
     """Answer ``method``, which is not one of ``served``: OPTIONS with 204.

@@ -93,6 +93,10 @@ class KernKoaRequest(WholeBodyRequest):
     #: The parser that read the form body, once it was read.
     _form_parser: ReportingFormDataParser | None = None
 
+    #: ``(path, target, endpoint)`` or ``(path, error, None)``: how the catch-all
+    #: path of this request resolved (see :func:`kernel.web.dispatch.resolve_for_request`).
+    kernkoa_resolved: tuple[str, t.Any, t.Any] | None = None
+
     def make_form_data_parser(self) -> FormDataParser:
         """Werkzeug's parser, kept to ask it about errors."""
         parser = super().make_form_data_parser()

@@ -21,11 +21,11 @@ from werkzeug.wsgi import get_content_length
 
 from ..core.errors import BadRequestBody
 from ..core.settings import Settings
-from ..core.settings import current_settings
 from .body import is_chunked
 from .limits import check_field_count
 from .limits import check_json_body
 from .limits import check_urlencoded_form
+from .state import current_settings
 
 #: The field sources, lowest precedence first.
 SOURCES = ("query", "form", "json")
@@ -66,6 +66,15 @@ class RequestFields:
     def query(self) -> MultiDict[str, str]:
         """The query-string fields."""
         return self.request.args
+
+    @property
+    def mimetype(self) -> str:
+        """The body's media type."""
+        return self.request.mimetype
+
+    def params(self, urlpath: str) -> Params | None:
+        """KernKoa's ``params`` of this request (see :func:`build_params`)."""
+        return build_params(self, urlpath)
 
     @functools.cached_property
     def has_body(self) -> bool:
