@@ -34,6 +34,7 @@ run: $(RUN_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 system-tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
