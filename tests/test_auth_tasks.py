@@ -161,3 +161,30 @@ def test_a_controller_url_never_runs_what_its_rule_was_not_computed_for(
     assert b"secret" not in response.data
     # The next request resolves the fixed file, and its rule applies.
     assert_error(app.test_client().get("/vault/Vault/open"), 401, "unauthorized")
+
+
+def test_the_status_views_declare_that_they_follow_the_task_route(app: Flask) -> None:
+    """The rule is read off the view, not matched by endpoint name: the same view
+    under another name guards the same way, and the declaration is the task's."""
+    from kernel.catalog.access import view_access
+    from kernel.tasks.routes import FOLLOWS_TASK_ROUTE
+    from kernel.tasks.routes import task_status
+
+    assert view_access(app.view_functions["task_status"]) is FOLLOWS_TASK_ROUTE
+    assert view_access(app.view_functions["task_status_events"]) is FOLLOWS_TASK_ROUTE
+    app.add_url_rule("/renamed/<task_id>", "renamed_status", task_status,
+                     methods=["GET", "DELETE"])
+    client = app.test_client()
+    status = start(client)
+    renamed = status.replace("/status/", "/renamed/")
+    assert client.get(renamed, headers=ADMIN).status_code == 200
+    assert_error(client.get(renamed), 401, "unauthorized")
+    assert_error(client.get(renamed, headers=OTHER), 403)
+
+
+def test_an_undeclared_view_gets_the_default_rule_not_the_task_rule(app: Flask) -> None:
+    """A view that declares nothing is AUTH_DEFAULT (open here), whatever its name."""
+    app.add_url_rule("/task_status_lookalike/<task_id>", "task_status_lookalike",
+                     lambda task_id: "open", methods=["GET"])
+    response = app.test_client().get(f"/task_status_lookalike/{uuid.uuid4()}")
+    assert response.status_code == 200

@@ -2,7 +2,7 @@
 
 The message carries JSON only: the route path, the bound arguments and a
 snapshot of the triggering request (see :mod:`kernel.tasks.enqueue`). The worker
-resolves the route with the web's own :meth:`Kernel.resolve` (same router,
+resolves the route with the app's own :class:`~kernel.catalog.resolution.Catalog` (same router,
 same exposure rules, same hot-reloading loader), so a forged message reaches
 no more than a URL could, and an edited controller runs its new code.
 
