@@ -98,7 +98,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 def start_embedded_worker() -> subprocess.Popen[bytes]:
     """Start ``kernkoa worker`` as a child of this process, in its process group."""
     command = [sys.executable, "-c",
-               "import sys; from kernel.cli import main; sys.exit(main(['worker']))"]
+               "import sys; from kernel.cli.main import main; sys.exit(main(['worker']))"]
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
     process = subprocess.Popen(command, preexec_fn=preexec)
     log.info("started a task worker, pid %d", process.pid)
