@@ -27,7 +27,6 @@ from .catalog.loader import shared_loader
 from .catalog.routing import Limits
 from .catalog.routing import Router
 from .core.errors import RouteNotFound
-from .core.errors import register_error_handlers
 from .core.lazy import LazyModule
 from .core.secretkey import check_secret
 from .core.settings import PROJECT_ROOT
@@ -37,6 +36,7 @@ from .web.addons import install_addons
 from .web.allow import other_method
 from .web.dispatch import Kernel
 from .web.dispatch import dispatch
+from .web.envelope import register_error_handlers
 from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
 from .web.hooks import add_before_request

@@ -25,8 +25,8 @@ from flask import Flask
 from flask import current_app
 from werkzeug.wrappers import Response
 
-from ..core.errors import envelope
 from ..core.lazy import LazyModule
+from ..web.envelope import envelope
 
 # The Celery stack (~15 MiB per worker process) comes with the first health
 # check, not with the app.

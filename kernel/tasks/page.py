@@ -18,9 +18,9 @@ from flask import url_for
 from werkzeug.wrappers import Response
 
 from ..core.errors import KernelError
-from ..core.errors import envelope
 from ..core.lazy import LazyModule
 from ..pages.views import render_page
+from ..web.envelope import error_envelope
 from .events import events_response
 
 # The Celery stack (~15 MiB per worker process) comes with the first task
@@ -54,8 +54,7 @@ def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
             raise _status.TaskNotFound()
         return 200, _status.status_body(_jobs.read_task(task_id))
     except KernelError as error:
-        code = error.code or 500
-        return code, envelope(code, error.error_code or "error", error.description or "")
+        return error.code or 500, error_envelope(error)
 
 
 def task_events(task_id: str) -> Response:
