@@ -11,8 +11,8 @@ from conftest import ControllerTree
 from flask import Flask
 
 from kernel import create_app
-from kernel.app import SECRET_FILE
 from kernel.core.errors import SettingsError
+from kernel.core.secretkey import SECRET_FILE
 from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
 from kernel.core.settings import config
