@@ -9,8 +9,6 @@ so uWSGI may fork after loading it.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import typing as t
 from datetime import timedelta
 from pathlib import Path
@@ -28,8 +26,8 @@ from .catalog.resolution import Catalog
 from .catalog.routing import Limits
 from .catalog.routing import Router
 from .core.errors import RouteNotFound
-from .core.errors import register_error_handlers
 from .core.secretkey import check_secret
+from .core.secretkey import generated_secret
 from .core.settings import PROJECT_ROOT
 from .core.settings import Settings
 from .pages.views import register as register_pages
@@ -37,6 +35,7 @@ from .tasks.routes import init_app as init_tasks
 from .web.addons import install_addons
 from .web.allow import ROUTED_METHODS
 from .web.dispatch import dispatch
+from .web.envelope import register_error_handlers
 from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
 from .web.hooks import add_before_request
@@ -49,9 +48,6 @@ log = logging.getLogger("kernkoa")
 
 #: First path segments that are never controller paths (besides the kernel prefix).
 RESERVED_SEGMENTS = ("status", "images", "pdfs")
-
-#: Name of the generated secret's file in the VAR folder.
-SECRET_FILE = "secret_key"
 
 
 def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
@@ -71,7 +67,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.debug = settings.DEBUG
     app.config.update(
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
-        SECRET_KEY=settings.secretKey or _generated_secret(settings.VAR),
+        SECRET_KEY=settings.secretKey or generated_secret(settings.VAR),
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_timeout),
         TRUSTED_HOSTS=list(settings.TRUSTED_HOSTS) or None,
     )
@@ -133,29 +129,6 @@ def _add_static_folder(app: Flask, rule: str, name: str, folder: Path) -> None:
     serve.__name__ = f"static_{name}"
     app.add_url_rule(rule, serve.__name__, serve, methods=["GET", "HEAD"])
     app.add_url_rule(f"{rule}/<path:filename>", serve.__name__, serve, methods=["GET", "HEAD"])
-
-
-def _generated_secret(var: Path) -> str:
-    """The secret kept in ``VAR``, created (mode 0600) when there is none yet."""
-    path = var / SECRET_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    var.mkdir(parents=True, exist_ok=True)
-    # Written aside, then linked into place: a process racing us either wins
-    # and we read its secret, or loses and reads ours, never a half-written one.
-    draft = var / f".{SECRET_FILE}.{os.getpid()}"
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32))
-    try:
-        os.link(draft, path)
-    except FileExistsError:
-        pass
-    finally:
-        draft.unlink()
-    return path.read_text().strip()
 
 
 def _warn_about_shadowed_controllers(root: Path, reserved: frozenset[str]) -> None:

@@ -34,9 +34,9 @@ from tasks_support import RedisServer
 
 from kernel.cli.nginx_errors import LOCATION
 from kernel.cli.nginx_errors import NGINX_STATUSES
-from kernel.core.errors import standard_envelope
 from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
+from kernel.web.envelope import standard_envelope
 
 SETUP = PROJECT_ROOT / "setup.sh"
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import typing as t
 
 import pytest
@@ -9,7 +12,9 @@ from conftest import ControllerTree
 from conftest import assert_error
 from flask import Flask
 
-from kernel.core.errors import envelope
+import kernel
+from kernel.core.errors import KernKoaError
+from kernel.web.envelope import envelope
 
 RAISES = """
 from kernkoa import *
@@ -54,6 +59,17 @@ def tree_with_errors(tree: ControllerTree) -> ControllerTree:
 def test_envelope_shape() -> None:
     assert envelope(404, "not_found", "gone", extra=1) == {
         "error": {"status": 404, "code": "not_found", "message": "gone", "extra": 1}}
+
+
+def test_every_kernel_exception_derives_from_the_root() -> None:
+    found = []
+    for module in pkgutil.walk_packages(kernel.__path__, "kernel."):
+        for value in vars(importlib.import_module(module.name)).values():
+            if (inspect.isclass(value) and issubclass(value, BaseException)
+                    and value.__module__.startswith("kernel.")):
+                found.append(value)
+    assert len(set(found)) > 25  # the walk did reach the modules
+    assert [e for e in found if not issubclass(e, KernKoaError)] == []
 
 
 def test_controller_exception_is_a_500_without_traceback(

@@ -14,8 +14,8 @@ from conftest import assert_error
 from flask import Flask
 
 from kernel.catalog.loader import ModuleLoader
-from kernel.catalog.loader import file_signature
 from kernel.catalog.loader import namespace_for
+from kernel.core.files import file_signature
 
 VERSIONED = """
 class C:

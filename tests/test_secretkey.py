@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kernel import create_app
-from kernel.app import SECRET_FILE
 from kernel.core.errors import InsecureSecretError
+from kernel.core.secretkey import SECRET_FILE
 from kernel.core.secretkey import is_known_secret
 from kernel.core.settings import PROJECT_ROOT
 

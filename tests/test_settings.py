@@ -12,8 +12,8 @@ from flask import Flask
 
 from kernel import create_app
 from kernel.api.config import config
-from kernel.app import SECRET_FILE
 from kernel.core.errors import SettingsError
+from kernel.core.secretkey import SECRET_FILE
 from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
 from kernel.core.settings import parse_value

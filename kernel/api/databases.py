@@ -271,18 +271,40 @@ def _shared_database(name: str, url: URL, options: t.Mapping[str, t.Any]) -> Dat
         return database
 
 
-class Databases(cabc.Mapping[str, Database]):
+class _SettingsDatabases(cabc.Mapping[str, Database]):
+    """The names and the default of the databases of some settings'
+    ``config.databases``; a subclass says whose settings and builds ``[name]``."""
+
+    def _settings(self) -> Settings:
+        raise NotImplementedError
+
+    def _entries(self) -> t.Mapping[str, t.Any]:
+        entries = getattr(self._settings(), "databases", None) or {}
+        if not isinstance(entries, cabc.Mapping):
+            raise DatabaseConfigError("config.databases must be a dict of name to entry")
+        return entries
+
+    def __iter__(self) -> t.Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+    @property
+    def default(self) -> Database:
+        """The database named by ``config.defaultDatabase``."""
+        return self[self._settings().defaultDatabase]
+
+
+class Databases(_SettingsDatabases):
     """The databases of one set of settings, by name (``dbs[name]``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._built: dict[str, Database] = {}
 
-    def _entries(self) -> t.Mapping[str, t.Any]:
-        entries = getattr(self.settings, "databases", None) or {}
-        if not isinstance(entries, cabc.Mapping):
-            raise DatabaseConfigError("config.databases must be a dict of name to entry")
-        return entries
+    def _settings(self) -> Settings:
+        return self.settings
 
     def __getitem__(self, name: str) -> Database:
         database = self._built.get(name)
@@ -298,17 +320,6 @@ class Databases(cabc.Mapping[str, Database]):
         database = self._built[name] = _shared_database(name, url, options)
         return database
 
-    def __iter__(self) -> t.Iterator[str]:
-        return iter(self._entries())
-
-    def __len__(self) -> int:
-        return len(self._entries())
-
-    @property
-    def default(self) -> Database:
-        """The database named by ``config.defaultDatabase``."""
-        return self[self.settings.defaultDatabase]
-
 
 _by_settings: weakref.WeakKeyDictionary[Settings, Databases] = weakref.WeakKeyDictionary()
 
@@ -321,26 +332,16 @@ def databases_for(settings: Settings) -> Databases:
     return databases
 
 
-class DatabasesProxy(cabc.Mapping[str, Database]):
+class DatabasesProxy(_SettingsDatabases):
     """What controllers see as ``dbs``: the databases of the current app's settings,
     or of ``config.py`` outside an app."""
 
-    def _current(self) -> Databases:
-        return databases_for(current_settings())
+    def _settings(self) -> Settings:
+        return current_settings()
 
     def __getitem__(self, name: str) -> Database:
-        return self._current()[name]
-
-    def __iter__(self) -> t.Iterator[str]:
-        return iter(self._current())
-
-    def __len__(self) -> int:
-        return len(self._current())
-
-    @property
-    def default(self) -> Database:
-        """The database named by ``config.defaultDatabase``."""
-        return self._current().default
+        # The engines built for these settings, kept while they live.
+        return databases_for(self._settings())[name]
 
     def __repr__(self) -> str:
         return "<kernkoa dbs>"

@@ -17,7 +17,6 @@ password is remembered for a minute (:mod:`kernel.auth.hashing`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import threading
@@ -29,6 +28,9 @@ from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
 
 from ..core.errors import UsersError
+from ..core.files import Signature
+from ..core.files import file_signature
+from ..core.files import write_private
 from ..core.settings import Settings
 from .hashing import VerifiedPasswords
 from .hashing import hash_slot
@@ -84,17 +86,16 @@ class UserStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: Signature | None = None
         self._users: dict[str, dict[str, t.Any]] = {}
         self.verified = VerifiedPasswords()
 
     def users(self) -> dict[str, dict[str, t.Any]]:
         """Every user's record, by name; empty when the file does not exist."""
         try:
-            info = self.path.stat()
+            stamp = file_signature(self.path)
         except FileNotFoundError:
             return {}
-        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
         with self._lock:
             if stamp != self._stamp:
                 self._users = self._read()
@@ -172,11 +173,4 @@ class UserStore:
         self._write(users)
 
     def _write(self, users: dict[str, dict[str, t.Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside with mode 0600, then renamed over: never half a file,
-        # never readable by others.
-        draft = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"users": users}, handle, indent=2, sort_keys=True)
-        os.replace(draft, self.path)
+        write_private(self.path, json.dumps({"users": users}, indent=2, sort_keys=True))

@@ -35,14 +35,10 @@ from dataclasses import fields
 
 import annotated_types as at
 
+from ..core.errors import ConstraintError
 from ..core.errors import ConversionError
 
 Number = int | float
-
-
-class ConstraintError(TypeError):
-    """An annotation's constraint cannot be checked or described (a bound that is
-    not a number, a pattern with flags JSON Schema cannot express)."""
 
 
 def _is_number(value: t.Any) -> bool:

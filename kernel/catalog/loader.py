@@ -19,7 +19,6 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import logging
-import os
 import sys
 import threading
 import traceback
@@ -31,18 +30,10 @@ from pathlib import Path
 
 from ..core.containment import read_inside
 from ..core.errors import ControllerLoadError
+from ..core.files import Signature
+from ..core.files import file_signature
 
 log = logging.getLogger("kernkoa")
-
-#: What identifies one version of a file: (mtime_ns, size, inode).
-Signature = tuple[int, int, int]
-
-
-def file_signature(path: str | Path) -> Signature:
-    """The :data:`Signature` of ``path``; raises :class:`FileNotFoundError` when it is gone."""
-    st = os.stat(path)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
 
 @dataclass
 class LoadedModule:

@@ -10,13 +10,13 @@ This is the kernel's one route cache.
 from __future__ import annotations
 
 from ..core.errors import RouteNotFound
+from ..core.files import file_signature
 from .exposure import Endpoint
 from .exposure import build_endpoint
 from .exposure import find_class
 from .exposure import find_method
 from .loader import LoadedModule
 from .loader import ModuleLoader
-from .loader import file_signature
 from .routing import Router
 from .routing import Target
 

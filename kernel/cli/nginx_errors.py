@@ -5,7 +5,7 @@ an upstream that died or timed out (502, 504), a missing static file (404), a
 request nginx cannot parse or hold (400, 414, 494)... nginx answers those with
 HTML pages of its own. ``python -m kernel.cli.nginx_errors`` prints the server-block
 directives that answer each of :data:`NGINX_STATUSES` with the envelope the
-kernel sends for the same status (:func:`kernel.core.errors.standard_envelope`: the
+kernel sends for the same status (:func:`kernel.web.envelope.standard_envelope`: the
 same code and message), as ``application/json``. ``setup.sh`` writes them next
 to the site's configuration, which includes them.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from ..core.errors import standard_envelope
+from ..web.envelope import standard_envelope
 
 #: Each status nginx generates itself, and the status it is answered with:
 #: nginx's own 494 ("request header too large", sent as a 400) becomes 431,
@@ -48,7 +48,7 @@ def error_location(status: int) -> str:
     extension: always the default type, JSON (a 416 on a text file keeps the
     ``charset`` nginx gave the file before the range failed).
     """
-    # The same bytes as the kernel's own answer (kernel.errors.error_response).
+    # The same bytes as the kernel's own answer (kernel.web.envelope.error_response).
     body = json.dumps(standard_envelope(status))
     return (f"location = {LOCATION.format(status=status)} {{\n"
             f"    internal;\n"

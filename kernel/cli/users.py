@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import typing as t
 
 from ..auth.users import UsersError
 from ..auth.users import UserStore
@@ -24,28 +25,35 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
-def user_add(args: argparse.Namespace) -> int:
-    """Add a user (the password read without echo, or from standard input)."""
+def _change(command: str, change: t.Callable[[UserStore], None], done: str) -> int:
+    """Apply ``change`` to the users file, then print ``done`` and the file's path.
+
+    :returns: the exit status: 1, with the reason on standard error, when the
+        change raises :class:`UsersError`.
+    """
     store = UserStore(users_file(Settings.load()))
     try:
-        store.add(args.name, _read_password(args.password_stdin), args.scope, args.replace)
+        change(store)
     except UsersError as error:
-        print(f"kernkoa user add: {error}", file=sys.stderr)
+        print(f"kernkoa user {command}: {error}", file=sys.stderr)
         return 1
-    print(f"user {args.name!r} saved in {store.path}")
+    print(f"{done} {store.path}")
     return 0
+
+
+def user_add(args: argparse.Namespace) -> int:
+    """Add a user (the password read without echo, or from standard input)."""
+    def add(store: UserStore) -> None:
+        # Read inside the change: a mistyped password is reported as the others.
+        store.add(args.name, _read_password(args.password_stdin), args.scope, args.replace)
+
+    return _change("add", add, f"user {args.name!r} saved in")
 
 
 def user_remove(args: argparse.Namespace) -> int:
     """Remove a user."""
-    store = UserStore(users_file(Settings.load()))
-    try:
-        store.remove(args.name)
-    except UsersError as error:
-        print(f"kernkoa user remove: {error}", file=sys.stderr)
-        return 1
-    print(f"user {args.name!r} removed from {store.path}")
-    return 0
+    return _change("remove", lambda store: store.remove(args.name),
+                   f"user {args.name!r} removed from")
 
 
 def user_list(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Start-up check of the configured secret key (``secretKey``, for signed sessions).
 
 No secret configured: the kernel generates one into ``VAR`` (mode 0600) and
-keeps it (:func:`kernel.app._generated_secret`). A secret that *is*
+keeps it (:func:`generated_secret`). A secret that *is*
 configured, in ``config.py``, in ``KERNKOA_SECRETKEY`` or as an override, is
 refused at start-up outside debug mode when it is empty (an empty
 ``KERNKOA_SECRETKEY=""`` is a mistake, not a request for a generated one) or
@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import typing as t
+from pathlib import Path
 
 from .errors import InsecureSecretError
+from .files import write_private
 from .settings import ENV_PREFIX
 from .settings import Settings
 
@@ -34,6 +37,22 @@ KNOWN_SECRETS = frozenset({
 })
 
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+#: Name of the generated secret's file in the VAR folder.
+SECRET_FILE = "secret_key"
+
+
+def generated_secret(var: Path) -> str:
+    """The secret kept in ``var``, created (mode 0600) when there is none yet."""
+    path = var / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    # Never put over an existing file: every process racing to create it then
+    # reads the one secret that won.
+    write_private(path, secrets.token_hex(32), replace=False)
+    return path.read_text().strip()
 
 
 def is_known_secret(value: str) -> bool:

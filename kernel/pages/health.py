@@ -27,8 +27,8 @@ from werkzeug.wrappers import Response
 
 from ..catalog.access import PUBLIC
 from ..catalog.access import guarded_by
-from ..core.errors import envelope
 from ..core.lazy import LazyModule
+from ..web.envelope import envelope
 from ..web.state import current_state
 from ..web.state import state_of
 

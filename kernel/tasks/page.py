@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 
 from ..core.errors import KernelError
 from ..core.errors import TaskNotFound
-from ..core.errors import envelope
+from ..web.envelope import error_envelope
 from ..web.html import render_page
 from .body import status_body
 from .body import valid_task_id
@@ -51,8 +51,7 @@ def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
             raise TaskNotFound()
         return 200, status_body(read_task(task_id))
     except KernelError as error:
-        code = error.code or 500
-        return code, envelope(code, error.error_code or "error", error.description or "")
+        return error.code or 500, error_envelope(error)
 
 
 def task_events(task_id: str) -> Response:

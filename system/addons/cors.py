@@ -27,8 +27,8 @@ from flask import request
 from werkzeug.wrappers import Response
 
 from kernel.core.errors import KernelError
-from kernel.core.errors import error_response
 from kernel.core.settings import Settings
+from kernel.web.envelope import error_response
 
 #: What an allowed origin must look like (no path, no trailing slash).
 ORIGIN = re.compile(r"https?+://[A-Za-z0-9.-]++(?::[0-9]{1,5}+)?+|\*")
