@@ -153,3 +153,28 @@ def test_every_layer_says_what_it_is() -> None:
         package = KERNEL / layer / "__init__.py"
         if package.exists():
             assert ast.get_docstring(ast.parse(package.read_text())), layer
+
+
+def _drawn_tree() -> set[str]:
+    """The modules docs/architecture.md's tree draws, as paths under kernel/."""
+    text = (KERNEL.parent / "docs" / "architecture.md").read_text()
+    block = text.split("## The tree", 1)[1].split("```", 2)[1]
+    drawn: set[str] = set()
+    folders: list[str] = []
+    for line in block.splitlines()[1:]:
+        name = line.lstrip("│├└─ \u00a0").split(" ", 1)[0]
+        depth = (len(line) - len(line.lstrip("│├└─ \u00a0"))) // 4
+        if not name:
+            continue
+        del folders[depth - 1:]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        elif name.endswith(".py"):
+            drawn.add("/".join([*folders, name]))
+    return drawn
+
+
+def test_the_documented_tree_is_the_tree() -> None:
+    real = {p.relative_to(KERNEL).as_posix() for p in KERNEL.rglob("*.py")
+            if p.name != "__init__.py" or p.parent == KERNEL}
+    assert _drawn_tree() == real
