@@ -279,10 +279,8 @@ class _SettingsDatabases(cabc.Mapping[str, Database]):
         raise NotImplementedError
 
     def _entries(self) -> t.Mapping[str, t.Any]:
-        entries = getattr(self._settings(), "databases", None) or {}
-        if not isinstance(entries, cabc.Mapping):
-            raise DatabaseConfigError("config.databases must be a dict of name to entry")
-        return entries
+        # A databases setting that is no dict stops the app at load (SettingsError).
+        return self._settings().databases
 
     def __iter__(self) -> t.Iterator[str]:
         return iter(self._entries())
@@ -315,7 +313,7 @@ class Databases(_SettingsDatabases):
             known = ", ".join(sorted(entries)) or "none"
             raise UnknownDatabase(f"no database {name!r} in config.databases (known: {known})")
         entry = entries[name]
-        url = database_url(name, entry, Path(self.settings.VAR))
+        url = database_url(name, entry, self.settings.VAR)
         options = entry.get("options") or {}
         database = self._built[name] = _shared_database(name, url, options)
         return database

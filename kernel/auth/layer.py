@@ -91,7 +91,7 @@ class AuthLayer:
     def __init__(self, settings: Settings, schemes: dict[str, types.ModuleType],
                  state: KernKoaState, views: t.Mapping[str, t.Callable[..., t.Any]]) -> None:
         self.auth_default = settings.AUTH_DEFAULT
-        self.pages_auth = bool(settings.PAGES_AUTH)
+        self.pages_auth = settings.PAGES_AUTH
         #: Auth add-on modules by lower-case scheme name.
         self.schemes = schemes
         self._default = default_rule(self.auth_default)

@@ -93,7 +93,7 @@ def celery_and_breaker() -> tuple[KernKoaCelery, CircuitBreaker]:
     breaker = celery.breaker
     if breaker is None:
         settings = celery.kernkoa_settings
-        breaker = celery.breaker = CircuitBreaker(float(settings.BROKER_COOLDOWN))
+        breaker = celery.breaker = CircuitBreaker(settings.BROKER_COOLDOWN)
     return celery, t.cast(CircuitBreaker, breaker)
 
 

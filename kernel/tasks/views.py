@@ -121,7 +121,7 @@ def task_started(task_id: str) -> Response:
 def _wait(task_id: str, seconds: float) -> TaskRecord | None:
     """The task's record after waiting up to ``seconds`` for it, cut to
     ``STATUS_WAIT_MAX``; ``None`` when that leaves no wait at all."""
-    seconds = min(seconds, float(current_state().settings.STATUS_WAIT_MAX))
+    seconds = min(seconds, current_state().settings.STATUS_WAIT_MAX)
     return wait_for_task(task_id, seconds) if seconds > 0 else None
 
 
