@@ -71,6 +71,7 @@ def database_url(name: str, entry: t.Mapping[str, t.Any], var: Path) -> URL:
     """
     if not isinstance(entry, cabc.Mapping):
         raise DatabaseConfigError(f"databases[{name!r}] must be a dict, not {type(entry).__name__}")
+    url: URL
     if entry.get("url"):
         try:
             url = sa.make_url(str(entry["url"]))
@@ -127,7 +128,7 @@ def create_engine(url: URL, options: t.Mapping[str, t.Any] | None = None) -> Eng
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     kwargs.update(options or {})
-    engine = sa.create_engine(url, **kwargs)
+    engine: Engine = sa.create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _prepare_sqlite)
     return engine
