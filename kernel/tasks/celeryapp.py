@@ -53,7 +53,7 @@ log = logging.getLogger("kernkoa.worker")
 _build_lock = threading.Lock()
 
 
-class PublishingRedisBackend(RedisBackend):
+class PublishingRedisBackend(RedisBackend):  # type: ignore[misc]  # Celery has no types
     """Celery's Redis result backend, minus the subscription made at send time.
 
     Celery subscribes the sending process to the result channel of every task
@@ -207,7 +207,7 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
     return config
 
 
-class KernKoaCelery(Celery):
+class KernKoaCelery(Celery):  # type: ignore[misc]  # Celery has no types
     """The Celery app of one KernKoa app: it knows that app, and the worker leases."""
 
     def __init__(self, flask_app: Flask, settings: Settings) -> None:

@@ -152,7 +152,8 @@ def _kwargs_repr(route: str, args: list[t.Any], kwargs: dict[str, t.Any],
     shown = {"route": route, "args": args, "kwargs": kwargs,
              "request": f"{snapshot['method']} {snapshot['path']}" if snapshot else None}
     try:
-        return dumps(shown)[:REPR_MAX]
+        shown_json: str = dumps(shown)
+        return shown_json[:REPR_MAX]
     except (TypeError, ValueError):
         pass
     bad = []

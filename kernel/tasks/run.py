@@ -185,7 +185,8 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         if endpoint.binder.takes_params and PARAMS_NAME not in kwargs and not args:
             kwargs[PARAMS_NAME] = None
         handle = TaskHandle(task, store, settings.PROGRESS_INTERVAL)
-        started, state, failure = time.monotonic(), "FAILURE", None
+        started, state = time.monotonic(), "FAILURE"
+        failure: Exception | None = None
         notify_task_start(task.request.id, route)
         try:
             result = endpoint.func(endpoint.cls(), handle, *args, **kwargs)
