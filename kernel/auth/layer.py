@@ -64,6 +64,7 @@ from ..core.errors import InsufficientScope
 from ..core.errors import KernelError
 from ..core.settings import Settings
 from ..web.dispatch import resolve_for_request
+from ..web.formbody import KernKoaRequest
 from ..web.hooks import add_before_request
 from ..web.state import KernKoaState
 from ..web.state import state_of
@@ -147,7 +148,8 @@ class AuthLayer:
 
     def _route_rule(self, req: Request, path: str) -> AccessRule:
         try:
-            _, endpoint = resolve_for_request(self.state, req, path)
+            # The app serves KernKoaRequest (its request_class); hooks see a Request.
+            _, endpoint = resolve_for_request(self.state, t.cast(KernKoaRequest, req), path)
         except KernelError:
             # Names nothing (or fails to load): the request keeps that failure
             # and the view answers it without resolving again, so nothing runs
