@@ -5,6 +5,9 @@ keys KernKoa controllers already read keep their lower-case names (``url``,
 ``base``, ``path``, ``databases``...); settings new to this kernel are upper
 case. An environment variable ``KERNKOA_<NAME>`` overrides the setting of that
 name, matched without regard to case, and is parsed by the type of the default.
+
+:class:`Settings` has one typed field per setting: a value that does not fit
+its field stops the app at load with a :class:`SettingsError` naming it.
 """
 
 from __future__ import annotations
@@ -73,10 +76,6 @@ def _defaults() -> dict[str, t.Any]:
     values = runpy.run_path(str(PROJECT_ROOT / "config.py"))
     return {k: v for k, v in values.items() if not k.startswith("_") and not callable(v)
             and not isinstance(v, type(os))}
-
-
-def _strings() -> list[str]:
-    return []
 
 
 # The settings are documented in config.py, which users edit; each field below
@@ -159,7 +158,7 @@ class Settings:
     #: How many resolved URLs each process remembers.
     ROUTE_CACHE_SIZE: int = 4096
     #: Add-ons to enable, by module name in ADDONS_FOLDER, in hook order.
-    ADDONS: list[str] = dataclasses.field(default_factory=_strings)
+    ADDONS: list[str] = dataclasses.field(default_factory=list)
     #: Folder of the add-on modules, relative to the project root.
     ADDONS_FOLDER: str = "system/addons"
 
@@ -179,9 +178,9 @@ class Settings:
     #: basic_auth: the users file ("": VAR/users.json).
     USERS_FILE: str = ""
     #: Proxies whose X-Forwarded-For is believed, as addresses or networks.
-    TRUSTED_PROXIES: list[str] = dataclasses.field(default_factory=_strings)
+    TRUSTED_PROXIES: list[str] = dataclasses.field(default_factory=list)
     #: cors: origins allowed to call the API from a browser ("*": any).
-    CORS_ORIGINS: list[str] = dataclasses.field(default_factory=_strings)
+    CORS_ORIGINS: list[str] = dataclasses.field(default_factory=list)
     #: cors: methods a preflight may ask for.
     CORS_METHODS: list[str] = dataclasses.field(default_factory=lambda: [
         "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
@@ -193,7 +192,7 @@ class Settings:
     #: cors: seconds a browser may cache a preflight answer.
     CORS_MAX_AGE: int = 600
     #: Host names the site answers to (Flask's TRUSTED_HOSTS; empty: any).
-    TRUSTED_HOSTS: list[str] = dataclasses.field(default_factory=_strings)
+    TRUSTED_HOSTS: list[str] = dataclasses.field(default_factory=list)
     #: Address of ``kernkoa serve``.
     HOST: str = "127.0.0.1"
     #: Port of ``kernkoa serve``.
