@@ -15,7 +15,7 @@ SYSTEM_TOOLS := curl:curl redis-server:redis-server nginx:nginx-light shellcheck
 # Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
 BENCH_ARGS ?=
 
-.PHONY: install run test lint clean system-tools bench chaos
+.PHONY: install run test lint typecheck clean system-tools bench chaos
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# mypy --strict on kernel/ (configured in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
+
 system-tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
@@ -45,7 +49,7 @@ system-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: install lint system-tools
+test: install lint typecheck system-tools
 	$(BIN)/python -m pytest
 
 # Benchmarks on real uWSGI servers driven by wrk (see bench/RESULTS.md).
@@ -63,4 +67,4 @@ chaos: install
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -69,7 +69,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.MAX_CONTENT_LENGTH,
         SECRET_KEY=settings.secretKey or generated_secret(settings.VAR),
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_timeout),
-        TRUSTED_HOSTS=list(settings.TRUSTED_HOSTS) or None,
+        TRUSTED_HOSTS=settings.TRUSTED_HOSTS or None,
     )
     # Same cookies as Flask's, minus ~19 µs per request of serializer building.
     app.session_interface = CachedSecureCookieSessionInterface()

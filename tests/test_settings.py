@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import runpy
 import stat
 import typing as t
 from pathlib import Path
@@ -14,6 +16,7 @@ from kernel import create_app
 from kernel.api.config import config
 from kernel.core.errors import SettingsError
 from kernel.core.secretkey import SECRET_FILE
+from kernel.core.settings import PATH_SETTINGS
 from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
 from kernel.core.settings import parse_value
@@ -96,6 +99,59 @@ def test_overrides_win_and_match_case() -> None:
     settings = Settings.load({"debug": True, "NEW_THING": 1}, environ={"KERNKOA_DEBUG": "no"})
     assert settings.DEBUG is True
     assert settings.NEW_THING == 1
+
+
+def test_every_setting_of_config_py_is_a_field_with_its_default() -> None:
+    shipped = {name: value for name, value in runpy.run_path(str(PROJECT_ROOT / "config.py"))
+               .items() if not name.startswith("_")}
+    defaults = Settings()
+    fields = {field.name for field in dataclasses.fields(Settings)} - {"_extra"}
+    assert set(shipped) == fields
+    for name, value in shipped.items():
+        expected = Path(value) if name in PATH_SETTINGS else value
+        assert getattr(defaults, name) == expected, name
+
+
+def test_settings_are_frozen_and_hide_their_values() -> None:
+    settings = Settings.load({"secretKey": "do-not-print-me"}, environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.DEBUG = True  # type: ignore[misc]
+    assert "do-not-print-me" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name", "value"),
+    [
+        ({"MAX_FIELDS": "10"}, "MAX_FIELDS", 10),
+        ({"PAGES": "off"}, "PAGES", False),
+        ({"WORKER_LEASE": 2}, "WORKER_LEASE", 2.0),
+        ({"TRUSTED_HOSTS": ("a.example",)}, "TRUSTED_HOSTS", ["a.example"]),
+        ({"ADDONS": "cors, jwt_auth"}, "ADDONS", ["cors", "jwt_auth"]),
+        ({"secretKey": None}, "secretKey", ""),
+    ],
+)
+def test_values_take_the_type_of_their_setting(overrides: dict[str, t.Any], name: str,
+                                              value: t.Any) -> None:
+    loaded = getattr(Settings.load(overrides, environ={}), name)
+    assert loaded == value and type(loaded) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"MAX_FIELDS": 1.5}, "MAX_FIELDS: expected an integer, got float"),
+        ({"MAX_FIELDS": True}, "MAX_FIELDS: expected an integer, got bool"),
+        ({"MAX_FIELDS": "many"}, "MAX_FIELDS: invalid literal"),
+        ({"debug": 1}, "DEBUG: expected true or false, got int"),
+        ({"ADDONS": [1]}, "ADDONS: expected a list of text, got list"),
+        ({"databases": []}, "databases: expected a mapping, got list"),
+        ({"VAR": 3}, "VAR: expected a folder, got int"),
+    ],
+)
+def test_values_of_another_type_raise_a_clear_error(overrides: dict[str, t.Any],
+                                                     message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.load(overrides, environ={})
 
 
 def test_folder_variables(tmp_path: Path) -> None:

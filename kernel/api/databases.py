@@ -71,6 +71,7 @@ def database_url(name: str, entry: t.Mapping[str, t.Any], var: Path) -> URL:
     """
     if not isinstance(entry, cabc.Mapping):
         raise DatabaseConfigError(f"databases[{name!r}] must be a dict, not {type(entry).__name__}")
+    url: URL
     if entry.get("url"):
         try:
             url = sa.make_url(str(entry["url"]))
@@ -127,7 +128,7 @@ def create_engine(url: URL, options: t.Mapping[str, t.Any] | None = None) -> Eng
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     kwargs.update(options or {})
-    engine = sa.create_engine(url, **kwargs)
+    engine: Engine = sa.create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         sa.event.listen(engine, "connect", _prepare_sqlite)
     return engine
@@ -279,10 +280,8 @@ class _SettingsDatabases(cabc.Mapping[str, Database]):
         raise NotImplementedError
 
     def _entries(self) -> t.Mapping[str, t.Any]:
-        entries = getattr(self._settings(), "databases", None) or {}
-        if not isinstance(entries, cabc.Mapping):
-            raise DatabaseConfigError("config.databases must be a dict of name to entry")
-        return entries
+        # A databases setting that is no dict stops the app at load (SettingsError).
+        return self._settings().databases
 
     def __iter__(self) -> t.Iterator[str]:
         return iter(self._entries())
@@ -315,7 +314,7 @@ class Databases(_SettingsDatabases):
             known = ", ".join(sorted(entries)) or "none"
             raise UnknownDatabase(f"no database {name!r} in config.databases (known: {known})")
         entry = entries[name]
-        url = database_url(name, entry, Path(self.settings.VAR))
+        url = database_url(name, entry, self.settings.VAR)
         options = entry.get("options") or {}
         database = self._built[name] = _shared_database(name, url, options)
         return database

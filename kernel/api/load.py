@@ -23,7 +23,6 @@ Instances are built with no arguments, as KernKoa did.
 from __future__ import annotations
 
 import typing as t
-from pathlib import Path
 
 from flask import has_app_context
 
@@ -50,7 +49,7 @@ class Loader:
             state = current_state()
             return state.catalog.loader, state.settings
         settings = current_settings()
-        return shared_loader(Path(settings.CATALOG), bool(settings.RELOAD)), settings
+        return shared_loader(settings.CATALOG, settings.RELOAD), settings
 
     def _catalog_class(self, kind: str, name: str, folder: str | None) -> type:
         loader, _ = self._catalog()

@@ -64,6 +64,7 @@ from ..core.errors import InsufficientScope
 from ..core.errors import KernelError
 from ..core.settings import Settings
 from ..web.dispatch import resolve_for_request
+from ..web.formbody import KernKoaRequest
 from ..web.hooks import add_before_request
 from ..web.state import KernKoaState
 from ..web.state import state_of
@@ -91,7 +92,7 @@ class AuthLayer:
     def __init__(self, settings: Settings, schemes: dict[str, types.ModuleType],
                  state: KernKoaState, views: t.Mapping[str, t.Callable[..., t.Any]]) -> None:
         self.auth_default = settings.AUTH_DEFAULT
-        self.pages_auth = bool(settings.PAGES_AUTH)
+        self.pages_auth = settings.PAGES_AUTH
         #: Auth add-on modules by lower-case scheme name.
         self.schemes = schemes
         self._default = default_rule(self.auth_default)
@@ -147,7 +148,8 @@ class AuthLayer:
 
     def _route_rule(self, req: Request, path: str) -> AccessRule:
         try:
-            _, endpoint = resolve_for_request(self.state, req, path)
+            # The app serves KernKoaRequest (its request_class); hooks see a Request.
+            _, endpoint = resolve_for_request(self.state, t.cast(KernKoaRequest, req), path)
         except KernelError:
             # Names nothing (or fails to load): the request keeps that failure
             # and the view answers it without resolving again, so nothing runs

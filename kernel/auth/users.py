@@ -56,10 +56,10 @@ class User:
 
 def users_file(settings: Settings) -> Path:
     """The users file the settings name (``USERS_FILE``, else ``VAR/users.json``)."""
-    configured = str(settings.USERS_FILE or "")
+    configured = settings.USERS_FILE
     if configured:
         return Path(settings.path) / configured
-    return Path(settings.VAR) / "users.json"
+    return settings.VAR / "users.json"
 
 
 _dummy_hash: str | None = None

@@ -31,11 +31,11 @@ from dataclasses import field
 
 from werkzeug.datastructures import FileStorage
 
+from ..core.errors import ConstraintError
 from ..core.errors import ConversionError
 from ..core.settings import FALSE_WORDS
 from ..core.settings import TRUE_WORDS
 from .constraints import NO_RULES
-from .constraints import ConstraintError
 from .constraints import Rules
 from .constraints import unwrap
 

@@ -15,11 +15,11 @@ import types
 import typing as t
 from dataclasses import dataclass
 
+from ..core.errors import ConstraintError
 from ..core.errors import RouteNotFound
 from .access import AccessRule
 from .access import declared_rule
 from .binding import Binder
-from .constraints import ConstraintError
 
 #: HTTP methods a controller method answers unless decorated.
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST"})

@@ -7,9 +7,9 @@ import getpass
 import sys
 import typing as t
 
-from ..auth.users import UsersError
 from ..auth.users import UserStore
 from ..auth.users import users_file
+from ..core.errors import UsersError
 from ..core.settings import Settings
 
 

@@ -79,7 +79,7 @@ def check_secret(settings: Settings, overrides: t.Mapping[str, t.Any] | None = N
     :raises InsecureSecretError: with a message saying what to do.
     """
     environ = os.environ if environ is None else environ
-    value = str(settings.secretKey or "")
+    value = settings.secretKey
     if value.strip():
         problem = "is a well-known value" if is_known_secret(value) else None
     else:

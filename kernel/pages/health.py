@@ -107,7 +107,7 @@ def worker_source() -> t.Any:
     leases = celery.leases
     if leases is None:
         settings = current_state().settings
-        return _leases.PingedWorkers(celery, float(settings.HEALTH_TIMEOUT) / 2)
+        return _leases.PingedWorkers(celery, settings.HEALTH_TIMEOUT / 2)
     return leases
 
 
@@ -146,7 +146,7 @@ def health() -> Response:
         found["queues"] = workers_by_queue()
 
     checks = run_checks({"broker": check_broker, "result_store": check_result_store,
-                         "workers": read_workers}, float(settings.HEALTH_TIMEOUT))
+                         "workers": read_workers}, settings.HEALTH_TIMEOUT)
     # The workers are reported, never part of the verdict: a load balancer asks
     # whether this web process can serve, which it can without a worker.
     workers = {**checks.pop("workers"), "queues": found.get("queues")}
@@ -183,7 +183,7 @@ def task_health() -> Response:
                 "oldest_seconds": None if waiting.oldest is None
                 else round(max(0.0, now - waiting.oldest), 1)}
 
-    check = run_checks({"tasks": read}, float(settings.HEALTH_TIMEOUT))["tasks"]
+    check = run_checks({"tasks": read}, settings.HEALTH_TIMEOUT)["tasks"]
     if not check["ok"]:
         body = envelope(503, "unhealthy", "the task broker cannot be read", checks=check)
         return _respond(body, 503)

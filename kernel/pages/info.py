@@ -59,10 +59,10 @@ def public_url(url: str | None) -> dict[str, t.Any] | None:
 def features(settings: Settings) -> dict[str, t.Any]:
     """Which parts of the kernel are switched on."""
     return {
-        "debug": bool(settings.DEBUG),
-        "reload": bool(settings.RELOAD),
-        "pages": bool(settings.PAGES),
-        "addons": list(settings.ADDONS),
+        "debug": settings.DEBUG,
+        "reload": settings.RELOAD,
+        "pages": settings.PAGES,
+        "addons": settings.ADDONS,
     }
 
 
@@ -90,7 +90,7 @@ def info(settings: Settings, private: bool = False) -> dict[str, t.Any]:
         "features": features(settings),
         "broker": where_kept(broker, private),
         "result_backend": where_kept(results, private),
-        "reload": bool(settings.RELOAD),
+        "reload": settings.RELOAD,
         "reserved_prefix": settings.RESERVED_PREFIX,
     }
     if private:

@@ -53,7 +53,7 @@ log = logging.getLogger("kernkoa.worker")
 _build_lock = threading.Lock()
 
 
-class PublishingRedisBackend(RedisBackend):
+class PublishingRedisBackend(RedisBackend):  # type: ignore[misc]  # Celery has no types
     """Celery's Redis result backend, minus the subscription made at send time.
 
     Celery subscribes the sending process to the result channel of every task
@@ -67,7 +67,7 @@ class PublishingRedisBackend(RedisBackend):
 
 def embedded_root(settings: Settings) -> Path:
     """The folder of the embedded broker and result store."""
-    return Path(settings.VAR) / "celery"
+    return settings.VAR / "celery"
 
 
 def is_embedded(settings: Settings) -> bool:
@@ -94,8 +94,8 @@ def visibility_timeout(settings: Settings) -> int:
     plus one lease. 0 in the settings means twice the hard limit, or
     :data:`UNLIMITED_VISIBILITY` for tasks without one.
     """
-    limit = int(settings.TASK_TIME_LIMIT)
-    configured = int(settings.VISIBILITY_TIMEOUT or (2 * limit if limit else UNLIMITED_VISIBILITY))
+    limit = settings.TASK_TIME_LIMIT
+    configured = settings.VISIBILITY_TIMEOUT or (2 * limit if limit else UNLIMITED_VISIBILITY)
     floor = limit + int(worker_lease(settings)) if limit else 0
     if configured < floor:
         log.warning("VISIBILITY_TIMEOUT %d s is not above TASK_TIME_LIMIT %d s: using %d s",
@@ -106,7 +106,7 @@ def visibility_timeout(settings: Settings) -> int:
 def worker_lease(settings: Settings) -> float:
     """Seconds a worker's heartbeat holds its tasks: ``WORKER_LEASE``, and at
     least two heartbeats, so that one late heartbeat requeues nothing."""
-    return max(float(settings.WORKER_LEASE), 2 * float(settings.WORKER_HEARTBEAT))
+    return max(settings.WORKER_LEASE, 2 * settings.WORKER_HEARTBEAT)
 
 
 def make_leases(celery: Celery, settings: Settings) -> Leases | None:
@@ -121,7 +121,7 @@ def make_leases(celery: Celery, settings: Settings) -> Leases | None:
 
 def celery_config(settings: Settings) -> dict[str, t.Any]:
     """Celery settings for KernKoa's ``settings`` (see ``config.py``)."""
-    timeout = float(settings.BROKER_TIMEOUT)
+    timeout = settings.BROKER_TIMEOUT
     config: dict[str, t.Any] = {
         # JSON only: messages never carry pickles (a pickled controller
         # instance is what broke the original's worker).
@@ -132,7 +132,7 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         # The task stores STARTED itself, in the round trip of its
         # cancellation check (JobStore.start).
         "task_track_started": False,
-        "result_expires": int(settings.RESULT_EXPIRES),
+        "result_expires": settings.RESULT_EXPIRES,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -172,7 +172,7 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
             # Revoke and remote control need a fanout table.
             "control_folder": str(root / "control"),
             # The default polls once a second.
-            "polling_interval": float(settings.BROKER_POLLING_INTERVAL),
+            "polling_interval": settings.BROKER_POLLING_INTERVAL,
         }
     else:
         visible = visibility_timeout(settings)
@@ -207,7 +207,7 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
     return config
 
 
-class KernKoaCelery(Celery):
+class KernKoaCelery(Celery):  # type: ignore[misc]  # Celery has no types
     """The Celery app of one KernKoa app: it knows that app, and the worker leases."""
 
     def __init__(self, flask_app: Flask, settings: Settings) -> None:

@@ -93,7 +93,7 @@ def celery_and_breaker() -> tuple[KernKoaCelery, CircuitBreaker]:
     breaker = celery.breaker
     if breaker is None:
         settings = celery.kernkoa_settings
-        breaker = celery.breaker = CircuitBreaker(float(settings.BROKER_COOLDOWN))
+        breaker = celery.breaker = CircuitBreaker(settings.BROKER_COOLDOWN)
     return celery, t.cast(CircuitBreaker, breaker)
 
 
@@ -152,7 +152,8 @@ def _kwargs_repr(route: str, args: list[t.Any], kwargs: dict[str, t.Any],
     shown = {"route": route, "args": args, "kwargs": kwargs,
              "request": f"{snapshot['method']} {snapshot['path']}" if snapshot else None}
     try:
-        return dumps(shown)[:REPR_MAX]
+        shown_json: str = dumps(shown)
+        return shown_json[:REPR_MAX]
     except (TypeError, ValueError):
         pass
     bad = []

@@ -293,7 +293,7 @@ class LeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
         """Beat and sweep now, then every ``WORKER_HEARTBEAT`` seconds."""
         settings = c.app.kernkoa_settings  # a KernKoaCelery
         self.beat(c)
-        self.entry = c.timer.call_repeatedly(float(settings.WORKER_HEARTBEAT), self.beat, (c,))
+        self.entry = c.timer.call_repeatedly(settings.WORKER_HEARTBEAT, self.beat, (c,))
 
     def stop(self, c: t.Any) -> None:
         """Stop beating (the leases then run out unless the messages are acknowledged)."""

@@ -85,7 +85,7 @@ class QoS(redis.QoS):
             return
         key, raw = fetched
         delivery = message.delivery_info
-        record = dumps([message._raw, delivery["exchange"],  # type: ignore[no-untyped-call]
+        record = dumps([message._raw, delivery["exchange"],
                         delivery["routing_key"]])
         with self.pipe_or_acquire() as pipe:
             pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}) \
@@ -168,7 +168,7 @@ class Channel(redis.Channel):
                 raise Empty()
             self.fetched = (inflight_key(holder_name(), queue), raw)
             try:
-                self.connection._deliver(loads(raw.decode()), queue)  # type: ignore[no-untyped-call]
+                self.connection._deliver(loads(raw.decode()), queue)
             finally:
                 unrecorded, self.fetched = self.fetched, None
             if unrecorded is not None:  # delivered without an acknowledgement to wait for

@@ -184,8 +184,9 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         kwargs = {k: _decode(v, urlpath) for k, v in kwargs.items()}
         if endpoint.binder.takes_params and PARAMS_NAME not in kwargs and not args:
             kwargs[PARAMS_NAME] = None
-        handle = TaskHandle(task, store, float(settings.PROGRESS_INTERVAL))
-        started, state, failure = time.monotonic(), "FAILURE", None
+        handle = TaskHandle(task, store, settings.PROGRESS_INTERVAL)
+        started, state = time.monotonic(), "FAILURE"
+        failure: Exception | None = None
         notify_task_start(task.request.id, route)
         try:
             result = endpoint.func(endpoint.cls(), handle, *args, **kwargs)

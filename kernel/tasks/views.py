@@ -106,13 +106,13 @@ def task_started(task_id: str) -> Response:
     """
     status_url = url_for("task_status", task_id=task_id, _external=True)
     if prefers_html():
-        return t.cast(Response, redirect(status_url, code=303))
+        return redirect(status_url, code=303)
     done = _finished_within_preferred_wait(task_id)
     if done is not None:
         return t.cast(Response, current_app.json.response(
             {"id": task_id, **done, "status_url": status_url}))
-    response = current_app.json.response(
-        {"id": task_id, "status": states.PENDING, "status_url": status_url})
+    response = t.cast(Response, current_app.json.response(
+        {"id": task_id, "status": states.PENDING, "status_url": status_url}))
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
@@ -121,7 +121,7 @@ def task_started(task_id: str) -> Response:
 def _wait(task_id: str, seconds: float) -> TaskRecord | None:
     """The task's record after waiting up to ``seconds`` for it, cut to
     ``STATUS_WAIT_MAX``; ``None`` when that leaves no wait at all."""
-    seconds = min(seconds, float(current_state().settings.STATUS_WAIT_MAX))
+    seconds = min(seconds, current_state().settings.STATUS_WAIT_MAX)
     return wait_for_task(task_id, seconds) if seconds > 0 else None
 
 

@@ -87,7 +87,7 @@ class Addons:
 
         :raises AddonError: naming the add-on and what went wrong.
         """
-        names = settings.ADDONS or []
+        names = settings.ADDONS
         if isinstance(names, str):
             names = [part.strip() for part in names.split(",") if part.strip()]
         addons: list[Addon] = []

@@ -34,7 +34,7 @@ from werkzeug.wsgi import get_content_length
 from werkzeug.wsgi import get_input_stream
 
 try:  # present only inside a uWSGI worker
-    import uwsgi  # type: ignore[import-untyped]
+    import uwsgi
 except ImportError:
     uwsgi = None
 

@@ -77,9 +77,9 @@ def check_urlencoded_form(req: Request, max_fields: int, max_memory: int) -> Non
 
 def install_limits(app: Flask, settings: Settings) -> None:
     """Apply ``MAX_FIELDS`` to multipart forms and, on every request, to the query string."""
-    max_fields = int(settings.MAX_FIELDS)
+    max_fields = settings.MAX_FIELDS
     app.config["MAX_FORM_PARTS"] = max_fields
-    app.config["MAX_FORM_MEMORY_SIZE"] = int(settings.MAX_FORM_MEMORY_SIZE)
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.MAX_FORM_MEMORY_SIZE
 
     def limit_query(req: Request) -> None:
         query = req.query_string

@@ -47,7 +47,9 @@ def to_response(value: t.Any, app: Flask | None = None) -> WerkzeugResponse:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return response_class(bytes(value), mimetype="application/octet-stream")
     if isinstance(value, _JSON_TYPES):
-        return app.json.response(value)
+        # Flask annotates the provider's answer as the sans-IO base class; it
+        # is an instance of app.response_class.
+        return t.cast(WerkzeugResponse, app.json.response(value))
     if isinstance(value, cabc.Iterator):
         return response_class(stream_with_context(value), mimetype="text/html")
     raise TypeError(f"a controller method returned a {type(value).__name__}, which is not a "

@@ -66,7 +66,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     if not users:
         raise AuthConfigError(f"basic_auth is enabled but {path} holds no user: add one with "
                               "`kernkoa user add NAME`")
-    realm = _UNQUOTABLE.sub("", str(settings.AUTH_REALM))
+    realm = _UNQUOTABLE.sub("", settings.AUTH_REALM)
     app.extensions[_EXTENSION] = BasicAuth(store, realm, FailureThrottle())
 
 

@@ -61,7 +61,7 @@ class CorsSettings:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Check the settings; refuse a malformed origin or ``*`` with credentials."""
-    origins = [str(o).strip() for o in settings.CORS_ORIGINS]
+    origins = [o.strip() for o in settings.CORS_ORIGINS]
     for origin in origins:
         if not ORIGIN.fullmatch(origin):
             raise ValueError(f"CORS_ORIGINS: {origin!r} is not scheme://host[:port] or *")
@@ -71,8 +71,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         origins=frozenset(o.lower() for o in origins),
         methods=frozenset(m.upper() for m in settings.CORS_METHODS),
         headers=frozenset(h.lower() for h in settings.CORS_HEADERS),
-        credentials=bool(settings.CORS_ALLOW_CREDENTIALS),
-        max_age=int(settings.CORS_MAX_AGE),
+        credentials=settings.CORS_ALLOW_CREDENTIALS,
+        max_age=settings.CORS_MAX_AGE,
     )
 
 

@@ -37,7 +37,6 @@ from kernel.auth.layer import Identity
 from kernel.core.errors import AuthConfigError
 from kernel.core.errors import InvalidCredentials
 from kernel.core.secretkey import is_known_secret
-from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
 
 #: The ``Authorization`` scheme this add-on answers.
@@ -71,10 +70,9 @@ class JwtSettings:
 
 def _read_key(settings: Settings) -> tuple[str, str]:
     """The key and where it came from."""
-    if str(settings.HMACKEY or "").strip():
-        return str(settings.HMACKEY).strip(), "KERNKOA_HMACKEY"
-    root = Path(getattr(settings, "path", "") or PROJECT_ROOT)
-    path = root / str(settings.HMACKEY_FILE)
+    if settings.HMACKEY.strip():
+        return settings.HMACKEY.strip(), "KERNKOA_HMACKEY"
+    path = Path(settings.path) / settings.HMACKEY_FILE
     try:
         return path.read_text(encoding="utf-8").strip(), str(path)
     except FileNotFoundError:
@@ -103,9 +101,9 @@ def init_app(app: Flask, settings: Settings) -> None:
                               "value; use a random one")
     app.extensions[_EXTENSION] = JwtSettings(
         key=key.encode(),
-        audience=str(settings.JWT_AUDIENCE or "") or None,
-        leeway=float(settings.JWT_LEEWAY or 0),
-        realm=_UNQUOTABLE.sub("", str(settings.AUTH_REALM)),
+        audience=settings.JWT_AUDIENCE or None,
+        leeway=settings.JWT_LEEWAY,
+        realm=_UNQUOTABLE.sub("", settings.AUTH_REALM),
     )
 
 
