@@ -1,6 +1,6 @@
 """Part 6: what a hostile body costs the server against a plain body of the same size.
 
-For each hostile shape of ``tests/body_shapes.py`` (built to make a scanner
+For each hostile shape of ``bench/body_shapes.py`` (built to make a scanner
 backtrack: escape runs, unterminated strings, brackets by the million,
 separators without fields, boundaries that never complete), the µs of one
 whole request in one process (the WSGI app called as uWSGI calls it, the body
@@ -26,10 +26,10 @@ from pathlib import Path
 
 from kernel.web.jsondepth import ScanWork
 from kernel.web.jsondepth import json_depth_exceeds
-from tests.body_shapes import HOSTILE
-from tests.body_shapes import PLAIN
-from tests.body_shapes import Shape
 
+from .body_shapes import HOSTILE
+from .body_shapes import PLAIN
+from .body_shapes import Shape
 from .config import RunConfig
 from .inprocess import WSGIApp
 from .inprocess import environ

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -54,8 +53,8 @@ from kernel.cli.supervisor import WorkerSupervisor
 
 from .servers import BIN
 from .servers import ROOT
+from .servers import RedisServer
 from .servers import children
-from .servers import free_port
 from .servers import stop
 from .servers import uwsgi
 
@@ -128,40 +127,6 @@ class Outcome:
     lost: int
     duplicates: int
     recovery: float | None
-
-
-class Redis:
-    """A persistent ``redis-server`` on a free port that can be restarted on its data."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start it and wait until it answers PING (loading its data first)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "yes", "--dir", str(self.folder)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.02)
-        raise TimeoutError("redis-server did not answer PING")
-
-    def stop(self) -> None:
-        """Stop it (SIGTERM: it writes its data first)."""
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
 
 
 class Workers:
@@ -276,7 +241,7 @@ def _states(redis_url: str, ids: list[str]) -> dict[str, tuple[str, float | None
     return found
 
 
-def _inject(fault: str, server: Redis, workers: Workers, config: ChaosConfig) -> None:
+def _inject(fault: str, server: RedisServer, workers: Workers, config: ChaosConfig) -> None:
     if fault in ("redis-restart", "redis-outage"):
         server.stop()
         if fault == "redis-outage":
@@ -305,7 +270,7 @@ def run_fault(fault: str, config: ChaosConfig) -> Outcome:
     controllers.mkdir(parents=True)
     (controllers / "chaos.py").write_text(textwrap.dedent(CHAOS_CONTROLLER))
     notes = work / "notes.txt"
-    store = Redis(work / "redis")
+    store = RedisServer(work / "redis", persistent=True)
     store.start()
     settings = {"KERNKOA_CATALOG": str(work / "catalog"), "KERNKOA_VAR": str(work / "var"),
                 "KERNKOA_BROKER_URL": store.url, "KERNKOA_RESULT_BACKEND": store.url,

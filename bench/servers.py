@@ -32,13 +32,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None,
+def wait_for_http(url: str, *processes: subprocess.Popen[bytes],
                   timeout: float = 60.0) -> None:
-    """Poll ``url`` until it answers 200; fail when the process dies or time runs out."""
+    """Poll ``url`` until it answers 200; fail when one of ``processes`` (the server,
+    and a proxy in front of it) dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering")
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode} "
+                                   "before answering")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -145,32 +148,58 @@ def uwsgi(name: str, module: str, ready_path: str, log_dir: Path, processes: int
             stop(process)
 
 
+class RedisServer:
+    """A throw-away ``redis-server`` on a free 127.0.0.1 port, in its own session.
+
+    :param persistent: keep the data in an append-only file in ``folder``, as
+        production runs it, so a restart (:meth:`stop`, then :meth:`start`)
+        finds the queues, the unacknowledged messages and the results again.
+    """
+
+    def __init__(self, folder: Path, persistent: bool = False) -> None:
+        self.folder = folder
+        self.persistent = persistent
+        # The port is kept across restarts: clients reconnect to the same URL.
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait until it answers PING (loading its data first)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.folder)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("redis-server exited before accepting connections")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError("redis-server did not answer PING")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM: a persistent one writes its data first)."""
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+
 @contextlib.contextmanager
 def redis_server(log_dir: Path) -> t.Iterator[str]:
     """Run a throw-away ``redis-server`` on a free loopback port; yield its URL."""
-    port = free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(log_dir)]
-    with open(log_dir / f"redis-{port}.log", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError("redis-server exited before accepting connections")
-                with contextlib.suppress(OSError), socket.create_connection(
-                        ("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError("redis-server did not answer PING")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop(process)
+    server = RedisServer(log_dir)
+    server.start(timeout=20)
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager

@@ -24,19 +24,21 @@ import traceback
 import typing as t
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
+#: The project root: the helpers are imported as ``tests.support``.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 # Hypothesis keeps a cache even without a database: in the work folder (temp),
 # never in the project.
 os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = os.path.join(sys.argv[1], ".hypothesis")
 
-from auth_support import CONTROLLERS  # noqa: E402
-from auth_support import KEY  # noqa: E402
-from auth_support import token  # noqa: E402
 from hypothesis import HealthCheck  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from tests.support.auth import CONTROLLERS  # noqa: E402
+from tests.support.auth import KEY  # noqa: E402
+from tests.support.auth import token  # noqa: E402
 
 #: Every status the kernel may answer with.
 DOCUMENTED = {200, 202, 204, 303, 400, 401, 403, 404, 405, 413, 415, 422, 429}
@@ -327,7 +329,7 @@ def strategies() -> dict[str, t.Any]:
 def run(workdir: Path, examples: int) -> dict[str, t.Any]:
     apps, allowed = build(workdir)
     warm_up(apps)
-    audit = Audit(allowed, Path(__file__).resolve().parent.parent)
+    audit = Audit(allowed, ROOT)
     sys.addaudithook(audit.hook)
 
     # Hypothesis reads the source of every local module it has not seen yet on
@@ -341,7 +343,7 @@ def run(workdir: Path, examples: int) -> dict[str, t.Any]:
 
     # The hook works: a file outside every allowed folder is seen.
     audit.on = True
-    with open(Path(__file__).resolve().parent.parent / "config.py", "rb"):
+    with open(ROOT / "config.py", "rb"):
         pass
     audit.on = False
     control = list(audit.outside)

@@ -18,7 +18,7 @@ from kernel.web.addons import notify_task_start
 from kernel.web.state import state_of
 
 if t.TYPE_CHECKING:
-    from conftest import ControllerTree
+    from tests.support.catalogs import ControllerTree
 
 RECORDER = """
 from flask import g

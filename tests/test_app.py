@@ -12,12 +12,12 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 
 import kernkoa
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 #: What ``from kernkoa import *`` gives controllers.
 DOCUMENTED_NAMES = {

@@ -12,10 +12,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from auth_support import CONTROLLERS
-from conftest import BIN
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -24,21 +20,12 @@ from kernel.auth.users import UserStore
 from kernel.core.errors import AddonError
 from kernel.core.errors import UsersError
 from kernel.core.settings import PROJECT_ROOT
-
-PASSWORD = "correct horse battery"
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    """The Authorization header for Basic credentials."""
-    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {raw}"}
-
-
-@pytest.fixture
-def users(tmp_path: Path) -> UserStore:
-    store = UserStore(tmp_path / "var" / "users.json")
-    store.add("alice", PASSWORD, ["reports"])
-    return store
+from tests.support.auth import CONTROLLERS
+from tests.support.auth import PASSWORD
+from tests.support.auth import basic
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
+from tests.support.processes import BIN
 
 
 @pytest.fixture
@@ -128,7 +115,7 @@ def test_no_users_is_a_start_up_error(tree: ControllerTree,
 
 def test_both_schemes_challenge(tree: ControllerTree, make_app: t.Callable[..., Flask],
                                 users: UserStore) -> None:
-    from auth_support import KEY
+    from tests.support.auth import KEY
 
     tree.write("shop.py", CONTROLLERS)
     client = make_app(ADDONS=["jwt_auth", "basic_auth"], HMACKEY=KEY).test_client()

@@ -13,17 +13,17 @@ import textwrap
 import typing as t
 from pathlib import Path
 
-from auth_support import KEY
-from auth_support import bearer
-from auth_support import token
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 
 from kernel.catalog.access import PUBLIC
 from kernel.catalog.access import AccessRule
 from kernel.web.hooks import RequestGate
 from kernel.web.state import state_of
+from tests.support.auth import KEY
+from tests.support.auth import bearer
+from tests.support.auth import token
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 UNDECORATED = """
 from kernkoa import *

@@ -7,13 +7,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from auth_support import CONTROLLERS
-from auth_support import KEY
-from auth_support import bearer
-from auth_support import forged
-from auth_support import token
-from conftest import ControllerTree
-from conftest import assert_error
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
@@ -21,6 +14,13 @@ from flask.testing import FlaskClient
 
 from kernel.core.errors import AddonError
 from kernel.core.errors import AuthConfigError
+from tests.support.auth import CONTROLLERS
+from tests.support.auth import KEY
+from tests.support.auth import bearer
+from tests.support.auth import forged
+from tests.support.auth import token
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 
 @pytest.fixture

@@ -11,22 +11,21 @@ writes one line per call. Memory is the kernel's own account of the process
 
 from __future__ import annotations
 
-import base64
 import secrets
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from auth_support import CONTROLLERS
-from conftest import LiveServer
-from conftest import children
-from nginx_support import uwsgi_behind_nginx
-from tasks_support import clean_environ
 
 from kernel.auth.users import UserStore
-
-PASSWORD = "correct horse battery"
+from tests.support.auth import CONTROLLERS
+from tests.support.auth import PASSWORD
+from tests.support.auth import basic
+from tests.support.nginx import uwsgi_behind_nginx
+from tests.support.processes import children
+from tests.support.processes import clean_environ
+from tests.support.servers import LiveServer
 
 #: Imported by uWSGI into each worker before the app (``--import``).
 HASH_SPY = '''
@@ -51,11 +50,6 @@ werkzeug.security.check_password_hash = _counting
 PATHS = ("/shop/Reports", "/shop/Open", "/no/such/url")
 
 MiB = 1024 * 1024
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    """The Authorization header for Basic credentials."""
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def junk() -> dict[str, str]:
@@ -127,6 +121,8 @@ def hashes(proxied: Proxied) -> int:
     return len(proxied.spy_log.read_text().split())
 
 
+@pytest.mark.uwsgi
+@pytest.mark.nginx
 def test_junk_credentials_cost_at_most_five_hashes_per_process(proxied: Proxied) -> None:
     before = hashes(proxied)
     answers = []
@@ -143,6 +139,8 @@ def test_junk_credentials_cost_at_most_five_hashes_per_process(proxied: Proxied)
     assert answers.count(401) == spent and answers.count(429) == 30 - spent, answers
 
 
+@pytest.mark.uwsgi
+@pytest.mark.nginx
 def test_credentials_sent_with_every_request_are_hashed_once_per_process(
         proxied: Proxied) -> None:
     before = hashes(proxied)
@@ -154,6 +152,8 @@ def test_credentials_sent_with_every_request_are_hashed_once_per_process(
     assert hashes(proxied) - before <= len(children(proxied.server.process.pid))
 
 
+@pytest.mark.uwsgi
+@pytest.mark.nginx
 def test_a_junk_storm_keeps_uwsgi_workers_within_100_mib(proxied: Proxied) -> None:
     workers = sorted(children(proxied.server.process.pid))
     growth, statuses = storm(proxied.server, workers)

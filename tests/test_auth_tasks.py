@@ -13,21 +13,21 @@ import typing as t
 import uuid
 
 import pytest
-from auth_support import BROKEN_VAULTS as BROKEN
-from auth_support import KEY
-from auth_support import VAULT
-from auth_support import bearer
-from auth_support import token
-from auth_support import write_version
-from conftest import ControllerTree
-from conftest import assert_error
-from conftest import free_port
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from kernel.tasks.celeryapp import get_celery
 from kernel.tasks.store import ISSUED_PREFIX
+from tests.support.auth import BROKEN_VAULTS as BROKEN
+from tests.support.auth import KEY
+from tests.support.auth import VAULT
+from tests.support.auth import bearer
+from tests.support.auth import token
+from tests.support.auth import write_version
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
+from tests.support.processes import free_port
 
 ADMIN = bearer(token(sub="root", scope="admin"))
 OTHER = bearer(token(sub="eve", scope="reports"))

@@ -7,13 +7,9 @@ from __future__ import annotations
 import base64
 import threading
 import typing as t
-from pathlib import Path
 
 import pytest
 import werkzeug.security
-from auth_support import CONTROLLERS
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -27,8 +23,11 @@ from kernel.core.errors import PasswordChecksBusy
 from kernel.core.errors import SettingsError
 from kernel.web.proxies import TrustedProxies
 from kernel.web.proxies import parse_proxies
-
-PASSWORD = "correct horse battery"
+from tests.support.auth import CONTROLLERS
+from tests.support.auth import PASSWORD
+from tests.support.auth import basic
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 WHO = """
 from kernkoa import *
@@ -50,11 +49,6 @@ class Clock:
         return self.now
 
 
-def basic(user: str, password: str) -> dict[str, str]:
-    """The Authorization header for Basic credentials."""
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
 @pytest.fixture
 def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every password hash checked from now on (the stored hash it was checked against)."""
@@ -67,13 +61,6 @@ def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(kernel.auth.users, "check_password_hash", counting)
     return checked
-
-
-@pytest.fixture
-def users(tmp_path: Path) -> UserStore:
-    store = UserStore(tmp_path / "var" / "users.json")
-    store.add("alice", PASSWORD, ["reports"])
-    return store
 
 
 @pytest.fixture

@@ -7,56 +7,58 @@ and left no process behind.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from body_shapes import HOSTILE
 
+from bench.body_shapes import HOSTILE
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.processes import clean_environ
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("nginx") is None,
                                 reason="wrk or nginx is not installed (make test installs them)")
 
 
-def _bench_processes() -> set[int]:
-    """uWSGI servers and Celery workers started the way the benchmarks start them."""
-    found = set()
+def _command_lines() -> dict[int, bytes]:
+    """The command line of every running process, by pid (NUL-separated, as /proc has it)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes()
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if str(PROJECT_ROOT).encode() not in cmdline:
-                continue  # another checkout's processes
-            if (b"uwsgi" in cmdline and b"--http-socket" in cmdline) or (
-                    b"bench.plain_tasks" in cmdline or b"--without-heartbeat" in cmdline):
-                found.add(int(entry.name))
+    return found
+
+
+def _bench_processes() -> set[int]:
+    """uWSGI servers and Celery workers started the way the benchmarks start them."""
+    found = set()
+    for pid, cmdline in _command_lines().items():
+        if str(PROJECT_ROOT).encode() not in cmdline:
+            continue  # another checkout's processes
+        if (b"uwsgi" in cmdline and b"--http-socket" in cmdline) or (
+                b"bench.plain_tasks" in cmdline or b"--without-heartbeat" in cmdline):
+            found.add(pid)
     return found
 
 
 def _processes_under(folder: Path) -> list[str]:
     """Command lines of running processes that mention ``folder`` (part 7's install)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(folder).encode() in cmdline:
-                found.append(cmdline.replace(b"\0", b" ").decode())
-    return found
+    return [cmdline.replace(b"\0", b" ").decode() for cmdline in _command_lines().values()
+            if str(folder).encode() in cmdline]
 
 
+@pytest.mark.uwsgi
+@pytest.mark.nginx
+@pytest.mark.redis
 def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
     before = _bench_processes()
     out = tmp_path / "results.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNKOA_")}
+    env = clean_environ()
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--work", str(tmp_path / "work"),
          "--json", str(out)],
@@ -88,9 +90,11 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
     assert _processes_under(tmp_path / "work") == []
 
 
+@pytest.mark.uwsgi
+@pytest.mark.redis
 def test_the_fault_suite_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
     work = tmp_path / "chaos"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNKOA_")}
+    env = clean_environ()
     done = subprocess.run(
         [sys.executable, "-m", "bench.chaos", "--smoke", "--work", str(work)],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,

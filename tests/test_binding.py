@@ -6,14 +6,14 @@ import io
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
 from kernel.catalog.binding import Binder
 from kernel.catalog.conversion import converter_for
 from kernel.core.errors import ConversionError
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 TYPED = """
 from typing import Optional

@@ -19,15 +19,15 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
-from conftest import LiveServer
-from conftest import assert_error
-from conftest import uwsgi_server
 from flask import Flask
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from kernel.web.body import UwsgiChunks
 from kernel.web.body import WholeBody
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
+from tests.support.servers import LiveServer
+from tests.support.servers import uwsgi_server
 
 #: The body limit of the servers under test.
 LIMIT = 64 * 1024
@@ -123,6 +123,7 @@ def test_the_development_server_refuses_a_chunked_body_past_the_limit(
     assert len(seen) == len(KINDS) * len(SIZES)
 
 
+@pytest.mark.uwsgi
 def test_uwsgi_reads_a_chunked_body_whole_and_refuses_one_past_the_limit(
         tree: ControllerTree, tmp_path: Path) -> None:
     tree.write("body.py", BODY)

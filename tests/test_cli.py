@@ -8,16 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import BIN
-from conftest import ControllerTree
-from conftest import free_port
-from conftest import stop
-from conftest import wait_for_http
-from test_registry import EXPECTED_ROUTES
-from test_registry import write_catalog
-
 from kernel.cli.main import build_parser
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.catalogs import ControllerTree
+from tests.support.processes import BIN
+from tests.support.processes import free_port
+from tests.support.processes import stop
+from tests.support.processes import wait_for_http
+from tests.support.sample_catalog import EXPECTED_ROUTES
+from tests.support.sample_catalog import write_catalog
 
 
 def kernkoa(*args: str, catalog: Path) -> subprocess.CompletedProcess[str]:

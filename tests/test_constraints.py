@@ -18,14 +18,14 @@ from annotated_types import MaxLen
 from annotated_types import MinLen
 from annotated_types import MultipleOf
 from annotated_types import doc
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
 from kernel.catalog.constraints import ConstraintError
 from kernel.catalog.conversion import converter_for
 from kernel.core.errors import ConversionError
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 Stars = Annotated[int, Ge(1), Le(5)]
 Code = Annotated[str, MinLen(2), MaxLen(4), re.compile(r"[A-Z]+")]

@@ -24,10 +24,9 @@ import subprocess
 import typing as t
 from pathlib import Path
 
-from conftest import BIN
-from conftest import LiveServer
-
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.processes import BIN
+from tests.support.servers import LiveServer
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from auth_support import CONTROLLERS
-from auth_support import KEY
-from auth_support import bearer
-from auth_support import token
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
 from kernel.core.errors import AddonError
+from tests.support.auth import CONTROLLERS
+from tests.support.auth import KEY
+from tests.support.auth import bearer
+from tests.support.auth import token
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 SITE = "https://app.example.org"
 PREFLIGHT = {"Origin": SITE, "Access-Control-Request-Method": "POST",

@@ -241,6 +241,7 @@ def _postgres_entry() -> dict[str, t.Any]:
             "options": {"connect_args": {"connect_timeout": 3}}}
 
 
+@pytest.mark.postgres
 def test_postgresql(tmp_path: Path) -> None:
     """The helpers against a real PostgreSQL (TEST_POSTGRES_URL, or PG* variables,
     or a trust-auth server at 127.0.0.1:5432 with a database ``test``)."""

@@ -24,19 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import children
-from conftest import free_port
-from conftest import pid_alive
-from conftest import wait_for_http
-from conftest import wait_until_gone
-from load_support import SteadyLoad
-from tasks_support import RedisServer
 
 from kernel.cli.nginx_errors import LOCATION
 from kernel.cli.nginx_errors import NGINX_STATUSES
 from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
 from kernel.web.envelope import standard_envelope
+from tests.support.processes import children
+from tests.support.processes import free_port
+from tests.support.processes import pid_alive
+from tests.support.processes import wait_for_http
+from tests.support.processes import wait_until_gone
+from tests.support.redis_server import RedisServer
+from tests.support.steady_load import SteadyLoad
+
+#: The install runs uWSGI behind nginx, on a redis-server (a few checks of
+#: setup.sh's refusals start nothing, and are left out with the rest).
+pytestmark = [pytest.mark.uwsgi, pytest.mark.nginx, pytest.mark.redis]
 
 SETUP = PROJECT_ROOT / "setup.sh"
 

@@ -6,14 +6,14 @@ import sys
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 
 from kernel.catalog.resolution import Catalog
 from kernel.core.errors import ControllerLoadError
 from kernel.core.errors import RouteNotFound
 from kernel.web.state import state_of
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 SHOP = """
 from kernkoa import *

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer
 
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.servers import LiveServer
 
 #: The documents whose examples run.
 DOCUMENTS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import typing as t
-from pathlib import Path
 
 import pytest
-from chromium import browser_page
-from chromium import screenshot
-from conftest import ControllerTree
-from conftest import LiveServer
+
+from tests.support.catalogs import ControllerTree
+from tests.support.chromium import screenshot
+from tests.support.servers import LiveServer
 
 SHOP = '''
     from typing import Optional
@@ -38,13 +37,6 @@ SHOP = '''
             """Always raises."""
             raise RuntimeError("no")
 '''
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> t.Iterator[t.Any]:
-    """A headless Chromium page."""
-    with browser_page(tmp_path / "profile") as opened:
-        yield opened
 
 
 @pytest.fixture

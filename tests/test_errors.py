@@ -8,13 +8,13 @@ import pkgutil
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 
 import kernel
 from kernel.core.errors import KernKoaError
 from kernel.web.envelope import envelope
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 RAISES = """
 from kernkoa import *

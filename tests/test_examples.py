@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-FOLDERS = "/folder1/folder2/folder3/folder4/folder5/folder6/folder7"
+from tests.support.shipped_catalog import FOLDERS
+
 HTML = "text/html; charset=utf-8"
 
 # Each case is sent with no Content-Type header and with the empty one nginx's

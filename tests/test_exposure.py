@@ -5,8 +5,6 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -14,6 +12,8 @@ from kernel.catalog.exposure import DEFAULT_METHODS
 from kernel.catalog.exposure import POST_ONLY
 from kernel.catalog.exposure import build_endpoint
 from kernel.catalog.exposure import methods
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 CONTROLLER = """
 import os

@@ -14,15 +14,15 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer
-from conftest import stop
-from conftest import uwsgi_server
 from flask import Flask
 from flask.testing import FlaskClient
 
 from kernel import create_app
 from kernel.api.databases import dispose_all
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.processes import stop
+from tests.support.servers import LiveServer
+from tests.support.servers import uwsgi_server
 
 INDEX = "/message/message/message/index"
 INSERT = "/message/message/message/insert"
@@ -178,6 +178,7 @@ def uwsgi(tmp_path: Path) -> t.Iterator[tuple[LiveServer, Path]]:
         yield server, t.cast(Path, server.log)
 
 
+@pytest.mark.uwsgi
 def test_two_uwsgi_processes_lose_no_row(uwsgi: tuple[LiveServer, Path],
                                          database: Path) -> None:
     server, log_path = uwsgi

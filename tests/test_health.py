@@ -5,11 +5,12 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import LiveServer
-from conftest import free_port
 from flask import Flask
-from tasks_support import RedisServer
+
+from tests.support.catalogs import ControllerTree
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.servers import LiveServer
 
 
 def test_healthy_with_the_embedded_broker(tree: ControllerTree,

@@ -21,10 +21,6 @@ import sys
 import typing as t
 
 import pytest
-from body_shapes import HOSTILE
-from body_shapes import SHAPES
-from body_shapes import Shape
-from conftest import ControllerTree
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck
@@ -32,8 +28,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from bench.body_shapes import HOSTILE
+from bench.body_shapes import SHAPES
+from bench.body_shapes import Shape
 from kernel.web.jsondepth import ScanWork
 from kernel.web.jsondepth import json_depth
+from tests.support.catalogs import ControllerTree
 
 #: The body limit of the app under test.
 LIMIT = 256 * 1024

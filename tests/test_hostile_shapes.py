@@ -10,14 +10,15 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 SHAPES = """
 import abc

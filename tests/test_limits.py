@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -14,6 +12,8 @@ from hypothesis import strategies as st
 from kernel.web.jsondepth import SPLIT_CHUNK
 from kernel.web.jsondepth import json_depth
 from kernel.web.jsondepth import json_depth_exceeds
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 ECHO = """
 class E:

@@ -8,17 +8,17 @@ import subprocess
 import typing as t
 
 import pytest
-from auth_support import KEY
-from auth_support import bearer
-from auth_support import token
-from conftest import BIN
-from conftest import ControllerTree
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from kernel.catalog.conversion import BOOL_TEXT_SCHEMA
 from kernel.catalog.listing import LOAD_ERROR_HIDDEN
+from tests.support.auth import KEY
+from tests.support.auth import bearer
+from tests.support.auth import token
+from tests.support.catalogs import ControllerTree
+from tests.support.processes import BIN
 
 CART = '''
     from typing import Optional

@@ -17,7 +17,7 @@ from kernel.web import state as state_module
 from kernel.web.state import state_of
 
 if t.TYPE_CHECKING:
-    from conftest import ControllerTree
+    from tests.support.catalogs import ControllerTree
 
 MODEL = """
 class model_thing:

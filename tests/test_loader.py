@@ -9,13 +9,13 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 
 from kernel.catalog.loader import ModuleLoader
 from kernel.catalog.loader import namespace_for
 from kernel.core.files import file_signature
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 VERSIONED = """
 class C:

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import children
-from conftest import free_port
-from conftest import pid_alive
-from conftest import stop
-from conftest import wait_for_http
-from conftest import wait_until_gone
 
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.processes import children
+from tests.support.processes import free_port
+from tests.support.processes import pid_alive
+from tests.support.processes import stop
+from tests.support.processes import wait_for_http
+from tests.support.processes import wait_until_gone
 
 #: The environment of a ``make`` of our own, not a sub-make of ``make test``'s.
 MAKE_ENVIRON = {k: v for k, v in os.environ.items()

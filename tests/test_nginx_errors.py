@@ -11,13 +11,13 @@ import re
 import typing as t
 
 import pytest
-from conftest import ControllerTree
 from flask import Flask
 
 from kernel.cli.nginx_errors import LOCATION
 from kernel.cli.nginx_errors import NGINX_STATUSES
 from kernel.cli.nginx_errors import directives
 from kernel.cli.nginx_errors import quoted
+from tests.support.catalogs import ControllerTree
 
 #: ``return <status> '<body>';`` in a generated location.
 RETURN = re.compile(r"return (\d{3}) '((?:[^'\\]|\\.)*)';")

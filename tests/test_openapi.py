@@ -6,9 +6,10 @@ import secrets
 import typing as t
 
 import pytest
-from conftest import ControllerTree
 from flask import Flask
 from openapi_spec_validator import validate
+
+from tests.support.catalogs import ControllerTree
 
 CATALOG = '''
 from kernkoa import public, requires

@@ -7,10 +7,11 @@ import json
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
+
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 ECHO = """
 from kernkoa import *

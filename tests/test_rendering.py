@@ -5,10 +5,11 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 from flask.testing import FlaskClient
+
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 RETURNS = """
 from kernkoa import *

@@ -9,8 +9,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 
 from kernel.catalog.loader import ModuleLoader
@@ -19,6 +17,8 @@ from kernel.catalog.routing import Limits
 from kernel.catalog.routing import Router
 from kernel.catalog.routing import split_path
 from kernel.core.errors import RouteNotFound
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 HELLO = """
     class C:

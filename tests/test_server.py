@@ -9,9 +9,10 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
-from conftest import LiveServer
-from test_examples import FOLDERS
+
+from tests.support.catalogs import ControllerTree
+from tests.support.servers import LiveServer
+from tests.support.shipped_catalog import FOLDERS
 
 EXAMPLES = [
     ("/", b"KernKoa is working okay!."),

@@ -9,7 +9,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
 from flask import Flask
 
 from kernel import create_app
@@ -20,6 +19,7 @@ from kernel.core.settings import PATH_SETTINGS
 from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
 from kernel.core.settings import parse_value
+from tests.support.catalogs import ControllerTree
 
 
 def test_defaults_come_from_config_py() -> None:

@@ -8,15 +8,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from chromium import browser_page
-from chromium import screenshot
-from conftest import LiveServer
-from tasks_support import Stack
-from tasks_support import clean_environ
-from tasks_support import final
-from tasks_support import trigger
-from tasks_support import wait_status
-from tasks_support import write_catalog
+
+from tests.support.chromium import screenshot
+from tests.support.processes import clean_environ
+from tests.support.servers import LiveServer
+from tests.support.tasks import Stack
+from tests.support.tasks import final
+from tests.support.tasks import trigger
+from tests.support.tasks import wait_status
+from tests.support.tasks import write_catalog
 
 SLOW = '''
 import os
@@ -67,13 +67,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[LiveServer]:
                            with_worker=True)
     finally:
         stack.close()
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> t.Iterator[t.Any]:
-    """A headless Chromium page."""
-    with browser_page(tmp_path / "profile") as opened:
-        yield opened
 
 
 def _wait_state(page: t.Any, state: str) -> None:

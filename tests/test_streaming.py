@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 
 if t.TYPE_CHECKING:
-    from conftest import ControllerTree
-    from conftest import LiveServer
+    from tests.support.catalogs import ControllerTree
+    from tests.support.servers import LiveServer
 
 ROWS = 3000
 

@@ -10,17 +10,21 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from auth_support import BROKEN_VAULTS
-from auth_support import KEY
-from auth_support import VAULT
-from auth_support import bearer
-from auth_support import token
-from auth_support import write_version
-from conftest import LiveServer
-from tasks_support import RedisServer
-from tasks_support import Stack
-from tasks_support import clean_environ
-from tasks_support import write_catalog
+
+from tests.support.auth import BROKEN_VAULTS
+from tests.support.auth import KEY
+from tests.support.auth import VAULT
+from tests.support.auth import bearer
+from tests.support.auth import token
+from tests.support.auth import write_version
+from tests.support.processes import clean_environ
+from tests.support.redis_server import RedisServer
+from tests.support.servers import LiveServer
+from tests.support.tasks import Stack
+from tests.support.tasks import write_catalog
+
+#: Every test here uses the module's redis-server.
+pytestmark = pytest.mark.redis
 
 ADMIN = bearer(token(sub="root", scope="admin"))
 OTHER = bearer(token(sub="eve", scope="reports"))

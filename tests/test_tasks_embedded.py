@@ -8,14 +8,15 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import children
-from tasks_support import Stack
-from tasks_support import clean_environ
-from tasks_support import final
-from tasks_support import trigger
-from tasks_support import wait_for
-from tasks_support import wait_status
-from tasks_support import write_catalog
+
+from tests.support.processes import children
+from tests.support.processes import clean_environ
+from tests.support.tasks import Stack
+from tests.support.tasks import final
+from tests.support.tasks import trigger
+from tests.support.tasks import wait_for
+from tests.support.tasks import wait_status
+from tests.support.tasks import write_catalog
 
 
 @pytest.fixture

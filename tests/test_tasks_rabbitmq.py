@@ -13,13 +13,17 @@ from pathlib import Path
 
 import pytest
 from kombu import Connection
-from tasks_support import RedisServer
-from tasks_support import Stack
-from tasks_support import clean_environ
-from tasks_support import final
-from tasks_support import trigger
-from tasks_support import wait_status
-from tasks_support import write_catalog
+
+from tests.support.processes import clean_environ
+from tests.support.redis_server import RedisServer
+from tests.support.tasks import Stack
+from tests.support.tasks import final
+from tests.support.tasks import trigger
+from tests.support.tasks import wait_status
+from tests.support.tasks import write_catalog
+
+#: Every test here uses the RabbitMQ server (skipped where none answers).
+pytestmark = pytest.mark.rabbitmq
 
 RABBITMQ = ("127.0.0.1", 5672)
 

@@ -10,17 +10,21 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
-from conftest import LiveServer
-from tasks_support import SECRET_HEADERS
-from tasks_support import RedisServer
-from tasks_support import Stack
-from tasks_support import clean_environ
-from tasks_support import final
-from tasks_support import status_of
-from tasks_support import trigger
-from tasks_support import wait_for
-from tasks_support import wait_status
-from tasks_support import write_catalog
+
+from tests.support.processes import clean_environ
+from tests.support.redis_server import RedisServer
+from tests.support.servers import LiveServer
+from tests.support.tasks import SECRET_HEADERS
+from tests.support.tasks import Stack
+from tests.support.tasks import final
+from tests.support.tasks import status_of
+from tests.support.tasks import trigger
+from tests.support.tasks import wait_for
+from tests.support.tasks import wait_status
+from tests.support.tasks import write_catalog
+
+#: Every test here uses the module's redis-server.
+pytestmark = pytest.mark.redis
 
 #: An add-on whose task hooks write one line each next to it.
 TASKLOG_ADDON = """

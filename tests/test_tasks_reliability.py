@@ -10,17 +10,21 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer
-from conftest import uwsgi_server
-from tasks_support import RedisServer
-from tasks_support import Stack
-from tasks_support import clean_environ
-from tasks_support import final
-from tasks_support import status_of
-from tasks_support import trigger
-from tasks_support import wait_for
-from tasks_support import wait_status
-from tasks_support import write_catalog
+
+from tests.support.processes import clean_environ
+from tests.support.redis_server import RedisServer
+from tests.support.servers import LiveServer
+from tests.support.servers import uwsgi_server
+from tests.support.tasks import Stack
+from tests.support.tasks import final
+from tests.support.tasks import status_of
+from tests.support.tasks import trigger
+from tests.support.tasks import wait_for
+from tests.support.tasks import wait_status
+from tests.support.tasks import write_catalog
+
+#: Every test here runs a redis-server.
+pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
@@ -162,6 +166,7 @@ def test_redis_restart_with_a_task_in_flight_keeps_the_worker_and_the_task(
     assert worker.process.poll() is None, worker.log.read_text()[-3000:]
 
 
+@pytest.mark.uwsgi
 def test_redis_down_under_uwsgi_keeps_both_processes_serving(
         tmp_path: Path, env: dict[str, str], redis: RedisServer) -> None:
     settings = {k: v for k, v in env.items() if k.startswith("KERNKOA_")}

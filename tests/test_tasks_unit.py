@@ -7,7 +7,6 @@ import json
 import typing as t
 
 import pytest
-from conftest import ControllerTree
 from flask import Flask
 
 from kernel.cli.worker import worker_argv
@@ -19,6 +18,7 @@ from kernel.tasks.celeryapp import visibility_timeout
 from kernel.tasks.run import TaskHandle
 from kernel.tasks.store import TaskRecord
 from kernel.tasks.views import status_response
+from tests.support.catalogs import ControllerTree
 
 CONTROLLER = """
 from kernkoa import *
@@ -323,7 +323,7 @@ def test_status_is_a_page_only_for_clients_preferring_html(
 
 def test_the_message_carries_only_the_allowed_headers(
         tree: ControllerTree, make_app: t.Callable[..., Flask], tmp_path: t.Any) -> None:
-    from tasks_support import SECRET_HEADERS
+    from tests.support.tasks import SECRET_HEADERS
 
     tree.write("send.py", SENDER)
     client = make_app(TASK_HEADERS=["Accept", "X-Tenant"]).test_client()

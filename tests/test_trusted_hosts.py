@@ -7,12 +7,12 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
-from conftest import assert_error
 from flask import Flask
 
 from kernel.auth.users import UserStore
 from kernel.web.state import state_of
+from tests.support.catalogs import ControllerTree
+from tests.support.envelopes import assert_error
 
 CONTROLLER = """
 from kernkoa import *

@@ -8,9 +8,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import ControllerTree
-from conftest import uwsgi_server
-from conftest import wait_until_gone
+import pytest
+
+from tests.support.catalogs import ControllerTree
+from tests.support.processes import wait_until_gone
+from tests.support.servers import uwsgi_server
+
+#: Every test here runs uWSGI.
+pytestmark = pytest.mark.uwsgi
 
 # Each request records its worker's pid for its round, then waits (bounded) until
 # two workers have arrived: a busy worker cannot take the second request, so two

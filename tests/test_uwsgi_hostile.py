@@ -12,8 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ControllerTree
-from conftest import uwsgi_server
+
+from tests.support.catalogs import ControllerTree
+from tests.support.servers import uwsgi_server
+
+#: Every test here runs uWSGI.
+pytestmark = pytest.mark.uwsgi
 
 HOSTILE = """
 import os

@@ -14,7 +14,6 @@ import typing as t
 import uuid
 
 import pytest
-from conftest import ControllerTree
 from flask import Flask
 
 from kernel.core.errors import BrokerUnavailable
@@ -28,6 +27,7 @@ from kernel.tasks.waiting import disconnect_result_store
 from kernel.tasks.waiting import is_settled
 from kernel.tasks.waiting import preferred_wait
 from kernel.tasks.waiting import wait_seconds
+from tests.support.catalogs import ControllerTree
 
 CONTROLLER = """
 class jobs:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kernel.core.settings import PROJECT_ROOT
+from tests.support import real_parts
 
 #: Where the page tests keep their screenshots (gitignored).
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -45,6 +46,7 @@ def browser_page(profile: Path) -> t.Iterator[t.Any]:
     """A fresh headless Chromium page; the browser is closed on the way out."""
     from playwright.sync_api import sync_playwright
 
+    real_parts.require("chromium")
     executable = chromium_path()
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(

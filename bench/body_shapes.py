@@ -1,4 +1,4 @@
-"""Shapes of request bodies, hostile and plain, of any size, for the suites and the bench.
+"""Shapes of request bodies, hostile and plain, of any size, for the bench and the tests.
 
 Each hostile shape is built to make a scanner backtrack or repeat work: long
 runs of escapes, strings that never end, brackets by the million, separators
@@ -6,7 +6,8 @@ without fields, boundaries that never complete. Each plain shape is what an
 honest client sends, the baseline a hostile body of the same size is
 compared with (``bench/bodies_bench.py``).
 
-Standard library only: the bench imports this module too.
+Standard library only. It lives in the bench, which never imports the tests; the
+hostile-body tests import it from here.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""Real parts for the long-work tests: redis-server, kernkoa workers and servers.
+"""Long work on real processes: the test controllers, kernkoa workers and servers, and
+the client side of a task (trigger, poll its status).
 
 Every process started here is stopped by the fixture or helper that started
-it; every wait is bounded.
+it; every wait is bounded. Redis is :mod:`tests.support.redis_server`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import textwrap
@@ -16,14 +16,12 @@ import time
 import typing as t
 from pathlib import Path
 
-import pytest
-from conftest import BIN
-from conftest import LiveServer
-from conftest import free_port
-from conftest import stop
-from conftest import wait_for_http
-
 from kernel.core.settings import PROJECT_ROOT
+from tests.support.processes import BIN
+from tests.support.processes import free_port
+from tests.support.processes import stop
+from tests.support.processes import wait_for_http
+from tests.support.servers import LiveServer
 
 #: Controllers used by the long-work tests.
 JOBS_CONTROLLER = '''
@@ -117,66 +115,6 @@ def write_catalog(root: Path) -> Path:
     (controllers / "celeryexample/asynclibrary.py").write_text(
         source.replace("\nDELAY = 2\n", "\nDELAY = 0.05\n"))
     return root
-
-
-def clean_environ(**settings: str) -> dict[str, str]:
-    """This process's environment without KERNKOA_* variables, plus ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNKOA_")}
-    env.update({f"KERNKOA_{k}": str(v) for k, v in settings.items()})
-    return env
-
-
-class RedisServer:
-    """A throw-away ``redis-server`` on a free 127.0.0.1 port.
-
-    :param persistent: keep the data in an append-only file in ``folder``, as
-        production runs it, so a restart (:meth:`stop`, then :meth:`start`)
-        finds the queues, the unacknowledged messages and the results again.
-    """
-
-    def __init__(self, folder: Path, persistent: bool = False) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is missing: `make test` installs it")
-        self.binary = binary
-        self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.persistent = persistent
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start it and wait until it answers PING."""
-        log = open(self.folder / "redis.log", "ab")
-        persistence = ["--appendonly", "yes" if self.persistent else "no"]
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             *persistence, "--dir", str(self.folder)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except Exception:
-                time.sleep(0.05)
-        raise TimeoutError("redis-server did not answer PING")
-
-    def stop(self) -> None:
-        """Stop it (SIGTERM: a persistent one writes its data first)."""
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
-
-    def client(self) -> t.Any:
-        """A redis-py client of it."""
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
-                           socket_connect_timeout=2)
 
 
 class Worker:

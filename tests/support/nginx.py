@@ -14,23 +14,22 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import typing as t
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN
-from conftest import LiveServer
-from conftest import children
-from conftest import free_port
-from conftest import stop
-from conftest import wait_until_gone
 
+from bench.servers import wait_for_http as wait_until_served
 from kernel.cli.nginx_errors import directives as nginx_error_pages
 from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
+from tests.support import real_parts
+from tests.support.processes import BIN
+from tests.support.processes import children
+from tests.support.processes import free_port
+from tests.support.processes import stop
+from tests.support.processes import wait_until_gone
+from tests.support.servers import LiveServer
 
 #: Where the distribution's nginx keeps uwsgi_params and mime.types.
 NGINX_ETC = Path("/etc/nginx")
@@ -69,24 +68,6 @@ http {{
     return conf
 
 
-def wait_until_served(url: str, processes: t.Sequence[subprocess.Popen[bytes]],
-                      timeout: float = 60.0) -> None:
-    """Poll ``url`` through nginx until uWSGI answers it with a 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (OSError, urllib.error.HTTPError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} was not served within {timeout} s")
-
-
 @contextlib.contextmanager
 def uwsgi_behind_nginx(folder: Path, env: dict[str, str],
                        *uwsgi_options: str) -> t.Iterator[LiveServer]:
@@ -95,6 +76,8 @@ def uwsgi_behind_nginx(folder: Path, env: dict[str, str],
 
     ``env`` is the whole environment of uWSGI (its ``KERNKOA_*`` settings).
     """
+    real_parts.require("uwsgi")
+    real_parts.require("nginx")
     if shutil.which("nginx") is None:
         pytest.fail("nginx is missing: `make test` installs it")
     run = folder / "run"
@@ -115,7 +98,8 @@ def uwsgi_behind_nginx(folder: Path, env: dict[str, str],
     base = f"http://127.0.0.1:{port}"
     workers: list[int] = []
     try:
-        wait_until_served(base + "/_kernkoa/health", [uwsgi, nginx])
+        # The benchmarks' wait: until uWSGI answers through nginx with a 200.
+        wait_until_served(base + "/_kernkoa/health", uwsgi, nginx)
         yield LiveServer(base, uwsgi, run / "kernkoa_uwsgi.log")
         workers = sorted(children(uwsgi.pid))
     finally:

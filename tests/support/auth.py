@@ -1,4 +1,5 @@
-"""Shared pieces of the auth tests: a controller tree with access rules, and tokens."""
+"""Shared pieces of the auth tests: a controller tree with access rules, tokens and
+Basic credentials."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import typing as t
 from pathlib import Path
 
 import jwt
+
+#: The password of ``alice``, the user of the ``users`` fixture.
+PASSWORD = "correct horse battery"
 
 #: A good shared key (64 hex characters).
 KEY = "3f1c9a7e5b2d4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e"
@@ -83,6 +87,11 @@ def forged(header: dict[str, t.Any], claims: dict[str, t.Any], secret: bytes | N
     signature = b"" if secret is None else hmac.new(secret, signing_input.encode(),
                                                     hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """The Authorization header for Basic credentials."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def bearer(value: str) -> dict[str, str]:
