@@ -2,14 +2,14 @@
 
 schemathesis reads ``/_kernkoa/openapi.json`` from a real ``kernkoa serve``
 (with its task worker) serving the shipped catalog plus
-``tests/contract_catalog/shapes.py`` (every parameter shape and constraint),
+``tests/pages/contract_catalog/shapes.py`` (every parameter shape and constraint),
 then generates requests from the document, valid and invalid, and runs every
 check it has on every operation: statuses, content types, response headers
 and schemas, valid data accepted and invalid data refused, methods the
 document does not list (405 with ``Allow``), OPTIONS (``Allow`` as
 documented), and sequences that follow the document's links (a task
 started, read, cancelled). The one exception is in
-``tests/contract_catalog/schemathesis.toml``.
+``tests/pages/contract_catalog/schemathesis.toml``.
 
 The run is bounded by the number of cases per operation; its seed is fixed,
 so a failure reproduces (``CONTRACT_SEED`` picks another).

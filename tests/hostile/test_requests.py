@@ -21,7 +21,7 @@ EXAMPLES = 1500
 def test_hostile_requests(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("KERNKOA_")}
     done = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "tests" / "hostile_run.py"), str(tmp_path),
+        [sys.executable, str(PROJECT_ROOT / "tests" / "hostile" / "hostile_run.py"), str(tmp_path),
          str(EXAMPLES)],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )

@@ -2,7 +2,7 @@
 
 Real servers on 127.0.0.1: ``kernkoa serve`` (Werkzeug, which de-chunks the
 body) and uWSGI's HTTP socket (which leaves the de-chunking to the app).
-The production shape, nginx in front, is in ``test_deploy.py``. Each server
+The production shape, nginx in front, is in ``tests/deploy/test_setup.py``. Each server
 gets every content type the kernel reads, chunked, at sizes around the limit:
 up to the limit the controller sees the whole body, past it the answer is the
 413 envelope.

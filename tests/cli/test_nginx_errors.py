@@ -1,6 +1,6 @@
 """The nginx error pages setup.sh installs: the kernel's own envelopes, quoted for nginx.
 
-tests/test_deploy.py sends the errors through a real nginx; here, the directives
+tests/deploy/test_setup.py sends the errors through a real nginx; here, the directives
 themselves, against what the app answers for the same statuses.
 """
 

@@ -1,4 +1,4 @@
-"""The hostile-input run, in its own process: ``python tests/hostile_run.py WORKDIR N``.
+"""The hostile-input run, in its own process: ``python tests/hostile/hostile_run.py WORKDIR N``.
 
 It builds three apps (a test catalog open to all, the same catalog behind
 jwt_auth + basic_auth + cors with ``AUTH_DEFAULT=required``, and the shipped
@@ -7,7 +7,7 @@ cannot be removed, hence the separate process) and sends N generated requests
 per Hypothesis test. Every answer must be a documented status, errors must be
 the JSON envelope without a traceback, and no module may be imported from,
 nor any file opened in, a place outside the allowed folders. The last line
-printed is a JSON report that ``test_hostile.py`` checks.
+printed is a JSON report that ``test_requests.py`` checks.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import typing as t
 from pathlib import Path
 
 #: The project root: the helpers are imported as ``tests.support``.
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 # Hypothesis keeps a cache even without a database: in the work folder (temp),
 # never in the project.

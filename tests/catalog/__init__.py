@@ -1,0 +1,1 @@
+"""Tests of kernel/catalog/: loading, routing, exposure, binding, constraints, the registry."""

@@ -1,0 +1,1 @@
+"""Tests of kernel/cli/: the ``kernkoa`` command and the nginx error pages."""
