@@ -32,7 +32,7 @@ BACKTRACKING = {re._constants.MAX_REPEAT, re._constants.MIN_REPEAT}  # type: ign
 
 def sources() -> list[Path]:
     """The Python files of the kernel and of the shipped add-ons."""
-    return sorted([*(PROJECT_ROOT / "kernel").glob("*.py"),
+    return sorted([*(PROJECT_ROOT / "kernel").rglob("*.py"),
                    *(PROJECT_ROOT / "system" / "addons").glob("*.py")])
 
 
