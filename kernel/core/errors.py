@@ -71,6 +71,18 @@ class JsonTooDeep(BadRequestBody):
     description = "The JSON body is nested too deeply."
 
 
+class UnsupportedCbor(BadRequestBody):
+    """400: the CBOR body holds an item no JSON body could: a tag other than
+    date/time, bignum or decimal fraction, a byte string outside a bignum, a
+    simple value other than false/true/null, a map key that is not text
+    (:mod:`kernel.web.cbor`)."""
+
+    error_code = "unsupported_cbor"
+    description = ("The CBOR body holds an item this server does not read: only the "
+                   "JSON data model, date/time (tags 0, 1), bignums (2, 3) and decimal "
+                   "fractions (4).")
+
+
 class AuthenticationRequired(KernelError):
     """401: credentials are missing or invalid.
 
@@ -187,7 +199,8 @@ class UnsupportedBody(KernelError):
 
     code = 415
     error_code = "unsupported_media_type"
-    description = ("The request body must be JSON (application/json) or a form "
+    description = ("The request body must be JSON (application/json), CBOR "
+                   "(application/cbor) or a form "
                    "(application/x-www-form-urlencoded, multipart/form-data).")
 
 

@@ -3,7 +3,7 @@
 Built from :mod:`kernel.catalog.listing`, so it describes exactly what is served:
 
 - a GET (or DELETE) operation takes the method's fields as query parameters;
-  POST, PUT and PATCH take them as a form, multipart or JSON body (only
+  POST, PUT and PATCH take them as a form, multipart, JSON or CBOR body (only
   multipart for a method taking files; the query string works too, but one
   place per field keeps the document readable);
 - each field's JSON Schema is built by the binder's own converter
@@ -49,8 +49,10 @@ DESCRIBED_METHODS = ("get", "post", "put", "patch", "delete")
 #: HTTP methods whose fields travel in the query string.
 QUERY_METHODS = frozenset({"get", "delete"})
 
-#: The media types a method taking fields reads its body from.
-BODY_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")
+#: The media types of JSON-able answers (CBOR for ``Accept: application/cbor``), and
+#: those a method taking fields reads its body from.
+DATA_TYPES = ("application/json", "application/cbor")
+BODY_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", *DATA_TYPES)
 
 #: The field names a multipart body can carry: the kernel refuses a part whose
 #: name holds a backslash (:mod:`kernel.web.formbody`), as encoders read it apart.
@@ -85,7 +87,8 @@ def _always(facts: Facts) -> bool:
 
 #: Every error status a controller operation can answer, and when it applies.
 CONTROLLER_ERRORS: tuple[tuple[str, str, t.Callable[[Facts], bool]], ...] = (
-    ("400", "The body is not valid JSON, or nests deeper than `MAX_JSON_DEPTH`.", _always),
+    ("400", "The body is not valid JSON or CBOR, is CBOR no JSON body could be (a tag "
+            "other than 0-4...), or nests deeper than `MAX_JSON_DEPTH`.", _always),
     ("401", "Credentials are missing or not valid.", lambda f: f.guarded),
     ("403", "The credentials lack a scope the route requires.", lambda f: bool(f.access.scopes)),
     ("404", "No such route (or more path segments than the method takes).", _always),
@@ -93,7 +96,7 @@ CONTROLLER_ERRORS: tuple[tuple[str, str, t.Callable[[Facts], bool]], ...] = (
      _always),
     ("413", "The body is over `MAX_CONTENT_LENGTH`, or the request carries more than "
             "`MAX_FIELDS` fields.", _always),
-    ("415", "The body is neither JSON nor a form.", lambda f: not f.takes_any_body),
+    ("415", "The body is neither JSON, CBOR nor a form.", lambda f: not f.takes_any_body),
     ("422", "Missing, unconvertible or unexpected fields, a field breaking its constraints, "
             "or a JSON body that is not an object.", _always),
     ("429", "Too many failed authentications from this client; see `Retry-After`.",
@@ -189,7 +192,7 @@ def _request_body(route: dict[str, t.Any], converters: dict[str, Converter],
     else:
         content = {media: {"schema": form} for media in BODY_TYPES}
         content["multipart/form-data"] = {"schema": multipart}
-        content["application/json"] = {"schema": _object_schema(route, converters, text=False)}
+        content.update(_data(_object_schema(route, converters, text=False)))
     return {"required": "required" in form, "content": content}
 
 
@@ -202,34 +205,36 @@ def _task_links() -> dict[str, t.Any]:
 def _success_responses(celery: bool) -> dict[str, t.Any]:
     if not celery:
         return {"200": {
-            "description": "The method's return value: HTML for a string, JSON for "
-                           "a dict, list, number or null, bytes as a download.",
-            "content": {"text/html": {"schema": {"type": "string"}},
-                        "application/json": {"schema": {}},
-                        "application/octet-stream": {
-                            "schema": {"type": "string", "format": "binary"}}},
+            "description": "The method's return value: HTML for a string, JSON (or CBOR: "
+                           "`Accept`) for a dict, list, number or null, bytes as a download.",
+            "content": {"text/html": {"schema": {"type": "string"}}, **_data({}),
+                        "application/octet-stream": {"schema": {"type": "string",
+                                                                "format": "binary"}}},
         }}
     return {
         "202": {
             "description": "Queued on a Celery worker; follow `status_url`.",
             "headers": {"Location": {"description": "The task's status URL.",
                                      "schema": {"type": "string"}}},
-            "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/TaskAccepted"}}},
+            "content": _data({"$ref": "#/components/schemas/TaskAccepted"}),
             "links": _task_links(),
         },
         "200": {
             "description": "Sent with `Prefer: wait=<seconds>`: the task finished within "
                            "the wait; its status body, with `id` and `status_url`.",
-            "content": {"application/json": {"schema": _STATUS_REF}},
+            "content": _data(_STATUS_REF),
             "links": _task_links(),
         },
     }
 
 
 def _error(description: str) -> dict[str, t.Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": _ERROR_REF}}}
+    return {"description": description, "content": _data(_ERROR_REF)}
+
+
+def _data(schema: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The content of a JSON-able answer: the same schema in JSON and in CBOR."""
+    return {media: {"schema": schema} for media in DATA_TYPES}
 
 
 def _prefer_header() -> dict[str, t.Any]:
@@ -318,7 +323,7 @@ def _status_paths(auth_statuses: dict[str, str]) -> dict[str, t.Any]:
         found = {**STATUS_ERRORS[method], **auth_statuses}
         return {status: _error(found[status]) for status in sorted(found)}
 
-    status_body = {"application/json": {"schema": _STATUS_REF}}
+    status_body = _data(_STATUS_REF)
     return {"/status/{id}": {
         "parameters": id_param,
         "get": {

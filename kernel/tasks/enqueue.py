@@ -42,6 +42,7 @@ from ..catalog.exposure import Endpoint
 from ..core.errors import BrokerUnavailable
 from ..core.errors import ParameterError
 from ..core.errors import RouteNotFound
+from ..web.cbor import is_cbor
 from ..web.params import GivenFields
 from ..web.params import Params
 from ..web.params import RequestFields
@@ -122,7 +123,8 @@ def request_snapshot(req: Request, task_headers: frozenset[str]) -> dict[str, t.
     }
     fields = RequestFields(req)
     if fields.has_body:
-        if req.is_json:
+        if req.is_json or is_cbor(req):
+            # A CBOR body's value is one a JSON body could hold: it travels as JSON.
             snapshot["json"] = fields.json
         elif fields.form:
             snapshot["form"] = [[k, v] for k, v in fields.form.items(multi=True)]

@@ -15,7 +15,8 @@ never issued or expired     404 error envelope
 ==========================  ===================================================
 
 JSON unless the client prefers HTML (a browser), which gets the live task page
-of :mod:`kernel.tasks.page`; ``?format=json`` forces JSON. ``?wait=<seconds>``
+of :mod:`kernel.tasks.page`, or CBOR (``Accept: application/cbor``), which gets
+the same body in CBOR; ``?format=json`` forces JSON. ``?wait=<seconds>``
 answers once the task has finished, or when the wait is over (a long poll,
 :mod:`kernel.tasks.waiting`).
 ``DELETE /status/<id>`` cancels the task.
@@ -36,6 +37,9 @@ from werkzeug.wrappers import Response
 from ..core.errors import BrokerUnavailable
 from ..core.errors import TaskFinished
 from ..core.errors import TaskNotFound
+from ..web.cbor import CBOR_TYPE
+from ..web.cbor import encode_cbor
+from ..web.cbor import prefers_cbor
 from ..web.state import current_state
 from .body import status_body
 from .body import valid_task_id
@@ -65,9 +69,12 @@ def prefers_html() -> bool:
 
 
 def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
-    """Send a status body: JSON, or the HTML page when the client prefers HTML."""
+    """Send a status body: JSON, the HTML page when the client prefers HTML, or CBOR."""
     if prefers_html():
         response = status_page(body, status)
+    elif _prefers_cbor():
+        response = current_app.response_class(encode_cbor(body), status=status,
+                                              mimetype=CBOR_TYPE)
     else:
         # json.dumps keeps "status" first with KernKoa's spacing:
         # {"status": "SUCCESS", "data": 10}, byte for byte as clients saw it.
@@ -109,12 +116,23 @@ def task_started(task_id: str) -> Response:
         return redirect(status_url, code=303)
     done = _finished_within_preferred_wait(task_id)
     if done is not None:
-        return t.cast(Response, current_app.json.response(
-            {"id": task_id, **done, "status_url": status_url}))
-    response = t.cast(Response, current_app.json.response(
-        {"id": task_id, "status": states.PENDING, "status_url": status_url}))
-    response.status_code = 202
+        return _json_or_cbor({"id": task_id, **done, "status_url": status_url}, 200)
+    response = _json_or_cbor({"id": task_id, "status": states.PENDING,
+                              "status_url": status_url}, 202)
     response.headers["Location"] = status_url
+    return response
+
+
+def _prefers_cbor() -> bool:
+    return request.args.get("format") != "json" and prefers_cbor(
+        request._get_current_object())  # type: ignore[attr-defined]
+
+
+def _json_or_cbor(body: dict[str, t.Any], status: int) -> Response:
+    if _prefers_cbor():
+        return current_app.response_class(encode_cbor(body), status=status, mimetype=CBOR_TYPE)
+    response = t.cast(Response, current_app.json.response(body))
+    response.status_code = status
     return response
 
 

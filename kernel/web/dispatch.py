@@ -85,7 +85,7 @@ def dispatch(path: str = "") -> Response:
         # A controller's sys.exit() would end the worker process (uWSGI) or drop
         # the connection (dev server): it is a failed request like any other.
         raise RuntimeError(f"the controller called sys.exit({error.code!r})") from error
-    return to_response(result, app)
+    return to_response(result, app, req)
 
 
 def _refuse_hidden_segments(environ: dict[str, t.Any]) -> None:

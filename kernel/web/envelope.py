@@ -17,9 +17,14 @@ import typing as t
 from flask import Flask
 from flask import Response
 from flask import current_app
+from flask import has_request_context
+from flask import request
 from werkzeug import exceptions as http
 
 from ..core.errors import ParameterError
+from .cbor import CBOR_TYPE
+from .cbor import encode_cbor
+from .cbor import prefers_cbor
 
 log = logging.getLogger("kernkoa")
 
@@ -51,7 +56,8 @@ def standard_envelope(status: int) -> dict[str, t.Any]:
 
 
 def error_response(error: http.HTTPException) -> Response:
-    """Turn any HTTP exception into the JSON envelope, keeping its headers (``Allow``...)."""
+    """Turn any HTTP exception into the JSON envelope, keeping its headers (``Allow``...);
+    the same envelope in CBOR when the client's ``Accept`` prefers it."""
     extra: dict[str, t.Any] = {}
     if isinstance(error, ParameterError):
         extra["fields"] = error.fields
@@ -59,11 +65,13 @@ def error_response(error: http.HTTPException) -> Response:
     if detail and current_app.debug:
         extra["detail"] = detail
     status = error.code or 500
-    response = current_app.response_class(
-        json.dumps(error_envelope(error, **extra)),
-        status=status,
-        mimetype="application/json",
-    )
+    body = error_envelope(error, **extra)
+    if has_request_context() and prefers_cbor(request._get_current_object()):  # type: ignore[attr-defined]
+        response = current_app.response_class(encode_cbor(body), status=status,
+                                              mimetype=CBOR_TYPE)
+    else:
+        response = current_app.response_class(json.dumps(body), status=status,
+                                              mimetype="application/json")
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             # add, not set: a 401 carries one WWW-Authenticate per auth scheme.

@@ -2,7 +2,8 @@
 
 Fields come from the query string, the form and the top-level keys of a JSON
 object body, in that order of precedence (later wins). The body is parsed only
-when the request has one.
+when the request has one. A CBOR body (``application/cbor``) is read as a JSON
+one: its decoded value is what the JSON source holds (:mod:`kernel.web.cbor`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from werkzeug.wsgi import get_content_length
 from ..core.errors import BadRequestBody
 from ..core.settings import Settings
 from .body import is_chunked
+from .cbor import decode_cbor
+from .cbor import is_cbor
 from .limits import check_field_count
 from .limits import check_json_body
 from .limits import check_urlencoded_form
@@ -99,8 +102,9 @@ class RequestFields:
     @property
     def body_is_readable(self) -> bool:
         """Whether the body's media type is one the kernel reads fields from:
-        JSON (``application/json``, ``application/*+json``), or a form."""
-        return self.request.is_json or self.request.mimetype in FORM_TYPES
+        JSON (``application/json``, ``application/*+json``), CBOR, or a form."""
+        req = self.request
+        return req.is_json or req.mimetype in FORM_TYPES or is_cbor(req)
 
     @property
     def json_type(self) -> str | None:
@@ -176,6 +180,8 @@ class RequestFields:
                 self._body = (MultiDict(), None)
             elif self.request.is_json:
                 self._body = (MultiDict(), self._parse_json())
+            elif is_cbor(self.request):
+                self._body = (MultiDict(), self._parse_cbor())
             else:
                 settings = self._settings()
                 check_urlencoded_form(self.request, settings.MAX_FIELDS,
@@ -203,6 +209,18 @@ class RequestFields:
             _refuse_lone_surrogates(body)
         if isinstance(body, dict):
             check_field_count(len(body), settings.MAX_FIELDS, "JSON body")
+        return body
+
+    def _parse_cbor(self) -> t.Any:
+        # Bound as JSON is: the same limits, the decoded value as the JSON source.
+        data = self.request.get_data(cache=True)
+        if not data:
+            return None
+        self._json_sent = True
+        settings = self._settings()
+        body = decode_cbor(data, settings.MAX_JSON_DEPTH, settings.MAX_JSON_CONTAINERS)
+        if isinstance(body, dict):
+            check_field_count(len(body), settings.MAX_FIELDS, "CBOR body")
         return body
 
     def _settings(self) -> Settings:

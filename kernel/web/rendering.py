@@ -4,7 +4,8 @@
 method returns                                  response
 =============================================  ======================================
 ``str``                                         200 ``text/html; charset=utf-8``
-``dict``, ``list``, number, ``bool``, ``None``  200 ``application/json``
+``dict``, ``list``, number, ``bool``, ``None``  200 ``application/json`` (``application/cbor``
+                                                when ``Accept`` prefers CBOR)
 ``bytes``                                       200 ``application/octet-stream``
 a generator or iterator                         streamed
 ``(body, status)``, ``(body, status, headers)``  as Flask does
@@ -18,19 +19,27 @@ import collections.abc as cabc
 import typing as t
 
 from flask import Flask
+from flask import Request
 from flask import current_app
 from flask import render_template
+from flask import request
 from flask import stream_with_context
 from werkzeug.wrappers import Response as WerkzeugResponse
+
+from .cbor import CBOR_TYPE
+from .cbor import encode_cbor
+from .cbor import prefers_cbor
 
 _JSON_TYPES = (dict, list, int, float, bool, type(None))
 
 
-def to_response(value: t.Any, app: Flask | None = None) -> WerkzeugResponse:
+def to_response(value: t.Any, app: Flask | None = None,
+                req: Request | None = None) -> WerkzeugResponse:
     """Turn a controller's return value into a response (see the module docstring).
 
     :param app: the current app, when the caller holds it already (saves a
         context lookup per request).
+    :param req: the current request, likewise (its ``Accept`` picks JSON or CBOR).
     :raises TypeError: for a value of any other type.
     """
     if isinstance(value, WerkzeugResponse):
@@ -38,7 +47,7 @@ def to_response(value: t.Any, app: Flask | None = None) -> WerkzeugResponse:
     if isinstance(value, tuple):
         if not 2 <= len(value) <= 3:
             raise TypeError("a returned tuple must be (body, status) or (body, status, headers)")
-        return current_app.make_response((to_response(value[0], app), *value[1:]))
+        return current_app.make_response((to_response(value[0], app, req), *value[1:]))
     if app is None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     response_class = app.response_class
@@ -47,6 +56,8 @@ def to_response(value: t.Any, app: Flask | None = None) -> WerkzeugResponse:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return response_class(bytes(value), mimetype="application/octet-stream")
     if isinstance(value, _JSON_TYPES):
+        if prefers_cbor(req if req is not None else request._get_current_object()):  # type: ignore[attr-defined]
+            return response_class(encode_cbor(value), mimetype=CBOR_TYPE)
         # Flask annotates the provider's answer as the sans-IO base class; it
         # is an instance of app.response_class.
         return t.cast(WerkzeugResponse, app.json.response(value))
