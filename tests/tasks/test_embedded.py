@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
 import typing as t
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from tests.support.processes import children
@@ -92,3 +95,34 @@ def test_embedded_worker_killed_is_restarted_and_its_tasks_finish(
     bodies = [wait_status(server, task_id, final, timeout=60) for task_id in ids]
     assert bodies == [{"status": "SUCCESS", "data": "done"}] * 2
     assert [_starts(note) for note in notes] == [2, 2]
+
+
+def test_a_cbor_trigger_and_its_status_in_cbor(stack: Stack, tmp_path: Path) -> None:
+    env = clean_environ(CATALOG=str(write_catalog(tmp_path / "catalog")),
+                        VAR=str(tmp_path / "var"), WORKER_CONCURRENCY="1")
+    server = stack.server(env, with_worker=True)
+    cbor = {"Content-Type": "application/cbor", "Accept": "application/cbor"}
+    code, headers, body = server.request("/jobs/jobs/count_celery", "POST",
+                                         cbor2.dumps({"n": 2, "tag": "cbor"}), cbor)
+    assert code == 202 and headers["Content-Type"] == "application/cbor", body
+    accepted = cbor2.loads(body)
+    assert accepted["status"] == "PENDING" and headers["Location"] == accepted["status_url"]
+    deadline = time.monotonic() + 30
+    while True:
+        code, headers, body = server.request(f"/status/{accepted['id']}",
+                                             headers={"Accept": "application/cbor"})
+        assert code == 200 and headers["Content-Type"] == "application/cbor", body
+        status = cbor2.loads(body)
+        if final(status) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert status["status"] == "SUCCESS" and status["data"]["tag"] == "cbor", status
+    # The same status as JSON for */*, and a waited trigger's 200 in CBOR.
+    assert json.loads(server.request(f"/status/{accepted['id']}")[2]) == status
+    code, headers, body = server.request("/jobs/jobs/count_celery", "POST",
+                                         cbor2.dumps({"n": 1, "tag": "w"}),
+                                         {**cbor, "Prefer": "wait=20"})
+    assert code == 200 and cbor2.loads(body)["data"]["tag"] == "w", body
+    # A refused CBOR body never reaches the queue: its envelope comes in CBOR.
+    code, _, body = server.request("/jobs/jobs/count_celery", "POST", b"\x9f\x01", cbor)
+    assert code == 400 and cbor2.loads(body)["error"]["code"] == "bad_request"
