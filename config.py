@@ -101,7 +101,7 @@ MAX_SEGMENT_LENGTH = 128
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
 #: Most fields in a request's query string, form (urlencoded or multipart) or
-#: top-level JSON object; more is a 413 envelope.
+#: top-level JSON object (or CBOR map); more is a 413 envelope.
 MAX_FIELDS = 1000
 
 #: Largest text of a form held in memory: a whole urlencoded body, or one
@@ -110,12 +110,14 @@ MAX_FIELDS = 1000
 #: Percent-decoding costs Python work per escape: this bounds what one form costs.
 MAX_FORM_MEMORY_SIZE = 500_000
 
-#: Most arrays and objects in a JSON body; more is a 413 envelope. Each becomes a
+#: Most arrays and objects in a JSON body (arrays and maps in a CBOR one); more is
+#: a 413 envelope. Each becomes a
 #: Python object: 100,000 empty arrays take about 35 ms and 6 MiB to parse, where
 #: a plain body of their size takes under 1 ms.
 MAX_JSON_CONTAINERS = 100_000
 
-#: Deepest nesting of arrays and objects in a JSON body; deeper is a 400 envelope.
+#: Deepest nesting of arrays and objects in a JSON body (arrays and maps in a CBOR
+#: one); deeper is a 400 envelope.
 MAX_JSON_DEPTH = 64
 
 #: How many resolved URLs each process remembers.

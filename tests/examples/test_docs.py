@@ -11,6 +11,9 @@ when the Markdown is rendered) saying what it is:
   optionally starting with the HTTP status (``# 422 {...}``; without one, any
   2xx). No comment: the call must simply succeed;
 - ``<!-- output of: curl ... -->``: the block is what that command answers;
+- ``<!-- python -->``: a client script, run by the project's Python
+  (``http://127.0.0.1:5000`` becoming the test server's address); its
+  ``assert`` statements are what it expects, and it must exit with 0;
 - ``<!-- not run: why -->``: a block the suite cannot run as a call (the
   Makefile's targets, ``setup.sh``, settings), and where it is tested instead.
 
@@ -27,6 +30,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +50,7 @@ DOCUMENTED_BASE = "http://127.0.0.1:5000"
 ANYTHING = "..."
 
 _FENCE = re.compile(r"^(\s*)```")
-_MARKER = re.compile(r"^\s*<!--\s*(file|calls|output of|not run):?\s*(.*?)\s*-->\s*$")
+_MARKER = re.compile(r"^\s*<!--\s*(file|calls|output of|not run|python):?\s*(.*?)\s*-->\s*$")
 _STATUS = re.compile(r"^(\d{3})(?:\s+|$)")
 
 
@@ -164,6 +168,13 @@ def run_curl(command: str, base: str) -> tuple[int, str]:
     return int(status), body
 
 
+def run_python(where: str, script: str, base: str) -> None:
+    """Run a documented client script against ``base``; fail unless it exits with 0."""
+    result = subprocess.run([sys.executable, "-c", script.replace(DOCUMENTED_BASE, base)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"{where}: {result.stdout}{result.stderr}"
+
+
 def check_answer(where: str, command: str, expected: str | None, base: str,
                  any_status: bool = False) -> None:
     """Run ``command``; fail unless it answers ``expected`` (see the module doc).
@@ -253,6 +264,9 @@ def test_documented_examples_answer_as_written(serve: t.Callable[..., LiveServer
             for call in calls(block):
                 check_answer(call.where, call.command, call.expected, server.base)
                 checked += 1
+        elif block.kind == "python":
+            run_python(block.where, block.text, server.base)
+            checked += 1
         elif block.kind == "output of":
             check_answer(block.where, block.argument, block.text, server.base,
                          any_status=True)

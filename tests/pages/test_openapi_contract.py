@@ -9,7 +9,9 @@ and schemas, valid data accepted and invalid data refused, methods the
 document does not list (405 with ``Allow``), OPTIONS (``Allow`` as
 documented), and sequences that follow the document's links (a task
 started, read, cancelled). The one exception is in
-``tests/pages/contract_catalog/schemathesis.toml``.
+``tests/pages/contract_catalog/schemathesis.toml``. CBOR bodies and answers are
+covered through ``tests/pages/contract_catalog/cbor_hooks.py``: a case whose
+body is CBOR asks for CBOR back.
 
 The run is bounded by the number of cases per operation; its seed is fixed,
 so a failure reproduces (``CONTRACT_SEED`` picks another).
@@ -65,6 +67,8 @@ def fuzz(server: LiveServer, workdir: Path) -> tuple[subprocess.CompletedProcess
         # One worker: Hypothesis reads lambdas' source with ast, which two threads
         # at once have been seen to break. Its database and reports stay here.
         cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HERE / "contract_catalog/cbor_hooks.py"),
+             "CONTRACT_CBOR_TALLY": str(workdir / "cbor-tally.txt")},
     )
     return result, json.loads(report.read_text()) if report.exists() else {}
 
@@ -89,3 +93,7 @@ def test_the_fuzzer_finds_no_disagreement(serve: t.Callable[..., LiveServer],
         "examples": "skip", "coverage": "success", "fuzzing": "success", "stateful": "success"}
     assert report["warnings"]["unsupported_regex"] == []
     assert report["test_cases"]["generated"] >= 20 * operations, report["test_cases"]
+    # CBOR went both ways: bodies sent in it, answers read from it.
+    tally = (tmp_path / "cbor-tally.txt").read_text().split()
+    assert tally.count("sent") >= operations and tally.count("read") >= operations, (
+        tally.count("sent"), tally.count("read"))
