@@ -63,6 +63,35 @@ _NO_TAG = -1
 _BREAK = 0xFF
 #: Simple values a JSON body has: false, true, null; and the three float widths.
 _JSON_SIMPLE = frozenset({20, 21, 22, 25, 26, 27})
+#: 0 for a head that is a whole item of one byte a JSON body has (0..23, -1..-24,
+#: false, true, null, ""), 1 for the others (containers count, so they are 1).
+_LONG = bytes(0 if b < 0x18 or 0x20 <= b < 0x38 or b in (0x60, 0xF4, 0xF5, 0xF6) else 1
+              for b in range(256))
+
+
+def _whole_size(head: int) -> int:
+    """The whole size of an item a JSON body has, when its head alone gives it; else 0."""
+    major, info = head >> 5, head & 0x1F
+    if major in (0, 1) and info < 28:
+        return 1 if info < 24 else 1 + (1 << (info - 24))
+    if major == 3 and info < 24:
+        return 1 + info
+    if head in (0xF4, 0xF5, 0xF6):
+        return 1
+    return {0xF9: 3, 0xFA: 5, 0xFB: 9}.get(head, 0)
+
+
+#: :func:`_whole_size` of every head, and of the heads a map key may have (short texts).
+_WHOLE = [_whole_size(head) for head in range(256)]
+_KEY = [_WHOLE[head] if head >> 5 == 3 else 0 for head in range(256)]
+#: What the tags 0-3 may apply to, by their one-byte head, as sizes: a short
+#: text, a number, a short byte string (a bignum under 24 bytes).
+_AFTER_TAG = {
+    0xC0: _KEY,
+    0xC1: [_WHOLE[head] if head >> 5 in (0, 1) or head >= 0xF9 else 0 for head in range(256)],
+    0xC2: [1 + (head & 0x1F) if 0x40 <= head < 0x58 else 0 for head in range(256)],
+}
+_AFTER_TAG[0xC3] = _AFTER_TAG[0xC2]
 
 #: Decoders for the allowed tags whose cbor2 value JSON lacks: each item binds
 #: as what a JSON client sends for it (the callback gets the tag's content).
@@ -110,81 +139,109 @@ def scan_cbor(data: bytes, max_depth: int, max_containers: int) -> CborShape:
     stack: list[list[int]] = []
     depth = deepest = containers = items = 0
     tag = _NO_TAG
+    # Bytes marked 1 where a one-byte item cannot stand (made on the first array).
+    marks = b""
     while True:
         if pos >= end:
             raise _malformed("truncated item", pos)
-        start = pos
-        head = data[pos]
-        pos += 1
-        items += 1
-        major, info = head >> 5, head & 0x1F
-        if info < 24:
-            arg = info
-        elif info < 28:
-            size = 1 << (info - 24)
-            if pos + size > end:
-                raise _malformed("truncated header", start)
-            arg = int.from_bytes(data[pos:pos + size], "big")
-            pos += size
-        elif info == 31 and major in (2, 3, 4, 5) or head == _BREAK:
-            arg = _INDEFINITE
-        else:
-            raise _malformed("reserved or misplaced header", start)
         frame = stack[-1] if stack else None
-        if head == _BREAK:
-            if frame is None or frame[1] != _INDEFINITE or tag != _NO_TAG:
-                raise _malformed("break outside an indefinite-length item", start)
-            if frame[0] == _MAP and frame[2] % 2:
-                raise _malformed("map key without a value", start)
-            stack.pop()
-            if frame[0] != _CHUNKS:
-                depth -= 1
-        else:
-            if frame is not None:
-                _check_placement(frame, major, arg, tag, start)
-            if major == 6:
-                if tag != _NO_TAG:
-                    raise _unsupported("a tag on a tag", start)
-                if arg not in ALLOWED_TAGS:
-                    raise _unsupported(f"tag {arg}", start)
-                tag = arg
-                continue  # the tag belongs to the next item
-            _check_tagged(tag, major, info, arg, start)
-            if frame is not None:
-                frame[2] += 1
-                if frame[1] > 0:
-                    frame[1] -= 1
-            if major in (2, 3):
-                if major == 2 and tag not in (2, 3):
-                    raise _unsupported("a byte string outside a bignum", start)
-                if arg == _INDEFINITE:
-                    stack.append([_CHUNKS, _INDEFINITE, 0, major])
-                elif arg > end - pos:
-                    raise _malformed("a string longer than the body", start)
-                else:
-                    pos += arg
-            elif major in (4, 5):
-                containers += 1
-                depth += 1
-                if containers > max_containers:
-                    raise JsonTooLarge("The CBOR body holds more arrays and maps than this "
-                                       "server decodes.",
-                                       detail=f"more than {max_containers} arrays and maps")
-                if depth > max_depth:
-                    raise JsonTooDeep("The CBOR body is nested too deeply.",
-                                      detail=f"nesting deeper than {max_depth}")
-                deepest = max(deepest, depth)
-                kind = _DECIMAL if tag == 4 else (_MAP if major == 5 else _ARRAY)
-                count = arg if arg == _INDEFINITE or major == 4 else 2 * arg
-                if count > end - pos:  # every item takes a byte at least
-                    raise _malformed("more items declared than the body holds", start)
-                if count:
-                    stack.append([kind, count, 0, major])
-                else:
+        kind = frame[0] if frame is not None else _CHUNKS
+        done = 0
+        if kind <= _MAP and tag == _NO_TAG:
+            if kind == _ARRAY and not _LONG[data[pos]]:
+                # A run of one-byte items (small integers, false/true/null, ""):
+                # one bytes.find over it in C, not a turn of this loop per byte.
+                if not marks:
+                    marks = data.translate(_LONG)
+                left = frame[1]  # type: ignore[index]
+                limit = end if left == _INDEFINITE else min(end, pos + left)
+                stop = marks.find(1, pos, limit)
+                done = (limit if stop < 0 else stop) - pos
+                pos += done
+            else:
+                # Items whose head gives their whole size (numbers, short texts,
+                # false/true/null) in a tight loop; the others go below.
+                pos, done = _skip_whole(data, pos, end, frame)  # type: ignore[arg-type]
+            if done:
+                items += done
+                frame[2] += done  # type: ignore[index]
+                if frame[1] != _INDEFINITE:  # type: ignore[index]
+                    frame[1] -= done  # type: ignore[index]
+        if not done:
+            start = pos
+            head = data[pos]
+            pos += 1
+            items += 1
+            major = head >> 5
+            info = head & 0x1F
+            if info < 24:
+                arg = info
+            elif info < 28:
+                size = 1 << (info - 24)
+                if pos + size > end:
+                    raise _malformed("truncated header", start)
+                arg = int.from_bytes(data[pos:pos + size], "big")
+                pos += size
+            elif info == 31 and (2 <= major <= 5 or head == _BREAK):
+                arg = _INDEFINITE
+            else:
+                raise _malformed("reserved or misplaced header", start)
+            if head == _BREAK:
+                if frame is None or frame[1] != _INDEFINITE or tag != _NO_TAG:
+                    raise _malformed("break outside an indefinite-length item", start)
+                if frame[0] == _MAP and frame[2] % 2:
+                    raise _malformed("map key without a value", start)
+                stack.pop()
+                if frame[0] != _CHUNKS:
                     depth -= 1
-            elif major == 7 and info not in _JSON_SIMPLE:
-                raise _unsupported(f"simple value {arg if info == 24 else info}", start)
-            tag = _NO_TAG
+            else:
+                if frame is not None and frame[0] != _ARRAY:
+                    _check_placement(frame, major, arg, tag, start)
+                if major == 6:
+                    if tag != _NO_TAG:
+                        raise _unsupported("a tag on a tag", start)
+                    if arg not in ALLOWED_TAGS:
+                        raise _unsupported(f"tag {arg}", start)
+                    tag = arg
+                    continue  # the tag belongs to the next item
+                if tag != _NO_TAG:
+                    _check_tagged(tag, major, info, arg, start)
+                if frame is not None:
+                    frame[2] += 1
+                    if frame[1] > 0:
+                        frame[1] -= 1
+                if major == 3 or major == 2:
+                    if major == 2 and tag != 2 and tag != 3:
+                        raise _unsupported("a byte string outside a bignum", start)
+                    if arg == _INDEFINITE:
+                        stack.append([_CHUNKS, _INDEFINITE, 0, major])
+                    elif arg > end - pos:
+                        raise _malformed("a string longer than the body", start)
+                    else:
+                        pos += arg
+                elif major == 4 or major == 5:
+                    containers += 1
+                    depth += 1
+                    if containers > max_containers:
+                        raise JsonTooLarge("The CBOR body holds more arrays and maps than this "
+                                           "server decodes.",
+                                           detail=f"more than {max_containers} arrays and maps")
+                    if depth > max_depth:
+                        raise JsonTooDeep("The CBOR body is nested too deeply.",
+                                          detail=f"nesting deeper than {max_depth}")
+                    if depth > deepest:
+                        deepest = depth
+                    kind = _DECIMAL if tag == 4 else (_MAP if major == 5 else _ARRAY)
+                    count = arg if arg == _INDEFINITE or major == 4 else 2 * arg
+                    if count > end - pos:  # every item takes a byte at least
+                        raise _malformed("more items declared than the body holds", start)
+                    if count:
+                        stack.append([kind, count, 0, major])
+                    else:
+                        depth -= 1
+                elif major == 7 and info not in _JSON_SIMPLE:
+                    raise _unsupported(f"simple value {arg if info == 24 else info}", start)
+                tag = _NO_TAG
         # Close every definite frame whose last item this was.
         while stack and stack[-1][1] == 0:
             if stack.pop()[0] != _CHUNKS:
@@ -194,6 +251,44 @@ def scan_cbor(data: bytes, max_depth: int, max_containers: int) -> CborShape:
     if pos != end:
         raise _malformed("bytes after the item", pos)
     return CborShape(items, containers, deepest)
+
+
+def _skip_whole(data: bytes, pos: int, end: int, frame: list[int]) -> tuple[int, int]:
+    """Skip the items at ``pos`` of an array or map frame whose head gives their
+    whole size; the new position and how many items were skipped."""
+    left = frame[1]
+    done = 0
+    if frame[0] == _ARRAY:
+        while left != done and pos < end:
+            size = _WHOLE[data[pos]] or _tagged_size(data, pos, end)
+            if not size or pos + size > end:
+                break
+            pos += size
+            done += 1
+        return pos, done
+    if frame[2] % 2:  # a value comes first: the slow path takes it
+        return pos, 0
+    # Pairs of a short text key and such a value.
+    while left != done and pos < end:
+        key = _KEY[data[pos]]
+        if not key or pos + key >= end:
+            break
+        size = _WHOLE[data[pos + key]] or _tagged_size(data, pos + key, end)
+        if not size or pos + key + size > end:
+            break
+        pos += key + size
+        done += 2
+    return pos, done
+
+
+def _tagged_size(data: bytes, pos: int, end: int) -> int:
+    """The whole size of a tag 0-3 item whose content's head gives its size (a
+    short date text, an epoch number, a short bignum); else 0."""
+    after = _AFTER_TAG.get(data[pos])
+    if after is None or pos + 1 >= end:
+        return 0
+    inner = after[data[pos + 1]]
+    return 1 + inner if inner else 0
 
 
 def _check_placement(frame: list[int], major: int, arg: int, tag: int, start: int) -> None:

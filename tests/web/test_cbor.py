@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import typing as t
 from pathlib import Path
@@ -10,11 +11,15 @@ import cbor2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from kernel.core.errors import BadRequestBody
 from kernel.core.errors import JsonTooDeep
 from kernel.core.errors import JsonTooLarge
 from kernel.core.errors import UnsupportedCbor
+from kernel.web.cbor import _AS_JSON
 from kernel.web.cbor import BIGNUM_MAX_BYTES
 from kernel.web.cbor import decode_cbor
 from kernel.web.cbor import scan_cbor
@@ -301,3 +306,34 @@ def test_every_return_type_round_trips_through_uwsgi(tree: ControllerTree,
                                              {**CBOR, **ACCEPT})
         assert code == 400 and headers["Content-Type"] == "application/cbor"
         assert cbor2.loads(body)["error"]["code"] == "unsupported_cbor"
+
+
+#: Heads and short items, for bodies that walk every path of the scan.
+PIECES = [b"\x80", b"\x81", b"\x82", b"\x9f", b"\xa1", b"\xbf", b"\xff", b"\x61a", b"\x60",
+          b"\x01", b"\x18\x30", b"\x38\x01", b"\xf4", b"\xf6", b"\xf7", b"\xf9\x3c\x00",
+          b"\xc0", b"\xc1", b"\xc2", b"\xc4", b"\x41\x01", b"\x7f", b"\x5f", b"\x78\x02ab"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40).map(b"".join))
+def test_what_the_scan_accepts_cbor2_decodes_whole(data: bytes) -> None:
+    try:
+        shape = scan_cbor(data, 64, 100_000)
+    except BadRequestBody:
+        return
+    assert shape.items <= len(data)
+    stream = io.BytesIO(data)
+    cbor2.CBORDecoder(stream, semantic_decoders=_AS_JSON).decode()
+    assert stream.tell() == len(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=30)
+    | st.builds(cbor2.CBORTag, st.just(1), st.integers(0, 2**40))
+    | st.builds(cbor2.CBORTag, st.just(0), st.just("2013-03-21T20:04:00Z")),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=6),
+    max_leaves=40))
+def test_every_json_like_value_passes_the_scan(value: t.Any) -> None:
+    assert scan_cbor(cbor2.dumps(value), 64, 100_000).items <= len(cbor2.dumps(value))
