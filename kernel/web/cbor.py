@@ -29,7 +29,10 @@ pass from left to right over the item headers, with its own stack (no
 recursion), skipping string contents by their declared length. Every turn of
 its loop reads at least one byte, so it does at most ``len(data)`` turns
 whatever the bytes; a declared length longer than the bytes left is refused
-before anything is allocated for it.
+before anything is allocated for it. Inside arrays and maps, items whose head
+gives their whole size (numbers, short texts, tags 0-3 on those) are skipped in
+a tight loop, and a run of one-byte items by one ``bytes.find`` in C: the worst
+shape, a body of two-byte items, costs about 0.2 µs per byte.
 """
 
 from __future__ import annotations
