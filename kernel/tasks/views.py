@@ -37,8 +37,7 @@ from werkzeug.wrappers import Response
 from ..core.errors import BrokerUnavailable
 from ..core.errors import TaskFinished
 from ..core.errors import TaskNotFound
-from ..web.cbor import CBOR_TYPE
-from ..web.cbor import encode_cbor
+from ..web.cbor import cbor_or_json
 from ..web.cbor import prefers_cbor
 from ..web.state import current_state
 from .body import status_body
@@ -72,14 +71,14 @@ def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
     """Send a status body: JSON, the HTML page when the client prefers HTML, or CBOR."""
     if prefers_html():
         response = status_page(body, status)
-    elif _prefers_cbor():
-        response = current_app.response_class(encode_cbor(body), status=status,
-                                              mimetype=CBOR_TYPE)
     else:
         # json.dumps keeps "status" first with KernKoa's spacing:
         # {"status": "SUCCESS", "data": 10}, byte for byte as clients saw it.
-        response = current_app.response_class(json.dumps(body), status=status,
-                                              mimetype="application/json")
+        response = cbor_or_json(
+            body, status,
+            lambda: current_app.response_class(json.dumps(body), status=status,
+                                               mimetype="application/json"),
+            _prefers_cbor())
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -129,11 +128,12 @@ def _prefers_cbor() -> bool:
 
 
 def _json_or_cbor(body: dict[str, t.Any], status: int) -> Response:
-    if _prefers_cbor():
-        return current_app.response_class(encode_cbor(body), status=status, mimetype=CBOR_TYPE)
-    response = t.cast(Response, current_app.json.response(body))
-    response.status_code = status
-    return response
+    def as_json() -> Response:
+        response = t.cast(Response, current_app.json.response(body))
+        response.status_code = status
+        return response
+
+    return cbor_or_json(body, status, as_json, _prefers_cbor())
 
 
 def _wait(task_id: str, seconds: float) -> TaskRecord | None:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import cbor2
 from flask import Request
+from flask import current_app
+from werkzeug.wrappers import Response
 
 from ..core.errors import BadRequestBody
 from ..core.errors import JsonTooDeep
@@ -360,3 +362,21 @@ def prefers_cbor(req: Request) -> bool:
         return False
     accept = req.accept_mimetypes
     return accept.quality(CBOR_TYPE) > accept.quality("application/json")
+
+
+def cbor_or_json(value: t.Any, status: int, as_json: t.Callable[[], Response],
+                 cbor: bool) -> Response:
+    """The answer of a JSON-able ``value``: its CBOR when ``cbor`` (the client
+    prefers it, :func:`prefers_cbor`), else the JSON answer ``as_json`` builds.
+
+    Either way it says ``Vary: Accept``: the same URL answers in two encodings,
+    and a shared cache must not hand one client's to the other.
+    """
+    response: Response
+    if cbor:
+        response = current_app.response_class(encode_cbor(value), status=status,
+                                              mimetype=CBOR_TYPE)
+    else:
+        response = as_json()
+    response.headers.add("Vary", "Accept")
+    return response

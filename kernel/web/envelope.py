@@ -22,8 +22,7 @@ from flask import request
 from werkzeug import exceptions as http
 
 from ..core.errors import ParameterError
-from .cbor import CBOR_TYPE
-from .cbor import encode_cbor
+from .cbor import cbor_or_json
 from .cbor import prefers_cbor
 
 log = logging.getLogger("kernkoa")
@@ -66,17 +65,16 @@ def error_response(error: http.HTTPException) -> Response:
         extra["detail"] = detail
     status = error.code or 500
     body = error_envelope(error, **extra)
-    if has_request_context() and prefers_cbor(request._get_current_object()):  # type: ignore[attr-defined]
-        response = current_app.response_class(encode_cbor(body), status=status,
-                                              mimetype=CBOR_TYPE)
-    else:
-        response = current_app.response_class(json.dumps(body), status=status,
-                                              mimetype="application/json")
+    response = cbor_or_json(
+        body, status,
+        lambda: current_app.response_class(json.dumps(body), status=status,
+                                           mimetype="application/json"),
+        has_request_context() and prefers_cbor(request._get_current_object()))  # type: ignore[attr-defined]
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             # add, not set: a 401 carries one WWW-Authenticate per auth scheme.
             response.headers.add(name, value)
-    return response
+    return t.cast(Response, response)  # current_app.response_class made it
 
 
 def _handle_http_error(error: http.HTTPException) -> Response:

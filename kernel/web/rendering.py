@@ -26,8 +26,7 @@ from flask import request
 from flask import stream_with_context
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .cbor import CBOR_TYPE
-from .cbor import encode_cbor
+from .cbor import cbor_or_json
 from .cbor import prefers_cbor
 
 _JSON_TYPES = (dict, list, int, float, bool, type(None))
@@ -56,11 +55,13 @@ def to_response(value: t.Any, app: Flask | None = None,
     if isinstance(value, (bytes, bytearray, memoryview)):
         return response_class(bytes(value), mimetype="application/octet-stream")
     if isinstance(value, _JSON_TYPES):
-        if prefers_cbor(req if req is not None else request._get_current_object()):  # type: ignore[attr-defined]
-            return response_class(encode_cbor(value), mimetype=CBOR_TYPE)
+        if req is None:
+            req = request._get_current_object()  # type: ignore[attr-defined]
+        json = app.json
         # Flask annotates the provider's answer as the sans-IO base class; it
         # is an instance of app.response_class.
-        return t.cast(WerkzeugResponse, app.json.response(value))
+        return cbor_or_json(value, 200, lambda: t.cast(WerkzeugResponse, json.response(value)),
+                            prefers_cbor(req))
     if isinstance(value, cabc.Iterator):
         return response_class(stream_with_context(value), mimetype="text/html")
     raise TypeError(f"a controller method returned a {type(value).__name__}, which is not a "
