@@ -36,6 +36,13 @@ Options:
   --reload-on-rss MIB
                    a worker grown past MIB of memory is replaced after its
                    request (default 256, or KERNKOA_RELOAD_ON_RSS; 0: never)
+  --secret-file FILE
+                   the secret key (of session cookies and task ids) is FILE's
+                   content; or give it as KERNKOA_SECRETKEY in the environment.
+                   Written into the env file (mode 0640). Nodes behind one
+                   balancer need the same one. With neither, a run keeps the
+                   env file's key, and a first install has one generated into
+                   its var folder (this node's own)
   --pages          serve the kernel pages (/_kernkoa/endpoints, info,
                    openapi.json, docs), off by default; /_kernkoa/health is
                    always served
@@ -66,6 +73,9 @@ PROCESSES=${KERNKOA_PROCESSES:-8}
 THREADS=${KERNKOA_THREADS:-1}
 HARAKIRI=${KERNKOA_HARAKIRI:-60}
 RELOAD_ON_RSS=${KERNKOA_RELOAD_ON_RSS:-256}
+# Set (even to nothing) in the environment: that is the key asked for.
+SECRET_GIVEN=${KERNKOA_SECRETKEY+yes}
+SECRET=${KERNKOA_SECRETKEY-}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -74,6 +84,13 @@ while [ $# -gt 0 ]; do
         --broker) BROKER=$2; shift 2 ;;
         --server-name) SERVER_NAME=$2; shift 2 ;;
         --pages) PAGES=true; shift ;;
+        --secret-file)
+            if ! [ -f "$2" ] || ! [ -r "$2" ]; then
+                echo "setup.sh: --secret-file: cannot read $2" >&2
+                exit 2
+            fi
+            # The whole file, less its final newline (and any trailing blank).
+            SECRET=$(sed -e 's/[[:space:]]*$//' "$2"); SECRET_GIVEN=yes; shift 2 ;;
         --processes) PROCESSES=$2; shift 2 ;;
         --threads) THREADS=$2; shift 2 ;;
         --harakiri) HARAKIRI=$2; shift 2 ;;
@@ -91,6 +108,15 @@ done
 # (a leading dot: its subdomains too, for nginx and Werkzeug alike).
 if [ -n "$SERVER_NAME" ] && ! [[ $SERVER_NAME =~ ^\.?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]]; then
     echo "setup.sh: --server-name takes a host name, not $SERVER_NAME" >&2
+    exit 2
+fi
+
+# The key lands in the env file, which bash sources and systemd reads: no quotes,
+# blanks or dollars, and long enough to be a key rather than a password.
+if [ -n "$SECRET_GIVEN" ] && ! [[ $SECRET =~ ^[A-Za-z0-9._~+/=-]{32,}$ ]]; then
+    echo "setup.sh: the secret key (KERNKOA_SECRETKEY or --secret-file) must be at least" \
+         "32 characters of A-Z a-z 0-9 . _ ~ + / = -, e.g." \
+         "python3 -c 'import secrets; print(secrets.token_hex(32))'" >&2
     exit 2
 fi
 
@@ -173,6 +199,17 @@ write_env() {
     local body_limit draft trusted=""
     body_limit=$(cd "$PREFIX" && "$VENV/bin/python" -c \
         'from kernel.core.settings import Settings; print(Settings.load().MAX_CONTENT_LENGTH)')
+    if [ -z "$SECRET_GIVEN" ] && [ -f "$ETC/kernkoa.env" ]; then
+        # Run again without a key: keep the one given before (changing it would
+        # end every session and orphan every task id).
+        SECRET=$(sed -n 's/^KERNKOA_SECRETKEY=//p' "$ETC/kernkoa.env" | tail -n 1)
+    fi
+    if [ -n "$SECRET" ] && ! (cd "$PREFIX" && "$VENV/bin/python" -c \
+            'import sys; from kernel.core.secretkey import is_known_secret
+sys.exit(is_known_secret(sys.stdin.read()))' <<< "$SECRET"); then
+        echo "setup.sh: the secret key is a well-known value: give a random one" >&2
+        exit 2
+    fi
     if [ -n "$SERVER_NAME" ]; then
         # The bracketed form is how a Host header carries an IPv6 address.
         trusted="$SERVER_NAME,localhost,127.0.0.1,[::1]"
@@ -192,6 +229,9 @@ write_env() {
         echo "KERNKOA_THREADS=$THREADS"
         echo "KERNKOA_HARAKIRI=$HARAKIRI"
         echo "KERNKOA_RELOAD_ON_RSS=$RELOAD_ON_RSS"
+        if [ -n "$SECRET" ]; then
+            echo "KERNKOA_SECRETKEY=$SECRET"
+        fi
         if [ -n "$BROKER" ]; then
             echo "KERNKOA_BROKER_URL=$BROKER"
             echo "KERNKOA_RESULT_BACKEND=$BROKER"

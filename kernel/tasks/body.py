@@ -1,5 +1,5 @@
 """The status body of a task record (see the table of :mod:`kernel.tasks.views`),
-and the form of the ids the kernel issues."""
+and the form of the ids kernels issued before signed ids."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def status_body(record: TaskRecord) -> dict[str, t.Any]:
 
 
 def valid_task_id(task_id: str) -> bool:
-    """Whether ``task_id`` has the form of an id this kernel issues (a UUID)."""
+    """Whether ``task_id`` has the form of an old-form id (a UUID, as kernels issued
+    before signed ids: :mod:`kernel.tasks.ids`)."""
     try:
         return str(uuid.UUID(task_id)) == task_id.lower()
     except ValueError:

@@ -1,7 +1,7 @@
 """The web side of long work: enqueue a ``_celery`` method, read and cancel tasks.
 
-Enqueueing writes the *issued* marker, then publishes one ``kernkoa.run``
-message whose JSON kwargs are::
+Enqueueing signs a task id that names the route (:mod:`kernel.tasks.ids`), then
+publishes one ``kernkoa.run`` message under that id, whose JSON kwargs are::
 
     {"route": "/shop/report/Report/build_celery",
      "args": [...], "kwargs": {"year": 2024, "params": {"$kernkoa": "params"}},
@@ -16,14 +16,12 @@ a dead broker never ties up the web process.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import sys
 import threading
 import time
 import typing as t
-import uuid
 from pathlib import Path
 
 from flask import Request
@@ -50,6 +48,10 @@ from ..web.state import current_state
 from .body import valid_task_id
 from .celeryapp import KernKoaCelery
 from .celeryapp import get_celery
+from .ids import SignedId
+from .ids import is_signed_form
+from .ids import new_task_id
+from .ids import verify_task_id
 from .run import PARAMS_FROM_REQUEST
 from .run import TASK_NAME
 from .run import options_of
@@ -184,28 +186,42 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
     access = rule_for(endpoint, current_state().settings.AUTH_DEFAULT)
-    task_id = str(uuid.uuid4())
+    # The id carries the route, its rule and the time, signed: no marker to
+    # write first (an id of a publish that failed was never shown to anyone).
+    task_id = new_task_id(signing_secrets(), route, access)
 
     def publish() -> None:
-        store = JobStore(celery)
-        store.mark_issued(task_id, route, time.time(), access)
-        try:
-            celery.send_task(
-                TASK_NAME, task_id=task_id,
-                kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
-                kwargsrepr=kwargs_repr,
-                queue=options.get("queue"), retry=False,
-                soft_time_limit=options.get("soft_time_limit"),
-                time_limit=options.get("time_limit"),
-            )
-        except CONNECTION_ERRORS:
-            # Never published: the id must not read as PENDING forever.
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                store.forget(task_id)
-            raise
+        celery.send_task(
+            TASK_NAME, task_id=task_id,
+            kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
+            kwargsrepr=kwargs_repr,
+            queue=options.get("queue"), retry=False,
+            soft_time_limit=options.get("soft_time_limit"),
+            time_limit=options.get("time_limit"),
+        )
 
     breaker.call(publish)
     return task_id
+
+
+def signing_secrets() -> tuple[str | bytes, ...]:
+    """The current app's secret keys, the signing one last (Flask's fallbacks first)."""
+    app = current_app
+    return (*(app.config["SECRET_KEY_FALLBACKS"] or ()), t.cast("str | bytes", app.secret_key))
+
+
+def verified_task_id(task_id: str) -> SignedId | None:
+    """What the signed ``task_id`` says, or ``None`` when this app did not sign it or
+    it is older than its results live (``RESULT_EXPIRES``). Reads no store."""
+    return verify_task_id(signing_secrets(), task_id, current_state().settings.RESULT_EXPIRES)
+
+
+def known_task_id(task_id: str) -> bool:
+    """Whether ``task_id`` may name a task of this app: a signed id that verifies, or
+    an id of the old form (a UUID, whose marker the store still holds until it expires)."""
+    if is_signed_form(task_id):
+        return verified_task_id(task_id) is not None
+    return valid_task_id(task_id)
 
 
 def exe_task(instance: t.Any, name: str,
@@ -273,8 +289,14 @@ def task_origin(task_id: str) -> TaskOrigin | None:
     The record is read once per request (:func:`read_task_for_request`): the
     view answers from it.
 
+    A signed id tells by itself, verified by its MAC: no store read.
+
     :raises BrokerUnavailable: when the result store cannot be read (no guess).
     """
+    if is_signed_form(task_id):
+        signed = verified_task_id(task_id)
+        return None if signed is None else TaskOrigin(route=signed.route,
+                                                      recorded=signed.access)
     if not valid_task_id(task_id):
         return None
     record = read_task_for_request(task_id)

@@ -213,7 +213,8 @@ class RedisLeases:
         """How many tasks wait in ``queue``, and since when the oldest does.
 
         kombu pushes on the left and takes from the right: the oldest is the
-        rightmost; its issued marker tells when it was triggered.
+        rightmost; its id (or, for an old-form id, its issued marker) tells when
+        it was triggered.
         """
         with self.celery.connection_for_write() as connection:
             channel = connection.default_channel

@@ -21,7 +21,7 @@ from ..core.errors import TaskNotFound
 from ..web.envelope import error_envelope
 from ..web.html import render_page
 from .body import status_body
-from .body import valid_task_id
+from .enqueue import known_task_id
 from .enqueue import read_task
 from .events import events_response
 
@@ -47,7 +47,7 @@ def status_page(body: dict[str, t.Any], status: int = 200) -> Response:
 def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
     """``(HTTP status, body)`` as ``GET /status/<id>`` would answer, errors included."""
     try:
-        if not valid_task_id(task_id):
+        if not known_task_id(task_id):
             raise TaskNotFound()
         return 200, status_body(read_task(task_id))
     except KernelError as error:
@@ -56,6 +56,6 @@ def read_status(task_id: str) -> tuple[int, dict[str, t.Any]]:
 
 def task_events(task_id: str) -> Response:
     """``GET /status/<id>/events``: the task's status as Server-Sent Events."""
-    if not valid_task_id(task_id):
+    if not known_task_id(task_id):
         raise TaskNotFound()
     return events_response(read_status, task_id, life=STREAM_LIFE, interval=STREAM_INTERVAL)

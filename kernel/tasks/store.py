@@ -1,8 +1,11 @@
 """KernKoa's own records about tasks, kept in the Celery result backend.
 
-Celery reads an id it never heard of as ``PENDING``, so the web process writes
-an *issued* marker before publishing, and ``/status`` answers 404 for an id
-without one. A cancellation is recorded the same way, so a task reads as
+Celery reads an id it never heard of as ``PENDING``. The kernel's ids are
+signed (:mod:`kernel.tasks.ids`): an id that verifies was issued, and says by
+which route, so its record is Celery's meta and the cancellation record only.
+Ids of the old form (UUIDs, from a kernel before signed ids) had an *issued*
+marker written before publishing, and read as never issued without one: their
+marker is still read, until they expire. A cancellation is recorded the same way, so a task reads as
 ``REVOKED`` from then on whatever its worker does later. Both live beside
 Celery's own result keys (never inside them: a worker may be writing those)
 and, on Redis, expire with the results.
@@ -20,6 +23,8 @@ from celery import states
 from celery.backends.redis import RedisBackend
 
 from ..catalog.access import AccessRule
+from .ids import describe_task_id
+from .ids import is_signed_form
 
 ISSUED_PREFIX = b"kernkoa-task-"
 REVOKED_PREFIX = b"kernkoa-revoked-"
@@ -47,7 +52,8 @@ return 0
 class TaskRecord:
     """What the backend holds about one task id."""
 
-    #: Our marker, written before publishing (``None``: never issued or expired).
+    #: Where the task came from: what a signed id says, or the marker of an
+    #: old-form id (``None``: never issued or expired).
     issued: dict[str, t.Any] | None
     #: Whether the task was cancelled.
     revoked: bool
@@ -84,7 +90,8 @@ class JobStore:
         client.set(key, data, ex=self.backend.expires or None)
 
     def mark_issued(self, task_id: str, route: str, created: float, access: AccessRule) -> None:
-        """Record that ``task_id`` was issued for ``route``, before publishing it.
+        """Record that the old-form ``task_id`` was issued for ``route`` (as kernels
+        did before signed ids; kept for tests of those ids).
 
         ``access`` is the route's rule at that moment: ``/status/<id>`` falls
         back on it when the route no longer resolves (records written before
@@ -96,10 +103,6 @@ class JobStore:
     def mark_revoked(self, task_id: str) -> None:
         """Record that ``task_id`` was cancelled."""
         self._set(REVOKED_PREFIX + task_id.encode(), {"revoked": True})
-
-    def forget(self, task_id: str) -> None:
-        """Drop the issued marker of a task that was never published."""
-        self.backend.delete(ISSUED_PREFIX + task_id.encode())
 
     def start(self, task_id: str, hostname: str | None) -> bool:
         """Store Celery's STARTED state of ``task_id`` (the meta its
@@ -138,8 +141,21 @@ class JobStore:
         return self.backend.get(REVOKED_PREFIX + task_id.encode()) is not None
 
     def read(self, task_id: str) -> TaskRecord:
-        """The marker, the cancellation and Celery's meta of ``task_id``, in one read."""
+        """The origin, the cancellation and Celery's meta of ``task_id``, in one read.
+
+        A signed id was verified at the edge (``/status``): its origin is what it
+        says, and only the cancellation and the meta are read.
+        """
         key = task_id.encode()
+        if is_signed_form(task_id):
+            signed = describe_task_id(task_id)
+            revoked, meta = list(self.backend.mget(
+                [REVOKED_PREFIX + key, self.backend.get_key_for_task(task_id)]))
+            return TaskRecord(
+                issued=None if signed is None else signed.as_issued(),
+                revoked=revoked is not None,
+                meta=self.backend.decode(meta) if meta else None,
+            )
         keys = [ISSUED_PREFIX + key, REVOKED_PREFIX + key, self.backend.get_key_for_task(task_id)]
         issued, revoked, meta = list(self.backend.mget(keys))
         return TaskRecord(

@@ -41,8 +41,8 @@ from ..web.cbor import cbor_or_json
 from ..web.cbor import prefers_cbor
 from ..web.state import current_state
 from .body import status_body
-from .body import valid_task_id
 from .enqueue import cancel_task
+from .enqueue import known_task_id
 from .enqueue import read_task_for_request
 from .events import FINAL_STATES
 from .page import status_page
@@ -85,7 +85,7 @@ def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
 
 def task_status(task_id: str) -> Response:
     """``GET``/``HEAD``/``DELETE /status/<id>``."""
-    if not valid_task_id(task_id):
+    if not known_task_id(task_id):
         raise TaskNotFound()
     # The auth layer read the record for its decision: the same one answers.
     record = read_task_for_request(task_id)

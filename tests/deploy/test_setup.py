@@ -740,6 +740,52 @@ def test_a_prefix_too_long_for_the_socket_is_refused(tmp_path: Path) -> None:
     assert not prefix.exists()
 
 
+@pytest.mark.parametrize("secret", ["short", "has a blank but is long enough to pass",
+                                    "quote'd-" + "x" * 32, "dollar$" + "x" * 32, ""])
+def test_a_bad_secret_key_is_refused(tmp_path: Path, secret: str) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(secret + "\n")
+    for how, env in ((["--secret-file", str(key_file)], {}), ([], {"KERNKOA_SECRETKEY": secret})):
+        result = subprocess.run(["bash", str(SETUP), "--prefix", str(tmp_path / "none"), *how],
+                                capture_output=True, text=True, timeout=60,
+                                env={**os.environ, **env})
+        assert result.returncode == 2, result.stderr
+        assert "the secret key (KERNKOA_SECRETKEY or --secret-file) must be" in result.stderr
+        assert not (tmp_path / "none").exists()
+
+
+def test_an_unreadable_secret_file_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(["bash", str(SETUP), "--prefix", str(tmp_path / "none"),
+                             "--secret-file", str(tmp_path / "missing")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--secret-file: cannot read" in result.stderr
+
+
+def test_the_shared_secret_key_goes_into_the_env_file_and_signs_task_ids(
+        deployment: Deployment, tmp_path: Path) -> None:
+    from kernel.tasks.ids import verify_task_id
+
+    shared = "node-key-" + "5f" * 20
+    key_file = tmp_path / "key"
+    key_file.write_text(shared + "\n")
+    run_setup(*deployment.args, "--secret-file", str(key_file))
+    assert deployment.env()["KERNKOA_SECRETKEY"] == shared
+    # Run again without one: the key given before stays.
+    run_setup(*deployment.args)
+    assert deployment.env()["KERNKOA_SECRETKEY"] == shared
+    other = "other-key-" + "7e" * 20
+    run_setup(*deployment.args, env={"KERNKOA_SECRETKEY": other})
+    assert deployment.env()["KERNKOA_SECRETKEY"] == other
+    deployment.write_probe(1)
+    deployment.wait_for(HELLO, 200)
+    status, _, body = deployment.request("/deploytest/probe/probe/double_celery?n=1", "POST")
+    assert status == 202, body
+    task_id = json.loads(body)["id"]
+    assert verify_task_id((other,), task_id, 0) is not None
+    assert verify_task_id((shared,), task_id, 0) is None
+
+
 def test_env_file_is_private(deployment: Deployment) -> None:
     env_file = deployment.prefix / "etc" / "kernkoa.env"
     assert "KERNKOA_BROKER_URL=redis://" in env_file.read_text()

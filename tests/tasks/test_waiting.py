@@ -11,16 +11,18 @@ import json
 import threading
 import time
 import typing as t
-import uuid
 
 import pytest
 from flask import Flask
 
+from kernel.catalog.access import OPEN
 from kernel.core.errors import BrokerUnavailable
 from kernel.core.errors import ParameterError
+from kernel.tasks import enqueue
 from kernel.tasks import views as status
 from kernel.tasks import waiting
 from kernel.tasks.celeryapp import get_celery
+from kernel.tasks.ids import new_task_id
 from kernel.tasks.store import JobStore
 from kernel.tasks.store import TaskRecord
 from kernel.tasks.waiting import disconnect_result_store
@@ -243,7 +245,8 @@ def test_the_wait_preference_of_prefer_headers(headers: list[str], seconds: int 
     assert preferred_wait(headers) == seconds
 
 
-FIXED_ID = uuid.UUID("12345678-1234-4234-8234-123456789abc")
+#: A signed id (under another key: only the trigger's answer shows it, nothing verifies it).
+FIXED_ID = new_task_id(("a fixed key",), "/jobs/jobs/work_celery", OPEN)
 
 
 def _trigger_preferring_wait(app: Flask, monkeypatch: pytest.MonkeyPatch,
@@ -251,8 +254,8 @@ def _trigger_preferring_wait(app: Flask, monkeypatch: pytest.MonkeyPatch,
                              prefer: str = "respond-async, wait=5",
                              delay: float = 0.3) -> tuple[int, t.Any]:
     # The id is fixed so that the stand-in worker knows which task to settle.
-    monkeypatch.setattr(uuid, "uuid4", lambda: FIXED_ID)
-    timer = _later(app, action, str(FIXED_ID), delay) if action else None
+    monkeypatch.setattr(enqueue, "new_task_id", lambda *_: FIXED_ID)
+    timer = _later(app, action, FIXED_ID, delay) if action else None
     try:
         response = app.test_client().post("/jobs/jobs/work_celery?n=7",
                                           headers={"Prefer": prefer})
@@ -267,7 +270,7 @@ def test_a_trigger_preferring_to_wait_answers_with_the_result(
         monkeypatch: pytest.MonkeyPatch) -> None:
     code, body = _trigger_preferring_wait(_app(tree, make_app), monkeypatch, _succeed)
     assert code == 200
-    assert body == {"id": str(FIXED_ID), "status": "SUCCESS", "data": 7,
+    assert body == {"id": FIXED_ID, "status": "SUCCESS", "data": 7,
                     "status_url": f"http://localhost/status/{FIXED_ID}"}
 
 
@@ -292,7 +295,7 @@ def test_a_trigger_answers_202_when_the_task_is_not_done_within_the_wait(
         action: t.Callable[[JobStore, t.Any, str], None] | None) -> None:
     app = _app(tree, make_app, **overrides)
     code, body = _trigger_preferring_wait(app, monkeypatch, action, prefer, delay=2.0)
-    assert (code, body["status"], body["id"]) == (202, "PENDING", str(FIXED_ID))
+    assert (code, body["status"], body["id"]) == (202, "PENDING", FIXED_ID)
 
 
 def test_a_store_failure_during_the_wait_still_answers_202(
