@@ -206,9 +206,9 @@ REFUSED = [
 
 def test_the_page_codec_agrees_with_cbor2(server: LiveServer, page: t.Any) -> None:
     page.goto(server.base + "/_kernkoa/docs")
-    decode = "hex => { const b = new Uint8Array(hex.match(/../g).map(h => parseInt(h, 16)));" \
-             " try { return KernKoaCbor.describe(KernKoaCbor.decode(b)); }" \
-             " catch (e) { return (e instanceof KernKoaCbor.CborError ? 'refused: ' : '') + e.message; } }"
+    decode = ("hex => { const b = new Uint8Array(hex.match(/../g).map(h => parseInt(h, 16)));"
+              " try { return KernKoaCbor.describe(KernKoaCbor.decode(b)); } catch (e) {"
+              " return (e instanceof KernKoaCbor.CborError ? 'refused: ' : '') + e.message; } }")
     for value, shown in DECODED:
         assert page.evaluate(decode, cbor2.dumps(value).hex()) == shown
     for data, reason in REFUSED:
