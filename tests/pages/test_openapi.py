@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from html import unescape as html_unescape
 import typing as t
+from html import unescape as html_unescape
 
 import pytest
 from flask import Flask
