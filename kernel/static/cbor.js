@@ -24,6 +24,9 @@ window.KernKoaCbor = (function () {
 
   class CborError extends Error {}
 
+  // What is wrong with the item at byte `at` of an answer.
+  function refuse(what, at) { return new CborError(what + " at byte " + at); }
+
   // A tag the page shows as it came (0, 1, 4), with what it stands for.
   class Tagged {
     constructor(tag, value) { this.tag = tag; this.value = value; }
@@ -85,7 +88,10 @@ window.KernKoaCbor = (function () {
     } else if (value instanceof Map || Object.getPrototypeOf(value) === Object.prototype) {
       const entries = value instanceof Map ? [...value] : Object.entries(value);
       head(out, 5, BigInt(entries.length));
-      for (const [key, item] of entries) { write(out, key, depth + 1); write(out, item, depth + 1); }
+      for (const [key, item] of entries) {
+        write(out, key, depth + 1);
+        write(out, item, depth + 1);
+      }
     } else {
       throw new CborError("cannot encode " + Object.prototype.toString.call(value));
     }
@@ -130,7 +136,7 @@ window.KernKoaCbor = (function () {
         return big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
       }
       if (info === 31) return INDEFINITE;
-      throw new CborError("reserved header " + hexByte(this.bytes[at]) + " at byte " + at);
+      throw refuse("reserved header " + hexByte(this.bytes[at]), at);
     }
 
     // A length: one the bytes left could hold (each item takes a byte at least).
@@ -162,7 +168,7 @@ window.KernKoaCbor = (function () {
         const chunkAt = this.take(1);
         const chunkHead = this.bytes[chunkAt];
         if (chunkHead >> 5 !== major || (chunkHead & 31) === 31) {
-          throw new CborError("a chunk of another type at byte " + chunkAt);
+          throw refuse("a chunk of another type", chunkAt);
         }
         chunks.push(this.string(major, chunkHead & 31, chunkAt));
       }
@@ -177,7 +183,7 @@ window.KernKoaCbor = (function () {
         return strictUtf8.decode(this.string(3, info, at));
       } catch (error) {
         if (error instanceof CborError) throw error;
-        throw new CborError("text that is not UTF-8 at byte " + at);
+        throw refuse("text that is not UTF-8", at);
       }
     }
 
@@ -185,7 +191,7 @@ window.KernKoaCbor = (function () {
     bignum(tag, at) {
       const stringAt = this.take(1);
       const stringHead = this.bytes[stringAt];
-      if (stringHead >> 5 !== 2) throw new CborError("tag " + tag + " at byte " + at + " on an item that is not a byte string");
+      if (stringHead >> 5 !== 2) throw refuse("tag " + tag + " on an item not a byte string", at);
       const bytes = this.string(2, stringHead & 31, stringAt);
       let hex = "0x0";
       for (const byte of bytes) hex += byte.toString(16).padStart(2, "0");
@@ -194,22 +200,22 @@ window.KernKoaCbor = (function () {
     }
 
     item(depth) {
-      if (depth > MAX_DEPTH) throw new CborError("nested deeper than " + MAX_DEPTH + " at byte " + this.pos);
+      if (depth > MAX_DEPTH) throw refuse("nested deeper than " + MAX_DEPTH, this.pos);
       const at = this.take(1);
       const initial = this.bytes[at];
       const major = initial >> 5;
       const info = initial & 31;
-      if (initial === BREAK) throw new CborError("a break outside an indefinite-length item at byte " + at);
+      if (initial === BREAK) throw refuse("a break outside an indefinite-length item", at);
       switch (major) {
         case 0:
         case 1: {
           const n = this.argument(info, at);
-          if (n === INDEFINITE) throw new CborError("an integer of indefinite length at byte " + at);
+          if (n === INDEFINITE) throw refuse("an integer of indefinite length", at);
           if (major === 0) return n;
           return typeof n === "bigint" || n >= Number.MAX_SAFE_INTEGER ? -1n - BigInt(n) : -1 - n;
         }
         case 2:
-          throw new CborError("a byte string at byte " + at + ": the kernel sends bytes only as a bignum");
+          throw refuse("a byte string (the kernel sends bytes only as a bignum)", at);
         case 3:
           return this.text(info, at);
         case 4: {
@@ -222,7 +228,10 @@ window.KernKoaCbor = (function () {
         case 5: {
           const n = this.length(info, at);
           const map = new Map();
-          const pair = () => { const key = this.item(depth + 1); map.set(key, this.item(depth + 1)); };
+          const pair = () => {
+            const key = this.item(depth + 1);
+            map.set(key, this.item(depth + 1));
+          };
           if (n === INDEFINITE) while (!this.atBreak()) pair();
           else for (let i = 0; i < n; i++) pair();
           return map;
@@ -237,14 +246,14 @@ window.KernKoaCbor = (function () {
     tagged(tag, at, depth) {
       if (tag === 2 || tag === 3) return this.bignum(tag, at);
       if (tag !== 0 && tag !== 1 && tag !== 4) {
-        throw new CborError("tag " + tag + " at byte " + at + ": the kernel sends tags 0 to 4 only");
+        throw refuse("tag " + tag + " (the kernel sends tags 0 to 4 only)", at);
       }
       const value = this.item(depth + 1);
       const isInteger = (v) => typeof v === "bigint" || Number.isInteger(v);
       const fits = tag === 0 ? typeof value === "string"
         : tag === 1 ? isInteger(value) || value instanceof Float
           : Array.isArray(value) && value.length === 2 && value.every(isInteger);
-      if (!fits) throw new CborError("tag " + tag + " at byte " + at + " on an item it does not apply to");
+      if (!fits) throw refuse("tag " + tag + " on an item it does not apply to", at);
       return new Tagged(tag, value);
     }
 
@@ -256,8 +265,8 @@ window.KernKoaCbor = (function () {
       if (info === 26) return new Float(this.view.getFloat32(this.take(4)));
       if (info === 27) return new Float(this.view.getFloat64(this.take(8)));
       const value = info === 24 ? this.bytes[this.take(1)] : info;
-      if (info >= 28) throw new CborError("reserved header " + hexByte(this.bytes[at]) + " at byte " + at);
-      throw new CborError("simple value " + value + " at byte " + at + ": the kernel sends true, false and null only");
+      if (info >= 28) throw refuse("reserved header " + hexByte(this.bytes[at]), at);
+      throw refuse("simple value " + value + " (the kernel sends true, false and null only)", at);
     }
   }
 
@@ -274,7 +283,7 @@ window.KernKoaCbor = (function () {
     const reader = new Reader(bytes);
     const value = reader.item(0);
     if (reader.pos !== bytes.length) {
-      throw new CborError((bytes.length - reader.pos) + " bytes after the item, from byte " + reader.pos);
+      throw refuse((bytes.length - reader.pos) + " bytes after the item, from", reader.pos);
     }
     return value;
   }
@@ -321,7 +330,9 @@ window.KernKoaCbor = (function () {
     }
     if (typeof value === "string") return JSON.stringify(value);
     if (value instanceof Float) return floatText(value.value);
-    if (value instanceof Tagged) return value.tag + "(" + describe(value.value, indent) + ")" + comment(value);
+    if (value instanceof Tagged) {
+      return value.tag + "(" + describe(value.value, indent) + ")" + comment(value);
+    }
     const inner = indent + "  ";
     const [open, close, parts] = Array.isArray(value)
       ? ["[", "]", value.map((item) => describe(item, inner))]

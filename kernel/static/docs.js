@@ -76,7 +76,9 @@
     if (kinds.has("number") && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(trimmed)) {
       return Number(trimmed);
     }
-    if (kinds.has("boolean") && /^(true|false)$/i.test(trimmed)) return trimmed.toLowerCase() === "true";
+    if (kinds.has("boolean") && /^(true|false)$/i.test(trimmed)) {
+      return trimmed.toLowerCase() === "true";
+    }
     if (kinds.has("null") && trimmed === "null") return null;
     return text;
   }
@@ -105,9 +107,12 @@
     if (typeof value === "bigint") return value.toString();
     if (Array.isArray(value)) return "[" + value.map(jsonText).join(", ") + "]";
     if (value instanceof Map) {
-      return "{" + [...value].map(([k, v]) => JSON.stringify(k) + ": " + jsonText(v)).join(", ") + "}";
+      const members = [...value].map(([k, v]) => JSON.stringify(k) + ": " + jsonText(v));
+      return "{" + members.join(", ") + "}";
     }
-    if (value !== null && typeof value === "object") return jsonText(new Map(Object.entries(value)));
+    if (value !== null && typeof value === "object") {
+      return jsonText(new Map(Object.entries(value)));
+    }
     return JSON.stringify(value);
   }
 
@@ -161,11 +166,12 @@
     const type = response.headers.get("Content-Type") || "";
     if (type.split(";")[0].trim() === CBOR_TYPE) {
       const bytes = new Uint8Array(await response.arrayBuffer());
+      const answer = { size: bytes.length, hex: hexOf(bytes) };
       try {
         const value = decode(bytes);
-        return { text: describe(value), data: value, size: bytes.length, hex: hexOf(bytes) };
+        return { ...answer, text: describe(value), data: value };
       } catch (error) {
-        return { text: "Not decoded: " + error.message, data: null, size: bytes.length, hex: hexOf(bytes) };
+        return { ...answer, text: "Not decoded: " + error.message, data: null };
       }
     }
     let text = await response.text();

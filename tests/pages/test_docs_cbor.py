@@ -205,8 +205,8 @@ DECODED = [
 
 #: What the page refuses to decode, and the reason it gives.
 REFUSED = [
-    (b"\x41x", "a byte string at byte 0"),
-    (cbor2.dumps(cbor2.CBORTag(258, [1])), "tag 258 at byte 0"),
+    (b"\x41x", "a byte string (the kernel sends bytes only as a bignum) at byte 0"),
+    (cbor2.dumps(cbor2.CBORTag(258, [1])), "tag 258 (the kernel sends tags 0 to 4 only)"),
     (b"\xf7", "simple value 23"),
     (b"\x82\x01", "truncated"),
     (b"\x01\x02", "1 bytes after the item"),
