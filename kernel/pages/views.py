@@ -92,15 +92,24 @@ def openapi_json() -> Response:
     return _json(doc)
 
 
+def _json_schemas(found: listing.Listing) -> dict[str, dict[str, t.Any]]:
+    """Each route's parameters' JSON Schemas as a JSON (or CBOR) body holds them:
+    what the try-it form reads its text fields as when it sends JSON or CBOR."""
+    return {route.url: {slot.name: slot.converter.schema(text=False)
+                        for slot in listing.all_slots(route.endpoint)}
+            for route in found.routes}
+
+
 @guarded_by(KERNEL_PAGE)
 def docs() -> Response:
     """An HTML page listing the catalog by folder, with a form to try each method."""
-    found = listing.as_json(_listing(), current_app.debug)
+    scanned = _listing()
+    found = listing.as_json(scanned, current_app.debug)
     routes = sorted(found["routes"], key=lambda r: (r["folder"], r["url"]))
     folders = [(folder, list(items))
                for folder, items in itertools.groupby(routes, key=lambda r: r["folder"])]
     return render_page("docs.html", folders=folders, broken=found["broken"],
-                       route_count=len(routes),
+                       route_count=len(routes), schemas=_json_schemas(scanned),
                        site_url=site_url, info=_info())
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import typing as t
+from html import unescape as html_unescape
 
 import pytest
 from flask import Flask
@@ -93,3 +96,52 @@ def test_auth_statuses_come_with_an_auth_addon(tree: ControllerTree,
     assert {"401", "429"} <= _statuses(doc, "/c/C/named", "get")
     assert "401" not in _statuses(doc, "/c/C/open_door", "get")
     assert {"401", "403"} <= _statuses(doc, "/status/{id}", "get")
+
+
+def _contents(doc: dict[str, t.Any]) -> t.Iterator[tuple[str, dict[str, t.Any]]]:
+    """Every request body's and answer's content map, with where it is."""
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            if "requestBody" in operation:
+                yield f"{method} {path} body", operation["requestBody"]["content"]
+            for status, response in operation["responses"].items():
+                if "content" in response:
+                    yield f"{method} {path} {status}", response["content"]
+
+
+def test_cbor_is_listed_beside_json_both_ways(document: dict[str, t.Any]) -> None:
+    both = 0
+    for where, content in _contents(document):
+        if "application/json" in content:
+            assert content["application/cbor"] == content["application/json"], where
+            both += 1
+        else:
+            assert "application/cbor" not in content, where
+    named = document["paths"]["/c/C/named"]
+    assert {"application/json", "application/cbor"} <= set(named["post"]["requestBody"]["content"])
+    for status in ("200", "400", "422", "500"):
+        assert "application/cbor" in named["post"]["responses"][status]["content"]
+    task = document["paths"]["/c/C/work_celery"]["post"]["responses"]["202"]["content"]
+    assert task["application/cbor"]["schema"] == {"$ref": "#/components/schemas/TaskAccepted"}
+    status = document["paths"]["/status/{id}"]["get"]["responses"]["200"]["content"]
+    assert status["application/cbor"]["schema"] == {"$ref": "#/components/schemas/TaskStatus"}
+    assert both > 20
+
+
+def test_the_docs_page_types_fields_as_the_json_body_schema(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("c.py", CATALOG)
+    client = make_app().test_client()
+    doc = client.get("/_kernkoa/openapi.json").get_json()
+    html = client.get("/_kernkoa/docs").get_data(as_text=True)
+    for path in ("/c/C/named", "/c/C/work_celery"):
+        properties = doc["paths"][path]["post"]["requestBody"]["content"]["application/cbor"][
+            "schema"]["properties"]
+        form = html[html.index(f'data-url="{path}"'):]
+        for name, schema in properties.items():
+            found = re.search(f'name="{name}"[^>]*data-schema="([^"]*)"', form)
+            assert found is not None, name
+            shown = json.loads(html_unescape(found.group(1)))
+            assert shown == {k: v for k, v in schema.items() if k != "default"}
