@@ -17,6 +17,7 @@ from ..core.settings import Settings
 from ..tasks.celeryapp import embedded_root
 from ..tasks.celeryapp import get_celery
 from ..tasks.celeryapp import is_embedded
+from ..tasks.idempotency import embedded_claims
 from ..web.state import state_of
 
 log = logging.getLogger("kernkoa.worker")
@@ -81,8 +82,9 @@ def run_worker(extra: t.Sequence[str]) -> int:
     app = default_app()
     settings = state_of(app).settings
     if is_embedded(settings):
-        log.info("embedded broker in %s; pruned %d expired result file(s)",
-                 embedded_root(settings), prune_results(settings))
+        log.info("embedded broker in %s; pruned %d expired result file(s) "
+                 "and %d expired idempotency key(s)", embedded_root(settings),
+                 prune_results(settings), embedded_claims(settings).prune())
     get_celery(app).worker_main(worker_argv(settings, extra))
     return 0
 

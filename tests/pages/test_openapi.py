@@ -93,3 +93,13 @@ def test_auth_statuses_come_with_an_auth_addon(tree: ControllerTree,
     assert {"401", "429"} <= _statuses(doc, "/c/C/named", "get")
     assert "401" not in _statuses(doc, "/c/C/open_door", "get")
     assert {"401", "403"} <= _statuses(doc, "/status/{id}", "get")
+
+
+def test_triggers_take_an_idempotency_key(document: dict[str, t.Any]) -> None:
+    trigger = document["paths"]["/c/C/work_celery"]["post"]
+    headers = {p["name"]: p for p in trigger["parameters"] if p["in"] == "header"}
+    assert set(headers) == {"Prefer", "Idempotency-Key"}
+    assert headers["Idempotency-Key"]["schema"]["maxLength"] == 257
+    assert "Idempotency-Key" in trigger["responses"]["422"]["description"]
+    plain = document["paths"]["/c/C/named"]["get"]
+    assert all(p["in"] != "header" for p in plain.get("parameters", []))
