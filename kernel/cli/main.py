@@ -1,4 +1,4 @@
-"""The ``kernkoa`` command: ``serve``, ``worker``, ``routes``, ``check`` and ``user``."""
+"""The ``kernkoa`` command: ``serve``, ``worker``, ``beat``, ``routes``, ``check`` and ``user``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from ..catalog.registry import scan
 from ..web.state import state_of
 from .supervisor import WorkerSupervisor
 from .users import add_user_commands
+from .worker import run_beat_here
 from .worker import run_worker
+from .worker import start_embedded_beat
 from .worker import start_embedded_worker
+from .worker import stop_beat
 from .worker import stop_worker
 
 
@@ -28,9 +31,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = state_of(app).settings
     host = args.host or settings.HOST
     port = args.port if args.port is not None else settings.PORT
-    worker = None if args.no_worker else WorkerSupervisor(start_embedded_worker, stop_worker)
-    if worker is not None:
-        worker.start()
+    # The worker, and beat for the catalog's schedules, each restarted if it exits.
+    children = [] if args.no_worker else [WorkerSupervisor(start_embedded_worker, stop_worker),
+                                          WorkerSupervisor(start_embedded_beat, stop_beat)]
+    for child in children:
+        child.start()
     # SIGTERM must unwind through the finally below, so the worker goes too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -39,14 +44,19 @@ def serve(args: argparse.Namespace) -> int:
         # typed into a web page.
         run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
     finally:
-        if worker is not None:
-            worker.stop()
+        for child in children:
+            child.stop()
     return 0
 
 
 def worker(args: argparse.Namespace) -> int:
     """Run a Celery worker; extra arguments go to ``celery worker``."""
     return run_worker(args.celery_args)
+
+
+def beat(args: argparse.Namespace) -> int:
+    """Run Celery beat on the schedules of the catalog (one fires per deployment)."""
+    return run_beat_here()
 
 
 def routes(args: argparse.Namespace) -> int:
@@ -87,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port to bind (default 5000)")
     p.add_argument("--debug", action="store_true", help="tracebacks in error bodies")
     p.add_argument("--no-worker", action="store_true",
-                   help="do not start a task worker beside the server")
+                   help="do not start a task worker and beat beside the server")
     p.set_defaults(func=serve)
     p = commands.add_parser("worker", help="run a task worker (options go to celery worker)")
     p.add_argument("celery_args", nargs=argparse.REMAINDER,
                    help="celery worker options, e.g. --concurrency=4 -Q celery,long")
     p.set_defaults(func=worker)
+    p = commands.add_parser("beat", help="run the catalog's schedules (@every, @cron)")
+    p.set_defaults(func=beat)
     p = commands.add_parser("routes", help="list every routable URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=routes)

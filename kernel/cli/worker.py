@@ -1,4 +1,5 @@
-"""Running Celery workers: ``kernkoa worker`` and the one beside ``kernkoa serve``."""
+"""Running Celery workers and beat: ``kernkoa worker``, ``kernkoa beat``, and the
+ones beside ``kernkoa serve``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import typing as t
 
 from ..app import default_app
 from ..core.settings import Settings
+from ..tasks.beat import check_timezone
+from ..tasks.beat import run_beat
 from ..tasks.celeryapp import embedded_root
 from ..tasks.celeryapp import get_celery
 from ..tasks.celeryapp import is_embedded
@@ -97,20 +100,47 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+def _start_child(command: str) -> subprocess.Popen[bytes]:
+    """Start ``kernkoa <command>`` as a child of this process, in its process group."""
+    argv = [sys.executable, "-c",
+            f"import sys; from kernel.cli.main import main; sys.exit(main([{command!r}]))"]
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    process = subprocess.Popen(argv, preexec_fn=preexec)
+    log.info("started kernkoa %s, pid %d", command, process.pid)
+    return process
+
+
 def start_embedded_worker() -> subprocess.Popen[bytes]:
     """Start ``kernkoa worker`` as a child of this process, in its process group."""
-    command = [sys.executable, "-c",
-               "import sys; from kernel.cli.main import main; sys.exit(main(['worker']))"]
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    process = subprocess.Popen(command, preexec_fn=preexec)
-    log.info("started a task worker, pid %d", process.pid)
-    return process
+    return _start_child("worker")
+
+
+def start_embedded_beat() -> subprocess.Popen[bytes]:
+    """Start ``kernkoa beat`` as a child of this process, in its process group."""
+    return _start_child("beat")
+
+
+def run_beat_here() -> int:
+    """Run Celery beat on the catalog's schedules in this process (``kernkoa beat``)."""
+    app = default_app()
+    check_timezone(state_of(app).settings.SCHEDULE_TIMEZONE)
+    run_beat(get_celery(app))
+    return 0
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
     """Stop a worker started by :func:`start_embedded_worker` (cold shutdown)."""
+    _stop_child(process, signal.SIGQUIT)
+
+
+def stop_beat(process: subprocess.Popen[bytes]) -> None:
+    """Stop a beat started by :func:`start_embedded_beat` (it releases its lock)."""
+    _stop_child(process, signal.SIGTERM)
+
+
+def _stop_child(process: subprocess.Popen[bytes], signum: int) -> None:
     if process.poll() is None:
-        process.send_signal(signal.SIGQUIT)
+        process.send_signal(signum)
         try:
             process.wait(STOP_GRACE)
         except subprocess.TimeoutExpired:

@@ -311,6 +311,10 @@ class UsersError(KernKoaError, ValueError):
 
 # Errors of the catalog and of the API that controllers call.
 
+class ScheduleError(KernKoaError, ValueError):
+    """A ``@every`` or ``@cron`` declaration that cannot be a schedule."""
+
+
 class ConversionError(KernKoaError, ValueError):
     """A value does not fit a parameter's annotation."""
 

@@ -133,6 +133,8 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         # cancellation check (JobStore.start).
         "task_track_started": False,
         "result_expires": settings.RESULT_EXPIRES,
+        # The time zone of @cron schedules (kernel.tasks.beat).
+        "timezone": settings.SCHEDULE_TIMEZONE,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
