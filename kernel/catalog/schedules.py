@@ -40,7 +40,10 @@ class Schedule:
 
     def describe(self) -> dict[str, t.Any]:
         """The schedule as JSON: ``{"every": 900, "overlap": true}`` or ``{"cron": ...}``."""
-        when: dict[str, t.Any] = ({"every": self.seconds} if self.seconds is not None
+        seconds = self.seconds
+        if seconds is not None and seconds.is_integer():
+            seconds = int(seconds)  # 900, not 900.0
+        when: dict[str, t.Any] = ({"every": seconds} if seconds is not None
                                   else {"cron": self.cron})
         return {**when, "overlap": self.overlap}
 

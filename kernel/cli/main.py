@@ -7,10 +7,12 @@ import json
 import logging
 import signal
 import sys
+import typing as t
 
 from ..app import create_app
 from ..catalog import listing
 from ..catalog.registry import scan
+from ..pages.views import with_runs
 from ..web.state import state_of
 from .supervisor import WorkerSupervisor
 from .users import add_user_commands
@@ -62,21 +64,38 @@ def beat(args: argparse.Namespace) -> int:
 def routes(args: argparse.Namespace) -> int:
     """Print every URL that answers, short forms included (``--json``: the
     ``/_kernkoa/endpoints`` document)."""
-    state = state_of(create_app())
+    app = create_app()
+    state = state_of(app)
     # The operator at the console may see full tracebacks, as in debug mode.
-    found = listing.as_json(listing.build(state.catalog, state.settings.CATALOG), debug=True)
+    found = with_runs(listing.as_json(listing.build(state.catalog, state.settings.CATALOG),
+                                      debug=True), app)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
     for route in found["routes"]:
         verbs = ",".join(route["http_methods"])
         print(f"{verbs:<16} {route['url']}  {route['summary']}".rstrip())
+        if route["schedule"] is not None:
+            print(f"{'':<16}   {describe_schedule(route['schedule'])}")
         # The short forms get a row each: every URL that answers is listed.
         for short in route["short_urls"]:
             print(f"{verbs:<16} {short}  = {route['url']}")
     for bad in found["broken"]:
         print(f"{'BROKEN':<16} {bad['file']}  {bad['error']}", file=sys.stderr)
     return 0
+
+
+def describe_schedule(schedule: dict[str, t.Any]) -> str:
+    """One line about a route's schedule: when, last and next run, trouble."""
+    when = (f"every {schedule['every']:g} s" if schedule.get("every") is not None
+            else f"cron {schedule['cron']} ({schedule['timezone']})")
+    if not schedule["overlap"]:
+        when += ", no overlap"
+    line = (f"scheduled {when}; last run {schedule['last_run'] or 'never'}, "
+            f"next run {schedule['next_run'] or 'unknown'}")
+    if schedule["skipped"]:
+        line += f", {schedule['skipped']} skipped"
+    return line + (f"; ERROR {schedule['error']}" if schedule["error"] else "")
 
 
 def check(args: argparse.Namespace) -> int:

@@ -257,7 +257,7 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         remaining = entry.schedule.remaining_estimate(entry.last_run_at)
         if remaining is None:
             return None
-        return max(time.time(), time.time() + remaining.total_seconds())
+        return time.time() + max(0.0, float(remaining.total_seconds()))
 
 
 def run_beat(celery: KernKoaCelery) -> None:

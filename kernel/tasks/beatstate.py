@@ -21,15 +21,19 @@ import os
 import typing as t
 from dataclasses import asdict
 from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
 from celery.backends.redis import RedisBackend
+from flask import Flask
 from redis.exceptions import LockError
 from redis.exceptions import RedisError
 
 from ..core.settings import Settings
 from .celeryapp import KernKoaCelery
 from .celeryapp import embedded_root
+from .celeryapp import get_celery
 
 log = logging.getLogger("kernkoa.beat")
 
@@ -204,3 +208,24 @@ def beat_lock(celery: KernKoaCelery) -> BeatLock:
     if isinstance(backend, RedisBackend):
         return RedisBeatLock(backend.client, celery.kernkoa_settings.BEAT_LEASE)
     return FileBeatLock(beat_folder(celery.kernkoa_settings) / "lock")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def schedule_runs(flask_app: Flask) -> dict[str, dict[str, t.Any]]:
+    """The run records of ``flask_app``'s schedules as JSON, by route: ``last_run``
+    and ``next_run`` (ISO 8601, UTC), ``last_task_id``, ``skipped``, ``error``.
+
+    Empty when no beat has written any yet, or when the store cannot be read
+    (logged: a listing does not fail for it).
+    """
+    try:
+        records = run_store(get_celery(flask_app)).read()
+    except (RedisError, OSError, ValueError) as error:
+        log.warning("schedule runs unreadable: %r", error)
+        return {}
+    return {route: {"last_run": _iso(r.last_run_at), "next_run": _iso(r.next_run_at),
+                    "last_task_id": r.last_task_id, "skipped": r.skipped, "error": r.error}
+            for route, r in records.items()}
