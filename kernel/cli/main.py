@@ -58,7 +58,7 @@ def worker(args: argparse.Namespace) -> int:
 
 def beat(args: argparse.Namespace) -> int:
     """Run Celery beat on the schedules of the catalog (one fires per deployment)."""
-    return run_beat_here()
+    return run_beat_here(args.logfile)
 
 
 def routes(args: argparse.Namespace) -> int:
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="celery worker options, e.g. --concurrency=4 -Q celery,long")
     p.set_defaults(func=worker)
     p = commands.add_parser("beat", help="run the catalog's schedules (@every, @cron)")
+    p.add_argument("--logfile", default=None, help="log to this file instead of stderr")
     p.set_defaults(func=beat)
     p = commands.add_parser("routes", help="list every routable URL")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -120,11 +120,11 @@ def start_embedded_beat() -> subprocess.Popen[bytes]:
     return _start_child("beat")
 
 
-def run_beat_here() -> int:
+def run_beat_here(logfile: str | None = None) -> int:
     """Run Celery beat on the catalog's schedules in this process (``kernkoa beat``)."""
     app = default_app()
     check_timezone(state_of(app).settings.SCHEDULE_TIMEZONE)
-    run_beat(get_celery(app))
+    run_beat(get_celery(app), logfile)
     return 0
 
 

@@ -123,6 +123,11 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
     def apply_entry(self, entry: beat.ScheduleEntry, producer: t.Any = None) -> None:
         """Start one run of ``entry`` (Celery has just advanced its last run time)."""
         route = entry.name
+        if not self.lock.hold():
+            # Renewed once more right before the run: a beat that froze since
+            # its tick began, and lost the lock meanwhile, fires nothing.
+            self._holding = False
+            return
         record = self.records.setdefault(route, RunRecord())
         record.last_run_at = time.time()
         # Celery has put the advanced entry in place of this one.
@@ -183,8 +188,8 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         kept = {name for name, entry in self.schedule.items()
                 if entry.options.get("kernkoa_file") in kept_files}
         changed = False
-        for name in set(self.schedule) - set(wanted) - kept:
-            del self.schedule[name]
+        for name in (set(self.schedule) | set(self.declared)) - set(wanted) - kept:
+            self.schedule.pop(name, None)
             self.declared.pop(name, None)
             self.records.pop(name, None)
             log.info("beat: %s is no longer scheduled", name)
@@ -260,7 +265,8 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         return time.time() + max(0.0, float(remaining.total_seconds()))
 
 
-def run_beat(celery: KernKoaCelery) -> None:
-    """Run Celery beat with :class:`CatalogScheduler` in this process, until stopped."""
+def run_beat(celery: KernKoaCelery, logfile: str | None = None) -> None:
+    """Run Celery beat with :class:`CatalogScheduler` in this process, until stopped
+    (``logfile``: where it logs, instead of stderr)."""
     celery.Beat(scheduler=CatalogScheduler, max_interval=SYNC_INTERVAL,
-                loglevel="INFO").run()
+                loglevel="INFO", logfile=logfile).run()

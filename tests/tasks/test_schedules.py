@@ -27,6 +27,8 @@ from kernel.catalog.schedules import every
 from kernel.catalog.schedules import schedule_of
 from kernel.core.errors import ScheduleError
 from kernel.core.settings import PROJECT_ROOT
+from kernel.tasks.beat import CatalogScheduler
+from kernel.tasks.celeryapp import get_celery
 from tests.support.catalogs import ControllerTree
 from tests.support.processes import BIN
 from tests.support.processes import clean_environ
@@ -311,3 +313,18 @@ def test_serve_runs_schedules_on_the_embedded_default(
     finally:
         stack.close()
     assert os.path.exists(var / "celery" / "beat" / "lock")
+
+
+def test_a_cron_celery_cannot_read_is_an_error_of_the_schedule(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator='@cron("61 * * * *")'))
+    tree.write("t.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(hours=1)"))
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        assert set(scheduler.schedule) == {"/t/S/tick_celery"}
+        assert "not a schedule" in (scheduler.records["/s/S/tick_celery"].error or "")
+        (tree.controllers / "s.py").unlink()
+        scheduler.sync_catalog()
+        assert set(scheduler.records) == {"/t/S/tick_celery"}
+    finally:
+        scheduler.lock.release()
