@@ -291,7 +291,7 @@ def test_serve_runs_schedules_on_the_embedded_default(
     controller = catalog / "controller" / "sched.py"
     note = tmp_path / "runs.txt"
     _schedule(controller, note, "@every(seconds=1)")
-    (catalog / "controller" / "broken.py").write_text("from kernkoa import *\nraise ValueError('x')\n")
+    (catalog / "controller" / "broken.py").write_text("raise ValueError('x')\n")
     var = tmp_path / "var"
     env = clean_environ(CATALOG=str(catalog), VAR=str(var), WORKER_CONCURRENCY="2")
     stack = Stack(tmp_path)
@@ -317,7 +317,8 @@ def test_serve_runs_schedules_on_the_embedded_default(
 
 def test_a_cron_celery_cannot_read_is_an_error_of_the_schedule(
         tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
-    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator='@cron("61 * * * *")'))
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0,
+                                        decorator='@cron("61 * * * *")'))
     tree.write("t.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(hours=1)"))
     scheduler = CatalogScheduler(get_celery(make_app()))
     try:
