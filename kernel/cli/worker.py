@@ -15,7 +15,6 @@ import typing as t
 
 from ..app import default_app
 from ..core.settings import Settings
-from ..tasks.beat import check_timezone
 from ..tasks.beat import run_beat
 from ..tasks.celeryapp import embedded_root
 from ..tasks.celeryapp import get_celery
@@ -122,9 +121,7 @@ def start_embedded_beat() -> subprocess.Popen[bytes]:
 
 def run_beat_here(logfile: str | None = None) -> int:
     """Run Celery beat on the catalog's schedules in this process (``kernkoa beat``)."""
-    app = default_app()
-    check_timezone(state_of(app).settings.SCHEDULE_TIMEZONE)
-    run_beat(get_celery(app), logfile)
+    run_beat(get_celery(default_app()), logfile)
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 import typing as t
-import zoneinfo
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -38,7 +37,7 @@ from ..catalog.registry import scan
 from ..catalog.schedules import Schedule
 from ..catalog.schedules import schedule_of
 from ..core.errors import KernKoaError
-from ..core.errors import SettingsError
+from ..core.errors import ParameterError
 from ..web.params import GivenFields
 from ..web.state import state_of
 from .beatstate import RunRecord
@@ -71,22 +70,10 @@ def celery_schedule(declared: Schedule, celery: KernKoaCelery) -> BaseSchedule:
                    month_of_year=month, day_of_week=day_of_week, app=celery)
 
 
-def check_timezone(name: str) -> None:
-    """Refuse a ``SCHEDULE_TIMEZONE`` that names no time zone.
-
-    :raises SettingsError: naming it.
-    """
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(f"SCHEDULE_TIMEZONE {name!r} is not a time zone name") from None
-
-
 class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no types
     """Celery's scheduler, its entries read from the catalog; fires only under the lock."""
 
     def __init__(self, app: KernKoaCelery, *args: t.Any, **kwargs: t.Any) -> None:
-        check_timezone(app.kernkoa_settings.SCHEDULE_TIMEZONE)
         self.flask_app = app.flask_app
         self.runs = run_store(app)
         self.lock = beat_lock(app)
@@ -143,7 +130,7 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
                 record.error = None
                 log.info("beat: %s started task %s", route, record.last_task_id)
             except KernKoaError as error:
-                record.error = str(getattr(error, "description", None) or error)
+                record.error = _explain(error)
                 log.error("beat: %s not started: %s", route, record.error)
         self._save()
 
@@ -263,6 +250,13 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         if remaining is None:
             return None
         return time.time() + max(0.0, float(remaining.total_seconds()))
+
+
+def _explain(error: KernKoaError) -> str:
+    """Why a run could not be sent, for the logs and the listings."""
+    if isinstance(error, ParameterError):
+        return "; ".join(f"{f['name']}: {f['message']}" for f in error.fields)
+    return str(getattr(error, "description", None) or error)
 
 
 def run_beat(celery: KernKoaCelery, logfile: str | None = None) -> None:

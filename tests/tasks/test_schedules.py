@@ -26,6 +26,7 @@ from kernel.catalog.schedules import cron
 from kernel.catalog.schedules import every
 from kernel.catalog.schedules import schedule_of
 from kernel.core.errors import ScheduleError
+from kernel.core.errors import SettingsError
 from kernel.core.settings import PROJECT_ROOT
 from kernel.tasks.beat import CatalogScheduler
 from kernel.tasks.celeryapp import get_celery
@@ -327,5 +328,30 @@ def test_a_cron_celery_cannot_read_is_an_error_of_the_schedule(
         (tree.controllers / "s.py").unlink()
         scheduler.sync_catalog()
         assert set(scheduler.records) == {"/t/S/tick_celery"}
+    finally:
+        scheduler.lock.release()
+
+
+def test_an_unknown_timezone_is_refused(make_app: t.Callable[..., Flask]) -> None:
+    with pytest.raises(SettingsError, match="Mars/Olympus"):
+        get_celery(make_app(SCHEDULE_TIMEZONE="Mars/Olympus"))
+
+
+def test_a_run_that_needs_fields_is_an_error_of_the_schedule(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("s.py", """
+        from kernkoa import *
+
+        class S:
+            @every(seconds=1)
+            def needy_celery(self, task, year: int):
+                return year
+        """)
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        assert scheduler.lock.hold()
+        scheduler.apply_entry(scheduler.schedule["/s/S/needy_celery"])
+        assert scheduler.records["/s/S/needy_celery"].error == "year: this field is required"
+        assert scheduler.records["/s/S/needy_celery"].last_task_id is None
     finally:
         scheduler.lock.release()
