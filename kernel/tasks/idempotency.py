@@ -198,13 +198,15 @@ class FileClaims:
         except FileNotFoundError:
             return None
 
-    def _remove_if(self, path: Path, holds: t.Callable[[dict[str, t.Any]], bool]) -> None:
+    def _remove_if(self, path: Path, holds: t.Callable[[dict[str, t.Any]], bool]) -> bool:
         # Read again under the lock: between our read and the removal another
         # trigger may have removed the old claim and linked its own.
         with self._locked():
             found = self._read(path)
-            if found is not None and holds(found):
-                path.unlink()
+            if found is None or not holds(found):
+                return False
+            path.unlink()
+            return True
 
     @contextlib.contextmanager
     def _locked(self) -> t.Iterator[None]:
@@ -220,10 +222,8 @@ class FileClaims:
         removed = 0
         now = time.time()
         for path in self.folder.glob("[0-9a-f]*") if self.folder.is_dir() else ():
-            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-                if json.loads(path.read_bytes())["expires"] <= now:
-                    self._remove_if(path, lambda found: found["expires"] <= now)
-                    removed += 1
+            with contextlib.suppress(ValueError, KeyError):  # not a claim: left alone
+                removed += self._remove_if(path, lambda found: found["expires"] <= now)
         return removed
 
 
