@@ -14,7 +14,10 @@ from flask import Flask
 from kernel.tasks.idempotency import Claim
 from kernel.tasks.idempotency import FileClaims
 from kernel.tasks.idempotency import parse_key
+from tests.support.auth import KEY as KEY_HS256
+from tests.support.auth import token
 from tests.support.catalogs import ControllerTree
+from tests.support.redis_server import RedisServer
 
 CONTROLLER = """
 from kernkoa import *
@@ -163,3 +166,37 @@ def test_file_claims_prune_expired(tmp_path: Path) -> None:
     FileClaims(tmp_path, expires=3600).claim("cd", Claim("t", "f"))
     assert FileClaims(tmp_path, expires=3600).prune() == 1
     assert [p.name for p in tmp_path.glob("[0-9a-f]*")] == ["cd"]
+
+
+def test_a_key_is_per_caller(tree: ControllerTree, make_app: t.Callable[..., Flask],
+                             tmp_path: Path) -> None:
+    tree.write("jobs.py", CONTROLLER)
+    client = make_app(ADDONS=["jwt_auth"], HMACKEY=KEY_HS256).test_client()
+
+    def post(**extra: str) -> str:
+        response = client.post("/jobs/jobs/work_celery", json={"n": 2},
+                               headers={**KEY, **extra})
+        assert response.status_code == 202, response.get_data()
+        return str(response.get_json()["id"])
+
+    alice = {"Authorization": "Bearer " + token(sub="alice")}
+    bob = {"Authorization": "Bearer " + token(sub="bob")}
+    assert post(**alice) == post(**alice)
+    assert post(**bob) != post(**alice)
+    assert post() not in {post(**alice), post(**bob)}  # anonymous is a caller too
+    assert queued(tmp_path) == 3
+
+
+@pytest.mark.redis
+def test_on_redis_a_claim_expires_with_the_results(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    tree.write("jobs.py", CONTROLLER)
+    client = make_app(BROKER_URL=redis.url, RESULT_EXPIRES=2).test_client()
+    first = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY).get_json()["id"]
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert again.get_json()["id"] == first and again.headers["Idempotent-Replayed"] == "true"
+    (claim,) = redis.client().keys("kernkoa-idem-*")
+    assert 0 < redis.client().ttl(claim) <= 2
+    time.sleep(2.5)
+    later = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert later.get_json()["id"] != first and "Idempotent-Replayed" not in later.headers
