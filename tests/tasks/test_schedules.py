@@ -261,14 +261,16 @@ def test_two_beats_on_redis_fire_each_run_once(
         stack.close()
 
 
-@pytest.mark.redis
+@pytest.mark.parametrize("broker", [pytest.param("redis", marks=pytest.mark.redis), "embedded"])
 def test_no_overlap_skips_while_a_slow_run_goes_on(
-        tmp_path: Path, redis: RedisServer, beats: list[Beat]) -> None:
+        tmp_path: Path, broker: str, request: pytest.FixtureRequest, beats: list[Beat]) -> None:
     catalog = write_catalog(tmp_path / "catalog")
     note = tmp_path / "runs.txt"
     _schedule(catalog / "controller" / "sched.py", note, "@every(seconds=1, overlap=False)",
               pause=2.5)
-    env = clean_environ(CATALOG=str(catalog), BROKER_URL=redis.url, VAR=str(tmp_path / "var"))
+    env = clean_environ(CATALOG=str(catalog), VAR=str(tmp_path / "var"))
+    if broker == "redis":
+        env["KERNKOA_BROKER_URL"] = request.getfixturevalue("redis").url
     stack = Stack(tmp_path)
     try:
         stack.worker(env, "--concurrency=3")  # room for overlapping runs, were they sent
