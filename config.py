@@ -255,3 +255,10 @@ BROKER_POLLING_INTERVAL = 0.05
 #: Task processes of a worker started by ``kernkoa serve`` / ``kernkoa worker``
 #: (0: Celery's default, one per CPU).
 WORKER_CONCURRENCY = 0
+
+#: Time zone of ``@cron`` schedules (an IANA name: "Europe/Paris").
+SCHEDULE_TIMEZONE = "UTC"
+
+#: Seconds ``kernkoa beat`` holds the deployment's beat lock on Redis without
+#: renewing it (it renews every second); another beat takes over after that.
+BEAT_LEASE = 10.0

@@ -36,6 +36,8 @@ from kernel.api.load import load
 from kernel.catalog.access import public
 from kernel.catalog.access import requires
 from kernel.catalog.exposure import methods
+from kernel.catalog.schedules import cron
+from kernel.catalog.schedules import every
 from kernel.core.errors import ParameterError
 from kernel.core.lazy import LazyModule
 from kernel.web.rendering import render
@@ -45,8 +47,10 @@ __all__ = [
     "Response",
     "abort",
     "config",
+    "cron",
     "dbs",
     "escape",
+    "every",
     "exeTask",
     "json",
     "jsonify",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install and run KernKoa: uWSGI behind nginx, with a Celery worker.
+# Install and run KernKoa: uWSGI behind nginx, with a Celery worker and beat.
 # Safe to run again: every step checks what is already there.
 set -euo pipefail
 
@@ -8,7 +8,7 @@ usage() {
 Usage: setup.sh [options]
 
 Default: a system install (run as root): a service user "kernkoa", the code in
-/opt/kernkoa with its virtualenv, systemd units for uWSGI and the Celery worker,
+/opt/kernkoa with its virtualenv, systemd units for uWSGI, the Celery worker and beat,
 and an nginx site enabled next to the existing ones (checked with nginx -t
 before any reload; no other site is touched).
 
@@ -304,15 +304,18 @@ start_background() {
         # They read the env file when they start.
         stop_group uWSGI "$RUN/kernkoa_uwsgi.pid" TERM
         stop_group worker "$RUN/worker.pid" TERM
+        stop_group beat "$RUN/beat.pid" TERM
     fi
     if ! running "$RUN/kernkoa_uwsgi.pid"; then
         # uWSGI's master supervises the worker: it checks the pid file every
         # second and starts the worker again when its process is gone (exec:
         # the pid file names the worker, not the shell uWSGI starts it with). The
-        # worker outlives a reload or stop of uWSGI (--stop stops it after).
-        say "starting uWSGI and the Celery worker it keeps running"
+        # worker outlives a reload or stop of uWSGI (--stop stops it after). Beat,
+        # which fires the catalog's schedules, is kept running the same way.
+        say "starting uWSGI and the Celery worker and beat it keeps running"
         (cd "$PREFIX" && "$VENV/bin/uwsgi" --ini "$PREFIX/kernkoa_uwsgi.ini" \
             --smart-attach-daemon2 "$RUN/worker.pid exec $VENV/bin/kernkoa worker --logfile=$RUN/worker.log" \
+            --smart-attach-daemon2 "$RUN/beat.pid exec $VENV/bin/kernkoa beat --logfile=$RUN/beat.log" \
             --daemonize "$RUN/kernkoa_uwsgi.log")
     fi
     nginx -t -q -c "$ETC/nginx.conf" -p "$RUN/nginx"
@@ -347,14 +350,15 @@ stop_group() {
 
 stop_background() {
     stop_group nginx "$RUN/nginx.pid" QUIT
-    # uWSGI first: it would start the worker again.
+    # uWSGI first: it would start the worker and beat again.
     stop_group uWSGI "$RUN/kernkoa_uwsgi.pid" TERM
     stop_group worker "$RUN/worker.pid" TERM
+    stop_group beat "$RUN/beat.pid" TERM
 }
 
 status_background() {
     local name pidfile
-    for name in nginx kernkoa_uwsgi worker; do
+    for name in nginx kernkoa_uwsgi worker beat; do
         pidfile=$RUN/$name.pid
         if running "$pidfile"; then
             echo "$name: running (pid $(cat "$pidfile"))"
@@ -399,6 +403,9 @@ install_systemd() {
     # A worker finishes its running tasks before it stops.
     write_unit kernkoa-worker "KernKoa Celery worker" \
         "$VENV/bin/kernkoa worker" "TimeoutStopSec=300"
+    # Beat fires the catalog's schedules; of several installs on one Redis, one fires.
+    write_unit kernkoa-beat "KernKoa Celery beat (catalog schedules)" \
+        "$VENV/bin/kernkoa beat" ""
     chgrp "$(id -gn "$SERVICE_USER")" "$ETC/kernkoa.env"
     # nginx runs as its own user and must reach the socket (RUN is 750).
     usermod -a -G "$(id -gn "$SERVICE_USER")" www-data 2>/dev/null || true
@@ -412,15 +419,17 @@ install_systemd() {
     systemctl daemon-reload
     if [ "$ENV_CHANGED" -eq 1 ]; then
         # Running services read the env file when they start (none: no-op).
-        systemctl try-restart kernkoa-uwsgi.service kernkoa-worker.service
+        systemctl try-restart kernkoa-uwsgi.service kernkoa-worker.service kernkoa-beat.service
     fi
-    systemctl enable --now kernkoa-uwsgi.service kernkoa-worker.service
+    systemctl enable --now kernkoa-uwsgi.service kernkoa-worker.service kernkoa-beat.service
     systemctl reload nginx || systemctl restart nginx
 }
 
 uninstall_systemd() {
-    systemctl disable --now kernkoa-uwsgi.service kernkoa-worker.service 2>/dev/null || true
-    rm -f /etc/systemd/system/kernkoa-uwsgi.service /etc/systemd/system/kernkoa-worker.service
+    systemctl disable --now kernkoa-uwsgi.service kernkoa-worker.service kernkoa-beat.service \
+        2>/dev/null || true
+    rm -f /etc/systemd/system/kernkoa-uwsgi.service /etc/systemd/system/kernkoa-worker.service \
+        /etc/systemd/system/kernkoa-beat.service
     systemctl daemon-reload 2>/dev/null || true
     if [ -L "$NGINX_ETC/sites-enabled/kernkoa" ]; then
         rm -f "$NGINX_ETC/sites-enabled/kernkoa"
@@ -447,7 +456,8 @@ case "$ACTION" in
     stop) stop_background ;;
     status)
         if [ "$SYSTEMD" -eq 1 ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-            systemctl status --no-pager kernkoa-uwsgi.service kernkoa-worker.service || true
+            systemctl status --no-pager kernkoa-uwsgi.service kernkoa-worker.service \
+                kernkoa-beat.service || true
         else
             status_background
         fi

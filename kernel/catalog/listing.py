@@ -28,6 +28,7 @@ from .registry import Route
 from .registry import scan
 from .registry import short_urls
 from .resolution import Catalog
+from .schedules import schedule_of
 
 #: Where a parameter's value comes from (the ``source`` key of a parameter).
 #: ``field``: the query, form or JSON field of its name (or, when it is
@@ -140,6 +141,7 @@ def describe_route(route: Route, root: Path) -> dict[str, t.Any]:
     """One route as JSON (the items of ``/_kernkoa/endpoints``)."""
     endpoint = route.endpoint
     doc = inspect.getdoc(endpoint.func) or ""
+    schedule = schedule_of(endpoint.func)
     module_parts = route.url.strip("/").split("/")[:-2]
     return {
         "url": route.url,
@@ -155,6 +157,7 @@ def describe_route(route: Route, root: Path) -> dict[str, t.Any]:
         "kind": "celery" if endpoint.is_celery else "sync",
         "parameters": [describe_parameter(slot) for slot in all_slots(endpoint)],
         "version": file_version(route.file),
+        "schedule": None if schedule is None else schedule.describe(),
     }
 
 

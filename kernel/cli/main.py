@@ -1,4 +1,4 @@
-"""The ``kernkoa`` command: ``serve``, ``worker``, ``routes``, ``check`` and ``user``."""
+"""The ``kernkoa`` command: ``serve``, ``worker``, ``beat``, ``routes``, ``check`` and ``user``."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ import json
 import logging
 import signal
 import sys
+import typing as t
 
 from ..app import create_app
 from ..catalog import listing
 from ..catalog.registry import scan
+from ..pages.views import with_runs
 from ..web.state import state_of
 from .supervisor import WorkerSupervisor
 from .users import add_user_commands
+from .worker import run_beat_here
 from .worker import run_worker
+from .worker import start_embedded_beat
 from .worker import start_embedded_worker
+from .worker import stop_beat
 from .worker import stop_worker
 
 
@@ -28,9 +33,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = state_of(app).settings
     host = args.host or settings.HOST
     port = args.port if args.port is not None else settings.PORT
-    worker = None if args.no_worker else WorkerSupervisor(start_embedded_worker, stop_worker)
-    if worker is not None:
-        worker.start()
+    # The worker, and beat for the catalog's schedules, each restarted if it exits.
+    children = [] if args.no_worker else [WorkerSupervisor(start_embedded_worker, stop_worker),
+                                          WorkerSupervisor(start_embedded_beat, stop_beat)]
+    for child in children:
+        child.start()
     # SIGTERM must unwind through the finally below, so the worker goes too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -39,8 +46,8 @@ def serve(args: argparse.Namespace) -> int:
         # typed into a web page.
         run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
     finally:
-        if worker is not None:
-            worker.stop()
+        for child in children:
+            child.stop()
     return 0
 
 
@@ -49,24 +56,46 @@ def worker(args: argparse.Namespace) -> int:
     return run_worker(args.celery_args)
 
 
+def beat(args: argparse.Namespace) -> int:
+    """Run Celery beat on the schedules of the catalog (one fires per deployment)."""
+    return run_beat_here(args.logfile)
+
+
 def routes(args: argparse.Namespace) -> int:
     """Print every URL that answers, short forms included (``--json``: the
     ``/_kernkoa/endpoints`` document)."""
-    state = state_of(create_app())
+    app = create_app()
+    state = state_of(app)
     # The operator at the console may see full tracebacks, as in debug mode.
-    found = listing.as_json(listing.build(state.catalog, state.settings.CATALOG), debug=True)
+    found = with_runs(listing.as_json(listing.build(state.catalog, state.settings.CATALOG),
+                                      debug=True), app)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
     for route in found["routes"]:
         verbs = ",".join(route["http_methods"])
         print(f"{verbs:<16} {route['url']}  {route['summary']}".rstrip())
+        if route["schedule"] is not None:
+            print(f"{'':<16}   {describe_schedule(route['schedule'])}")
         # The short forms get a row each: every URL that answers is listed.
         for short in route["short_urls"]:
             print(f"{verbs:<16} {short}  = {route['url']}")
     for bad in found["broken"]:
         print(f"{'BROKEN':<16} {bad['file']}  {bad['error']}", file=sys.stderr)
     return 0
+
+
+def describe_schedule(schedule: dict[str, t.Any]) -> str:
+    """One line about a route's schedule: when, last and next run, trouble."""
+    when = (f"every {schedule['every']:g} s" if schedule.get("every") is not None
+            else f"cron {schedule['cron']} ({schedule['timezone']})")
+    if not schedule["overlap"]:
+        when += ", no overlap"
+    line = (f"scheduled {when}; last run {schedule['last_run'] or 'never'}, "
+            f"next run {schedule['next_run'] or 'unknown'}")
+    if schedule["skipped"]:
+        line += f", {schedule['skipped']} skipped"
+    return line + (f"; ERROR {schedule['error']}" if schedule["error"] else "")
 
 
 def check(args: argparse.Namespace) -> int:
@@ -87,12 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port to bind (default 5000)")
     p.add_argument("--debug", action="store_true", help="tracebacks in error bodies")
     p.add_argument("--no-worker", action="store_true",
-                   help="do not start a task worker beside the server")
+                   help="do not start a task worker and beat beside the server")
     p.set_defaults(func=serve)
     p = commands.add_parser("worker", help="run a task worker (options go to celery worker)")
     p.add_argument("celery_args", nargs=argparse.REMAINDER,
                    help="celery worker options, e.g. --concurrency=4 -Q celery,long")
     p.set_defaults(func=worker)
+    p = commands.add_parser("beat", help="run the catalog's schedules (@every, @cron)")
+    p.add_argument("--logfile", default=None, help="log to this file instead of stderr")
+    p.set_defaults(func=beat)
     p = commands.add_parser("routes", help="list every routable URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=routes)

@@ -1,4 +1,5 @@
-"""Running Celery workers: ``kernkoa worker`` and the one beside ``kernkoa serve``."""
+"""Running Celery workers and beat: ``kernkoa worker``, ``kernkoa beat``, and the
+ones beside ``kernkoa serve``."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import typing as t
 
 from ..app import default_app
 from ..core.settings import Settings
+from ..tasks.beat import run_beat
 from ..tasks.celeryapp import embedded_root
 from ..tasks.celeryapp import get_celery
 from ..tasks.celeryapp import is_embedded
+from ..tasks.idempotency import embedded_claims
 from ..web.state import state_of
 
 log = logging.getLogger("kernkoa.worker")
@@ -81,8 +84,9 @@ def run_worker(extra: t.Sequence[str]) -> int:
     app = default_app()
     settings = state_of(app).settings
     if is_embedded(settings):
-        log.info("embedded broker in %s; pruned %d expired result file(s)",
-                 embedded_root(settings), prune_results(settings))
+        log.info("embedded broker in %s; pruned %d expired result file(s) "
+                 "and %d expired idempotency key(s)", embedded_root(settings),
+                 prune_results(settings), embedded_claims(settings).prune())
     get_celery(app).worker_main(worker_argv(settings, extra))
     return 0
 
@@ -95,20 +99,45 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+def _start_child(command: str) -> subprocess.Popen[bytes]:
+    """Start ``kernkoa <command>`` as a child of this process, in its process group."""
+    argv = [sys.executable, "-c",
+            f"import sys; from kernel.cli.main import main; sys.exit(main([{command!r}]))"]
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    process = subprocess.Popen(argv, preexec_fn=preexec)
+    log.info("started kernkoa %s, pid %d", command, process.pid)
+    return process
+
+
 def start_embedded_worker() -> subprocess.Popen[bytes]:
     """Start ``kernkoa worker`` as a child of this process, in its process group."""
-    command = [sys.executable, "-c",
-               "import sys; from kernel.cli.main import main; sys.exit(main(['worker']))"]
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    process = subprocess.Popen(command, preexec_fn=preexec)
-    log.info("started a task worker, pid %d", process.pid)
-    return process
+    return _start_child("worker")
+
+
+def start_embedded_beat() -> subprocess.Popen[bytes]:
+    """Start ``kernkoa beat`` as a child of this process, in its process group."""
+    return _start_child("beat")
+
+
+def run_beat_here(logfile: str | None = None) -> int:
+    """Run Celery beat on the catalog's schedules in this process (``kernkoa beat``)."""
+    run_beat(get_celery(default_app()), logfile)
+    return 0
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
     """Stop a worker started by :func:`start_embedded_worker` (cold shutdown)."""
+    _stop_child(process, signal.SIGQUIT)
+
+
+def stop_beat(process: subprocess.Popen[bytes]) -> None:
+    """Stop a beat started by :func:`start_embedded_beat` (it releases its lock)."""
+    _stop_child(process, signal.SIGTERM)
+
+
+def _stop_child(process: subprocess.Popen[bytes], signum: int) -> None:
     if process.poll() is None:
-        process.send_signal(signal.SIGQUIT)
+        process.send_signal(signum)
         try:
             process.wait(STOP_GRACE)
         except subprocess.TimeoutExpired:

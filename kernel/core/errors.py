@@ -83,6 +83,16 @@ class UnsupportedCbor(BadRequestBody):
                    "fractions (4).")
 
 
+class InvalidIdempotencyKey(KernelError):
+    """400: the ``Idempotency-Key`` header is empty, too long or holds characters
+    a key may not (see :mod:`kernel.tasks.idempotency`)."""
+
+    code = 400
+    error_code = "invalid_idempotency_key"
+    description = ("The Idempotency-Key header must be 1 to 255 visible ASCII characters, "
+                   "without quotes or backslashes (optionally quoted as a whole).")
+
+
 class AuthenticationRequired(KernelError):
     """401: credentials are missing or invalid.
 
@@ -221,6 +231,15 @@ class ParameterError(KernelError):
         self.fields = fields
 
 
+class IdempotencyKeyReused(KernelError):
+    """422: an ``Idempotency-Key`` already started a task with other fields."""
+
+    code = 422
+    error_code = "idempotency_key_reused"
+    description = ("This Idempotency-Key was already used with other fields on this route; "
+                   "use a new key for a new request.")
+
+
 class TooManyFailures(KernelError):
     """429: this client failed to log in too often lately; it is refused
     without checking, until ``retry_after`` seconds have passed."""
@@ -248,6 +267,15 @@ class BrokerUnavailable(KernelError):
     code = 503
     error_code = "broker_unavailable"
     description = "Background tasks are unavailable right now; try again shortly."
+
+
+class IdempotencyUnsupported(KernelError):
+    """501: ``Idempotency-Key`` needs a result store that can claim a key atomically
+    (Redis or the embedded one); this deployment's cannot."""
+
+    code = 501
+    error_code = "idempotency_unsupported"
+    description = "Idempotency-Key needs a Redis or embedded result store."
 
 
 class PasswordChecksBusy(KernelError):
@@ -282,6 +310,10 @@ class UsersError(KernKoaError, ValueError):
 
 
 # Errors of the catalog and of the API that controllers call.
+
+class ScheduleError(KernKoaError, ValueError):
+    """A ``@every`` or ``@cron`` declaration that cannot be a schedule."""
+
 
 class ConversionError(KernKoaError, ValueError):
     """A value does not fit a parameter's annotation."""

@@ -231,6 +231,12 @@ class Settings:
     BROKER_POLLING_INTERVAL: float = 0.05
     #: Task processes of a worker (0: Celery's default, one per CPU).
     WORKER_CONCURRENCY: int = 0
+    #: Time zone of ``@cron`` schedules (an IANA name: ``Europe/Paris``).
+    SCHEDULE_TIMEZONE: str = "UTC"
+    #: Seconds a ``kernkoa beat`` holds the deployment's beat lock without renewing
+    #: it; another beat takes over after that (Redis; the embedded lock dies with
+    #: its process).
+    BEAT_LEASE: float = 10.0
 
     #: Names besides the fields, from ``config.py`` or the overrides, untyped.
     _extra: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)

@@ -42,6 +42,14 @@ from ..catalog.listing import all_slots
 from ..catalog.listing import describe_route
 from ..catalog.listing import shown_error
 from ..core.version import __version__
+from .taskdoc import DATA_TYPES
+from .taskdoc import IDEMPOTENCY_ERRORS
+from .taskdoc import STATUS_REF
+from .taskdoc import data
+from .taskdoc import error
+from .taskdoc import status_paths
+from .taskdoc import task_links
+from .taskdoc import trigger_headers
 
 #: Operations described per HTTP method (lower case, as OpenAPI spells them).
 DESCRIBED_METHODS = ("get", "post", "put", "patch", "delete")
@@ -49,17 +57,12 @@ DESCRIBED_METHODS = ("get", "post", "put", "patch", "delete")
 #: HTTP methods whose fields travel in the query string.
 QUERY_METHODS = frozenset({"get", "delete"})
 
-#: The media types of JSON-able answers (CBOR for ``Accept: application/cbor``), and
-#: those a method taking fields reads its body from.
-DATA_TYPES = ("application/json", "application/cbor")
+#: The media types a method taking fields reads its body from.
 BODY_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", *DATA_TYPES)
 
 #: The field names a multipart body can carry: the kernel refuses a part whose
 #: name holds a backslash (:mod:`kernel.web.formbody`), as encoders read it apart.
 MULTIPART_NAMES = {"pattern": "^[^\\\\]*$"}
-
-_ERROR_REF = {"$ref": "#/components/schemas/Error"}
-_STATUS_REF = {"$ref": "#/components/schemas/TaskStatus"}
 
 
 @dataclass(frozen=True)
@@ -104,20 +107,6 @@ CONTROLLER_ERRORS: tuple[tuple[str, str, t.Callable[[Facts], bool]], ...] = (
     ("500", "The method failed, or its controller file did not load.", _always),
     ("503", "The task broker or result store did not answer.", lambda f: f.tasks),
 )
-
-#: The error statuses of ``/status/{id}`` per operation, besides the auth ones.
-STATUS_ERRORS = {
-    "get": {"404": "No such task, or it expired.",
-            "405": "`/status/{id}` answers GET, HEAD, DELETE and OPTIONS.",
-            "413": "The request carries more than `MAX_FIELDS` fields.",
-            "422": "`wait` is not a number of seconds, 0 or more.",
-            "503": "The result store did not answer."},
-    "delete": {"404": "No such task, or it expired.",
-               "405": "`/status/{id}` answers GET, HEAD, DELETE and OPTIONS.",
-               "409": "The task has already finished (SUCCESS or FAILURE).",
-               "413": "The request carries more than `MAX_FIELDS` fields.",
-               "503": "The result store did not answer."},
-}
 
 
 def _parameter_schema(param: dict[str, t.Any], converter: Converter,
@@ -192,14 +181,8 @@ def _request_body(route: dict[str, t.Any], converters: dict[str, Converter],
     else:
         content = {media: {"schema": form} for media in BODY_TYPES}
         content["multipart/form-data"] = {"schema": multipart}
-        content.update(_data(_object_schema(route, converters, text=False)))
+        content.update(data(_object_schema(route, converters, text=False)))
     return {"required": "required" in form, "content": content}
-
-
-def _task_links() -> dict[str, t.Any]:
-    by_id = {"id": "$response.body#/id"}
-    return {"status": {"operationId": "task_status", "parameters": by_id},
-            "cancel": {"operationId": "task_cancel", "parameters": by_id}}
 
 
 def _success_responses(celery: bool) -> dict[str, t.Any]:
@@ -207,7 +190,7 @@ def _success_responses(celery: bool) -> dict[str, t.Any]:
         return {"200": {
             "description": "The method's return value: HTML for a string, JSON (or CBOR: "
                            "`Accept`) for a dict, list, number or null, bytes as a download.",
-            "content": {"text/html": {"schema": {"type": "string"}}, **_data({}),
+            "content": {"text/html": {"schema": {"type": "string"}}, **data({}),
                         "application/octet-stream": {"schema": {"type": "string",
                                                                 "format": "binary"}}},
         }}
@@ -216,33 +199,16 @@ def _success_responses(celery: bool) -> dict[str, t.Any]:
             "description": "Queued on a Celery worker; follow `status_url`.",
             "headers": {"Location": {"description": "The task's status URL.",
                                      "schema": {"type": "string"}}},
-            "content": _data({"$ref": "#/components/schemas/TaskAccepted"}),
-            "links": _task_links(),
+            "content": data({"$ref": "#/components/schemas/TaskAccepted"}),
+            "links": task_links(),
         },
         "200": {
             "description": "Sent with `Prefer: wait=<seconds>`: the task finished within "
                            "the wait; its status body, with `id` and `status_url`.",
-            "content": _data(_STATUS_REF),
-            "links": _task_links(),
+            "content": data(STATUS_REF),
+            "links": task_links(),
         },
     }
-
-
-def _error(description: str) -> dict[str, t.Any]:
-    return {"description": description, "content": _data(_ERROR_REF)}
-
-
-def _data(schema: dict[str, t.Any]) -> dict[str, t.Any]:
-    """The content of a JSON-able answer: the same schema in JSON and in CBOR."""
-    return {media: {"schema": schema} for media in DATA_TYPES}
-
-
-def _prefer_header() -> dict[str, t.Any]:
-    return {"name": "Prefer", "in": "header", "required": False,
-            "description": "`wait=<seconds>` (RFC 7240): answer with the result if the task "
-                           "finishes within that time (at most `STATUS_WAIT_MAX`); a "
-                           "preference the kernel cannot read is ignored.",
-            "schema": {"type": "string"}}
 
 
 def _operation(route: dict[str, t.Any], method: str, converters: dict[str, Converter],
@@ -250,7 +216,7 @@ def _operation(route: dict[str, t.Any], method: str, converters: dict[str, Conve
     responses = _success_responses(route["kind"] == "celery")
     for status, description, applies in CONTROLLER_ERRORS:
         if applies(facts):
-            responses[status] = _error(description)
+            responses[status] = error(description)
     operation: dict[str, t.Any] = {
         "operationId": _operation_id(route["url"], method),
         "tags": [route["module"]],
@@ -261,7 +227,9 @@ def _operation(route: dict[str, t.Any], method: str, converters: dict[str, Conve
         operation["description"] = route["doc"]
     parameters = _query_parameters(route, converters) if method in QUERY_METHODS else []
     if route["kind"] == "celery":
-        parameters.append(_prefer_header())
+        parameters += trigger_headers()
+        for status, addition in IDEMPOTENCY_ERRORS.items():
+            responses[status]["description"] += addition
     if parameters:
         operation["parameters"] = parameters
     if method not in QUERY_METHODS:
@@ -316,39 +284,6 @@ def _components() -> dict[str, t.Any]:
     return {"schemas": {"Error": error, "TaskAccepted": accepted, "TaskStatus": status}}
 
 
-def _status_paths(auth_statuses: dict[str, str]) -> dict[str, t.Any]:
-    id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
-
-    def errors(method: str) -> dict[str, t.Any]:
-        found = {**STATUS_ERRORS[method], **auth_statuses}
-        return {status: _error(found[status]) for status in sorted(found)}
-
-    status_body = _data(_STATUS_REF)
-    return {"/status/{id}": {
-        "parameters": id_param,
-        "get": {
-            "operationId": "task_status",
-            "tags": ["kernel"],
-            "summary": "The state, progress, result or error of a task.",
-            "parameters": [{
-                "name": "wait", "in": "query", "required": False,
-                "description": "Long poll: answer once the task is done, or after this "
-                               "many seconds (capped by STATUS_WAIT_MAX).",
-                "schema": {"type": "number", "minimum": 0},
-            }],
-            "responses": {"200": {"description": "The task's status.", "content": status_body},
-                          **errors("get")},
-        },
-        "delete": {
-            "operationId": "task_cancel",
-            "tags": ["kernel"],
-            "summary": "Cancel a task: it is REVOKED from then on (and stays readable).",
-            "responses": {"200": {"description": "Cancelled.", "content": status_body},
-                          **errors("delete")},
-        },
-    }}
-
-
 def document(listing: Listing, base: str = "", debug: bool = False, auth_default: str = "open",
              auth_enabled: bool = False) -> dict[str, t.Any]:
     """The OpenAPI 3.1 document of a listing, ``/status/{id}`` included.
@@ -379,7 +314,7 @@ def document(listing: Listing, base: str = "", debug: bool = False, auth_default
                      "403": "The credentials lack a scope the task's route requires."}
     if auth_enabled:
         auth_statuses["429"] = "Too many failed authentications from this client."
-    paths.update(_status_paths(auth_statuses if guarded else {}))
+    paths.update(status_paths(auth_statuses if guarded else {}))
     doc: dict[str, t.Any] = {
         "openapi": "3.1.0",
         "info": {"title": "KernKoa catalog", "version": __version__,

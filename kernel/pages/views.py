@@ -37,6 +37,7 @@ from ..catalog import listing
 from ..catalog.access import KERNEL_PAGE
 from ..catalog.access import PUBLIC
 from ..catalog.access import guarded_by
+from ..core.lazy import LazyModule
 from ..web.html import STATIC
 from ..web.html import render_page
 from ..web.html import site_url
@@ -45,6 +46,10 @@ from ..web.state import state_of
 from . import health
 from . import info as info_module
 from . import openapi
+
+# The beat's run records are in the result store: read through Celery's stack,
+# imported only by a listing that has a schedule to show.
+_beatstate = LazyModule("kernel.tasks.beatstate")
 
 
 def _json(value: t.Any, status: int = 200) -> Response:
@@ -57,17 +62,40 @@ def _listing() -> listing.Listing:
     return listing.build(state.catalog, state.settings.CATALOG)
 
 
+def with_runs(found: dict[str, t.Any], app: Flask) -> dict[str, t.Any]:
+    """A listing's JSON with each schedule's time zone, last and next run (read from
+    the beat's records: Celery is imported only when something is scheduled)."""
+    scheduled = [route for route in found["routes"] if route["schedule"] is not None]
+    if scheduled:
+        runs = _beatstate.schedule_runs(app)
+        timezone = state_of(app).settings.SCHEDULE_TIMEZONE
+        for route in scheduled:
+            route["schedule"].update(
+                {"timezone": timezone, "last_run": None, "next_run": None,
+                 "last_task_id": None, "skipped": 0, "error": None},
+                **runs.get(route["url"], {}))
+    return found
+
+
+def _listing_json(scanned: listing.Listing | None = None) -> dict[str, t.Any]:
+    scanned = _listing() if scanned is None else scanned
+    return with_runs(listing.as_json(scanned, current_app.debug),
+                     current_app._get_current_object())  # type: ignore[attr-defined]
+
+
 @guarded_by(KERNEL_PAGE)
 def endpoints() -> Response:
     """Every route and every broken controller file."""
-    return _json(listing.as_json(_listing(), current_app.debug))
+    return _json(_listing_json())
 
 
 @guarded_by(KERNEL_PAGE)
 def endpoint(url: str) -> Response:
     """The one route ``url`` names."""
-    return _json(listing.find(current_state().catalog, current_state().settings.CATALOG, url,
-                              current_app.debug))
+    found = listing.find(current_state().catalog, current_state().settings.CATALOG, url,
+                         current_app.debug)
+    with_runs({"routes": [found]}, current_app._get_current_object())  # type: ignore[attr-defined]
+    return _json(found)
 
 
 def _info() -> dict[str, t.Any]:
@@ -104,7 +132,7 @@ def _json_schemas(found: listing.Listing) -> dict[str, dict[str, t.Any]]:
 def docs() -> Response:
     """An HTML page listing the catalog by folder, with a form to try each method."""
     scanned = _listing()
-    found = listing.as_json(scanned, current_app.debug)
+    found = _listing_json(scanned)
     routes = sorted(found["routes"], key=lambda r: (r["folder"], r["url"]))
     folders = [(folder, list(items))
                for folder, items in itertools.groupby(routes, key=lambda r: r["folder"])]

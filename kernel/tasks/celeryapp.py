@@ -24,12 +24,14 @@ from __future__ import annotations
 import logging
 import threading
 import typing as t
+import zoneinfo
 from pathlib import Path
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
 from flask import Flask
 
+from ..core.errors import SettingsError
 from ..core.settings import Settings
 from ..web.state import state_of
 from .filebroker import TRANSPORT as FILE_TRANSPORT
@@ -119,8 +121,23 @@ def make_leases(celery: Celery, settings: Settings) -> Leases | None:
     return None
 
 
+def check_timezone(name: str) -> str:
+    """``name``, refused unless it names a time zone (``SCHEDULE_TIMEZONE``).
+
+    :raises SettingsError: naming it.
+    """
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"SCHEDULE_TIMEZONE {name!r} is not a time zone name") from None
+    return name
+
+
 def celery_config(settings: Settings) -> dict[str, t.Any]:
-    """Celery settings for KernKoa's ``settings`` (see ``config.py``)."""
+    """Celery settings for KernKoa's ``settings`` (see ``config.py``).
+
+    :raises SettingsError: when ``SCHEDULE_TIMEZONE`` names no time zone.
+    """
     timeout = settings.BROKER_TIMEOUT
     config: dict[str, t.Any] = {
         # JSON only: messages never carry pickles (a pickled controller
@@ -133,6 +150,8 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         # cancellation check (JobStore.start).
         "task_track_started": False,
         "result_expires": settings.RESULT_EXPIRES,
+        # The time zone of @cron schedules (kernel.tasks.beat).
+        "timezone": check_timezone(settings.SCHEDULE_TIMEZONE),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,

@@ -123,14 +123,21 @@ def request_snapshot(req: Request, task_headers: frozenset[str]) -> dict[str, t.
         "root_url": req.url_root,
         "headers": [[k, v] for k, v in req.headers.items() if k.lower() in task_headers],
     }
+    snapshot.update(body_fields(req))
+    return snapshot
+
+
+def body_fields(req: Request) -> dict[str, t.Any]:
+    """The fields of ``req``'s body, JSON-safe: ``{"json": value}``,
+    ``{"form": [[name, value], ...]}`` or ``{}`` (no body, or no fields in it)."""
     fields = RequestFields(req)
     if fields.has_body:
         if req.is_json or is_cbor(req):
             # A CBOR body's value is one a JSON body could hold: it travels as JSON.
-            snapshot["json"] = fields.json
-        elif fields.form:
-            snapshot["form"] = [[k, v] for k, v in fields.form.items(multi=True)]
-    return snapshot
+            return {"json": fields.json}
+        if fields.form:
+            return {"form": [[k, v] for k, v in fields.form.items(multi=True)]}
+    return {}
 
 
 def _encode(value: t.Any) -> t.Any:
@@ -172,9 +179,23 @@ def _kwargs_repr(route: str, args: list[t.Any], kwargs: dict[str, t.Any],
                                   "message": "these values cannot be sent to a task (not JSON)"}])
 
 
+def issue_task_id(endpoint: Endpoint, route: str) -> str:
+    """A new signed id for a task of ``route``, carrying its rule and the time.
+
+    The id needs no marker written first: an id of a publish that failed was
+    never shown to anyone.
+    """
+    access = rule_for(endpoint, current_state().settings.AUTH_DEFAULT)
+    return new_task_id(signing_secrets(), route, access)
+
+
 def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
-            kwargs: dict[str, t.Any]) -> str:
+            kwargs: dict[str, t.Any], task_id: str | None = None) -> str:
     """Publish ``route``'s ``_celery`` method with bound arguments; return the task id.
+
+    :param task_id: the id to publish under, issued earlier by
+        :func:`issue_task_id` (an idempotent trigger claims its key with it
+        first); a new one by default.
 
     :raises ParameterError: when an argument is not JSON.
     :raises BrokerUnavailable: when the broker or result store is unreachable.
@@ -185,14 +206,11 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     kwargs_repr = _kwargs_repr(route, args, kwargs, snapshot)
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
-    access = rule_for(endpoint, current_state().settings.AUTH_DEFAULT)
-    # The id carries the route, its rule and the time, signed: no marker to
-    # write first (an id of a publish that failed was never shown to anyone).
-    task_id = new_task_id(signing_secrets(), route, access)
+    sent_id = task_id or issue_task_id(endpoint, route)
 
     def publish() -> None:
         celery.send_task(
-            TASK_NAME, task_id=task_id,
+            TASK_NAME, task_id=sent_id,
             kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
             kwargsrepr=kwargs_repr,
             queue=options.get("queue"), retry=False,
@@ -201,7 +219,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
         )
 
     breaker.call(publish)
-    return task_id
+    return sent_id
 
 
 def signing_secrets() -> tuple[str | bytes, ...]:

@@ -25,8 +25,13 @@ from ..web.allow import other_method
 from ..web.state import state_of
 
 _enqueue = LazyModule("kernel.tasks.enqueue")
+_idempotency = LazyModule("kernel.tasks.idempotency")
 _page = LazyModule("kernel.tasks.page")
 _views = LazyModule("kernel.tasks.views")
+
+#: The header of an idempotent trigger (``kernel.tasks.idempotency.HEADER``,
+#: named here too: reading it must not import Celery).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 #: The HTTP methods ``/status/<id>`` serves.
 STATUS_METHODS = frozenset({"GET", "HEAD", "DELETE"})
@@ -57,9 +62,22 @@ def task_status_events(task_id: str) -> Response:
 
 def start_task(endpoint: Endpoint, route: str, args: list[t.Any],
                kwargs: dict[str, t.Any]) -> Response:
-    """Send a bound ``_celery`` call to a worker and answer the trigger (202)."""
-    task_id = _enqueue.enqueue(endpoint, route, args, kwargs)
-    return t.cast(Response, _views.task_started(task_id))
+    """Send a bound ``_celery`` call to a worker and answer the trigger (202).
+
+    With an ``Idempotency-Key`` header, a key this caller already used on this
+    route answers with the task it started (:mod:`kernel.tasks.idempotency`).
+    """
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        task_id = _enqueue.enqueue(endpoint, route, args, kwargs)
+        return t.cast(Response, _views.task_started(task_id))
+    task_id, replayed = _idempotency.start_once(endpoint, route, args, kwargs,
+                                                request._get_current_object(),  # type: ignore[attr-defined]
+                                                key)
+    response = t.cast(Response, _views.task_started(task_id))
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def init_app(app: Flask) -> None:

@@ -317,6 +317,63 @@ def test_killed_celery_worker_is_started_again(deployment: Deployment) -> None:
         "status": "SUCCESS", "data": 8}
 
 
+#: A method the beat of the install runs every second; it notes each run in ``NOTE``.
+TICKER = """
+from kernkoa import *
+
+NOTE = {note!r}
+
+
+class ticker:
+    @every(seconds=1)
+    def tick_celery(self, task):
+        with open(NOTE, "a") as note:
+            note.write(task.id + "\\n")
+"""
+
+
+def _pid_of(deployment: Deployment, name: str) -> int | None:
+    """The pid in ``var/<name>.pid``, if that process is alive."""
+    try:
+        pid = int((deployment.prefix / f"var/{name}.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def _ticks(note: Path) -> int:
+    return len(note.read_text().split()) if note.exists() else 0
+
+
+def test_beat_runs_the_schedules_and_is_started_again(deployment: Deployment,
+                                                      tmp_path: Path) -> None:
+    note = tmp_path / "ticks.txt"
+    note.touch(mode=0o666)
+    note.chmod(0o666)  # the service writes it whatever its umask
+    controller = deployment.prefix / "catalog/controller/deploytest/ticker.py"
+    controller.parent.mkdir(parents=True, exist_ok=True)
+    controller.write_text(TICKER.format(note=str(note)))
+    try:
+        deadline = time.monotonic() + 60
+        while _ticks(note) < 2:
+            assert time.monotonic() < deadline, "the beat of the install never fired"
+            time.sleep(0.2)
+        first = _pid_of(deployment, "beat")
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while _pid_of(deployment, "beat") in (None, first):
+            assert time.monotonic() < deadline, "uWSGI did not start another beat"
+            time.sleep(0.1)
+        ticks = _ticks(note)
+        deadline = time.monotonic() + 60
+        while _ticks(note) < ticks + 2:
+            assert time.monotonic() < deadline, "the new beat never fired"
+            time.sleep(0.2)
+    finally:
+        controller.unlink()
+
+
 def test_redis_restart_under_a_task_keeps_the_worker(deployment: Deployment) -> None:
     # The worker died of the restart (kernel/tasks/redisbroker.py) and every task
     # accepted afterwards stayed PENDING.
@@ -468,6 +525,7 @@ def test_setup_is_idempotent(deployment: Deployment) -> None:
     assert (status, body) == (200, b"hello world!!.")
     result = run_setup("--prefix", str(deployment.prefix), "--status")
     assert "kernkoa_uwsgi: running" in result.stdout
+    assert "beat: running" in result.stdout
 
 
 def _raw_request(path: str, *headers: str, method: str = "GET", host: str = "localhost") -> bytes:
@@ -658,7 +716,8 @@ def test_files_are_private(deployment: Deployment) -> None:
     var, etc = deployment.prefix / "var", deployment.prefix / "etc"
     made = {path.name for path in var.iterdir()}
     assert {"maindb.sqlite3", "nginx-access.log", "kernkoa_uwsgi.pid", "worker.pid",
-            "nginx.pid", "kernkoa_uwsgi.log", "worker.log", "secret_key"} <= made
+            "beat.pid", "nginx.pid", "kernkoa_uwsgi.log", "worker.log", "beat.log",
+            "secret_key"} <= made
     assert (var / "nginx-access.log").stat().st_size > 0
     assert stat.S_IMODE(var.stat().st_mode) == 0o750
     assert stat.S_IMODE((etc / "kernkoa.env").stat().st_mode) == 0o640

@@ -145,3 +145,13 @@ def test_the_docs_page_types_fields_as_the_json_body_schema(
             assert found is not None, name
             shown = json.loads(html_unescape(found.group(1)))
             assert shown == {k: v for k, v in schema.items() if k != "default"}
+
+
+def test_triggers_take_an_idempotency_key(document: dict[str, t.Any]) -> None:
+    trigger = document["paths"]["/c/C/work_celery"]["post"]
+    headers = {p["name"]: p for p in trigger["parameters"] if p["in"] == "header"}
+    assert set(headers) == {"Prefer", "Idempotency-Key"}
+    assert headers["Idempotency-Key"]["schema"]["maxLength"] == 257
+    assert "Idempotency-Key" in trigger["responses"]["422"]["description"]
+    plain = document["paths"]["/c/C/named"]["get"]
+    assert all(p["in"] != "header" for p in plain.get("parameters", []))

@@ -34,6 +34,12 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def _command(pid: int) -> str:
+    """What ``kernkoa serve`` started as ``pid``: ``worker`` or ``beat``."""
+    cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+    return "beat" if "['beat']" in cmdline else "worker"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -62,12 +68,12 @@ def test_serve_runs_tasks_with_its_own_worker_and_takes_it_down(
     assert server.request(f"/status/{running}", "DELETE")[0] == 200
     wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
 
-    workers = _children(server.process.pid)
-    assert len(workers) == 1  # never two
+    started = _children(server.process.pid)
+    assert sorted(_command(p) for p in started) == ["beat", "worker"]  # never two workers
     server.process.terminate()
     server.process.wait(20)
-    wait_for(lambda: not any(_alive(p) for p in workers), timeout=20,
-             what="the worker to exit with the server")
+    wait_for(lambda: not any(_alive(p) for p in started), timeout=20,
+             what="the worker and beat to exit with the server")
 
 
 def _starts(note: Path) -> int:
@@ -86,12 +92,12 @@ def test_embedded_worker_killed_is_restarted_and_its_tasks_finish(
     ids = [trigger(server, "/jobs/jobs/run_celery", note=str(note), seconds=1.5)
            for note in notes]
     wait_for(lambda: all(_starts(note) == 1 for note in notes), what="both tasks to start")
-    (worker,) = children(server.process.pid)
+    (worker,) = {p for p in children(server.process.pid) if _command(p) == "worker"}
     # With its pool: a pool process whose parent died may still finish its task.
     for pid in {worker, *children(worker)}:
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: children(server.process.pid) - {worker} != set(), timeout=30,
-             what="kernkoa serve to start another worker")
+    wait_for(lambda: {p for p in children(server.process.pid) if _command(p) == "worker"}
+             - {worker} != set(), timeout=30, what="kernkoa serve to start another worker")
     bodies = [wait_status(server, task_id, final, timeout=60) for task_id in ids]
     assert bodies == [{"status": "SUCCESS", "data": "done"}] * 2
     assert [_starts(note) for note in notes] == [2, 2]

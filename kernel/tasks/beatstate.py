@@ -1,0 +1,231 @@
+"""What ``kernkoa beat`` keeps between ticks and shows to the web: the runs of each
+schedule, and the lock that lets one beat fire per deployment.
+
+- :class:`RunRecord`: per route, the last run (time and task id), the next one,
+  how many runs ``overlap=False`` skipped, and why a schedule cannot run. The
+  beat holding the lock writes them; ``/_kernkoa/endpoints``, the docs page and
+  ``kernkoa routes`` read them. On Redis one hash beside the results; on the
+  embedded broker one JSON file, replaced whole, under ``VAR/celery/beat/``.
+- The lock: on Redis redis-py's :class:`~redis.lock.Lock` (a key with a lease,
+  renewed every tick; a beat that dies lets another take over after
+  ``BEAT_LEASE``); on the embedded broker an ``flock`` on a file, which the
+  kernel drops when its holder dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import typing as t
+from dataclasses import asdict
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+
+from celery.backends.redis import RedisBackend
+from flask import Flask
+from redis.exceptions import LockError
+from redis.exceptions import RedisError
+
+from ..core.settings import Settings
+from .celeryapp import KernKoaCelery
+from .celeryapp import embedded_root
+from .celeryapp import get_celery
+
+log = logging.getLogger("kernkoa.beat")
+
+#: The Redis hash of the run records, field per route.
+RUNS_KEY = "kernkoa-beat-runs"
+
+#: The Redis key of the beat lock.
+LOCK_KEY = "kernkoa-beat-lock"
+
+
+@dataclass
+class RunRecord:
+    """The runs of one schedule (times are Unix timestamps)."""
+
+    last_run_at: float | None = None
+    next_run_at: float | None = None
+    #: The id of the last run's task (``/status/<id>``).
+    last_task_id: str | None = None
+    #: Runs skipped because the previous one was still going (``overlap=False``).
+    skipped: int = 0
+    #: Why the schedule cannot run (a bad cron field, required fields), else ``None``.
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> RunRecord:
+        """A stored record (unknown keys ignored)."""
+        found = json.loads(data)
+        return cls(**{k: found[k] for k in cls.__dataclass_fields__ if k in found})
+
+
+class RunStore(t.Protocol):
+    """Where the run records live."""
+
+    def read(self) -> dict[str, RunRecord]:
+        """Every record, by route."""
+
+    def write(self, records: dict[str, RunRecord]) -> None:
+        """Replace every record."""
+
+
+class RedisRuns:
+    """Run records in one Redis hash."""
+
+    def __init__(self, client: t.Any) -> None:
+        self.client = client
+
+    def read(self) -> dict[str, RunRecord]:
+        """See :meth:`RunStore.read`."""
+        return {_text(k): RunRecord.from_json(v) for k, v in self.client.hgetall(RUNS_KEY).items()}
+
+    def write(self, records: dict[str, RunRecord]) -> None:
+        """See :meth:`RunStore.write`."""
+        with self.client.pipeline() as pipe:  # MULTI/EXEC: readers see all or nothing
+            pipe.delete(RUNS_KEY)
+            if records:
+                pipe.hset(RUNS_KEY, mapping={k: json.dumps(asdict(v)) for k, v in records.items()})
+            pipe.execute()
+
+
+class FileRuns:
+    """Run records in one JSON file, replaced whole (a reader never sees half of it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, RunRecord]:
+        """See :meth:`RunStore.read`."""
+        try:
+            found = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        return {k: RunRecord.from_json(json.dumps(v)) for k, v in found.items()}
+
+    def write(self, records: dict[str, RunRecord]) -> None:
+        """See :meth:`RunStore.write`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        draft = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        draft.write_text(json.dumps({k: asdict(v) for k, v in records.items()}))
+        draft.replace(self.path)
+
+
+class BeatLock(t.Protocol):
+    """The one lock of a deployment's beats."""
+
+    def hold(self) -> bool:
+        """Take or renew the lock; whether this beat holds it now."""
+
+    def release(self) -> None:
+        """Give the lock up (on the way out)."""
+
+
+class RedisBeatLock:
+    """redis-py's lock with a lease of ``lease`` seconds, renewed by :meth:`hold`."""
+
+    def __init__(self, client: t.Any, lease: float) -> None:
+        self.lock = client.lock(LOCK_KEY, timeout=lease, blocking=False, thread_local=False)
+        self.held = False
+
+    def hold(self) -> bool:
+        """See :meth:`BeatLock.hold`."""
+        try:
+            if self.held:
+                self.lock.reacquire()  # raises when another beat took it meanwhile
+            else:
+                self.held = bool(self.lock.acquire(blocking=False))
+        except LockError:
+            log.warning("beat: lost the lock to another beat")
+            self.held = False
+        except RedisError as error:
+            log.error("beat: Redis unreachable, not firing: %r", error)
+            self.held = False
+        return self.held
+
+    def release(self) -> None:
+        """See :meth:`BeatLock.release`."""
+        if self.held:
+            try:
+                self.lock.release()
+            except (LockError, RedisError):
+                pass
+            self.held = False
+
+
+class FileBeatLock:
+    """An exclusive ``flock`` on ``path``, held until released or the process ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: t.IO[str] | None = None
+
+    def hold(self) -> bool:
+        """See :meth:`BeatLock.hold`."""
+        if self.handle is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        """See :meth:`BeatLock.release`."""
+        if self.handle is not None:
+            self.handle.close()  # closing drops the flock
+            self.handle = None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def beat_folder(settings: Settings) -> Path:
+    """The embedded beat's folder: its lock and its run records."""
+    return embedded_root(settings) / "beat"
+
+
+def run_store(celery: KernKoaCelery) -> RunStore:
+    """The run records of ``celery``'s result store (Redis, or files)."""
+    backend = celery.backend
+    if isinstance(backend, RedisBackend):
+        return RedisRuns(backend.client)
+    return FileRuns(beat_folder(celery.kernkoa_settings) / "runs.json")
+
+
+def beat_lock(celery: KernKoaCelery) -> BeatLock:
+    """The beat lock of ``celery``'s deployment (Redis, or a file)."""
+    backend = celery.backend
+    if isinstance(backend, RedisBackend):
+        return RedisBeatLock(backend.client, celery.kernkoa_settings.BEAT_LEASE)
+    return FileBeatLock(beat_folder(celery.kernkoa_settings) / "lock")
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def schedule_runs(flask_app: Flask) -> dict[str, dict[str, t.Any]]:
+    """The run records of ``flask_app``'s schedules as JSON, by route: ``last_run``
+    and ``next_run`` (ISO 8601, UTC), ``last_task_id``, ``skipped``, ``error``.
+
+    Empty when no beat has written any yet, or when the store cannot be read
+    (logged: a listing does not fail for it).
+    """
+    try:
+        records = run_store(get_celery(flask_app)).read()
+    except (RedisError, OSError, ValueError) as error:
+        log.warning("schedule runs unreadable: %r", error)
+        return {}
+    return {route: {"last_run": _iso(r.last_run_at), "next_run": _iso(r.next_run_at),
+                    "last_task_id": r.last_task_id, "skipped": r.skipped, "error": r.error}
+            for route, r in records.items()}

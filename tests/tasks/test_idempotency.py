@@ -1,0 +1,202 @@
+"""Idempotent triggers in one process (embedded store, no worker), and the file claims."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from kernel.tasks.idempotency import Claim
+from kernel.tasks.idempotency import FileClaims
+from kernel.tasks.idempotency import parse_key
+from tests.support.auth import KEY as KEY_HS256
+from tests.support.auth import token
+from tests.support.catalogs import ControllerTree
+from tests.support.redis_server import RedisServer
+
+CONTROLLER = """
+from kernkoa import *
+
+class jobs:
+    def work_celery(self, task, n: int = 1, params=None):
+        return n
+
+    @public
+    def other_celery(self, task, n: int = 1):
+        return n
+"""
+
+KEY = {"Idempotency-Key": "6c1b2a6e-0d5c-4a9f-9a57-1f9a3c1d2e4f"}
+
+
+@pytest.fixture
+def app(tree: ControllerTree, make_app: t.Callable[..., Flask]) -> Flask:
+    tree.write("jobs.py", CONTROLLER)
+    return make_app()
+
+
+def queued(tmp_path: Path) -> int:
+    """How many messages wait in the embedded queue."""
+    return len(list((tmp_path / "var" / "celery" / "queue").glob("*.msg")))
+
+
+def test_a_repeated_key_answers_with_the_first_task(app: Flask, tmp_path: Path) -> None:
+    client = app.test_client()
+    first = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert again.headers["Location"] == first.headers["Location"]
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert queued(tmp_path) == 1
+    # Quoted, as the draft's structured-field string, it is the same key.
+    quoted = client.post("/jobs/jobs/work_celery", json={"n": 2},
+                         headers={"Idempotency-Key": f'"{KEY["Idempotency-Key"]}"'})
+    assert quoted.get_json()["id"] == first.get_json()["id"]
+    # Without a key, or with another, each trigger is a task.
+    assert client.post("/jobs/jobs/work_celery", json={"n": 2}).get_json()["id"] != \
+        first.get_json()["id"]
+    other = client.post("/jobs/jobs/work_celery", json={"n": 2},
+                        headers={"Idempotency-Key": "another"})
+    assert other.get_json()["id"] != first.get_json()["id"]
+    assert queued(tmp_path) == 3
+
+
+def test_a_key_is_per_route(app: Flask, tmp_path: Path) -> None:
+    client = app.test_client()
+    one = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    two = client.post("/jobs/jobs/other_celery", json={"n": 2}, headers=KEY)
+    assert one.get_json()["id"] != two.get_json()["id"]
+    assert queued(tmp_path) == 2
+
+
+@pytest.mark.parametrize("changed", [
+    {"path": "/jobs/jobs/work_celery", "json": {"n": 3}},
+    {"path": "/jobs/jobs/work_celery?n=2", "json": {"n": 2}},
+    {"path": "/jobs/jobs/work_celery", "data": {"n": "2"}},
+])
+def test_the_same_key_with_other_fields_is_refused(
+        app: Flask, tmp_path: Path, changed: dict[str, t.Any]) -> None:
+    client = app.test_client()
+    assert client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY).status_code == 202
+    refused = client.post(headers=KEY, **changed)
+    assert refused.status_code == 422
+    assert refused.get_json()["error"]["code"] == "idempotency_key_reused"
+    assert queued(tmp_path) == 1
+
+
+@pytest.mark.parametrize("key", ["", '""', "x" * 256, "has space", "quote\"in", "back\\slash",
+                                 "caf\u00e9", '"unbalanced', "tab\there"])
+def test_a_malformed_key_is_a_400(app: Flask, tmp_path: Path, key: str) -> None:
+    response = app.test_client().post("/jobs/jobs/work_celery", json={"n": 1},
+                                      headers={"Idempotency-Key": key})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_idempotency_key"
+    assert queued(tmp_path) == 0
+
+
+def test_key_bounds() -> None:
+    assert parse_key("x" * 255) == "x" * 255
+    assert parse_key('"a-b_c:1"') == "a-b_c:1"
+
+
+def test_concurrent_triggers_with_one_key_start_one_task(app: Flask, tmp_path: Path) -> None:
+    def post(_: int) -> str:
+        response = app.test_client().post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+        assert response.status_code == 202, response.get_data()
+        return str(response.get_json()["id"])
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        ids = set(pool.map(post, range(50)))
+    assert len(ids) == 1
+    assert queued(tmp_path) == 1
+
+
+def test_a_claim_expires(app: Flask, tree: ControllerTree, make_app: t.Callable[..., Flask],
+                         tmp_path: Path) -> None:
+    short = make_app(RESULT_EXPIRES=1)
+    client = short.test_client()
+    first = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY).get_json()["id"]
+    time.sleep(1.2)
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert again.get_json()["id"] != first
+    assert "Idempotent-Replayed" not in again.headers
+    assert queued(tmp_path) == 2
+
+
+def test_a_failed_publish_frees_the_key(app: Flask, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    client = app.test_client()
+    client.post("/jobs/jobs/work_celery", json={"n": 1})  # builds the Celery app
+    celery = app.extensions["kernkoa"].celery
+
+    def broken(*args: t.Any, **kwargs: t.Any) -> None:
+        raise ConnectionError("broker away")
+
+    monkeypatch.setattr(celery, "send_task", broken)
+    assert client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY).status_code == 503
+    monkeypatch.undo()
+    celery.breaker._open_until = 0.0  # the test does not wait the cool-down out
+    retried = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+
+
+def test_file_claims_replace_an_expired_claim_once(tmp_path: Path) -> None:
+    claims = FileClaims(tmp_path / "claims", expires=0)
+    assert claims.claim("k", Claim("t1", "f")) is None
+    # Expired at once: each new claim replaces the old one, never two at a time.
+    assert claims.claim("k", Claim("t2", "f")) is None
+    held = json.loads((tmp_path / "claims" / "k").read_text())
+    assert held["task_id"] == "t2"
+    claims.release("k", Claim("t1", "f"))  # not the holder: nothing happens
+    assert (tmp_path / "claims" / "k").exists()
+    claims.release("k", Claim("t2", "f"))
+    assert not (tmp_path / "claims" / "k").exists()
+    assert not list((tmp_path / "claims").glob(".k.*"))  # no draft left behind
+
+
+def test_file_claims_prune_expired(tmp_path: Path) -> None:
+    FileClaims(tmp_path, expires=0).claim("ab", Claim("t", "f"))
+    FileClaims(tmp_path, expires=3600).claim("cd", Claim("t", "f"))
+    assert FileClaims(tmp_path, expires=3600).prune() == 1
+    assert [p.name for p in tmp_path.glob("[0-9a-f]*")] == ["cd"]
+
+
+def test_a_key_is_per_caller(tree: ControllerTree, make_app: t.Callable[..., Flask],
+                             tmp_path: Path) -> None:
+    tree.write("jobs.py", CONTROLLER)
+    client = make_app(ADDONS=["jwt_auth"], HMACKEY=KEY_HS256).test_client()
+
+    def post(**extra: str) -> str:
+        response = client.post("/jobs/jobs/work_celery", json={"n": 2},
+                               headers={**KEY, **extra})
+        assert response.status_code == 202, response.get_data()
+        return str(response.get_json()["id"])
+
+    alice = {"Authorization": "Bearer " + token(sub="alice")}
+    bob = {"Authorization": "Bearer " + token(sub="bob")}
+    assert post(**alice) == post(**alice)
+    assert post(**bob) != post(**alice)
+    assert post() not in {post(**alice), post(**bob)}  # anonymous is a caller too
+    assert queued(tmp_path) == 3
+
+
+@pytest.mark.redis
+def test_on_redis_a_claim_expires_with_the_results(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    tree.write("jobs.py", CONTROLLER)
+    client = make_app(BROKER_URL=redis.url, RESULT_EXPIRES=2).test_client()
+    first = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY).get_json()["id"]
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert again.get_json()["id"] == first and again.headers["Idempotent-Replayed"] == "true"
+    (claim,) = redis.client().keys("kernkoa-idem-*")
+    assert 0 < redis.client().ttl(claim) <= 2
+    time.sleep(2.5)
+    later = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert later.get_json()["id"] != first and "Idempotent-Replayed" not in later.headers

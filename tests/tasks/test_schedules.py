@@ -1,0 +1,359 @@
+"""Schedules from the catalog: the declarations, and real ``kernkoa beat`` processes
+with real workers on Redis and on the embedded default.
+
+Timing is loose everywhere: a run "every second" is only counted as running
+repeatedly, a slowed or removed schedule as running at most once more (a run
+already queued may still start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+import kernkoa
+from kernel.catalog.schedules import Schedule
+from kernel.catalog.schedules import cron
+from kernel.catalog.schedules import every
+from kernel.catalog.schedules import schedule_of
+from kernel.core.errors import ScheduleError
+from kernel.core.errors import SettingsError
+from kernel.core.settings import PROJECT_ROOT
+from kernel.tasks.beat import CatalogScheduler
+from kernel.tasks.celeryapp import get_celery
+from tests.support.catalogs import ControllerTree
+from tests.support.processes import BIN
+from tests.support.processes import clean_environ
+from tests.support.processes import stop
+from tests.support.redis_server import RedisServer
+from tests.support.tasks import Stack
+from tests.support.tasks import status_of
+from tests.support.tasks import wait_for
+from tests.support.tasks import write_catalog
+
+#: A controller whose scheduled method notes each run (start and end) in a file.
+SCHEDULED = '''
+import os
+import time
+
+from kernkoa import *
+
+NOTE = {note!r}
+
+
+class S:
+    {decorator}
+    def tick_celery(self, task, pause: float = {pause}):
+        with open(NOTE, "a") as note:
+            note.write("start %s %f\\n" % (task.id, time.time()))
+        time.sleep(pause)
+        with open(NOTE, "a") as note:
+            note.write("end %s %f\\n" % (task.id, time.time()))
+        return "ticked"
+'''
+
+
+# The declarations ----------------------------------------------------------
+
+
+def test_every_takes_timedelta_keywords() -> None:
+    @every(minutes=15)
+    def a_celery() -> None: ...
+
+    @every(hours=1, seconds=30, overlap=False)
+    def b_celery() -> None: ...
+
+    assert schedule_of(a_celery) == Schedule(seconds=900)
+    assert schedule_of(b_celery) == Schedule(seconds=3630, overlap=False)
+    assert schedule_of(b_celery).describe() == {"every": 3630, "overlap": False}
+
+
+def test_cron_keeps_its_five_fields() -> None:
+    @cron("0   3 * * mon-fri")
+    def c_celery() -> None: ...
+
+    assert schedule_of(c_celery) == Schedule(cron="0 3 * * mon-fri")
+
+
+@pytest.mark.parametrize("declare", [
+    lambda: every(),
+    lambda: every(seconds=-1),
+    lambda: cron("0 3 * *"),
+    lambda: cron("0 3 * * * *"),
+    lambda: cron("0 3 * * ; rm"),
+])
+def test_a_wrong_declaration_raises(declare: t.Callable[[], t.Any]) -> None:
+    with pytest.raises(ScheduleError):
+        declare()
+
+
+def test_only_a_celery_method_is_scheduled() -> None:
+    with pytest.raises(ScheduleError, match="only a _celery method"):
+        @every(seconds=1)
+        def plain() -> None: ...
+
+
+def test_the_star_import_gives_both() -> None:
+    assert {"every", "cron"} <= set(kernkoa.__all__)
+
+
+def test_listings_show_schedules_and_report_broken_ones(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0,
+                                        decorator='@cron("0 3 * * *", overlap=False)'))
+    tree.write("bad.py", """
+        from kernkoa import *
+
+        class B:
+            @every(seconds=5)
+            def not_a_task(self):
+                return 1
+        """)
+    client = make_app(SCHEDULE_TIMEZONE="Europe/Paris", DEBUG=True).test_client()
+    found = client.get("/_kernkoa/endpoints").get_json()
+    route = next(r for r in found["routes"] if r["url"] == "/s/S/tick_celery")
+    assert route["schedule"] == {"cron": "0 3 * * *", "overlap": False,
+                                 "timezone": "Europe/Paris", "last_run": None,
+                                 "next_run": None, "last_task_id": None, "skipped": 0,
+                                 "error": None}
+    assert [b["file"] for b in found["broken"]] == ["controller/bad.py"]
+    assert "only a _celery method" in found["broken"][0]["error"]
+    assert b"cron <code>0 3 * * *</code>" in client.get("/_kernkoa/docs").data
+    one = client.get("/_kernkoa/endpoints/s/S/tick_celery").get_json()
+    assert one["schedule"]["timezone"] == "Europe/Paris"
+
+
+# Real beats ------------------------------------------------------------------
+
+
+class Beat:
+    """A ``kernkoa beat`` process, its output in a file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as handle:
+            self.process = subprocess.Popen([str(BIN / "kernkoa"), "beat"], cwd=PROJECT_ROOT,
+                                            env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+    def started(self) -> int:
+        """How many runs this beat has started."""
+        return self.log.read_text().count(" started task ")
+
+    def kill(self) -> None:
+        """SIGKILL: a beat that dies without releasing its lock."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.fixture
+def beats() -> t.Iterator[list[Beat]]:
+    started: list[Beat] = []
+    yield started
+    for beat in started:
+        stop(beat.process, grace=10)
+
+
+def _runs(note: Path) -> list[tuple[str, str, float]]:
+    """The noted events: (start | end, task id, time)."""
+    if not note.exists():
+        return []
+    return [(kind, task_id, float(at)) for kind, task_id, at in
+            (line.split() for line in note.read_text().splitlines() if line.count(" ") == 2)]
+
+
+def _starts(note: Path) -> int:
+    return sum(1 for kind, _, _ in _runs(note) if kind == "start")
+
+
+def _schedule(controller: Path, note: Path, decorator: str, pause: float = 0.0) -> None:
+    # The decorator's text changes the file's size: the loader sees every edit.
+    controller.write_text(textwrap.dedent(SCHEDULED.format(note=str(note), pause=pause,
+                                                           decorator=decorator)))
+
+
+def _settle(seconds: float) -> None:
+    # A pause for the beat's next scan (every second) and a run already queued.
+    time.sleep(seconds)
+
+
+def _changes_follow_the_catalog(controller: Path, note: Path) -> None:
+    """Every second → every minute → every second → removed, without a restart."""
+    wait_for(lambda: _starts(note) >= 3, timeout=60, what="three runs, a second apart")
+    _schedule(controller, note, "@every(minutes=1)")
+    _settle(4)
+    slowed = _starts(note)
+    _settle(5)
+    assert _starts(note) <= slowed + 1  # at most one more, already queued
+    _schedule(controller, note, "@every(seconds=1)")
+    wait_for(lambda: _starts(note) >= slowed + 3, timeout=60, what="runs every second again")
+    _schedule(controller, note, "")
+    _settle(4)
+    removed = _starts(note)
+    _settle(5)
+    assert _starts(note) <= removed + 1
+
+
+@pytest.mark.redis
+def test_beat_on_redis_follows_the_catalog_and_runs_are_tasks(
+        tmp_path: Path, redis: RedisServer, beats: list[Beat]) -> None:
+    catalog = write_catalog(tmp_path / "catalog")
+    controller = catalog / "controller" / "sched.py"
+    note = tmp_path / "runs.txt"
+    _schedule(controller, note, "@every(seconds=1)")
+    env = clean_environ(CATALOG=str(catalog), BROKER_URL=redis.url, VAR=str(tmp_path / "var"))
+    stack = Stack(tmp_path)
+    try:
+        stack.worker(env, "--concurrency=2")
+        server = stack.server(env)
+        beats.append(Beat(env, tmp_path / "beat.log"))
+        wait_for(lambda: _starts(note) >= 2, timeout=60, what="two runs")
+        # A run is a task like any other: its id is in the listing, its status readable.
+        _, _, body = server.request("/_kernkoa/endpoints/sched/S/tick_celery")
+        schedule = json.loads(body)["schedule"]
+        assert schedule["every"] == 1 and schedule["last_run"] and schedule["next_run"]
+        code, status = status_of(server, schedule["last_task_id"])
+        assert code == 200 and status["status"] in ("PENDING", "STARTED", "SUCCESS")
+        done = _runs(note)[0][1]
+        wait_for(lambda: status_of(server, done)[1]["status"] == "SUCCESS", what="a run's SUCCESS")
+        routes = subprocess.run([str(BIN / "kernkoa"), "routes"], env=env, cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert "scheduled every 1 s; last run 20" in routes.stdout
+        _changes_follow_the_catalog(controller, note)
+    finally:
+        stack.close()
+
+
+@pytest.mark.redis
+def test_two_beats_on_redis_fire_each_run_once(
+        tmp_path: Path, redis: RedisServer, beats: list[Beat]) -> None:
+    catalog = write_catalog(tmp_path / "catalog")
+    note = tmp_path / "runs.txt"
+    _schedule(catalog / "controller" / "sched.py", note, "@every(seconds=1)")
+    env = clean_environ(CATALOG=str(catalog), BROKER_URL=redis.url, VAR=str(tmp_path / "var"),
+                        BEAT_LEASE="3")
+    stack = Stack(tmp_path)
+    try:
+        stack.worker(env, "--concurrency=2")
+        first, second = Beat(env, tmp_path / "beat-1.log"), Beat(env, tmp_path / "beat-2.log")
+        beats += [first, second]
+        wait_for(lambda: _starts(note) >= 4, timeout=60, what="four runs")
+        # One beat fires, the other waits for the lock.
+        assert (first.started() == 0) != (second.started() == 0)
+        holder, waiting = (first, second) if first.started() else (second, first)
+        holder.kill()  # dies holding the lock: the other takes over when its lease ends
+        before = waiting.started()
+        wait_for(lambda: waiting.started() >= before + 3, timeout=60, what="the take-over")
+        wait_for(lambda: _starts(note) >= holder.started() + waiting.started(), timeout=30,
+                 what="every started run noted")
+        ids = [task_id for kind, task_id, _ in _runs(note) if kind == "start"]
+        assert len(ids) == len(set(ids))  # no task ran twice
+        assert _starts(note) == holder.started() + waiting.started()  # and none was extra
+    finally:
+        stack.close()
+
+
+@pytest.mark.parametrize("broker", [pytest.param("redis", marks=pytest.mark.redis), "embedded"])
+def test_no_overlap_skips_while_a_slow_run_goes_on(
+        tmp_path: Path, broker: str, request: pytest.FixtureRequest, beats: list[Beat]) -> None:
+    catalog = write_catalog(tmp_path / "catalog")
+    note = tmp_path / "runs.txt"
+    _schedule(catalog / "controller" / "sched.py", note, "@every(seconds=1, overlap=False)",
+              pause=2.5)
+    env = clean_environ(CATALOG=str(catalog), VAR=str(tmp_path / "var"))
+    if broker == "redis":
+        env["KERNKOA_BROKER_URL"] = request.getfixturevalue("redis").url
+    stack = Stack(tmp_path)
+    try:
+        stack.worker(env, "--concurrency=3")  # room for overlapping runs, were they sent
+        beats.append(Beat(env, tmp_path / "beat.log"))
+        wait_for(lambda: sum(1 for k, _, _ in _runs(note) if k == "end") >= 2, timeout=60,
+                 what="two slow runs")
+        events = [kind for kind, _, _ in _runs(note)]
+        # Never two at once: each run ends before the next starts.
+        assert events[:4] == ["start", "end", "start", "end"], events
+        assert "skipped, its previous run" in beats[0].log.read_text()
+        server = stack.server(env)
+        _, _, body = server.request("/_kernkoa/endpoints/sched/S/tick_celery")
+        assert json.loads(body)["schedule"]["skipped"] >= 1
+    finally:
+        stack.close()
+
+
+def test_serve_runs_schedules_on_the_embedded_default(
+        tmp_path: Path, beats: list[Beat]) -> None:
+    catalog = write_catalog(tmp_path / "catalog")
+    controller = catalog / "controller" / "sched.py"
+    note = tmp_path / "runs.txt"
+    _schedule(controller, note, "@every(seconds=1)")
+    (catalog / "controller" / "broken.py").write_text("raise ValueError('x')\n")
+    var = tmp_path / "var"
+    env = clean_environ(CATALOG=str(catalog), VAR=str(var), WORKER_CONCURRENCY="2")
+    stack = Stack(tmp_path)
+    try:
+        server = stack.server(env, with_worker=True)
+        wait_for(lambda: _starts(note) >= 2, timeout=60, what="two runs")
+        # A second beat on the same VAR waits on the file lock: it never fires.
+        extra = Beat(env, tmp_path / "beat-extra.log")
+        beats.append(extra)
+        wait_for(lambda: "failed to import" in extra.log.read_text(), timeout=30,
+                 what="the broken file reported")
+        _changes_follow_the_catalog(controller, note)
+        assert extra.started() == 0
+        ids = [task_id for kind, task_id, _ in _runs(note) if kind == "start"]
+        assert len(ids) == len(set(ids))
+        code, status = status_of(server, ids[0])
+        assert code == 200 and status["status"] == "SUCCESS"
+        assert json.loads((var / "celery" / "beat" / "runs.json").read_text()) == {}
+    finally:
+        stack.close()
+    assert os.path.exists(var / "celery" / "beat" / "lock")
+
+
+def test_a_cron_celery_cannot_read_is_an_error_of_the_schedule(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0,
+                                        decorator='@cron("61 * * * *")'))
+    tree.write("t.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(hours=1)"))
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        assert set(scheduler.schedule) == {"/t/S/tick_celery"}
+        assert "not a schedule" in (scheduler.records["/s/S/tick_celery"].error or "")
+        (tree.controllers / "s.py").unlink()
+        scheduler.sync_catalog()
+        assert set(scheduler.records) == {"/t/S/tick_celery"}
+    finally:
+        scheduler.lock.release()
+
+
+def test_an_unknown_timezone_is_refused(make_app: t.Callable[..., Flask]) -> None:
+    with pytest.raises(SettingsError, match="Mars/Olympus"):
+        get_celery(make_app(SCHEDULE_TIMEZONE="Mars/Olympus"))
+
+
+def test_a_run_that_needs_fields_is_an_error_of_the_schedule(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("s.py", """
+        from kernkoa import *
+
+        class S:
+            @every(seconds=1)
+            def needy_celery(self, task, year: int):
+                return year
+        """)
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        assert scheduler.lock.hold()
+        scheduler.apply_entry(scheduler.schedule["/s/S/needy_celery"])
+        assert scheduler.records["/s/S/needy_celery"].error == "year: this field is required"
+        assert scheduler.records["/s/S/needy_celery"].last_task_id is None
+    finally:
+        scheduler.lock.release()
