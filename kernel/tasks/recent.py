@@ -78,6 +78,9 @@ class RecentIndex(t.Protocol):
     def latest(self, limit: int) -> list[dict[str, t.Any]]:
         """The records of the ``limit`` most recent tasks, newest first (``id`` included)."""
 
+    def record(self, task_id: str) -> dict[str, t.Any] | None:
+        """The record of ``task_id`` (``None``: not, or no longer, in the index)."""
+
 
 class RedisRecent:
     """The index in the Redis result store."""
@@ -112,6 +115,11 @@ class RedisRecent:
             pipe.execute()
 
         self.backend.ensure(write, ())
+
+    def record(self, task_id: str) -> dict[str, t.Any] | None:
+        """The hash of ``task_id``."""
+        raw = self.backend.client.hgetall(RECENT_PREFIX + task_id)
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
     def latest(self, limit: int) -> list[dict[str, t.Any]]:
         """The newest ``limit`` records (two round trips)."""
@@ -181,6 +189,11 @@ class FileRecent:
         record.update(fields)
         write_private(path, json.dumps(record))
 
+    def record(self, task_id: str) -> dict[str, t.Any] | None:
+        """The file of ``task_id``, read."""
+        path = self._path(task_id)
+        return self._read(path) if path is not None else None
+
     def latest(self, limit: int) -> list[dict[str, t.Any]]:
         """The newest ``limit`` records, by their triggering order."""
         records = []
@@ -229,6 +242,14 @@ def note_change(celery: Celery, task_id: str, **fields: t.Any) -> None:
             index.changed(task_id, fields)
     except Exception as error:
         log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
+
+
+def task_timing(celery: Celery, task_id: str) -> dict[str, t.Any]:
+    """When ``task_id`` was triggered, started and finished, as far as the index
+    knows (``None`` each where it does not)."""
+    index = recent_index(celery)
+    record = (index.record(task_id) if index is not None else None) or {}
+    return {name: _number(record.get(name)) for name in ("created", "started", "finished")}
 
 
 def recent_tasks(celery: Celery, limit: int) -> list[dict[str, t.Any]]:
