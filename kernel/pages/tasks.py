@@ -61,7 +61,7 @@ def requested_limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
         return min(DEFAULT_LIMIT, most)
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
         raise ParameterError([{"name": "limit", "source": "query",
                                "message": f"must be a whole number from 1 to {most}"}])
     return int(raw)

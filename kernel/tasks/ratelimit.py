@@ -102,6 +102,11 @@ class RouteLimiter:
             self.handle(message, body, ack, reject, callbacks)
 
 
-def route_strategy(task: t.Any, app: t.Any, consumer: t.Any, **kwargs: t.Any) -> RouteLimiter:
-    """The worker strategy of the generic task (its ``Strategy``): Celery's, per-route limited."""
-    return RouteLimiter(default(task, app, consumer, **kwargs), consumer)
+def route_strategy(task: t.Any, app: t.Any, consumer: t.Any,
+                   **kwargs: t.Any) -> t.Callable[..., t.Any]:
+    """The worker strategy of the generic task (its ``Strategy``): Celery's, limited per
+    route unless Celery's ``worker_disable_rate_limits`` turns rate limits off."""
+    handle: t.Callable[..., t.Any] = default(task, app, consumer, **kwargs)
+    if consumer.disable_rate_limits:
+        return handle
+    return RouteLimiter(handle, consumer)

@@ -48,9 +48,6 @@ RECENT_KEY = "kernkoa-recent"
 #: ``RECENT_PREFIX + id``: the hash of one recent task (Redis).
 RECENT_PREFIX = "kernkoa-recent-"
 
-#: The record fields written at trigger.
-TRIGGER_FIELDS = ("route", "created", "identity", "request_id")
-
 #: What a task id may look like to name a file.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 
@@ -73,7 +70,7 @@ class RecentIndex(t.Protocol):
         """Record a task about to be published (and cut the index to its size)."""
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
-        """Update the record of ``task_id`` with ``fields`` (started, finished, state)."""
+        """Update the record of ``task_id`` with ``fields`` (started, finished, worker)."""
 
     def latest(self, limit: int) -> list[dict[str, t.Any]]:
         """The records of the ``limit`` most recent tasks, newest first (``id`` included)."""

@@ -229,7 +229,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     store = JobStore(task.app, fail_fast=False)
     if store.start(task.request.id, task.request.hostname):
         raise Ignore()  # cancelled while queued: never starts
-    note_change(celery, task.request.id, started=time.time(), finished=None, state="STARTED",
+    note_change(celery, task.request.id, started=time.time(), finished=None,
                 worker=task.request.hostname)
     with flask_app.test_request_context(**request_context_args(request, route)):
         target, endpoint = state_of(flask_app).catalog.resolve(route)
@@ -272,7 +272,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                                  max_retries=options["retries"]) from error
             raise
         finally:
-            note_change(celery, task.request.id, finished=time.time(), state=state)
+            note_change(celery, task.request.id, finished=time.time())
             notify_task_finish(task.request.id, route, state, time.monotonic() - started,
                                error=failure)
 

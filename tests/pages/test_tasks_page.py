@@ -87,7 +87,7 @@ def test_the_index_is_bounded(jobs_app: t.Callable[..., Flask], tmp_path: Path) 
     assert client.get("/_kernkoa/tasks?format=json&limit=2").get_json()["tasks"][0]["id"] == ids[-1]
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "4", "", "1e3"])
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "4", "", "1e3", "\u00b2", "9" * 40, " 2"])
 def test_a_bad_limit_is_a_422_envelope(jobs_app: t.Callable[..., Flask], limit: str) -> None:
     answer = jobs_app(RECENT_TASKS=3).test_client().get(f"/_kernkoa/tasks?limit={limit}")
     assert answer.status_code == 422

@@ -68,6 +68,11 @@ class Ops:
     def free_celery(self, task, note: str):
         _note(note)
         return "free"
+
+    @task_options(expires=1)
+    def expiring_celery(self, task, note: str):
+        _note(note)
+        return "ran"
 '''
 
 GATED = "/ops/Ops/gated_celery"
@@ -212,6 +217,25 @@ def test_a_rate_limited_route_holds_while_another_runs_freely(ops: Ops) -> None:
     assert free[-1] < limited[-1], (free, limited)
 
 
+def test_a_task_past_its_route_s_expiry_is_dropped_unstarted(ops: Ops) -> None:
+    gates = [ops.folder / f"gate-busy-{n}" for n in range(2)]
+    busy = [trigger(ops.server, GATED, gate=str(gate)) for gate in gates]
+    note = ops.folder / "expiring.txt"
+    try:
+        for task_id in busy:  # both worker processes taken
+            wait_status(ops.server, task_id, lambda body: body["status"] == "PROGRESS")
+        expiring = trigger(ops.server, "/ops/Ops/expiring_celery", note=str(note))
+        time.sleep(2.5)  # past its expiry, still queued behind the busy ones
+    finally:
+        for gate in gates:
+            gate.write_text("go")
+    assert wait_status(ops.server, expiring, final)["status"] == "REVOKED"
+    assert not note.exists()
+    # Another task of the same route sent to a free worker runs.
+    ran = trigger(ops.server, "/ops/Ops/expiring_celery", note=str(note))
+    assert wait_status(ops.server, ran, final)["status"] == "SUCCESS"
+
+
 def _rows(page: t.Any) -> list[str]:
     return t.cast(list[str], page.eval_on_selector_all(
         "#recent tr td:last-child a", "links => links.map(a => a.href.split('/').pop())"))
@@ -264,7 +288,9 @@ def test_status_page_shows_route_start_and_running_time(ops: Ops, page: t.Any) -
         wait_status(ops.server, task_id, lambda body: body["status"] == "PROGRESS")
         page.goto(f"{ops.server.base}/status/{task_id}")
         assert page.locator("#route").inner_text() == GATED
-        assert page.locator("#started").inner_text() != ""
+        started = float(page.locator("#started").get_attribute("data-started"))
+        assert abs(time.time() - started) < 120
+        assert page.locator("#started").inner_text() not in ("", "–")
         first = page.locator("#elapsed").inner_text()
         page.wait_for_function("first => document.querySelector('#elapsed').textContent"
                                " !== first", arg=first)
