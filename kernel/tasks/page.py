@@ -49,7 +49,8 @@ def status_page(body: dict[str, t.Any], status: int = 200) -> Response:
         timing = {}  # the page still shows the status, and says so when it cannot
     return render_page(
         "status.html", status=status, task_id=task_id, initial=body,
-        route=signed.route if signed is not None else "", timing=timing,
+        route=signed.route if signed is not None else timing.get("route") or "",
+        timing=timing,
         status_url=url_for("task_status", task_id=task_id),
         events_url=url_for("task_status_events", task_id=task_id),
     )

@@ -242,11 +242,13 @@ def note_change(celery: Celery, task_id: str, **fields: t.Any) -> None:
 
 
 def task_timing(celery: Celery, task_id: str) -> dict[str, t.Any]:
-    """When ``task_id`` was triggered, started and finished, as far as the index
-    knows (``None`` each where it does not)."""
+    """The route of ``task_id`` and when it was triggered, started and finished, as
+    far as the index knows (``None`` each where it does not)."""
     index = recent_index(celery)
     record = (index.record(task_id) if index is not None else None) or {}
-    return {name: _number(record.get(name)) for name in ("created", "started", "finished")}
+    route = record.get("route")
+    return {"route": route if isinstance(route, str) else None,
+            **{name: _number(record.get(name)) for name in ("created", "started", "finished")}}
 
 
 def recent_tasks(celery: Celery, limit: int) -> list[dict[str, t.Any]]:

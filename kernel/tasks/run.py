@@ -124,13 +124,16 @@ class TaskHandle:
 
     Progress writes are throttled: a report of the same state within
     ``interval`` seconds of the last write is dropped (a final ``progress``
-    with ``current == total`` is always written). Each write first checks
+    with ``current == total`` is always written); with ``events``, each one
+    written is also sent as a task event (:func:`send_state_event`). Each write first checks
     whether the task was cancelled, and raises :class:`TaskCancelled` if so.
     Any other attribute is the Celery task's (``handle.request.id``...).
     """
 
-    def __init__(self, task: Task, store: JobStore, interval: float) -> None:
+    def __init__(self, task: Task, store: JobStore, interval: float,
+                 events: bool = False) -> None:
         self._task = task
+        self._events = events
         self._store = store
         self._interval = interval
         self._last_state: str | None = None
@@ -161,7 +164,7 @@ class TaskHandle:
             raise TaskCancelled(self.id)
         self._task.update_state(state=state, meta=meta, **kwargs)
         self._last_state, self._last_write = state, now
-        if state:
+        if state and self._events:
             send_state_event(self._task, state, meta)
 
     def progress(self, current: float, total: float | None = None,
@@ -182,11 +185,9 @@ def send_state_event(task: Task, state: str, meta: t.Any) -> None:
     custom state ``<NAME>``, above STARTED and below the final states, so
     ``task-progress`` shows the task as ``PROGRESS`` until its final event.
     The meta goes as the event's ``result`` (JSON), the field where Celery
-    keeps a custom state's meta. Sent only by workers with task events on
-    (``-E``): a progress report never waits on a monitor.
+    keeps a custom state's meta. Sent without retries: a progress report never
+    waits on a monitor.
     """
-    if not task.app.conf.worker_send_task_events:
-        return
     try:
         task.send_event(f"task-{state.lower()}", retry=False,
                         result=json.dumps(meta, default=repr))
@@ -240,7 +241,9 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         kwargs = {k: _decode(v, urlpath) for k, v in kwargs.items()}
         if endpoint.binder.takes_params and PARAMS_NAME not in kwargs and not args:
             kwargs[PARAMS_NAME] = None
-        handle = TaskHandle(task, store, settings.PROGRESS_INTERVAL)
+        # Events only from workers that send them (-E, see celeryapp.share_task_events).
+        handle = TaskHandle(task, store, settings.PROGRESS_INTERVAL,
+                            events=bool(celery.conf.worker_send_task_events))
         started, state = time.monotonic(), "FAILURE"
         failure: Exception | None = None
         notify_task_start(task.request.id, route)
@@ -277,11 +280,11 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                                error=failure)
 
 
+#: The worker strategy of the generic task: Celery's own, rate-limited per route.
+ROUTE_STRATEGY = "kernel.tasks.ratelimit:route_strategy"
+
+
 def register_tasks(celery: Celery) -> None:
     """Register the generic task on ``celery``, with the strategy that applies
     each route's rate limit (:mod:`kernel.tasks.ratelimit`)."""
     celery.task(name=TASK_NAME, bind=True, Strategy=ROUTE_STRATEGY)(run_controller)
-
-
-#: The worker strategy of the generic task: Celery's own, rate-limited per route.
-ROUTE_STRATEGY = "kernel.tasks.ratelimit:route_strategy"

@@ -163,3 +163,26 @@ def test_the_file_index_skips_what_is_not_its_own(tmp_path: Path) -> None:
     assert [r["id"] for r in index.latest(10)] == ["good-id"]
     assert index.record("good-id")["state"] == "STARTED"
     assert not (tmp_path / "escape.json").exists()
+
+
+@pytest.mark.redis
+def test_the_redis_index_is_bounded_and_expires(jobs_app: t.Callable[..., Flask],
+                                                redis: t.Any) -> None:
+    app = jobs_app(BROKER_URL=redis.url, RESULT_BACKEND=redis.url, RECENT_TASKS=3,
+                   RESULT_EXPIRES=600)
+    client = app.test_client()
+    ids = [_trigger(client, "/shop/Jobs/plain_celery") for _ in range(5)]
+    data = client.get("/_kernkoa/tasks?format=json").get_json()
+    assert [task["id"] for task in data["tasks"]] == ids[:1:-1]
+    assert {task["state"] for task in data["tasks"]} == {"PENDING"}
+    assert data["queues"]["celery"]["waiting"] == 5
+    store = redis.client()
+    assert store.zcard("kernkoa-recent") == 3
+    assert 0 < store.ttl("kernkoa-recent") <= 600
+    assert 0 < store.ttl(f"kernkoa-recent-{ids[-1]}") <= 600
+    redis.stop()
+    # The store is away: the trigger and the page say so (503), nothing is half-written.
+    assert client.post("/shop/Jobs/plain_celery", json={}).status_code == 503
+    answer = client.get("/_kernkoa/tasks?format=json")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "broker_unavailable"
