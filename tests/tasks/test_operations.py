@@ -191,7 +191,9 @@ def test_worker_log_and_celery_inspect_name_tasks_by_route(ops: Ops) -> None:
     finally:
         gate.write_text("go")
     wait_status(ops.server, task_id, final)
-    assert f"Task {GATED}[{task_id}] succeeded" in ops.worker_log.read_text()
+    # Logged by the worker once its pool process reports back (after the result is stored).
+    wait_for(lambda: f"Task {GATED}[{task_id}] succeeded" in ops.worker_log.read_text(),
+             30, "the worker to log the task's success by its route")
 
 
 def _times(path: Path) -> list[float]:
