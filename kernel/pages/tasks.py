@@ -20,6 +20,7 @@ listing page.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import typing as t
 
 from flask import current_app
@@ -67,9 +68,11 @@ def requested_limit() -> int:
     return int(raw)
 
 
-def snapshot(limit: int) -> dict[str, t.Any]:
+def snapshot(limit: int, queue_names: list[str] | None = None) -> dict[str, t.Any]:
     """The data of the page (see the module doc).
 
+    :param queue_names: the catalog's queues, when known (a scan of the catalog
+        finds them otherwise).
     :raises BrokerUnavailable: when the broker or the result store cannot be read.
     """
     celery, breaker = _jobs.celery_and_breaker()
@@ -78,9 +81,9 @@ def snapshot(limit: int) -> dict[str, t.Any]:
         tasks = _recent.recent_tasks(celery, limit)
         source = health.worker_source()
         workers = source.workers()
-        serving = health.workers_by_queue()
+        serving = Counter(queue for worker in workers for queue in worker.queues)
         queues = {}
-        for queue in health.catalog_queues():
+        for queue in queue_names or health.catalog_queues():
             waiting = source.waiting(queue)
             queues[queue] = {"waiting": waiting.count, "workers": serving.get(queue, 0)}
         return {"tasks": tasks, "counts": count(tasks), "queues": queues,
@@ -125,10 +128,12 @@ def tasks() -> Response:
 def tasks_events() -> Response:
     """``GET /_kernkoa/tasks/events``: the snapshot as Server-Sent Events."""
     limit = requested_limit()
+    # Scanned once per stream, not at each look: the catalog's queues change rarely.
+    queue_names = health.catalog_queues()
 
     def read() -> dict[str, t.Any]:
         try:
-            return {"code": 200, **snapshot(limit)}
+            return {"code": 200, **snapshot(limit, queue_names)}
         except KernelError as error:  # a store that is away: the page says so, and goes on
             return {"code": error.code or 500, **error_envelope(error)}
 
