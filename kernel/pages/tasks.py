@@ -20,8 +20,8 @@ listing page.
 from __future__ import annotations
 
 import json
-from collections import Counter
 import typing as t
+from collections import Counter
 
 from flask import current_app
 from flask import request
