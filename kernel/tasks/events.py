@@ -10,6 +10,9 @@ while nothing changes, and ends:
   uWSGI process) for as long as it is open, so its life is capped; the browser's
   ``EventSource`` reconnects by itself ``retry`` milliseconds later.
 
+:func:`change_events` is the loop underneath, for any JSON that changes (the
+tasks page streams its snapshot with it).
+
 The response carries ``X-Accel-Buffering: no`` so nginx passes each event on at
 once instead of buffering the stream.
 """

@@ -48,6 +48,21 @@ RECENT_KEY = "kernkoa-recent"
 #: ``RECENT_PREFIX + id``: the hash of one recent task (Redis).
 RECENT_PREFIX = "kernkoa-recent-"
 
+#: :meth:`RedisRecent.triggered`. KEYS: the index, the task's hash; ARGV: the id, the
+#: time, the index's size, the expiry in seconds (0: none), the route, then the other
+#: fields of the record as name, value pairs.
+TRIGGER_SCRIPT = """
+redis.call('HSET', KEYS[2], 'route', ARGV[5], 'created', ARGV[2], unpack(ARGV, 6))
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+local expires = tonumber(ARGV[4])
+if expires > 0 then
+  redis.call('EXPIRE', KEYS[2], expires)
+  redis.call('EXPIRE', KEYS[1], expires)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - expires)
+end
+"""
+
 #: What a task id may look like to name a file.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 
@@ -88,18 +103,14 @@ class RedisRecent:
         self.expires = expires
 
     def triggered(self, task_id: str, route: str, details: dict[str, str]) -> None:
-        """One pipelined round trip: the record, its place in the index, the cut."""
-        now = time.time()
-        pipe = self.backend.client.pipeline(transaction=False)
-        pipe.hset(RECENT_PREFIX + task_id, mapping={"route": route, "created": repr(now),
-                                                    **details})
-        pipe.zadd(RECENT_KEY, {task_id: now})
-        pipe.zremrangebyrank(RECENT_KEY, 0, -self.size - 1)
-        if self.expires:
-            pipe.expire(RECENT_PREFIX + task_id, self.expires)
-            pipe.zremrangebyscore(RECENT_KEY, "-inf", now - self.expires)
-            pipe.expire(RECENT_KEY, self.expires)
-        pipe.execute()
+        """One command (:data:`TRIGGER_SCRIPT`): the record, its place in the index, the cut."""
+        script = self.backend.__dict__.get("kernkoa_recent_script")
+        if script is None:
+            script = self.backend.__dict__["kernkoa_recent_script"] = \
+                self.backend.client.register_script(TRIGGER_SCRIPT)
+        fields = [item for pair in details.items() for item in pair]
+        script(keys=[RECENT_KEY, RECENT_PREFIX + task_id],
+               args=[task_id, repr(time.time()), self.size, int(self.expires or 0), route, *fields])
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
         """Set ``fields`` on the record (the worker's retries wait for Redis)."""
