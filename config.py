@@ -232,6 +232,10 @@ WORKER_LEASE = 30.0
 #: Seconds task states, results and KernKoa's task records are kept (Redis).
 RESULT_EXPIRES = 86400
 
+#: How many of the latest tasks /_kernkoa/tasks lists: a bounded index written at
+#: each trigger, start and end, expiring with the results (0 keeps none).
+RECENT_TASKS = 200
+
 #: Seconds between two stored progress reports of the same state; the reports
 #: in between are dropped, so a tight loop does not flood the result store.
 PROGRESS_INTERVAL = 0.5

@@ -219,6 +219,8 @@ class Settings:
     WORKER_LEASE: float = 30.0
     #: Seconds task states, results and task records are kept.
     RESULT_EXPIRES: int = 86400
+    #: Tasks the recent-tasks index keeps for ``/_kernkoa/tasks`` (0: none).
+    RECENT_TASKS: int = 200
     #: Seconds between two stored progress reports of the same state.
     PROGRESS_INTERVAL: float = 0.5
     #: Seconds the web process waits to connect to the broker or result store.

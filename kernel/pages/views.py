@@ -7,10 +7,11 @@
 ``GET openapi.json``       an OpenAPI 3.1 document of every route
 ``GET docs``               an HTML page to read and try every route
 ``GET static/<file>``      the pages' own CSS and JavaScript
+``GET tasks``              recent tasks, queues, workers, live (:mod:`.tasks`)
 ``GET health``             web, broker and result store up? (:mod:`.health`)
 =========================  ================================================
 
-The ``PAGES`` setting switches the first five off (then they answer 404 like
+The ``PAGES`` setting switches the first six off (then they answer 404 like
 any unknown URL); ``HEALTH`` the health check. Who may see them is decided by
 the auth layer (:mod:`.auth`): ``AUTH_DEFAULT``, or ``PAGES_AUTH`` to put them
 behind a login while controller routes stay open.
@@ -46,6 +47,7 @@ from ..web.state import state_of
 from . import health
 from . import info as info_module
 from . import openapi
+from . import tasks
 
 # The beat's run records are in the result store: read through Celery's stack,
 # imported only by a listing that has a schedule to show.
@@ -167,4 +169,6 @@ def register(app: Flask) -> None:
     pages.add_url_rule("/info", view_func=info, methods=get)
     pages.add_url_rule("/openapi.json", view_func=openapi_json, methods=get)
     pages.add_url_rule("/docs", view_func=docs, methods=get)
+    pages.add_url_rule("/tasks", view_func=tasks.tasks, methods=get)
+    pages.add_url_rule("/tasks/events", view_func=tasks.tasks_events, methods=["GET"])
     app.register_blueprint(pages)

@@ -13,6 +13,32 @@
   let finished = false;
   let source = null;
   let pollTimer = null;
+  // When the task started and ended (epoch seconds), as the index knew at load;
+  // a start or an end seen later is taken at the moment this page sees it.
+  const timing = $("started").dataset;
+  let startedAt = JSON.parse(timing.started || "null");
+  let finishedAt = JSON.parse(timing.finished || "null");
+  let clock = null;
+
+  function showTiming() {
+    $("started").textContent = startedAt === null ? "–" : new Date(startedAt * 1000).toLocaleString();
+    if (startedAt === null) { $("elapsed").textContent = "–"; return; }
+    const end = finishedAt === null ? Date.now() / 1000 : finishedAt;
+    $("elapsed").textContent = Math.max(0, end - startedAt).toFixed(0) + " s";
+  }
+
+  function updateTiming(status) {
+    const now = Date.now() / 1000;
+    if (startedAt === null && status !== "PENDING" && status !== "UNKNOWN"
+        && status !== "UNAVAILABLE") startedAt = now;
+    if (FINAL.has(status) || status === "UNKNOWN") {
+      if (finishedAt === null && startedAt !== null) finishedAt = now;
+      if (clock) { clearInterval(clock); clock = null; }
+    } else if (!clock) {
+      clock = setInterval(showTiming, 1000);
+    }
+    showTiming();
+  }
 
   function percentOf(body) {
     if (body.status === "SUCCESS") return 100;
@@ -70,6 +96,7 @@
       const e = body.error;
       $("error").textContent = (e.type ? e.type + ": " : "") + (e.message || "");
     }
+    updateTiming(status);
     if (code === 404 || FINAL.has(status)) finish();
   }
 
@@ -131,6 +158,7 @@
   });
 
   const initial = JSON.parse(root.dataset.initial || "{}");
+  showTiming();
   if (initial && initial.status) render(initial);
   if (!finished) startEvents();
 })();

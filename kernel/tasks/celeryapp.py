@@ -28,6 +28,7 @@ import zoneinfo
 from pathlib import Path
 
 from celery import Celery
+from celery import signals
 from celery.backends.redis import RedisBackend
 from flask import Flask
 
@@ -240,6 +241,17 @@ class KernKoaCelery(Celery):  # type: ignore[misc]  # Celery has no types
         self.breaker: t.Any = None
         #: The worker leases, when the broker keeps them (see :mod:`kernel.tasks.leases`).
         self.leases = make_leases(self, settings)
+
+
+def share_task_events(sender: t.Any, **kwargs: t.Any) -> None:
+    """``worker_init``: whether the worker sends task events (``-E``), told to its
+    pool processes through the config they inherit, so that a task sends its
+    progress events (:func:`kernel.tasks.run.send_state_event`) only then."""
+    if isinstance(sender.app, KernKoaCelery):
+        sender.app.conf.worker_send_task_events = bool(sender.task_events)
+
+
+signals.worker_init.connect(share_task_events, weak=False)
 
 
 def make_celery(flask_app: Flask) -> KernKoaCelery:

@@ -52,6 +52,9 @@ from .ids import SignedId
 from .ids import is_signed_form
 from .ids import new_task_id
 from .ids import verify_task_id
+from .ratelimit import RATE_LIMIT_HEADER
+from .recent import recent_index
+from .recent import trigger_details
 from .run import PARAMS_FROM_REQUEST
 from .run import TASK_NAME
 from .run import options_of
@@ -207,15 +210,25 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
     sent_id = task_id or issue_task_id(endpoint, route)
+    limit = options.get("rate_limit")
+    headers = {RATE_LIMIT_HEADER: str(limit)} if limit is not None else None
+    recent = recent_index(celery)
 
     def publish() -> None:
+        if recent is not None:
+            recent.triggered(sent_id, route, trigger_details())
         celery.send_task(
             TASK_NAME, task_id=sent_id,
             kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
             kwargsrepr=kwargs_repr,
+            # Monitoring (worker logs, events, Flower, celery inspect) names the
+            # task by its route; the worker still runs the one generic task.
+            shadow=route,
             queue=options.get("queue"), retry=False,
             soft_time_limit=options.get("soft_time_limit"),
             time_limit=options.get("time_limit"),
+            priority=options.get("priority"), expires=options.get("expires"),
+            headers=headers,
         )
 
     breaker.call(publish)

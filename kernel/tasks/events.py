@@ -10,6 +10,9 @@ while nothing changes, and ends:
   uWSGI process) for as long as it is open, so its life is capped; the browser's
   ``EventSource`` reconnects by itself ``retry`` milliseconds later.
 
+:func:`change_events` is the loop underneath, for any JSON that changes (the
+tasks page streams its snapshot with it).
+
 The response carries ``X-Accel-Buffering: no`` so nginx passes each event on at
 once instead of buffering the stream.
 """
@@ -57,18 +60,41 @@ def status_events(
     sleep: t.Callable[[float], None] = time.sleep,
 ) -> t.Iterator[str]:
     """The event stream of one task, polled every ``interval`` seconds for ``life`` seconds."""
+    def payload() -> dict[str, t.Any]:
+        code, body = read(task_id)
+        return {"code": code, **body}
+
+    return change_events(payload, "status", lambda p: is_final(p["code"], p), life=life,
+                         interval=interval, heartbeat=heartbeat, retry_ms=retry_ms,
+                         clock=clock, sleep=sleep)
+
+
+def change_events(
+    read: t.Callable[[], dict[str, t.Any]],
+    name: str,
+    done: t.Callable[[dict[str, t.Any]], bool] = lambda payload: False,
+    *,
+    life: float = 60.0,
+    interval: float = 0.5,
+    heartbeat: float = 15.0,
+    retry_ms: int = 1000,
+    clock: t.Callable[[], float] = time.monotonic,
+    sleep: t.Callable[[float], None] = time.sleep,
+) -> t.Iterator[str]:
+    """An event ``name`` each time ``read()`` answers something new, polled every
+    ``interval`` seconds; an ``end`` event once ``done(payload)``; no more after
+    ``life`` seconds (the browser reconnects)."""
     yield f"retry: {retry_ms}\n\n"
     started = clock()
     last: t.Any = None
     last_sent = started
     while True:
-        code, body = read(task_id)
-        payload = {"code": code, **body}
+        payload = read()
         if payload != last:
             last = payload
             last_sent = clock()
-            yield event("status", payload)
-        if is_final(code, body):
+            yield event(name, payload)
+        if done(payload):
             yield event("end", {"reason": "final"})
             return
         now = clock()
@@ -81,12 +107,16 @@ def status_events(
         sleep(interval)
 
 
-def events_response(read: StatusReader, task_id: str, life: float = 60.0,
-                    interval: float = 0.5) -> Response:
-    """The streamed ``text/event-stream`` response of one task."""
-    stream = status_events(read, task_id, life=life, interval=interval)
+def stream_response(stream: t.Iterator[str]) -> Response:
+    """A streamed ``text/event-stream`` response that nginx does not buffer."""
     response = current_app.response_class(stream_with_context(stream),
                                           mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def events_response(read: StatusReader, task_id: str, life: float = 60.0,
+                    interval: float = 0.5) -> Response:
+    """The streamed ``text/event-stream`` response of one task."""
+    return stream_response(status_events(read, task_id, life=life, interval=interval))

@@ -44,6 +44,7 @@ from celery import bootsteps
 from celery import states
 from celery.worker import state as worker_state
 
+from .ratelimit import HELD
 from .store import JobStore
 
 log = logging.getLogger("kernkoa.worker")
@@ -275,10 +276,11 @@ class PingedWorkers:
 
 
 def held_tags() -> set[str]:
-    """Delivery tags of the messages this worker holds and has not acknowledged."""
+    """Delivery tags of the messages this worker holds and has not acknowledged
+    (held for a rate limit included)."""
     requests = [*worker_state.reserved_requests, *worker_state.scheduled_requests]
     return {request.message.delivery_tag for request in requests
-            if not request.acknowledged}
+            if not request.acknowledged} | HELD
 
 
 class LeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -21,9 +21,12 @@ from ..core.errors import TaskNotFound
 from ..web.envelope import error_envelope
 from ..web.html import render_page
 from .body import status_body
+from .enqueue import celery_and_breaker
 from .enqueue import known_task_id
 from .enqueue import read_task
 from .events import events_response
+from .ids import describe_task_id
+from .recent import task_timing
 
 #: Longest life of one event stream, in seconds (then the browser reconnects).
 #: Below the shipped uWSGI ``harakiri`` (60 s), which would kill the worker
@@ -35,10 +38,19 @@ STREAM_INTERVAL = 0.5
 
 
 def status_page(body: dict[str, t.Any], status: int = 200) -> Response:
-    """The HTML task page of the task being asked for, starting from ``body``."""
+    """The HTML task page of the task being asked for, starting from ``body``,
+    with its route and, from the recent-tasks index, when it started and ended."""
     task_id = str((request.view_args or {}).get("task_id", ""))
+    signed = describe_task_id(task_id)
+    try:
+        celery, breaker = celery_and_breaker()
+        timing = breaker.call(lambda: task_timing(celery, task_id))
+    except KernelError:
+        timing = {}  # the page still shows the status, and says so when it cannot
     return render_page(
         "status.html", status=status, task_id=task_id, initial=body,
+        route=signed.route if signed is not None else timing.get("route") or "",
+        timing=timing,
         status_url=url_for("task_status", task_id=task_id),
         events_url=url_for("task_status_events", task_id=task_id),
     )

@@ -12,6 +12,7 @@ after ``self`` always receives a :class:`TaskHandle`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import typing as t
@@ -20,6 +21,7 @@ from celery import Celery
 from celery import Task
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.time import rate
 from werkzeug.datastructures import MultiDict
 
 from ..catalog.binding import PARAMS_NAME
@@ -30,6 +32,7 @@ from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
 from ..web.state import state_of
+from .recent import note_change
 from .store import JobStore
 
 if t.TYPE_CHECKING:  # the Celery app imports this module to register the task
@@ -42,6 +45,9 @@ TASK_NAME = "kernkoa.run"
 
 #: State written by :meth:`TaskHandle.progress`.
 PROGRESS = "PROGRESS"
+
+#: Highest ``priority`` of :func:`task_options` (the range Redis and RabbitMQ share).
+MAX_PRIORITY = 9
 
 #: How a ``params`` argument built from the request travels in a message: the
 #: worker rebuilds it from the request snapshot.
@@ -58,11 +64,15 @@ def task_options(
     time_limit: float | None = None,
     retries: int = 0,
     retry_delay: float = 5.0,
+    rate_limit: str | float | None = None,
+    priority: int | None = None,
+    expires: float | None = None,
 ) -> t.Callable[[F], F]:
     """Set Celery options of one ``_celery`` controller method::
 
         class Report:
-            @task_options(queue="long", soft_time_limit=600, time_limit=660, retries=2)
+            @task_options(queue="long", soft_time_limit=600, time_limit=660, retries=2,
+                          rate_limit="10/m", priority=5, expires=3600)
             def build_celery(self, task, year: int): ...
 
     :param queue: the queue to send it to (a worker must consume it: ``-Q``).
@@ -70,9 +80,32 @@ def task_options(
     :param time_limit: seconds before its worker process is killed.
     :param retries: how many times an exception re-runs it.
     :param retry_delay: seconds between those runs.
+    :param rate_limit: most tasks of this route a worker starts, Celery's form
+        (``"10/s"``, ``"100/m"``, ``"1000/h"``, or a number per second), per
+        worker process group, whatever other routes do (:mod:`kernel.tasks.ratelimit`).
+    :param priority: the message's priority, 0 (lowest) to 9, for brokers whose
+        queues order by it (RabbitMQ queues with ``x-max-priority``).
+    :param expires: seconds after the trigger past which a task not yet started
+        is dropped as ``REVOKED`` instead of run.
+    :raises ValueError: for a malformed ``rate_limit``, ``priority`` or ``expires``.
     """
+    if rate_limit is not None:
+        try:
+            per_second = rate(rate_limit)
+        except (ValueError, KeyError, TypeError):
+            per_second = -1.0
+        if not per_second or per_second < 0:
+            raise ValueError(f"rate_limit must be like '10/s', '5/m' or '100/h', "
+                             f"not {rate_limit!r}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 0 <= priority <= MAX_PRIORITY):
+        raise ValueError(f"priority must be an integer from 0 to {MAX_PRIORITY}")
+    if expires is not None and (isinstance(expires, bool)
+                                or not isinstance(expires, (int, float)) or expires <= 0):
+        raise ValueError("expires must be a positive number of seconds")
     options = {"queue": queue, "soft_time_limit": soft_time_limit,
-               "time_limit": time_limit, "retries": retries, "retry_delay": retry_delay}
+               "time_limit": time_limit, "retries": retries, "retry_delay": retry_delay,
+               "rate_limit": rate_limit, "priority": priority, "expires": expires}
 
     def decorate(func: F) -> F:
         setattr(func, _OPTIONS_ATTR, options)
@@ -91,13 +124,16 @@ class TaskHandle:
 
     Progress writes are throttled: a report of the same state within
     ``interval`` seconds of the last write is dropped (a final ``progress``
-    with ``current == total`` is always written). Each write first checks
+    with ``current == total`` is always written); with ``events``, each one
+    written is also sent as a task event (:func:`send_state_event`). Each write first checks
     whether the task was cancelled, and raises :class:`TaskCancelled` if so.
     Any other attribute is the Celery task's (``handle.request.id``...).
     """
 
-    def __init__(self, task: Task, store: JobStore, interval: float) -> None:
+    def __init__(self, task: Task, store: JobStore, interval: float,
+                 events: bool = False) -> None:
         self._task = task
+        self._events = events
         self._store = store
         self._interval = interval
         self._last_state: str | None = None
@@ -128,6 +164,8 @@ class TaskHandle:
             raise TaskCancelled(self.id)
         self._task.update_state(state=state, meta=meta, **kwargs)
         self._last_state, self._last_write = state, now
+        if state and self._events:
+            send_state_event(self._task, state, meta)
 
     def progress(self, current: float, total: float | None = None,
                  message: str | None = None) -> None:
@@ -138,6 +176,23 @@ class TaskHandle:
 
     def __getattr__(self, name: str) -> t.Any:
         return getattr(self._task, name)
+
+
+def send_state_event(task: Task, state: str, meta: t.Any) -> None:
+    """Tell event consumers (Flower, ``celery events``) about a custom state.
+
+    Celery's monitors take an event ``task-<name>`` they do not know as the
+    custom state ``<NAME>``, above STARTED and below the final states, so
+    ``task-progress`` shows the task as ``PROGRESS`` until its final event.
+    The meta goes as the event's ``result`` (JSON), the field where Celery
+    keeps a custom state's meta. Sent without retries: a progress report never
+    waits on a monitor.
+    """
+    try:
+        task.send_event(f"task-{state.lower()}", retry=False,
+                        result=json.dumps(meta, default=repr))
+    except Exception as error:  # monitoring must never fail the task
+        log.warning("task %s: cannot send its %s event: %r", task.request.id, state, error)
 
 
 def request_context_args(snapshot: dict[str, t.Any] | None, route: str) -> dict[str, t.Any]:
@@ -175,6 +230,8 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     store = JobStore(task.app, fail_fast=False)
     if store.start(task.request.id, task.request.hostname):
         raise Ignore()  # cancelled while queued: never starts
+    note_change(celery, task.request.id, started=time.time(), finished=None,
+                worker=task.request.hostname)
     with flask_app.test_request_context(**request_context_args(request, route)):
         target, endpoint = state_of(flask_app).catalog.resolve(route)
         if not endpoint.is_celery:
@@ -184,7 +241,9 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         kwargs = {k: _decode(v, urlpath) for k, v in kwargs.items()}
         if endpoint.binder.takes_params and PARAMS_NAME not in kwargs and not args:
             kwargs[PARAMS_NAME] = None
-        handle = TaskHandle(task, store, settings.PROGRESS_INTERVAL)
+        # Events only from workers that send them (-E, see celeryapp.share_task_events).
+        handle = TaskHandle(task, store, settings.PROGRESS_INTERVAL,
+                            events=bool(celery.conf.worker_send_task_events))
         started, state = time.monotonic(), "FAILURE"
         failure: Exception | None = None
         notify_task_start(task.request.id, route)
@@ -216,10 +275,16 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                                  max_retries=options["retries"]) from error
             raise
         finally:
+            note_change(celery, task.request.id, finished=time.time())
             notify_task_finish(task.request.id, route, state, time.monotonic() - started,
                                error=failure)
 
 
+#: The worker strategy of the generic task: Celery's own, rate-limited per route.
+ROUTE_STRATEGY = "kernel.tasks.ratelimit:route_strategy"
+
+
 def register_tasks(celery: Celery) -> None:
-    """Register the generic task on ``celery``."""
-    celery.task(name=TASK_NAME, bind=True)(run_controller)
+    """Register the generic task on ``celery``, with the strategy that applies
+    each route's rate limit (:mod:`kernel.tasks.ratelimit`)."""
+    celery.task(name=TASK_NAME, bind=True, Strategy=ROUTE_STRATEGY)(run_controller)

@@ -149,3 +149,18 @@ def test_unknown_task_page_and_stream(server: LiveServer) -> None:
     assert code == 200 and b"event: end" in body and b'"code":404' in body
     code, _, body = server.request("/status/not-an-id/events")
     assert code == 404 and json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_the_tasks_page_json_on_the_embedded_broker(server: LiveServer, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.write_text("go")
+    task_id = trigger(server, "/slow/Slow/work_celery", gate=str(gate), steps=2)
+    wait_status(server, task_id, final)
+    code, _, body = server.request("/_kernkoa/tasks?format=json")
+    assert code == 200
+    data = json.loads(body)
+    [task] = [task for task in data["tasks"] if task["id"] == task_id]
+    assert task["route"] == "/slow/Slow/work_celery" and task["state"] == "SUCCESS"
+    assert task["started"] <= task["finished"] and task["duration"] >= 0 and task["worker"]
+    assert data["counts"]["/slow/Slow/work_celery"]["SUCCESS"] >= 1
+    assert [worker["queues"] for worker in data["workers"]] == [["celery"]]

@@ -1,0 +1,188 @@
+"""``/_kernkoa/tasks`` on the embedded broker (files under VAR, no worker), the message a
+trigger publishes (its route name, options), and ``@task_options``'s checks.
+
+The live page, Flower and the rate limit on real parts: tests/tasks/test_operations.py.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from kernel.tasks.recent import FileRecent
+from kernel.tasks.run import options_of
+from kernel.tasks.run import task_options
+from tests.support.auth import KEY
+from tests.support.auth import bearer
+from tests.support.auth import token
+from tests.support.catalogs import ControllerTree
+
+JOBS = '''
+from kernkoa import *
+
+
+class Jobs:
+    @task_options(rate_limit="5/m", priority=7, expires=120)
+    def limited_celery(self, task, n: int = 1):
+        return n
+
+    def plain_celery(self, task):
+        return "plain"
+'''
+
+
+@pytest.fixture
+def jobs_app(tree: ControllerTree, make_app: t.Callable[..., Flask],
+             tmp_path: Path) -> t.Callable[..., Flask]:
+    tree.write("shop.py", JOBS)
+
+    def make(**overrides: t.Any) -> Flask:
+        return make_app(VAR=str(tmp_path / "var"), **overrides)
+
+    return make
+
+
+def _trigger(client: t.Any, route: str, **headers: str) -> str:
+    answer = client.post(route, json={}, headers=headers)
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    return t.cast(str, answer.get_json()["id"])
+
+
+def test_json_lists_the_queued_tasks_newest_first_with_counts_and_queues(
+        jobs_app: t.Callable[..., Flask]) -> None:
+    client = jobs_app().test_client()
+    first = _trigger(client, "/shop/Jobs/limited_celery")
+    second = _trigger(client, "/shop/Jobs/plain_celery")
+    answer = client.get("/_kernkoa/tasks?format=json")
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    assert answer.headers["Cache-Control"] == "no-store"
+    data = answer.get_json()
+    assert [task["id"] for task in data["tasks"]] == [second, first]
+    task = data["tasks"][1]
+    assert task["route"] == "/shop/Jobs/limited_celery" and task["state"] == "PENDING"
+    assert task["created"] and task["started"] is None and task["duration"] is None
+    assert task["request_id"] == "" and task["identity"] == ""
+    assert data["counts"] == {"/shop/Jobs/limited_celery": {"PENDING": 1},
+                              "/shop/Jobs/plain_celery": {"PENDING": 1}}
+    assert data["queues"] == {"celery": {"waiting": 2, "workers": 0}}
+    assert data["workers"] == []
+    # Accept: application/json is the same; a browser gets the page with the same data.
+    assert client.get("/_kernkoa/tasks",
+                      headers={"Accept": "application/json"}).get_json()["tasks"] == data["tasks"]
+    page = client.get("/_kernkoa/tasks", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert page.mimetype == "text/html"
+    assert b'id="tasks"' in page.data and first.encode() in page.data
+
+
+def test_the_index_is_bounded(jobs_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+    client = jobs_app(RECENT_TASKS=3).test_client()
+    ids = [_trigger(client, "/shop/Jobs/plain_celery") for _ in range(6)]
+    listed = [task["id"] for task in client.get("/_kernkoa/tasks?format=json").get_json()["tasks"]]
+    assert listed == ids[:2:-1]
+    assert len(list((tmp_path / "var" / "celery" / "recent").glob("*.json"))) == 3
+    assert client.get("/_kernkoa/tasks?format=json&limit=2").get_json()["tasks"][0]["id"] == ids[-1]
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "4", "", "1e3", "\u00b2", "9" * 40, " 2"])
+def test_a_bad_limit_is_a_422_envelope(jobs_app: t.Callable[..., Flask], limit: str) -> None:
+    answer = jobs_app(RECENT_TASKS=3).test_client().get(f"/_kernkoa/tasks?limit={limit}")
+    assert answer.status_code == 422
+    assert answer.get_json()["error"]["fields"] == [
+        {"name": "limit", "source": "query", "message": "must be a whole number from 1 to 3"}]
+
+
+def test_an_index_of_nothing_is_an_empty_page(jobs_app: t.Callable[..., Flask]) -> None:
+    client = jobs_app(RECENT_TASKS=0).test_client()
+    _trigger(client, "/shop/Jobs/plain_celery")
+    assert client.get("/_kernkoa/tasks?format=json").get_json()["tasks"] == []
+
+
+def test_the_page_follows_the_pages_access_rule(tree: ControllerTree,
+                                                make_app: t.Callable[..., Flask]) -> None:
+    tree.write("shop.py", JOBS)
+    client = make_app(ADDONS=["jwt_auth"], HMACKEY=KEY, PAGES_AUTH=True).test_client()
+    for url in ("/_kernkoa/tasks", "/_kernkoa/tasks?format=json", "/_kernkoa/tasks/events"):
+        assert client.get(url).status_code == 401, url
+    assert client.get("/_kernkoa/tasks?format=json",
+                      headers=bearer(token())).status_code == 200
+    # PAGES off: no page at all.
+    assert make_app(PAGES=False).test_client().get("/_kernkoa/tasks").status_code == 404
+
+
+def test_the_identity_that_triggered_is_recorded(tree: ControllerTree,
+                                                 make_app: t.Callable[..., Flask]) -> None:
+    tree.write("shop.py", JOBS)
+    client = make_app(ADDONS=["jwt_auth"], HMACKEY=KEY).test_client()
+    _trigger(client, "/shop/Jobs/plain_celery", **bearer(token(sub="ada")))
+    tasks = client.get("/_kernkoa/tasks?format=json").get_json()["tasks"]
+    assert tasks[0]["identity"] == "ada"
+
+
+def test_the_message_names_the_route_and_carries_its_options(
+        jobs_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+    client = jobs_app().test_client()
+    task_id = _trigger(client, "/shop/Jobs/limited_celery")
+    [message] = [json.loads(path.read_text())
+                 for path in (tmp_path / "var" / "celery" / "queue").glob("*.msg")]
+    headers = message["headers"]
+    assert headers["id"] == task_id
+    assert headers["task"] == "kernkoa.run"  # the routing stays the one generic task
+    assert headers["shadow"] == "/shop/Jobs/limited_celery"
+    assert headers["kernkoa_rate_limit"] == "5/m"
+    assert headers["expires"]  # an absolute time, 120 s after the trigger
+    assert message["properties"]["priority"] == 7
+
+
+def test_task_options_take_celery_options_and_refuse_bad_ones() -> None:
+    def method(self: t.Any, task: t.Any) -> None:
+        """A method."""
+
+    decorated = task_options(rate_limit="10/s", priority=0, expires=1.5)(method)
+    assert options_of(decorated) == {
+        "queue": None, "soft_time_limit": None, "time_limit": None, "retries": 0,
+        "retry_delay": 5.0, "rate_limit": "10/s", "priority": 0, "expires": 1.5}
+    assert options_of(task_options(rate_limit=3)(method))["rate_limit"] == 3
+    for bad in ({"rate_limit": "fast"}, {"rate_limit": "10/y"}, {"rate_limit": "0/s"},
+                {"rate_limit": -1}, {"priority": 10}, {"priority": -1}, {"priority": True},
+                {"priority": 1.5}, {"expires": 0}, {"expires": "soon"}, {"expires": True}):
+        with pytest.raises(ValueError):
+            task_options(**bad)
+
+
+def test_the_file_index_skips_what_is_not_its_own(tmp_path: Path) -> None:
+    index = FileRecent(tmp_path / "recent", size=10, expires=3600)
+    index.triggered("../escape", "/a/B/c_celery", {})
+    index.triggered("good-id", "/a/B/c_celery", {"identity": "", "request_id": ""})
+    (tmp_path / "recent" / "broken.json").write_text("{not json")
+    index.changed("missing", {"state": "STARTED"})
+    index.changed("good-id", {"state": "STARTED"})
+    assert [r["id"] for r in index.latest(10)] == ["good-id"]
+    assert index.record("good-id")["state"] == "STARTED"
+    assert not (tmp_path / "escape.json").exists()
+
+
+@pytest.mark.redis
+def test_the_redis_index_is_bounded_and_expires(jobs_app: t.Callable[..., Flask],
+                                                redis: t.Any) -> None:
+    app = jobs_app(BROKER_URL=redis.url, RESULT_BACKEND=redis.url, RECENT_TASKS=3,
+                   RESULT_EXPIRES=600)
+    client = app.test_client()
+    ids = [_trigger(client, "/shop/Jobs/plain_celery") for _ in range(5)]
+    data = client.get("/_kernkoa/tasks?format=json").get_json()
+    assert [task["id"] for task in data["tasks"]] == ids[:1:-1]
+    assert {task["state"] for task in data["tasks"]} == {"PENDING"}
+    assert data["queues"]["celery"]["waiting"] == 5
+    store = redis.client()
+    assert store.zcard("kernkoa-recent") == 3
+    assert 0 < store.ttl("kernkoa-recent") <= 600
+    assert 0 < store.ttl(f"kernkoa-recent-{ids[-1]}") <= 600
+    redis.stop()
+    # The store is away: the trigger and the page say so (503), nothing is half-written.
+    assert client.post("/shop/Jobs/plain_celery", json={}).status_code == 503
+    answer = client.get("/_kernkoa/tasks?format=json")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "broker_unavailable"
