@@ -17,9 +17,10 @@ import pytest
 
 KERNEL = Path(__file__).resolve().parents[1] / "kernel"
 
-#: The layers, bottom to top; siblings share a rank.
-RANKS = {"core": 0, "catalog": 1, "web": 2, "auth": 3, "api": 3, "tasks": 4, "pages": 5,
-         "app": 6, "cli": 7}
+#: The layers, bottom to top; siblings share a rank. The client, at the bottom, imports
+#: nothing of the server (an import-linter contract says so too).
+RANKS = {"client": -1, "core": 0, "catalog": 1, "web": 2, "auth": 3, "api": 3, "tasks": 4,
+         "pages": 5, "app": 6, "testing": 7, "cli": 8}
 
 #: Modules allowed loose at kernel/'s top.
 LOOSE_MAX = 4

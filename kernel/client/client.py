@@ -65,7 +65,7 @@ class Client:
         """Close the connections."""
         self.http.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> t.Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

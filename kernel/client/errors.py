@@ -44,7 +44,8 @@ class TaskFailed(Exception):
         self.body = body
         #: ``FAILURE`` or ``REVOKED``.
         self.status = str(body.get("status"))
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        found = body.get("error")
+        error: dict[str, t.Any] = found if isinstance(found, dict) else {}
         #: The type name of the exception the method raised (``""`` when cancelled).
         self.type = str(error.get("type", ""))
         #: Its message.

@@ -9,7 +9,6 @@ from .settings import ENV_PREFIX
 from .settings import PROJECT_ROOT
 
 
-
 def find_project(start: Path, environ: dict[str, str] | None = None) -> Path:
     """The project around ``start``: ``KERNKOA_PATH`` when set, else ``start`` or the
     nearest folder above it holding ``catalog/`` or ``config.py``, else the kernel's
