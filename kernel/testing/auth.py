@@ -12,6 +12,7 @@ from flask import Flask
 
 from ..auth.users import UserStore
 from ..auth.users import users_file
+from ..core.settings import Settings
 from ..web.state import state_of
 
 #: How long a test token is valid, in seconds.
@@ -37,3 +38,11 @@ def basic_user(app: Flask, *scopes: str, name: str = "tester") -> tuple[str, str
     password = secrets.token_urlsafe(18)
     UserStore(users_file(state_of(app).settings)).add(name, password, scopes, replace=True)
     return name, password
+
+
+def seed_users(settings: Settings) -> None:
+    """Give a test's ``basic_auth`` a users file to start on (it refuses an empty one):
+    one user, ``tester``, without scopes, unless the file exists already."""
+    path = users_file(settings)
+    if "basic_auth" in settings.ADDONS and not path.exists():
+        UserStore(path).add("tester", secrets.token_urlsafe(18))

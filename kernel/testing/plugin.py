@@ -83,7 +83,9 @@ def kernkoa_app(request: pytest.FixtureRequest, kernkoa_project: Path,
     """The app over the project's catalog, with a temporary ``VAR``, ``DEBUG`` on (error
     bodies carry the controller's exception) and a fresh ``HMACKEY``."""
     from ..app import create_app
+    from ..core.settings import Settings
     from ..tasks.waiting import disconnect_result_store
+    from .auth import seed_users
     from .worker import EmbeddedWorker
 
     options = _marker_options(request)
@@ -91,6 +93,7 @@ def kernkoa_app(request: pytest.FixtureRequest, kernkoa_project: Path,
     settings = {"path": str(kernkoa_project), "VAR": str(var), "DEBUG": True,
                 "HMACKEY": secrets.token_hex(32),
                 **kernkoa_settings, **options.get("settings", {})}
+    seed_users(Settings.load(settings))
     app = create_app(settings)
     app.config["KERNKOA_TASKS"] = options["tasks"]
     worker = None
