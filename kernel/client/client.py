@@ -40,13 +40,18 @@ class Client:
     :param retries: how many times a request answered 503 is sent again, with a
         pause doubling from ``backoff`` seconds (or as ``Retry-After`` says).
     :param task_timeout: seconds :meth:`call` waits for a ``_celery`` method.
+    :param keepalive: keep connections open between requests. Off by default: uWSGI's
+        ``http-socket`` closes each connection without saying so, and a request
+        sent on a connection the server closed fails with nothing to tell whether
+        it arrived (sending a POST again could start a task twice). Turn it on for
+        a server behind nginx, which announces what it closes.
     :param transport: an ``httpx`` transport (the test kit's goes to an app in-process).
     """
 
     def __init__(self, base_url: str, token: str | None = None, *,
                  auth: tuple[str, str] | None = None, format: str = "json",
                  timeout: float = 30.0, retries: int = 5, backoff: float = 0.5,
-                 task_timeout: float = 60.0,
+                 task_timeout: float = 60.0, keepalive: bool = False,
                  transport: httpx.BaseTransport | None = None) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {sorted(FORMATS)}, not {format!r}")
@@ -59,7 +64,9 @@ class Client:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=base_url, headers=headers, auth=auth,
-                                 timeout=timeout, transport=transport)
+                                 timeout=timeout, transport=transport,
+                                 limits=httpx.Limits(
+                                     max_keepalive_connections=None if keepalive else 0))
 
     def close(self) -> None:
         """Close the connections."""

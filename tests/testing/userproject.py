@@ -67,6 +67,7 @@ def kernkoa_settings():
 TESTS = '''
 import json
 import os
+import time
 
 import pytest
 from kernel.client import CallError
@@ -148,8 +149,10 @@ def test_tasks_eagerly(kernkoa_client):
 def test_tasks_on_a_worker(kernkoa_client):
     record("worker", outcomes(kernkoa_client))
     task = kernkoa_client.start("/shop/cart/Cart/wait_celery")
-    while task.progress is None:
-        pass
+    deadline = time.monotonic() + 60
+    while task.progress is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert task.status == "PROGRESS"
     task.cancel()
     with pytest.raises(TaskFailed, match="cancelled"):
         task.wait(60)
