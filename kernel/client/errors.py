@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typing as t
 
+from ..core.root import KernKoaError
 
-class CallError(Exception):
+
+class CallError(KernKoaError):
     """A 4xx or 5xx answer, with the server's JSON error envelope.
 
     ``status``, ``code`` and ``message`` are the envelope's; ``fields`` lists the
@@ -36,7 +38,7 @@ class CallError(Exception):
         super().__init__("\n".join(lines))
 
 
-class TaskFailed(Exception):
+class TaskFailed(KernKoaError):
     """A task that ended ``FAILURE`` (or ``REVOKED``): its status body and the error it gave."""
 
     def __init__(self, task_id: str, body: dict[str, t.Any]) -> None:
@@ -57,7 +59,7 @@ class TaskFailed(Exception):
         super().__init__(text)
 
 
-class TaskTimeout(TimeoutError):
+class TaskTimeout(KernKoaError, TimeoutError):
     """A task still unfinished when the wait for it ran out."""
 
     def __init__(self, task_id: str, timeout: float, body: dict[str, t.Any]) -> None:

@@ -48,10 +48,15 @@ def test_a_broken_controller_fails_the_right_test_readably(tmp_path: Path) -> No
     assert 'cart.py", line 9, in add' in result.stdout
 
 
-def test_the_plugin_is_inert_until_used() -> None:
-    # Loading it (as pytest does in every run) imports nothing of the kernel's app.
+def test_the_plugin_is_inert_until_used_and_the_client_stands_alone() -> None:
+    # Loading the plugin (as pytest does in every run) imports nothing of the kernel's
+    # app; the client imports nothing of the server side.
     code = ("import sys, kernel.testing.plugin; "
-            "heavy = [m for m in ('flask', 'celery', 'httpx', 'kernel.app') if m in sys.modules]; "
+            "heavy = [m for m in ('flask', 'werkzeug', 'celery', 'httpx', 'kernel.app') "
+            "if m in sys.modules]; "
+            "import kernel.client; "
+            "heavy += [m for m in ('flask', 'werkzeug', 'celery', 'kernel.core.errors') "
+            "if m in sys.modules]; "
             "print(heavy)")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=60, check=True)
