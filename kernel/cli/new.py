@@ -8,6 +8,7 @@ import sys
 import typing as t
 from pathlib import Path
 
+from ..app import RESERVED_SEGMENTS
 from ..core.project import find_project
 
 #: A folder, module or class name of a controller path (the router's rule).
@@ -62,6 +63,8 @@ def controller_files(path: str, cls: str, celery: bool) -> dict[str, str]:
         if not NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a controller name "
                              "(a letter, then letters, digits or _)")
+    if parts[0] in RESERVED_SEGMENTS:
+        raise ValueError(f"/{parts[0]}/ is the kernel's own: a controller there is never reached")
     names = {"path": "/".join(parts), "cls": cls,
              "title": " ".join(parts).capitalize()}
     source = CONTROLLER.format(**names) + (CELERY_METHOD.format(**names) if celery else "")

@@ -110,6 +110,7 @@ def test_new_controller_writes_a_controller_and_a_passing_test(tmp_path: Path) -
     (["shop/../cart"], 2, "'..' is not a controller name"),
     (["shop/cart", "--class", "my-cart"], 2, "'my-cart' is not a controller name"),
     ([""], 2, "'' is not a controller name"),
+    (["status/cart"], 2, "/status/ is the kernel's own"),
 ])
 def test_new_controller_refuses(tmp_path: Path, args: list[str], code: int, said: str,
                                 monkeypatch: pytest.MonkeyPatch,
