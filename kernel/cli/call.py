@@ -18,17 +18,18 @@ from ..testing.inprocess import AppTransport
 from ..testing.inprocess import KitClient
 
 
-def parse_fields(pairs: t.Sequence[str]) -> list[tuple[str, str]]:
-    """``name=value`` words as fields (text, converted by the method's annotations).
+def parse_fields(pairs: t.Sequence[str]) -> dict[str, list[str]]:
+    """``name=value`` words as fields (text, converted by the method's annotations); a
+    name given twice has two values, as in a form.
 
     :raises ValueError: for a word without ``=`` or with an empty name.
     """
-    fields = []
+    fields: dict[str, list[str]] = {}
     for pair in pairs:
         name, equals, value = pair.partition("=")
         if not equals or not name:
             raise ValueError(f"expected name=value, got {pair!r}")
-        fields.append((name, value))
+        fields.setdefault(name, []).append(value)
     return fields
 
 
@@ -53,9 +54,9 @@ def call(args: argparse.Namespace) -> int:
         try:
             if body is not None or method in QUERY_METHODS:
                 # Text fields go in the query string, beside a JSON body if any.
-                response = client.request(method, args.path, fields=body, query=dict(fields))
+                response = client.request(method, args.path, fields=body, query=fields)
             else:
-                response = client.request(method, args.path, form=dict(fields))
+                response = client.request(method, args.path, form=fields)
             result = client.result_of(response)
         except CallError as error:
             print(json.dumps(error.envelope, indent=2), file=sys.stderr)

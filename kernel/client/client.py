@@ -81,7 +81,7 @@ class Client:
     # --- Requests -----------------------------------------------------------
 
     def request(self, method: str, path: str, *, fields: t.Mapping[str, t.Any] | None = None,
-                form: t.Mapping[str, str] | None = None,
+                form: t.Mapping[str, str | list[str]] | None = None,
                 query: t.Mapping[str, t.Any] | None = None,
                 headers: t.Mapping[str, str] | None = None,
                 timeout: float | None = None) -> httpx.Response:
@@ -100,16 +100,20 @@ class Client:
         elif fields is not None:
             content, sent_headers["Content-Type"] = encode(dict(fields), self.format)
         data = dict(form) if form is not None else None
-        pause = self.backoff
-        for attempt in range(self.retries + 1):
-            response = self.http.request(
+
+        def send() -> httpx.Response:
+            return self.http.request(
                 method, path, content=content, data=data, params=query or None,
                 headers=sent_headers, timeout=timeout if timeout is not None else self.timeout)
-            if response.status_code != 503 or attempt == self.retries:
+
+        pause = self.backoff
+        for _ in range(self.retries):
+            response = send()
+            if response.status_code != 503:
                 return response
             time.sleep(_retry_after(response) or pause)
             pause = min(2 * pause, BACKOFF_LAST)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return send()
 
     def get(self, path: str, /, **query: t.Any) -> httpx.Response:
         """``GET path?query``: the raw answer (``status_code``, ``json()``, ``headers``)."""
