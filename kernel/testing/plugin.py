@@ -80,8 +80,9 @@ def kernkoa_settings() -> dict[str, t.Any]:
 def kernkoa_app(request: pytest.FixtureRequest, kernkoa_project: Path,
                 kernkoa_settings: dict[str, t.Any],
                 tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Flask]:
-    """The app over the project's catalog, with a temporary ``VAR``, ``DEBUG`` on (error
-    bodies carry the controller's exception) and a fresh ``HMACKEY``."""
+    """The app over the project's catalog, with a temporary ``VAR`` holding the embedded
+    broker and result store, ``DEBUG`` on (error bodies carry the controller's exception)
+    and a fresh ``HMACKEY``; the test's settings may change any of them."""
     from ..app import create_app
     from ..core.settings import Settings
     from ..tasks.waiting import disconnect_result_store
@@ -90,8 +91,9 @@ def kernkoa_app(request: pytest.FixtureRequest, kernkoa_project: Path,
 
     options = _marker_options(request)
     var = tmp_path_factory.mktemp("kernkoa-var")
+    # Each test on its own broker and store, whatever the developer's KERNKOA_* say.
     settings = {"path": str(kernkoa_project), "VAR": str(var), "DEBUG": True,
-                "HMACKEY": secrets.token_hex(32),
+                "HMACKEY": secrets.token_hex(32), "BROKER_URL": "", "RESULT_BACKEND": "",
                 **kernkoa_settings, **options.get("settings", {})}
     seed_users(Settings.load(settings))
     app = create_app(settings)
