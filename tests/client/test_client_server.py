@@ -64,8 +64,12 @@ def requests_of(client: Client) -> list[str]:
 def test_call_start_wait_and_cancel(server: LiveServer, tmp_path: Path) -> None:
     with Client(server.base) as client:
         assert client.call("/jobs/jobs/hello", method="GET") == "hello"
-        # A _celery method called is waited for: its result comes back.
+        # A _celery method called is waited for: its result comes back in the trigger's
+        # own answer (Prefer: wait), with no status request.
+        calls = requests_of(client)
         assert client.call("/jobs/jobs/count_celery", n=2, delay=0.01, tag="a")["counted"] == 2
+        assert calls == ["POST /jobs/jobs/count_celery"]
+        client.http.event_hooks["request"].clear()
 
         sent = requests_of(client)
         task = client.start("/jobs/jobs/count_celery", n=10, delay=0.1)
