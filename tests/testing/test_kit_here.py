@@ -8,6 +8,7 @@ import pytest
 
 from kernel.client import CallError
 from kernel.testing.inprocess import KitClient
+from kernel.testing.plugin import _marker_options
 from tests.support.catalogs import ControllerTree
 
 JOBS = '''
@@ -66,3 +67,35 @@ def test_a_token_for_a_scope(kernkoa_client: KitClient) -> None:
 def test_cbor_in_process(kernkoa_client: KitClient) -> None:
     assert kernkoa_client.with_format("cbor").call("/jobs/Jobs/count_celery", n=2) == {
         "counted": 2}
+
+
+class _Node:
+    def __init__(self, *markers: pytest.MarkDecorator) -> None:
+        self.markers = [m.mark for m in markers]
+
+    def iter_markers(self, name: str) -> t.Iterator[pytest.Mark]:
+        return iter(self.markers)  # closest first, as pytest gives them
+
+
+class _Request:
+    def __init__(self, *markers: pytest.MarkDecorator) -> None:
+        self.node = _Node(*markers)
+
+
+def test_the_marker_options() -> None:
+    assert _marker_options(_Request()) == {"tasks": "eager"}  # type: ignore[arg-type]
+    closest = pytest.mark.kernkoa(tasks="worker")
+    farther = pytest.mark.kernkoa(tasks="eager", settings={"DEBUG": False})
+    assert _marker_options(_Request(closest, farther)) == {  # type: ignore[arg-type]
+        "tasks": "worker", "settings": {"DEBUG": False}}
+
+
+@pytest.mark.parametrize(("marker", "said"), [
+    (pytest.mark.kernkoa("worker"), "keyword arguments only"),
+    (pytest.mark.kernkoa(task="worker"), "unknown option(s) ['task']"),
+    (pytest.mark.kernkoa(tasks="celery"), "expected one of ('eager', 'worker')"),
+])
+def test_a_wrong_marker_says_why(marker: pytest.MarkDecorator, said: str) -> None:
+    with pytest.raises(pytest.UsageError) as caught:
+        _marker_options(_Request(marker))  # type: ignore[arg-type]
+    assert said in str(caught.value)
