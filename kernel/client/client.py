@@ -149,10 +149,9 @@ class Client:
 
         :raises CallError: when it is a 4xx or 5xx answer.
         """
-        task = self.task_of(response)
-        if task is not None:
-            return task.wait(self.task_timeout)
-        return decode(response)
+        body = self._checked(response)
+        task = self._task_in(response, body)
+        return body if task is None else task.wait(self.task_timeout)
 
     def start(self, path: str, /, *, method: str = "POST", **fields: t.Any) -> Task:
         """Start the ``_celery`` method at ``path`` with ``fields``; return its task.
@@ -181,7 +180,9 @@ class Client:
 
         :raises CallError: when it is a 4xx or 5xx answer.
         """
-        body = self._checked(response)
+        return self._task_in(response, self._checked(response))
+
+    def _task_in(self, response: httpx.Response, body: t.Any) -> Task | None:
         if response.status_code not in (200, 202) or not _is_trigger_answer(body):
             return None
         status = {k: v for k, v in body.items() if k not in ("id", "status_url")}
@@ -201,9 +202,17 @@ class Client:
         return t.cast(dict[str, t.Any], self._checked(self.request("DELETE", status_url)))
 
     def _checked(self, response: httpx.Response) -> t.Any:
+        """The decoded body of ``response``.
+
+        :raises CallError: when it is a 4xx or 5xx answer (a malformed error body is
+            kept as text).
+        :raises ValueError: when another answer's body is malformed.
+        """
         try:
             body = decode(response)
-        except ValueError:  # a malformed body is reported as text
+        except ValueError:
+            if response.status_code < 400:
+                raise
             body = response.text
         if response.status_code >= 400:
             raise CallError(response.request.method, str(response.request.url.path),

@@ -25,10 +25,17 @@ def encode(fields: t.Any, fmt: str) -> tuple[bytes, str]:
 
 
 def decode(response: httpx.Response) -> t.Any:
-    """The value an answer holds: JSON and CBOR decoded, any other body as text."""
+    """The value an answer holds: JSON and CBOR decoded, any other body as text.
+
+    :raises ValueError: when a JSON or CBOR body is malformed.
+    """
     kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-    if kind == "application/cbor":
-        return cbor2.loads(response.content)
-    if kind == "application/json" or kind.endswith("+json"):
-        return response.json()
+    try:
+        if kind == "application/cbor":
+            return cbor2.loads(response.content)
+        if kind == "application/json" or kind.endswith("+json"):
+            return response.json()
+    except (cbor2.CBORDecodeError, ValueError) as error:
+        raise ValueError(f"a malformed {kind} answer (HTTP {response.status_code}): "
+                         f"{error}") from None
     return response.text

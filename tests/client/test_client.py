@@ -163,3 +163,15 @@ def test_start_of_a_plain_method_is_refused() -> None:
         client.start("/a/A/b")
     # A result that merely looks like a task is a result.
     assert client.call("/a/A/b") == {"id": 1}
+
+
+@pytest.mark.parametrize("kind", ["application/json", "application/cbor"])
+def test_malformed_answers(kind: str) -> None:
+    status = iter([200, 500])
+    client, _ = client_of(lambda request: httpx.Response(
+        next(status), content=b"\xff{not", headers={"Content-Type": kind}))
+    with pytest.raises(ValueError, match=f"a malformed {kind} answer"):
+        client.call("/a/A/b")
+    with pytest.raises(CallError) as caught:
+        client.call("/a/A/b")
+    assert caught.value.status == 500 and caught.value.code == ""
