@@ -7,6 +7,10 @@ import typing as t
 from ..core.root import KernKoaError
 
 
+#: Characters of a body that is no envelope kept as an error's message.
+MESSAGE_MAX = 500
+
+
 class CallError(KernKoaError):
     """A 4xx or 5xx answer, with the server's JSON error envelope.
 
@@ -24,8 +28,8 @@ class CallError(KernKoaError):
         self.envelope = envelope
         #: The envelope's machine-readable code (``""`` when the body is no envelope).
         self.code = str(error.get("code", ""))
-        #: The envelope's message, else the body as text.
-        self.message = str(error.get("message", "") if error else envelope)
+        #: The envelope's message, else the start of the body as text.
+        self.message = str(error.get("message", "")) if error else str(envelope)[:MESSAGE_MAX]
         #: The fields a 422 refused: ``[{"name", "source", "message"}]``.
         self.fields: list[dict[str, t.Any]] = list(error.get("fields") or [])
         #: What a server in debug mode tells besides.
