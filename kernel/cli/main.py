@@ -1,4 +1,5 @@
-"""The ``kernkoa`` command: ``serve``, ``worker``, ``beat``, ``routes``, ``check`` and ``user``."""
+"""The ``kernkoa`` command: ``serve``, ``worker``, ``beat``, ``routes``, ``check``, ``user``,
+``call`` and ``new``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from ..catalog import listing
 from ..catalog.registry import scan
 from ..pages.views import with_runs
 from ..web.state import state_of
+from .call import add_call_command
+from .new import add_new_command
 from .supervisor import WorkerSupervisor
 from .users import add_user_commands
 from .worker import run_beat_here
@@ -131,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("check", help="import every controller, report failures")
     p.set_defaults(func=check)
     add_user_commands(commands)
+    add_call_command(commands)
+    add_new_command(commands)
     return parser
 
 
@@ -142,5 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["worker"] and argv[1:2] not in (["-h"], ["--help"]):
         # Everything after "worker" is Celery's, options included.
         return run_worker(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "call":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        # kernkoa call /path --method GET item=4: fields may follow the options.
+        args.fields += extra
     return int(args.func(args))

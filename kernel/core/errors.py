@@ -18,9 +18,7 @@ import typing as t
 
 from werkzeug import exceptions as http
 
-
-class KernKoaError(Exception):
-    """Root of every exception the kernel raises."""
+from .root import KernKoaError as KernKoaError
 
 
 class KernelError(KernKoaError, http.HTTPException):

@@ -21,6 +21,7 @@ In both, a dead worker's tasks are requeued by the heartbeats and sweeps of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import typing as t
@@ -166,6 +167,9 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         "task_publish_retry": False,
         "broker_pool_limit": 4,
         "result_backend": _result_backend(settings),
+        # A held task run in the sending process (KernKoaCelery.run_held) stores
+        # its states and result like a worker's, so /status reads them alike.
+        "task_store_eager_result": True,
         # A worker's state and result writes wait for a store that is away
         # (Celery's own retry loop, backing off to 2 s between tries), so a
         # task that ran is never stored as a ConnectionError FAILURE. The web
@@ -227,6 +231,17 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
     return config
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldTask:
+    """A task message kept in the sending process instead of sent (see
+    :meth:`KernKoaCelery.hold_tasks`)."""
+
+    name: str
+    args: list[t.Any]
+    kwargs: dict[str, t.Any]
+    task_id: str
+
+
 class KernKoaCelery(Celery):  # type: ignore[misc]  # Celery has no types
     """The Celery app of one KernKoa app: it knows that app, and the worker leases."""
 
@@ -241,6 +256,36 @@ class KernKoaCelery(Celery):  # type: ignore[misc]  # Celery has no types
         self.breaker: t.Any = None
         #: The worker leases, when the broker keeps them (see :mod:`kernel.tasks.leases`).
         self.leases = make_leases(self, settings)
+        #: Task messages kept to run in this process (:meth:`hold_tasks`); ``None``: sent.
+        self.held: list[HeldTask] | None = None
+
+    def hold_tasks(self) -> None:
+        """Keep every task message sent from now on in this process, to run it with
+        :meth:`run_held` (the test kit's eager mode; Celery's ``task_always_eager``
+        does not apply to ``send_task``, and would run the task inside the request
+        that starts it)."""
+        if self.held is None:
+            self.held = []
+
+    def run_held(self) -> int:
+        """Run the held tasks here, in the order they were sent, through the same
+        generic task a worker runs (states, progress and result stored alike);
+        return how many ran."""
+        ran = 0
+        while self.held:
+            held = self.held.pop(0)
+            self.tasks[held.name].apply(held.args, held.kwargs, task_id=held.task_id)
+            ran += 1
+        return ran
+
+    def send_task(self, name: str, args: t.Sequence[t.Any] | None = None,
+                  kwargs: dict[str, t.Any] | None = None, **options: t.Any) -> t.Any:
+        """Celery's ``send_task``, or keep the message when tasks are held."""
+        if self.held is None:
+            return super().send_task(name, args, kwargs, **options)
+        self.held.append(HeldTask(name, list(args or ()), dict(kwargs or {}),
+                                  options["task_id"]))
+        return None
 
 
 def share_task_events(sender: t.Any, **kwargs: t.Any) -> None:
