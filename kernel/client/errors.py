@@ -6,7 +6,6 @@ import typing as t
 
 from ..core.root import KernKoaError
 
-
 #: Characters of a body that is no envelope kept as an error's message.
 MESSAGE_MAX = 500
 
