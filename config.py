@@ -88,6 +88,13 @@ HEALTH = True
 #: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
 HEALTH_TIMEOUT = 3.0
 
+#: Count requests, tasks and controller reloads and serve them at
+#: /_kernkoa/metrics in Prometheus' text format, summed over every uWSGI
+#: process (files under VAR/metrics/web). Off: no endpoint (404) and no cost
+#: per request. Who may read it follows the pages' rule (PAGES_AUTH). Workers
+#: serve theirs with `kernkoa worker --metrics-port N` (docs/operations.md).
+METRICS = False
+
 #: Longest accepted URL path, in characters.
 MAX_PATH_LENGTH = 1024
 

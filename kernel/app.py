@@ -40,6 +40,7 @@ from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
 from .web.hooks import add_before_request
 from .web.limits import install_limits
+from .web.metrics import install_metrics
 from .web.proxies import install_trusted_proxies
 from .web.sessions import CachedSecureCookieSessionInterface
 from .web.state import install_state
@@ -105,6 +106,8 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     install_addons(app, settings)
     install_auth(app, settings)
     install_trusted_proxies(app, settings)
+    if settings.METRICS:  # last: it times everything above
+        install_metrics(app, settings, loader)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

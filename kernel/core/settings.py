@@ -139,6 +139,8 @@ class Settings:
     HEALTH: bool = True
     #: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
     HEALTH_TIMEOUT: float = 3.0
+    #: Count requests, tasks and reloads, served at /_kernkoa/metrics (Prometheus).
+    METRICS: bool = False
     #: Longest accepted URL path, in characters.
     MAX_PATH_LENGTH: int = 1024
     #: Most path segments in a URL.

@@ -8,10 +8,12 @@
 ``GET docs``               an HTML page to read and try every route
 ``GET static/<file>``      the pages' own CSS and JavaScript
 ``GET health``             web, broker and result store up? (:mod:`.health`)
+``GET metrics``            Prometheus metrics (:mod:`.metrics`)
 =========================  ================================================
 
 The ``PAGES`` setting switches the first five off (then they answer 404 like
-any unknown URL); ``HEALTH`` the health check. Who may see them is decided by
+any unknown URL); ``HEALTH`` the health check; ``METRICS`` (off by default)
+turns the metrics on. Who may see them is decided by
 the auth layer (:mod:`.auth`): ``AUTH_DEFAULT``, or ``PAGES_AUTH`` to put them
 behind a login while controller routes stay open.
 
@@ -44,6 +46,7 @@ from ..web.state import current_state
 from ..web.state import state_of
 from . import health
 from . import info as info_module
+from . import metrics as metrics_page
 from . import openapi
 
 
@@ -121,6 +124,7 @@ def register(app: Flask) -> None:
     app.add_url_rule(f"{prefix}/static/<path:filename>", "kernkoa_static", static,
                      methods=["GET", "HEAD"])
     health.register(app, prefix)
+    metrics_page.register(app, prefix)
     if not settings.PAGES:
         return
     pages = Blueprint("kernkoa_pages", __name__, url_prefix=prefix)

@@ -52,6 +52,7 @@ from .ids import SignedId
 from .ids import is_signed_form
 from .ids import new_task_id
 from .ids import verify_task_id
+from .metrics import count_sent
 from .run import PARAMS_FROM_REQUEST
 from .run import TASK_NAME
 from .run import options_of
@@ -201,6 +202,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
         )
 
     breaker.call(publish)
+    count_sent(route)
     return task_id
 
 
