@@ -262,3 +262,11 @@ BROKER_POLLING_INTERVAL = 0.05
 #: Task processes of a worker started by ``kernkoa serve`` / ``kernkoa worker``
 #: (0: Celery's default, one per CPU).
 WORKER_CONCURRENCY = 0
+
+#: Port where `kernkoa worker` serves the metrics of its tasks and of every
+#: process of its pool, for Prometheus (0: none). `--metrics-port` wins.
+WORKER_METRICS_PORT = 0
+
+#: Address of that port: loopback unless a scraper on another host must reach
+#: it (the metrics are not behind a login). `--metrics-host` wins.
+WORKER_METRICS_HOST = "127.0.0.1"

@@ -82,17 +82,16 @@ def prune_results(settings: Settings) -> int:
     return pruned
 
 
-#: Where a worker serves its metrics unless ``--metrics-host`` says otherwise.
-METRICS_HOST = "127.0.0.1"
-
-
-def metrics_options(extra: t.Sequence[str]) -> tuple[str, int | None, list[str]]:
+def metrics_options(extra: t.Sequence[str], settings: Settings
+                    ) -> tuple[str, int | None, list[str]]:
     """Take ``--metrics-port N`` and ``--metrics-host H`` (or ``=``-joined) out of
     the worker's arguments: the host, the port (``None``: no metrics), the rest.
+    Either defaults to its setting (``WORKER_METRICS_PORT``, ``WORKER_METRICS_HOST``).
 
     :raises MetricsError: for a value that is missing or no port.
     """
-    found = {"--metrics-host": METRICS_HOST, "--metrics-port": ""}
+    found = {"--metrics-host": settings.WORKER_METRICS_HOST,
+             "--metrics-port": str(settings.WORKER_METRICS_PORT or "")}
     rest: list[str] = []
     args = iter(extra)
     for arg in args:
@@ -119,11 +118,12 @@ def run_worker(extra: t.Sequence[str]) -> int:
     included, and serves them there; the folder of its counts is emptied first.
     """
     try:
-        host, port, extra = metrics_options(extra)
+        given = Settings.load()
+        host, port, extra = metrics_options(extra, given)
         metrics = None
         if port is not None:
             # Before the app: it must not pick the web server's folder.
-            metrics = enable(worker_folder(Settings.load(), port), start=f"worker-{os.getpid()}")
+            metrics = enable(worker_folder(given, port), start=f"worker-{os.getpid()}")
             serve_metrics(metrics, host, port)
     except MetricsError as error:
         print(f"kernkoa worker: {error}", file=sys.stderr)

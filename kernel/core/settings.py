@@ -233,6 +233,10 @@ class Settings:
     BROKER_POLLING_INTERVAL: float = 0.05
     #: Task processes of a worker (0: Celery's default, one per CPU).
     WORKER_CONCURRENCY: int = 0
+    #: Port where ``kernkoa worker`` serves its metrics (0: none; --metrics-port wins).
+    WORKER_METRICS_PORT: int = 0
+    #: Address of that port (--metrics-host wins).
+    WORKER_METRICS_HOST: str = "127.0.0.1"
 
     #: Names besides the fields, from ``config.py`` or the overrides, untyped.
     _extra: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)

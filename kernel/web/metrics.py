@@ -117,13 +117,18 @@ class RequestMetrics:
         timer.observe(seconds)
 
 
-def install_metrics(app: Flask, settings: Settings, loader: ModuleLoader) -> Metrics:
-    """Count ``app``'s requests and ``loader``'s reloads in this process's metrics."""
-    metrics = enable(web_folder(settings), server_start())
+def enable_web_metrics(settings: Settings) -> Metrics:
+    """This process's metrics, in the web server's folder unless another was chosen
+    first. Called before the add-ons load: one importing ``prometheus_client``
+    first would fix it in single-process mode."""
+    return enable(web_folder(settings), server_start())
+
+
+def install_metrics(app: Flask, metrics: Metrics, loader: ModuleLoader) -> None:
+    """Count ``app``'s requests and ``loader``'s reloads in ``metrics``."""
     watch_loader(loader, metrics)
     app.teardown_request(note_route)
     app.wsgi_app = RequestMetrics(app.wsgi_app, metrics)  # type: ignore[method-assign]
-    return metrics
 
 
 def watch_loader(loader: ModuleLoader, metrics: Metrics) -> None:
