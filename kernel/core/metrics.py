@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sys
 import threading
@@ -66,7 +67,6 @@ class Metrics:
 
     def __init__(self, folder: Path) -> None:
         from prometheus_client import Counter
-        from prometheus_client import Gauge
         from prometheus_client import Histogram
 
         #: Where this process writes its values.
@@ -77,9 +77,6 @@ class Metrics:
         self.http_duration: Histogram = Histogram(
             "kernkoa_http_request_duration_seconds", "Time to answer a request, by route.",
             ["route"], buckets=HTTP_BUCKETS, registry=None)
-        self.http_in_flight: Gauge = Gauge(
-            "kernkoa_http_requests_in_flight", "Requests being answered now.",
-            registry=None, multiprocess_mode="livesum")
         self.controller_reloads: Counter = Counter(
             "kernkoa_controller_reloads_total",
             "Catalog files run again because they changed, by file under the catalog.",
@@ -97,6 +94,15 @@ class Metrics:
         self.task_duration: Histogram = Histogram(
             "kernkoa_task_duration_seconds", "Time a _celery call ran on a worker, by route.",
             ["route"], buckets=TASK_BUCKETS, registry=None)
+
+    @functools.cached_property
+    def http_in_flight(self) -> Gauge:
+        """Requests being answered now: made on first use, so that only the web
+        server's processes report one (a gauge without labels has a value at once)."""
+        from prometheus_client import Gauge
+
+        return Gauge("kernkoa_http_requests_in_flight", "Requests being answered now.",
+                     registry=None, multiprocess_mode="livesum")
 
     def controller_loaded(self, file: str, reloaded: bool, failed: bool) -> None:
         """Count one load of a catalog file (a listener of the catalog's loader)."""

@@ -709,15 +709,22 @@ def test_metrics_options_turn_on_the_endpoint_and_the_workers_port(
         assert headers["Content-Type"].startswith("text/plain; version=")
         assert f'route="{HELLO}",status="200"'.encode() in body
         assert b"kernkoa_broker_up 1.0" in body
+        deployment.write_probe(1)
+        route = "/deploytest/probe/probe/double_celery"
+        assert _run_task(deployment, f"{route}?n=1")["status"] == "SUCCESS"
+        # The worker was restarted with the new env file; it counted the task.
+        finished = f'kernkoa_tasks_finished_total{{route="{route}",state="SUCCESS"}} 1.0'
         deadline = time.monotonic() + 60
-        while True:  # the worker is restarted with the new env file
+        while True:
             try:
-                worker = urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/", timeout=5)
-                break
+                with urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/",
+                                            timeout=5) as worker:
+                    if finished.encode() in worker.read():
+                        break
             except OSError:
-                assert time.monotonic() < deadline, "the worker never served its metrics"
-                time.sleep(0.2)
-        assert b"# TYPE kernkoa_tasks_finished_total counter" in worker.read()
+                pass
+            assert time.monotonic() < deadline, "the worker never served its count"
+            time.sleep(0.2)
     finally:
         run_setup(*deployment.args)
     deployment.wait_for("/_kernkoa/metrics", 404)
