@@ -18,7 +18,6 @@ from pathlib import Path
 
 from flask import Flask
 from flask import Request
-from flask import request
 
 from ..catalog.loader import ModuleLoader
 from ..core.metrics import UNRESOLVED
@@ -39,9 +38,6 @@ except ImportError:
 
 #: The endpoint of the catch-all view, whose route comes from the catalog.
 DISPATCH_ENDPOINT = "dispatch"
-
-#: Where the route label waits in the environ, from the teardown to the middleware.
-ROUTE_KEY = "kernkoa.metrics.route"
 
 
 def web_folder(settings: Settings) -> Path:
@@ -69,13 +65,6 @@ def route_label(req: Request) -> str:
     return t.cast(str, resolved[1].route)
 
 
-def note_route(_error: BaseException | None) -> None:
-    """Leave the route label in the environ for :class:`RequestMetrics` (a teardown
-    hook: once the request context is gone, the request cannot be reached)."""
-    req = request._get_current_object()  # type: ignore[attr-defined]
-    req.environ[ROUTE_KEY] = route_label(req)
-
-
 class RequestMetrics:
     """WSGI middleware: in-flight gauge, count and duration of every request."""
 
@@ -90,10 +79,15 @@ class RequestMetrics:
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> t.Iterable[bytes]:
         """Answer through the app, then count the answer under its labels."""
-        status = ["500"]
+        # Flask starts the response while the request is still reachable from
+        # the environ; it is gone once the app returns.
+        answer = [UNRESOLVED, "500"]
 
         def capture(code: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
-            status[0] = code[:3]
+            req = environ.get("werkzeug.request")
+            if req is not None:
+                answer[0] = route_label(req)
+            answer[1] = code[:3]
             return start_response(code, headers, exc_info)
 
         started = time.perf_counter()
@@ -102,10 +96,10 @@ class RequestMetrics:
             return self.app(environ, capture)
         finally:
             self.in_flight.dec()
-            self._record(environ, status[0], time.perf_counter() - started)
+            self._record(environ, answer[0], answer[1], time.perf_counter() - started)
 
-    def _record(self, environ: WSGIEnvironment, status: str, seconds: float) -> None:
-        route = environ.get(ROUTE_KEY, UNRESOLVED)
+    def _record(self, environ: WSGIEnvironment, route: str, status: str,
+                seconds: float) -> None:
         key = (route, method_label(environ.get("REQUEST_METHOD", "")), status)
         counter = self._counters.get(key)
         if counter is None:
@@ -127,7 +121,6 @@ def enable_web_metrics(settings: Settings) -> Metrics:
 def install_metrics(app: Flask, metrics: Metrics, loader: ModuleLoader) -> None:
     """Count ``app``'s requests and ``loader``'s reloads in ``metrics``."""
     watch_loader(loader, metrics)
-    app.teardown_request(note_route)
     app.wsgi_app = RequestMetrics(app.wsgi_app, metrics)  # type: ignore[method-assign]
 
 
