@@ -128,6 +128,9 @@ def run_worker(extra: t.Sequence[str]) -> int:
     except MetricsError as error:
         print(f"kernkoa worker: {error}", file=sys.stderr)
         return 2
+    # The port decides what a worker counts; METRICS is the web server's (its
+    # app here must not count into the web server's folder).
+    os.environ["KERNKOA_METRICS"] = "false"
     app = default_app()
     settings = state_of(app).settings
     if metrics is not None:
