@@ -12,6 +12,7 @@ a kernel view (``/status/<task_id>``, ``/_kernkoa/health``), or
 
 from __future__ import annotations
 
+import os
 import time
 import typing as t
 from pathlib import Path
@@ -48,8 +49,11 @@ def web_folder(settings: Settings) -> Path:
 def server_start() -> str | None:
     """What identifies this start of the server, seen from any of its processes:
     the uWSGI master's pid (it loads the app, or each worker does with
-    ``lazy-apps``); ``None`` outside uWSGI (``kernkoa serve`` says it itself)."""
-    return None if uwsgi is None else f"uwsgi-{uwsgi.masterpid()}"
+    ``lazy-apps``), this process's without a master; ``None`` outside uWSGI
+    (``kernkoa serve`` says it itself)."""
+    if uwsgi is None:
+        return None
+    return f"uwsgi-{uwsgi.masterpid() or os.getpid()}"
 
 
 def route_label(req: Request) -> str:
