@@ -33,6 +33,9 @@ class Cart:
 
     def boom(self):
         raise RuntimeError("boom")
+
+    def later_celery(self, task, n: int = 1):
+        return n
 """
 
 #: A sample's labels, as a sorted tuple of pairs.
@@ -138,6 +141,15 @@ def test_a_crawl_of_ten_thousand_urls_adds_no_label(app: Flask, client: FlaskCli
     unresolved = labels(route="<unresolved>", method="GET", status="404")
     assert after[unresolved] - before[unresolved] == 8000
     assert len(after) < 20
+
+
+def test_tasks_sent_are_counted_under_their_route_template(client: FlaskClient) -> None:
+    before = samples(client, "kernkoa_tasks_sent_total")
+    assert client.post("/shop/Cart/later_celery?n=2").status_code == 202
+    assert client.post("/shop/Cart/later_celery", json={"n": 3}).status_code == 202
+    assert client.post("/shop/Cart/later_celery?n=x").status_code == 422  # never sent
+    assert grown(before, samples(client, "kernkoa_tasks_sent_total")) == {
+        labels(route="/shop/Cart/later_celery"): 2}
 
 
 def test_the_endpoint_follows_the_pages_access_rule(
