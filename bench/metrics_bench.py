@@ -6,15 +6,23 @@ costs nothing" is read, since off installs no hook at all), and METRICS on
 (every request counted, timed and held in flight in the multiprocess files).
 Each round drives them in turn with wrk (A B C A B C ...). Targets: on at
 least 0.95 of off; off against off at 1.0 within the noise.
+
+The same GET is also timed in this process, no server: an app with METRICS on
+against one with it off, batches alternated, the least µs per request of each
+(what other processes on the machine disturbed least).
 """
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from .catalog import module_path
 from .catalog import write_catalog
 from .config import RunConfig
+from .inprocess import caller
+from .inprocess import environ
+from .inprocess import paired_minimum
 from .servers import uwsgi
 from .stats import Comparison
 from .wrk import Load
@@ -52,4 +60,22 @@ def run(config: RunConfig) -> list[Comparison]:
                 for comparison in (on, noise, cpu):
                     comparison.add(side, rps if comparison is not cpu
                                    else used / max(answered, 1) * 1e6)
-    return [on, noise, cpu]
+    return [on, noise, cpu, in_process(config, catalog, path)]
+
+
+def in_process(config: RunConfig, catalog: Path, path: str) -> Comparison:
+    """µs per GET in this process, METRICS on vs off."""
+    from kernel import create_app
+
+    requests, batches = (100, 2) if config.rounds <= 1 else (500, 20)
+    calls = {side: caller(create_app({"CATALOG": str(catalog), "METRICS": metrics,
+                                      "VAR": str(config.work / "metrics" / f"var-in-{side}")}),
+                          environ(path), b"")
+             for side, metrics in (("off", False), ("on", True))}
+    comparison = Comparison("8. GET in one process, METRICS on vs off", "on", "off",
+                            higher_is_better=False, unit="us")
+    for _ in range(config.rounds):
+        on_us, off_us = paired_minimum(calls["on"], calls["off"], requests, batches)
+        comparison.add("on", on_us)
+        comparison.add("off", off_us)
+    return comparison

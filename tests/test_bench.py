@@ -75,6 +75,7 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
                      "7. slowest second vs median second",
                      "8. GET, METRICS on vs off", "8. GET, METRICS off vs off",
                      "8. GET, METRICS on vs off, worker CPU per request",
+                     "8. GET in one process, METRICS on vs off",
                      *(f"4. task round trip, {where}, {client}"
                        for where in ("Redis", "embedded")
                        for client in ("polling", "?wait=", "Prefer: wait"))):
