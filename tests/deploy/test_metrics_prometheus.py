@@ -26,6 +26,7 @@ from tests.support.tasks import Stack
 from tests.support.tasks import Worker
 from tests.support.tasks import final
 from tests.support.tasks import trigger
+from tests.support.tasks import wait_for
 from tests.support.tasks import wait_status
 from tests.support.tasks import write_catalog
 
@@ -151,6 +152,16 @@ def test_a_failing_task_is_counted_as_a_failure(live: Live) -> None:
     assert wait_status(live.server, task_id, final, timeout=60)["status"] == "FAILURE"
     live.prometheus.wait_for_value(
         'sum(kernkoa_tasks_finished_total{route="/jobs/jobs/fail_celery",state="FAILURE"})', 1)
+
+
+def test_a_cancelled_task_is_counted_as_revoked(live: Live) -> None:
+    note = live.var.parent / "cancelled.txt"
+    task_id = trigger(live.server, "/jobs/jobs/run_celery", note=str(note), seconds=60)
+    wait_status(live.server, task_id, lambda body: body["status"] == "PROGRESS", timeout=60)
+    assert live.server.request(f"/status/{task_id}", "DELETE")[0] == 200
+    wait_for(lambda: "end" in note.read_text(), timeout=30, what="the task to stop")
+    live.prometheus.wait_for_value(
+        'sum(kernkoa_tasks_finished_total{route="/jobs/jobs/run_celery",state="REVOKED"})', 1)
 
 
 def test_an_edited_controller_is_counted_once_per_process_that_reloads_it(live: Live) -> None:
