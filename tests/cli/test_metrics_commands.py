@@ -1,10 +1,12 @@
-"""``kernkoa worker --metrics-port N [--metrics-host H]``: the options taken out of
-Celery's, their defaults from the settings, and clear refusals."""
+"""The commands' metrics: ``kernkoa worker --metrics-port N [--metrics-host H]`` (the
+options taken out of Celery's, their defaults from the settings, clear refusals) and
+``kernkoa serve``, whose start empties the web server's metrics folder."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from kernel.core.settings import PROJECT_ROOT
 from kernel.core.settings import Settings
 from tests.support.processes import BIN
 from tests.support.processes import clean_environ
+from tests.support.servers import LiveServer
 
 SETTINGS = Settings.load()
 
@@ -63,3 +66,16 @@ def test_a_port_in_use_stops_the_worker_with_a_clear_error(tmp_path: Path) -> No
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+
+
+def test_serve_empties_the_metrics_folder_when_it_starts(
+        serve: t.Callable[..., LiveServer], tmp_path: Path) -> None:
+    stale = tmp_path / "var" / "metrics" / "web" / "counter_999999.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left by an earlier start")
+    server = serve(METRICS="true", VAR=str(tmp_path / "var"))
+    assert not stale.exists()
+    status, headers, body = server.request("/_kernkoa/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=")
+    counted = 'kernkoa_http_requests_total{method="GET",route="/index/index/index",status="200"}'
+    assert counted.encode() in body  # the fixture's wait for "/" counts too
