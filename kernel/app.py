@@ -40,6 +40,8 @@ from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
 from .web.hooks import add_before_request
 from .web.limits import install_limits
+from .web.metrics import enable_web_metrics
+from .web.metrics import install_metrics
 from .web.proxies import install_trusted_proxies
 from .web.sessions import CachedSecureCookieSessionInterface
 from .web.state import install_state
@@ -58,6 +60,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     """
     settings = Settings.load(overrides)
     check_secret(settings, overrides)
+    metrics = enable_web_metrics(settings) if settings.METRICS else None
     app = KernKoaFlask(
         "kernkoa",
         root_path=str(PROJECT_ROOT),
@@ -105,6 +108,8 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     install_addons(app, settings)
     install_auth(app, settings)
     install_trusted_proxies(app, settings)
+    if metrics is not None:  # last: it times everything above
+        install_metrics(app, metrics, loader)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

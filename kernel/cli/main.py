@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import typing as t
@@ -13,7 +14,10 @@ import typing as t
 from ..app import create_app
 from ..catalog import listing
 from ..catalog.registry import scan
+from ..core.metrics import enable
+from ..core.settings import Settings
 from ..pages.views import with_runs
+from ..web.metrics import web_folder
 from ..web.state import state_of
 from .call import add_call_command
 from .new import add_new_command
@@ -32,6 +36,10 @@ def serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
     overrides = {"DEBUG": True} if args.debug else {}
+    given = Settings.load(overrides)
+    if given.METRICS:
+        # This process is the server: its start empties the metrics folder.
+        enable(web_folder(given), start=f"serve-{os.getpid()}")
     app = create_app(overrides)
     settings = state_of(app).settings
     host = args.host or settings.HOST

@@ -307,6 +307,10 @@ class UsersError(KernKoaError, ValueError):
     """A user name, password or users file is not acceptable."""
 
 
+class MetricsError(KernKoaError, RuntimeError):
+    """Metrics cannot be collected as ``METRICS`` asks (see :mod:`kernel.core.metrics`)."""
+
+
 # Errors of the catalog and of the API that controllers call.
 
 class ScheduleError(KernKoaError, ValueError):

@@ -142,6 +142,8 @@ class Settings:
     HEALTH: bool = True
     #: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
     HEALTH_TIMEOUT: float = 3.0
+    #: Count requests, tasks and reloads, served at /_kernkoa/metrics (Prometheus).
+    METRICS: bool = False
     #: Longest accepted URL path, in characters.
     MAX_PATH_LENGTH: int = 1024
     #: Most path segments in a URL.
@@ -242,6 +244,10 @@ class Settings:
     #: it; another beat takes over after that (Redis; the embedded lock dies with
     #: its process).
     BEAT_LEASE: float = 10.0
+    #: Port where ``kernkoa worker`` serves its metrics (0: none; --metrics-port wins).
+    WORKER_METRICS_PORT: int = 0
+    #: Address of that port (--metrics-host wins).
+    WORKER_METRICS_HOST: str = "127.0.0.1"
 
     #: Names besides the fields, from ``config.py`` or the overrides, untyped.
     _extra: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)

@@ -52,6 +52,7 @@ from .ids import SignedId
 from .ids import is_signed_form
 from .ids import new_task_id
 from .ids import verify_task_id
+from .metrics import count_sent
 from .ratelimit import RATE_LIMIT_HEADER
 from .recent import recent_index
 from .recent import trigger_details
@@ -232,6 +233,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
         )
 
     breaker.call(publish)
+    count_sent(route)
     return sent_id
 
 
