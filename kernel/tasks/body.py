@@ -26,10 +26,20 @@ def _error_message(result: t.Any) -> tuple[str, str]:
 
 
 def status_body(record: TaskRecord) -> dict[str, t.Any]:
-    """The status body of a task record (see the module docstring).
+    """The status body of a task record (see the module docstring), ending with
+    the ``request_id`` of the request that started the task once a worker has
+    stored it (never while the task is queued).
 
     :raises TaskNotFound: when the id was never issued or has expired.
     """
+    body = _state_body(record)
+    request_id = record.meta.get("request_id") if record.meta is not None else None
+    if isinstance(request_id, str):
+        body["request_id"] = request_id
+    return body
+
+
+def _state_body(record: TaskRecord) -> dict[str, t.Any]:
     if record.revoked:
         return {"status": states.REVOKED}
     meta = record.meta

@@ -17,23 +17,36 @@ Its requests are :class:`~kernel.web.formbody.KernKoaRequest`: a body past
 ``MAX_CONTENT_LENGTH`` is a 413 in every server, never a body cut short, and a
 malformed form body is told from an empty one.
 
+Its request context binds the request's id (:mod:`kernel.web.requestid`) to the
+log context from before the first hook until after the last teardown, so every
+log line of the request names it, and :meth:`KernKoaFlask.process_response`
+echoes it in ``X-Request-Id`` on every response: errors, 404s, 413s and the
+kernel's pages too.
+
 Everything else is Flask's own code path.
 """
 
 from __future__ import annotations
 
 import typing as t
+from contextvars import Token
 from functools import partial
 
 from flask import Flask
 from flask import Request
+from flask import g
+from flask import request
 from flask.ctx import RequestContext
 from flask.ctx import _AppCtxGlobals
+from flask.ctx import _sentinel
+from flask.wrappers import Response
 from werkzeug.routing import MapAdapter
 
+from ..core.logs import REQUEST_ID
 from .fastmatch import CatchAllShortcut
 from .fastmatch import VersionedMap
 from .formbody import KernKoaRequest
+from .requestid import HEADER as REQUEST_ID_HEADER
 
 #: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
 #: are registered once; the bound keeps a pathological app from growing it).
@@ -67,7 +80,29 @@ class DeferredAdapter(MapAdapter):
 
 
 class ShortcutRequestContext(RequestContext):
-    """Flask's request context, taking the route from a :class:`DeferredAdapter`."""
+    """Flask's request context, taking the route from a :class:`DeferredAdapter`,
+    and binding the request's id to the log context while it is pushed."""
+
+    request: KernKoaRequest
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One per push: stream_with_context pushes the same context again.
+        self._request_id_tokens: list[Token[str | None]] = []
+
+    def push(self) -> None:
+        """Bind the request id, then push as Flask does; ``g.request_id`` is the id."""
+        request_id = self.request.request_id
+        self._request_id_tokens.append(REQUEST_ID.set(request_id))
+        super().push()
+        g.request_id = request_id
+
+    def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
+        """Pop as Flask does (teardown hooks still see the id), then unbind the id."""
+        try:
+            super().pop(exc)
+        finally:
+            REQUEST_ID.reset(self._request_id_tokens.pop())
 
     def match_request(self) -> None:
         """Use the shortcut's answer when it had one, else Werkzeug's matcher."""
@@ -112,6 +147,14 @@ class KernKoaFlask(Flask):
             if found is not None:
                 return DeferredAdapter(partial(Flask.create_url_adapter, self, request), found)
         return super().create_url_adapter(request)
+
+    def process_response(self, response: Response) -> Response:
+        """Flask's after-request work, then the request id on the response, so
+        no hook can leave it out."""
+        response = super().process_response(response)
+        response.headers[REQUEST_ID_HEADER] = (
+            REQUEST_ID.get() or request.request_id)  # type: ignore[attr-defined]
+        return response
 
     def ensure_sync(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
         """Flask's ``ensure_sync``, its answer remembered for plain functions."""
