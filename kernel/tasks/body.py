@@ -9,6 +9,7 @@ import uuid
 from celery import states
 
 from ..core.errors import TaskNotFound
+from ..web.requestid import checked_request_id
 from .store import TaskRecord
 
 
@@ -33,8 +34,8 @@ def status_body(record: TaskRecord) -> dict[str, t.Any]:
     :raises TaskNotFound: when the id was never issued or has expired.
     """
     body = _state_body(record)
-    request_id = record.meta.get("request_id") if record.meta is not None else None
-    if isinstance(request_id, str):
+    request_id = checked_request_id(record.meta.get("request_id")) if record.meta else None
+    if request_id is not None:
         body["request_id"] = request_id
     return body
 

@@ -11,7 +11,10 @@ worker:
 - :class:`RequestIdMeta`, mixed into the result backends, writes the request id
   into every state the task stores (STARTED, progress, SUCCESS, FAILURE,
   RETRY), where ``/status/<id>`` reads it;
-- a method's ``print()`` reaches the log as an INFO line of the task (Celery's
+- a method's ``print()`` is one INFO line of the task on the ``kernkoa.tasks.print``
+  logger (:class:`PrintedLines`, standing in for Celery's redirection of the
+  worker's stdout, which logs every piece a ``print`` writes as a line of its
+  own), whatever else reaches stdout or stderr is logged at INFO too (Celery's
   ``worker_redirect_stdouts_level``, set in :mod:`kernel.tasks.celeryapp`), and
   the ``celery.task`` logger writes through the kernel's handler, in ``LOG_FORMAT``.
 
@@ -21,10 +24,14 @@ A queued task has stored nothing yet: until a worker takes it, its status has no
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
+import threading
 import typing as t
 
 from celery import signals
+from celery.utils.log import LoggingProxy
 
 from ..core.logs import REQUEST_ID
 from ..core.logs import TASK_ID
@@ -54,10 +61,13 @@ def bind_log_context(sender: t.Any = None, task_id: str | None = None, task: t.A
 
 
 def unbind_log_context(sender: t.Any = None, task: t.Any = None, **_: t.Any) -> None:
-    """Put the log context back as it was before the task (``task_postrun``)."""
+    """Put the log context back as it was before the task (``task_postrun``), once
+    what the task printed without an end of line is logged."""
     tokens = getattr(task.request, _TOKENS, None) if task is not None else None
     if tokens is None:
         return
+    if isinstance(sys.stdout, PrintedLines):
+        sys.stdout.flush()
     setattr(task.request, _TOKENS, None)
     TASK_ID.reset(tokens[0])
     REQUEST_ID.reset(tokens[1])
@@ -73,8 +83,61 @@ def log_tasks_through_root(logger: logging.Logger | None = None, **_: t.Any) -> 
     logger.propagate = True
 
 
+class PrintedLines(io.TextIOBase):
+    """A worker's ``sys.stdout``: each line printed is one INFO record of ``logger``,
+    in the log context of the moment (the running task's ids).
+
+    The text of a line is kept until its end of line comes (or a ``flush``), per
+    thread, so one ``print("a", "b")`` is one line, never three.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+        self._local = threading.local()
+
+    def writable(self) -> bool:
+        """It is written to."""
+        return True
+
+    def write(self, text: str) -> int:
+        """Log every line ``text`` completes; keep the rest for the next write."""
+        *lines, self._local.pending = (getattr(self._local, "pending", "") + text).split("\n")
+        for line in lines:
+            self._log(line)
+        return len(text)
+
+    def flush(self) -> None:
+        """Log the line begun, if any."""
+        pending = getattr(self._local, "pending", "")
+        if pending:
+            self._local.pending = ""
+            self._log(pending)
+
+    def _log(self, line: str) -> None:
+        # A handler writing to stdout would come back here: drop that line instead.
+        if getattr(self._local, "logging", False):
+            return
+        self._local.logging = True
+        try:
+            self.logger.info(line)
+        finally:
+            self._local.logging = False
+
+
+def log_printed_lines(**_: t.Any) -> None:
+    """Stand in for Celery's redirection of stdout, where it is in place
+    (``worker_process_init`` in each pool process, ``worker_ready`` for the solo pool)."""
+    if isinstance(sys.stdout, LoggingProxy):
+        sys.stdout = PrintedLines(logging.getLogger("kernkoa.tasks.print"))
+
+
 def connect_task_logging() -> None:
     """Connect the receivers above to Celery's signals (once per process)."""
+    signals.worker_process_init.connect(log_printed_lines, weak=False,
+                                        dispatch_uid="kernkoa.log_printed_lines")
+    signals.worker_ready.connect(log_printed_lines, weak=False,
+                                 dispatch_uid="kernkoa.log_printed_lines.ready")
     signals.task_prerun.connect(bind_log_context, weak=False,
                                 dispatch_uid="kernkoa.bind_log_context")
     signals.task_postrun.connect(unbind_log_context, weak=False,
