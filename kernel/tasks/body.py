@@ -10,6 +10,7 @@ from celery import states
 
 from ..core.errors import TaskNotFound
 from ..web.requestid import checked_request_id
+from .store import REQUEST_ID_KEY
 from .store import TaskRecord
 
 
@@ -34,9 +35,9 @@ def status_body(record: TaskRecord) -> dict[str, t.Any]:
     :raises TaskNotFound: when the id was never issued or has expired.
     """
     body = _state_body(record)
-    request_id = checked_request_id(record.meta.get("request_id")) if record.meta else None
+    request_id = checked_request_id(record.meta.get(REQUEST_ID_KEY)) if record.meta else None
     if request_id is not None:
-        body["request_id"] = request_id
+        body[REQUEST_ID_KEY] = request_id
     return body
 
 

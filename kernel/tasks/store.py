@@ -29,6 +29,9 @@ from .ids import is_signed_form
 ISSUED_PREFIX = b"kernkoa-task-"
 REVOKED_PREFIX = b"kernkoa-revoked-"
 
+#: The key of a task's stored meta that holds the id of the request that started it.
+REQUEST_ID_KEY = "request_id"
+
 #: :meth:`JobStore.start` on Redis. KEYS: the cancellation record, Celery's
 #: result key; ARGV: the STARTED meta (JSON), its expiry in seconds (0: none).
 #: Returns 1, and stores nothing, when the task was cancelled.
@@ -125,7 +128,7 @@ class JobStore:
         meta = {"status": states.STARTED, "result": result, "traceback": None,
                 "children": [], "date_done": None, "task_id": task_id}
         if request_id is not None:
-            meta["request_id"] = request_id
+            meta[REQUEST_ID_KEY] = request_id
         # A worker waits for a store that is away (None: retry until it is back).
         policy = {"max_retries": 0 if self.fail_fast else None}
         return t.cast(bool, self.backend.ensure(self._redis_start, (task_id, meta), **policy))

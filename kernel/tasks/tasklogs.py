@@ -38,9 +38,7 @@ from ..core.logs import TASK_ID
 from ..core.logs import KernKoaLogHandler
 from .run import TASK_NAME
 from .run import request_id_of
-
-#: Where a task's request id is kept in its stored meta and its status body.
-META_KEY = "request_id"
+from .store import REQUEST_ID_KEY
 
 #: The attribute of a running task's Celery request holding its context tokens.
 _TOKENS = "kernkoa_log_tokens"
@@ -164,5 +162,5 @@ class RequestIdMeta:
         if request_id is None and TASK_ID.get() is not None:
             request_id = REQUEST_ID.get()
         if request_id is not None:
-            meta[META_KEY] = request_id
+            meta[REQUEST_ID_KEY] = request_id
         return meta

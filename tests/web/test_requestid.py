@@ -10,6 +10,10 @@ import typing as t
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from kernel.core.logs import REQUEST_ID
 from kernel.web.requestid import SANE_ID
@@ -147,3 +151,14 @@ def test_logs_outside_a_request_have_no_id(caplog: pytest.LogCaptureFixture) -> 
         logging.getLogger("kernkoa.test").info("no request here")
     [line] = [line for line in log.lines() if line["message"] == "no request here"]
     assert "request_id" not in line
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(incoming=st.text(max_size=200) | st.from_regex(r"[A-Za-z0-9._-]{1,130}", fullmatch=True))
+def test_whatever_comes_the_answer_is_a_sane_id(client: FlaskClient, incoming: str) -> None:
+    # A WSGI environ holds latin-1 text: what a server hands over of any header bytes.
+    raw = incoming.encode("utf-8").decode("latin-1")
+    given = _send(client, "/ids/ids/show", raw).headers["X-Request-Id"]
+    assert SANE_ID.fullmatch(given)
+    assert given == raw if SANE_ID.fullmatch(raw) else FRESH.fullmatch(given)
