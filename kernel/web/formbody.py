@@ -21,11 +21,9 @@ from werkzeug.datastructures import Headers
 from werkzeug.formparser import FormDataParser
 from werkzeug.formparser import MultiPartParser
 from werkzeug.sansio.multipart import File
-from werkzeug.utils import cached_property
 
 from .body import WholeBodyRequest
-from .requestid import HEADER as REQUEST_ID_HEADER
-from .requestid import settle_request_id
+from .requestid import request_id_of
 
 
 def _refuse_backslash_in_name(headers: Headers) -> None:
@@ -100,11 +98,11 @@ class KernKoaRequest(WholeBodyRequest):
     #: path of this request resolved (see :func:`kernel.web.dispatch.resolve_for_request`).
     kernkoa_resolved: tuple[str, t.Any, t.Any] | None = None
 
-    @cached_property
+    @property
     def request_id(self) -> str:
         """This request's id: its sane ``X-Request-Id``, else a new one
         (:mod:`kernel.web.requestid`), the same however often it is read."""
-        return settle_request_id(self.headers.get(REQUEST_ID_HEADER))
+        return request_id_of(self.environ)
 
     def make_form_data_parser(self) -> FormDataParser:
         """Werkzeug's parser, kept to ask it about errors."""

@@ -76,7 +76,7 @@ def after_request(response: Response) -> Response:
         "status": response.status_code,
         "duration_ms": duration_ms,
         "identity": getattr(identity, "name", None),
-        "request_id": g.get("request_id"),
+        "request_id": getattr(request, "request_id", None),
     }
     log.info("method=%s path=%s route=%s status=%d duration_ms=%s identity=%s",
              fields["method"], fields["path"], fields["route"] or "-", fields["status"],

@@ -101,6 +101,12 @@ def test_one_request_id_from_the_web_log_to_the_status_page(live: Live) -> None:
     assert body == {"status": "SUCCESS", "data": {"word": "hi", "seen": "trace-42.a_b"},
                     "request_id": "trace-42.a_b"}
 
+    # A poll is a request of its own: its id is echoed; the task's stays the trigger's.
+    status, headers, polled = server.request(f"/status/{task_id}",
+                                             headers={"X-Request-Id": "poll-1"})
+    assert headers["X-Request-Id"] == "poll-1"
+    assert json.loads(polled)["request_id"] == "trace-42.a_b"
+
     # The status page shows it, in its first HTML and for the script.
     status, _, page = server.request(f"/status/{task_id}", headers={"Accept": "text/html"})
     assert status == 200

@@ -34,7 +34,7 @@ HOSTILE = ["", " ", "a b", "a" * 129, 'x"y', "<script>", "id;rm", "req:1", "caf\
 CATALOG = """
 import logging
 
-from flask import g, request
+from flask import g, make_response, request
 from kernkoa import *
 
 log = logging.getLogger("catalog.ids")
@@ -51,6 +51,11 @@ class ids:
 
     def post(self):
         return {"size": len(request.get_data())}
+
+    def own(self):
+        response = make_response("mine")
+        response.headers["X-Request-Id"] = "set-by-the-view"
+        return response
 """
 
 
@@ -109,6 +114,12 @@ def test_every_answer_carries_it(client: FlaskClient, method: str, path: str, st
     assert response.headers["X-Request-Id"] == "every-1"
     hostile = _send(client, path, "bad id", method=method, data=body)
     assert hostile.status_code == status and FRESH.fullmatch(hostile.headers["X-Request-Id"])
+
+
+def test_the_kernel_id_replaces_one_a_view_set(client: FlaskClient) -> None:
+    response = client.get("/ids/ids/own", headers={"X-Request-Id": "kernel-1"})
+    assert response.data == b"mine"
+    assert response.headers.getlist("X-Request-Id") == ["kernel-1"]
 
 
 def test_a_refused_login_carries_it_too(tree: ControllerTree,
