@@ -6,17 +6,16 @@ Enable it with ``ADDONS = ["access_log"]`` in ``config.py`` or
 - Request line: on the ``kernkoa.access`` logger at INFO, one per request,
   errors included::
 
-      method=GET path=/shop/cart/Cart/show/3 route=/shop/cart/Cart/show status=200 \
-          duration_ms=4.1 identity=-
+      method=GET path=/shop/Cart/show/3 route=/shop/Cart/show status=200 duration_ms=4.1 identity=-
 
   ``path`` is the URL path (never the query string, which may carry secrets),
   percent-encoded where needed so that one request is always one line;
   ``route`` is the catalog method it resolved to (without the arguments in
-  the path), the kernel view's rule
-  (``/status/<task_id>``), or ``-`` when the URL names nothing; ``identity`` is
-  the authenticated caller's name. With ``LOG_FORMAT = "json"`` the same
-  fields are keys of the line's JSON object, besides its ``request_id``. For a
-  streamed response the duration ends when the body starts.
+  the path), the kernel view's rule (``/status/<task_id>``), or ``-`` when the
+  URL names nothing; ``identity`` is the authenticated caller's name. With
+  ``LOG_FORMAT = "json"`` the same fields are keys of the line's JSON object,
+  besides its ``request_id``. For a streamed response the duration ends when
+  the body starts.
 - Task lines, on a worker: one when a ``_celery`` task starts, one when it
   ends, with its route, state, duration and retries so far (its ``task_id``
   and ``request_id`` are the line's context, as on every line of the task).
