@@ -137,6 +137,14 @@ ADDONS = []
 #: Folder of the add-on modules, relative to the project root.
 ADDONS_FOLDER = "system/addons"
 
+#: How the web process and the workers write their log lines (to stderr: the uWSGI
+#: log, the worker's log): "text" for people, or "json", one JSON object per line
+#: (time, level, logger, message, request_id, task_id, and the access_log add-on's
+#: fields) for a log shipper. Every line written while a request or a task runs
+#: carries its request id (docs/operations.md, "Logs"). A deployment that
+#: configures Python logging itself keeps its own handlers.
+LOG_FORMAT = "text"
+
 # --- Access (see SECURITY.md) ------------------------------------------------------
 
 #: "open": every route is open unless decorated with @requires; "required": every

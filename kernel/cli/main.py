@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -14,6 +13,8 @@ import typing as t
 from ..app import create_app
 from ..catalog import listing
 from ..catalog.registry import scan
+from ..core.errors import SettingsError
+from ..core.logs import install_logging
 from ..core.metrics import enable
 from ..core.settings import Settings
 from ..pages.views import with_runs
@@ -149,8 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``kernkoa`` command."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = Settings.load().LOG_FORMAT
+        install_logging(log_format)
+    except SettingsError:
+        # The command says what is wrong when it loads the settings itself.
+        install_logging("text")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"] and argv[1:2] not in (["-h"], ["--help"]):
         # Everything after "worker" is Celery's, options included.

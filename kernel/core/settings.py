@@ -166,6 +166,8 @@ class Settings:
     ADDONS: list[str] = dataclasses.field(default_factory=list)
     #: Folder of the add-on modules, relative to the project root.
     ADDONS_FOLDER: str = "system/addons"
+    #: How log lines are written: "text" or "json" (one JSON object per line).
+    LOG_FORMAT: str = "text"
 
     # --- Access ------------------------------------------------------------------
     #: "open" or "required": whether routes need the auth add-on unless marked.

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery import signals
+from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
 from flask import Flask
 
@@ -44,6 +45,8 @@ from .leases import RedisLeases
 from .redisbroker import LEASE_OPTION as REDIS_LEASE_OPTION
 from .redisbroker import TRANSPORT as REDIS_TRANSPORT
 from .run import register_tasks
+from .tasklogs import RequestIdMeta
+from .tasklogs import connect_task_logging
 
 #: Folders of the embedded broker and result store, under ``VAR``.
 EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
@@ -57,8 +60,9 @@ log = logging.getLogger("kernkoa.worker")
 _build_lock = threading.Lock()
 
 
-class PublishingRedisBackend(RedisBackend):  # type: ignore[misc]  # Celery has no types
-    """Celery's Redis result backend, minus the subscription made at send time.
+class PublishingRedisBackend(RequestIdMeta, RedisBackend):  # type: ignore[misc]
+    """Celery's Redis result backend, minus the subscription made at send time,
+    storing each task's request id with its states (:class:`RequestIdMeta`).
 
     Celery subscribes the sending process to the result channel of every task
     it sends and never unsubscribes; the web process never waits on a result
@@ -67,6 +71,11 @@ class PublishingRedisBackend(RedisBackend):  # type: ignore[misc]  # Celery has 
 
     def on_task_call(self, producer: t.Any, task_id: str) -> None:
         """Do not subscribe to the task's result channel."""
+
+
+class EmbeddedResultBackend(RequestIdMeta, FilesystemBackend):  # type: ignore[misc]
+    """Celery's file result backend (the embedded broker's), storing each task's
+    request id with its states (:class:`RequestIdMeta`)."""
 
 
 def embedded_root(settings: Settings) -> Path:
@@ -81,10 +90,10 @@ def is_embedded(settings: Settings) -> bool:
 
 def _result_backend(settings: Settings) -> str:
     url = settings.RESULT_BACKEND or settings.BROKER_URL
+    # A "class+url" backend URL: Celery loads the class, hands it the URL.
     if not url:
-        return (embedded_root(settings) / "results").as_uri()
+        return f"{__name__}.EmbeddedResultBackend+{(embedded_root(settings) / 'results').as_uri()}"
     if url.startswith(("redis://", "rediss://")):
-        # A "class+url" backend URL: Celery loads the class, hands it the URL.
         return f"{__name__}.PublishingRedisBackend+{url}"
     return url
 
@@ -160,6 +169,8 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         "task_soft_time_limit": settings.TASK_SOFT_TIME_LIMIT or None,
         "task_time_limit": settings.TASK_TIME_LIMIT or None,
         "worker_hijack_root_logger": False,
+        # A method's print() is a line of its task's log, not a warning.
+        "worker_redirect_stdouts_level": "INFO",
         # Sending: a bounded connect, then no retry (the web answers 503).
         "broker_connection_timeout": timeout,
         "broker_connection_retry_on_startup": True,
@@ -308,6 +319,7 @@ def make_celery(flask_app: Flask) -> KernKoaCelery:
             (embedded_root(settings) / name).mkdir(parents=True, exist_ok=True)
     celery = KernKoaCelery(flask_app, settings)
     register_tasks(celery)
+    connect_task_logging()
     if celery.leases is not None:
         celery.steps["consumer"].add(LeaseStep)
     return celery

@@ -22,6 +22,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -277,7 +278,7 @@ def test_celery_task_runs_to_success(deployment: Deployment) -> None:
         if state["status"] in ("SUCCESS", "FAILURE"):
             break
         time.sleep(0.1)
-    assert state == {"status": "SUCCESS", "data": 42}
+    assert state == {"status": "SUCCESS", "data": 42, "request_id": ANY}
 
 
 def _run_task(deployment: Deployment, path: str) -> dict[str, t.Any]:
@@ -398,9 +399,9 @@ def test_redis_restart_under_a_task_keeps_the_worker(deployment: Deployment) -> 
         if state["status"] in ("SUCCESS", "FAILURE"):
             break
         time.sleep(0.1)
-    assert state == {"status": "SUCCESS", "data": 30}
+    assert state == {"status": "SUCCESS", "data": 30, "request_id": ANY}
     assert _run_task(deployment, "/deploytest/probe/probe/double_celery?n=5") == {
-        "status": "SUCCESS", "data": 10}
+        "status": "SUCCESS", "data": 10, "request_id": ANY}
     assert _worker_pid(deployment) == worker, "the worker was restarted, it did not survive"
 
 
