@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 import typing as t
+import uuid
 
 import cbor2
 import httpx
