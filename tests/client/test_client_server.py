@@ -173,7 +173,7 @@ def test_a_start_whose_answer_was_cut_is_retried_and_runs_once(server: LiveServe
         assert cut.startswith(b"HTTP/1.1 202")
         # The retry names the task the lost answer named: the same one.
         assert json.loads(answer_body(cut))["id"] == task.id
-        assert len(keys) == 2 and keys[0] is not None and keys[1] == keys[0]
+        assert len(keys) >= 2 and keys[0] is not None and set(keys) == {keys[0]}
         assert task.wait(timeout=60) == "done"
     assert runs_in(note) == 1
 
@@ -190,9 +190,9 @@ def test_a_call_that_timed_out_is_retried_and_runs_once(server: LiveServer,
     assert runs_in(note) == 1
     # The next call is another piece of work: another key, another run.
     with Client(server.base) as client:
-        keys = keys_sent(client)
+        next_keys = keys_sent(client)
         assert client.call("/jobs/jobs/run_celery", note=str(note), seconds=0.1) == "done"
-    assert keys[0] is not None and keys[0] not in set(keys_sent(client)) | {None}
+    assert next_keys[0] is not None and next_keys[0] != keys[0]
     assert runs_in(note) == 2
 
 
