@@ -202,7 +202,8 @@ class Client:
 
         :raises CallError: on a 4xx or 5xx answer (nothing was started), such as
             ``422 idempotency_key_reused`` for a key already used with other fields.
-        :raises ValueError: when the answer is no task (``path`` is no ``_celery`` method).
+        :raises ValueError: when the answer is no task (``path`` is no ``_celery`` method),
+            or ``idempotency_key`` is not printable ASCII.
         """
         response = self.request(method, path, fields=fields,
                                 headers=self._trigger_headers(path, idempotency_key))
@@ -214,10 +215,18 @@ class Client:
 
     def _trigger_headers(self, path: str, key: str | None) -> dict[str, str]:
         """The ``Idempotency-Key`` of a call to ``path``: ``key``, else a fresh one
-        when ``path`` names a ``_celery`` method, else none."""
+        when ``path`` names a ``_celery`` method, else none.
+
+        :raises ValueError: when ``key`` cannot travel in a header (the server
+            judges the rest: a 400 ``invalid_idempotency_key``).
+        """
         if key is None and self.idempotent_triggers and names_a_task(path):
             key = str(uuid.uuid4())
-        return {} if key is None else {IDEMPOTENCY_HEADER: key}
+        if key is None:
+            return {}
+        if not (key.isascii() and key.isprintable()):
+            raise ValueError(f"idempotency_key must be printable ASCII, not {key!r}")
+        return {IDEMPOTENCY_HEADER: key}
 
     def task(self, task_id: str) -> Task:
         """The task of ``task_id`` (from a controller's ``exeTask``, say)."""

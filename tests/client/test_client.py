@@ -288,6 +288,16 @@ def test_a_key_reused_with_other_fields_is_an_error_with_the_envelope() -> None:
     assert len(seen) == 1  # a 422 is an answer: never sent again
 
 
+@pytest.mark.parametrize("key", ["clé", "a\nb", "tab\there", "\x00"])
+def test_a_key_that_cannot_travel_in_a_header_is_refused_before_sending(key: str) -> None:
+    client, seen = client_of(lambda request: trigger())
+    with pytest.raises(ValueError, match="idempotency_key must be printable ASCII"):
+        client.start("/a/A/b_celery", idempotency_key=key)
+    with pytest.raises(ValueError, match="idempotency_key must be printable ASCII"):
+        client.call("/a/A/b_celery", idempotency_key=key)
+    assert seen == []
+
+
 @pytest.mark.parametrize(("path", "task"), [
     ("/a/A/b_celery", True), ("/a/A/b_celery/", True), ("/a/A/b_celery/7?x=1", True),
     ("http://kk.test/base/a/A/b_celery", True), ("/a/A/b", False),

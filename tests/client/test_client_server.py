@@ -119,6 +119,18 @@ def test_cbor(server: LiveServer) -> None:
         with pytest.raises(CallError) as refused:
             client.call("/jobs/jobs/count_celery", n="three")
         assert refused.value.status == 422 and refused.value.fields[0]["name"] == "n"
+        # Keys the server refuses: their envelopes, and nothing started.
+        for key, status, code in [("", 400, "invalid_idempotency_key"),
+                                  ("k" * 256, 400, "invalid_idempotency_key"),
+                                  ('"', 400, "invalid_idempotency_key")]:
+            with pytest.raises(CallError) as bad:
+                client.start("/jobs/jobs/count_celery", n=1, idempotency_key=key)
+            assert (bad.value.status, bad.value.code) == (status, code)
+        client.start("/jobs/jobs/count_celery", n=1, delay=0.01, idempotency_key="cbor-1")
+        with pytest.raises(CallError) as reused:
+            client.start("/jobs/jobs/count_celery", n=2, idempotency_key="cbor-1")
+        assert (reused.value.status, reused.value.code) == (422, "idempotency_key_reused")
+        assert reused.value.envelope["error"]["code"] == "idempotency_key_reused"
 
 
 def test_503_is_retried_while_redis_is_away(server: LiveServer,
