@@ -14,6 +14,7 @@ from .codec import accept_header
 from .codec import decode
 from .codec import encode
 from .errors import CallError
+from .task import LONG_POLL
 from .task import Task
 
 #: HTTP methods whose fields travel in the query string (they carry no body).
@@ -175,9 +176,11 @@ class Client:
         :raises TaskFailed: when the task failed or was cancelled.
         :raises TaskTimeout: when it did not finish in time.
         """
-        headers = {"Prefer": f"wait={int(min(self.task_timeout, 25))}",
-                   **self._trigger_headers(path, idempotency_key)}
-        response = self.request(method, path, fields=fields, headers=headers)
+        wait = int(min(self.task_timeout, LONG_POLL))
+        headers = {"Prefer": f"wait={wait}", **self._trigger_headers(path, idempotency_key)}
+        # The server may hold the answer that long: a long poll, given its wait on top.
+        response = self.request(method, path, fields=fields, headers=headers,
+                                timeout=self.timeout + wait)
         return self.result_of(response)
 
     def result_of(self, response: httpx.Response) -> t.Any:

@@ -234,6 +234,14 @@ def test_call_of_a_celery_method_sends_a_key_and_is_retried() -> None:
     assert seen[1].headers["Prefer"].startswith("wait=")
 
 
+def test_a_call_waits_for_the_answer_as_long_as_it_asked_the_server_to_hold_it() -> None:
+    client, seen = client_of(lambda request: httpx.Response(200, json={}), timeout=3,
+                             task_timeout=10)
+    client.call("/a/A/b_celery")
+    assert seen[0].headers["Prefer"] == "wait=10"
+    assert seen[0].extensions["timeout"]["read"] == 13
+
+
 def test_the_callers_own_key_is_sent() -> None:
     client, seen = client_of(lambda request: trigger(status=200) if request.method == "POST"
                              else httpx.Response(200, json={"status": "SUCCESS"}))

@@ -193,11 +193,15 @@ def test_a_start_whose_answer_was_cut_is_retried_and_runs_once(server: LiveServe
 def test_a_call_that_timed_out_is_retried_and_runs_once(server: LiveServer,
                                                         tmp_path: Path) -> None:
     note = tmp_path / "runs.txt"
-    # The server holds the answer (Prefer: wait) until the task is done, well after
-    # the client stopped waiting: each try times out until then.
-    with Client(server.base, timeout=1.5, retries=8, backoff=0.5) as client:
+    with CuttingProxy(httpx.URL(server.base).port or 80) as proxy, \
+            Client(f"http://127.0.0.1:{proxy.port}", timeout=1, task_timeout=1,
+                   backoff=0.2) as client:
         keys = keys_sent(client)
-        assert client.call("/jobs/jobs/run_celery", note=str(note), seconds=3) == "done"
+        # The answer is held past the client's patience (1 s and the 1 s it asked
+        # the server to wait), then lost.
+        proxy.cuts, proxy.on_cut = 1, lambda answer: time.sleep(4)
+        assert client.call("/jobs/jobs/run_celery", note=str(note), seconds=0.5) == "done"
+        assert len(proxy.cut_answers) == 1
     assert len(keys) >= 2 and keys[0] is not None and set(keys) == {keys[0]}
     assert runs_in(note) == 1
     # The next call is another piece of work: another key, another run.
