@@ -21,6 +21,8 @@ from tests.support.redis_server import RedisServer
 from tests.support.servers import LiveServer
 from tests.support.servers import uwsgi_server
 from tests.support.tasks import Stack
+from tests.support.tasks import final
+from tests.support.tasks import wait_status
 from tests.support.tasks import write_catalog
 
 pytestmark = [pytest.mark.redis, pytest.mark.uwsgi]
@@ -197,9 +199,14 @@ def test_a_call_that_timed_out_is_retried_and_runs_once(server: LiveServer,
             Client(f"http://127.0.0.1:{proxy.port}", timeout=1, task_timeout=1,
                    backoff=0.2) as client:
         keys = keys_sent(client)
-        # The answer is held past the client's patience (1 s and the 1 s it asked
-        # the server to wait), then lost.
-        proxy.cuts, proxy.on_cut = 1, lambda answer: time.sleep(4)
+
+        def hold_until_done_and_too_late(answer: bytes) -> None:
+            # The client waits 2 s (1 s, and the 1 s it asked the server to hold the
+            # answer): by the end of this, it has given up on this answer.
+            wait_status(server, json.loads(answer_body(answer))["id"], final, timeout=60)
+            time.sleep(2.5)
+
+        proxy.cuts, proxy.on_cut = 1, hold_until_done_and_too_late
         assert client.call("/jobs/jobs/run_celery", note=str(note), seconds=0.5) == "done"
         assert len(proxy.cut_answers) == 1
     assert len(keys) >= 2 and keys[0] is not None and set(keys) == {keys[0]}
@@ -219,16 +226,10 @@ def test_a_retry_while_redis_is_away_gets_the_first_task(server: LiveServer,
     the retry is answered once Redis is back (503s in between are sent again too),
     with the task, which ran once."""
     note = tmp_path / "runs.txt"
-    store = redis_server.client()
     comeback: list[threading.Timer] = []
 
     def take_redis_away(answer: bytes) -> None:
-        task_id = json.loads(answer_body(answer))["id"]
-        deadline = time.monotonic() + 60
-        while b"SUCCESS" not in (store.get(f"celery-task-meta-{task_id}") or b""):
-            assert time.monotonic() < deadline, "the task never finished"
-            time.sleep(0.1)
-        store.close()
+        wait_status(server, json.loads(answer_body(answer))["id"], final, timeout=60)
         redis_server.stop()
         comeback.append(threading.Timer(3.0, redis_server.start))
         comeback[0].start()
