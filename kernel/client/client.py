@@ -50,7 +50,8 @@ class Client:
     :param token: a bearer token sent with every request (``jwt_auth``).
     :param auth: ``(user, password)`` for Basic auth (``basic_auth``).
     :param format: ``"json"`` or ``"cbor"``: how bodies are sent and answers asked for.
-    :param timeout: seconds one request may take (long polls get their wait on top).
+    :param timeout: seconds one request may take (long polls, and the trigger of
+        :meth:`call`, get the wait they ask the server for on top).
     :param retries: how many times a request answered 503 is sent again, with a
         pause doubling from ``backoff`` seconds (or as ``Retry-After`` says); a
         trigger carrying an ``Idempotency-Key`` is also sent again when its answer

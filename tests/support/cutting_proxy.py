@@ -6,6 +6,7 @@ Every socket is on 127.0.0.1 and every read is bounded in time.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -73,8 +74,10 @@ class CuttingProxy:
                 try:
                     self.on_cut(answer)
                 finally:
-                    # A shutdown, not a close, wakes the pump blocked reading it.
-                    client.shutdown(socket.SHUT_RDWR)
+                    # A shutdown, not a close, wakes the pump blocked reading it
+                    # (unless the client, tired of waiting, left already).
+                    with contextlib.suppress(OSError):
+                        client.shutdown(socket.SHUT_RDWR)
             else:
                 _pump(upstream, client)
             outbound.join(timeout=IO_TIMEOUT)
@@ -86,13 +89,11 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         while chunk := source.recv(65536):
             sink.sendall(chunk)
     except OSError:
-        pass  # the other side closed, or the proxy cut it
+        pass  # the other end closed, or the proxy cut it: stop copying
     finally:
         for end in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _read_answer(upstream: socket.socket) -> bytes:
