@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 import typing as t
+import uuid
 
 import httpx
 
@@ -13,6 +14,7 @@ from .codec import accept_header
 from .codec import decode
 from .codec import encode
 from .errors import CallError
+from .task import LONG_POLL
 from .task import Task
 
 #: HTTP methods whose fields travel in the query string (they carry no body).
@@ -20,6 +22,18 @@ QUERY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 #: The longest pause between two tries of a request answered 503, in seconds.
 BACKOFF_LAST = 8.0
+
+#: The suffix of the methods that run as tasks: a path with a segment ending in it
+#: names one, and a request to it is a trigger.
+TASK_SUFFIX = "_celery"
+
+#: The header that makes a trigger start its task once, however often it is sent.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+#: How a request fails when its answer never came: it may or may not have arrived.
+#: A request carrying an ``Idempotency-Key`` is sent again after one of these (its
+#: server starts the task once); any other is not (a plain POST could act twice).
+ANSWER_LOST = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 class Client:
@@ -36,14 +50,21 @@ class Client:
     :param token: a bearer token sent with every request (``jwt_auth``).
     :param auth: ``(user, password)`` for Basic auth (``basic_auth``).
     :param format: ``"json"`` or ``"cbor"``: how bodies are sent and answers asked for.
-    :param timeout: seconds one request may take (long polls get their wait on top).
+    :param timeout: seconds one request may take (long polls, and the trigger of
+        :meth:`call`, get the wait they ask the server for on top).
     :param retries: how many times a request answered 503 is sent again, with a
-        pause doubling from ``backoff`` seconds (or as ``Retry-After`` says).
+        pause doubling from ``backoff`` seconds (or as ``Retry-After`` says); a
+        trigger carrying an ``Idempotency-Key`` is also sent again when its answer
+        was lost (a cut connection, a timeout).
     :param task_timeout: seconds :meth:`call` waits for a ``_celery`` method.
+    :param idempotent_triggers: send a fresh ``Idempotency-Key`` with each trigger
+        (:meth:`start`, and :meth:`call` of a ``_celery`` method), so that it can be
+        sent again safely. Turn it off for a server whose result store cannot claim
+        keys (it answers ``501 idempotency_unsupported``: RabbitMQ with ``rpc://``).
     :param keepalive: keep connections open between requests. Off by default: uWSGI's
         ``http-socket`` closes each connection without saying so, and a request
         sent on a connection the server closed fails with nothing to tell whether
-        it arrived (sending a POST again could start a task twice). Turn it on for
+        it arrived (sending a plain POST again could act twice). Turn it on for
         a server behind nginx, which announces what it closes.
     :param transport: an ``httpx`` transport (the test kit's goes to an app in-process).
     """
@@ -51,7 +72,8 @@ class Client:
     def __init__(self, base_url: str, token: str | None = None, *,
                  auth: tuple[str, str] | None = None, format: str = "json",
                  timeout: float = 30.0, retries: int = 5, backoff: float = 0.5,
-                 task_timeout: float = 60.0, keepalive: bool = False,
+                 task_timeout: float = 60.0, idempotent_triggers: bool = True,
+                 keepalive: bool = False,
                  transport: httpx.BaseTransport | None = None) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {sorted(FORMATS)}, not {format!r}")
@@ -59,6 +81,7 @@ class Client:
         self.retries = retries
         self.backoff = backoff
         self.task_timeout = task_timeout
+        self.idempotent_triggers = idempotent_triggers
         self.timeout = timeout
         headers = {"Accept": accept_header(format)}
         if token is not None:
@@ -86,13 +109,19 @@ class Client:
                 headers: t.Mapping[str, str] | None = None,
                 timeout: float | None = None) -> httpx.Response:
         """Send one request and return the answer whatever its status, after sending it
-        again while it is a 503 (a broker or store that is down: nothing was started).
+        again while it is a 503 (a broker or store that is down: nothing was started),
+        and, when it carries an ``Idempotency-Key``, while its answer is lost (the
+        same request, key included: the server starts its task once).
 
         ``fields`` go in the body (JSON or CBOR), or in the query string for GET,
         HEAD, DELETE and OPTIONS; ``form`` is sent as a urlencoded form.
+
+        :raises httpx.TransportError: when the server cannot be reached, or the
+            answer was lost and the request is not one to send again.
         """
         method = method.upper()
-        sent_headers = dict(headers or {})
+        sent_headers = httpx.Headers(headers)
+        resendable = IDEMPOTENCY_HEADER in sent_headers
         query = dict(query or {})
         content: bytes | None = None
         if fields is not None and method in QUERY_METHODS:
@@ -108,10 +137,17 @@ class Client:
 
         pause = self.backoff
         for _ in range(self.retries):
-            response = send()
-            if response.status_code != 503:
-                return response
-            time.sleep(_retry_after(response) or pause)
+            asked: float | None = None
+            try:
+                response = send()
+            except ANSWER_LOST:
+                if not resendable:
+                    raise
+            else:
+                if response.status_code != 503:
+                    return response
+                asked = _retry_after(response)
+            time.sleep(asked or pause)
             pause = min(2 * pause, BACKOFF_LAST)
         return send()
 
@@ -129,18 +165,23 @@ class Client:
 
     # --- Methods and tasks ------------------------------------------------------
 
-    def call(self, path: str, /, *, method: str = "POST", **fields: t.Any) -> t.Any:
+    def call(self, path: str, /, *, method: str = "POST", idempotency_key: str | None = None,
+             **fields: t.Any) -> t.Any:
         """Call the method at ``path`` with ``fields`` and return what it returned.
 
         A ``_celery`` method is waited for (``Prefer: wait``, then long polls) at
-        most :attr:`task_timeout` seconds.
+        most :attr:`task_timeout` seconds. Its trigger carries ``idempotency_key``,
+        or a fresh one (see :meth:`start`).
 
         :raises CallError: on a 4xx or 5xx answer, with its envelope.
         :raises TaskFailed: when the task failed or was cancelled.
         :raises TaskTimeout: when it did not finish in time.
         """
-        response = self.request(method, path, fields=fields,
-                                headers={"Prefer": f"wait={int(min(self.task_timeout, 25))}"})
+        wait = int(min(self.task_timeout, LONG_POLL))
+        headers = {"Prefer": f"wait={wait}", **self._trigger_headers(path, idempotency_key)}
+        # The server may hold the answer that long: a long poll, given its wait on top.
+        response = self.request(method, path, fields=fields, headers=headers,
+                                timeout=self.timeout + wait)
         return self.result_of(response)
 
     def result_of(self, response: httpx.Response) -> t.Any:
@@ -153,18 +194,43 @@ class Client:
         task = self._task_in(response, body)
         return body if task is None else task.wait(self.task_timeout)
 
-    def start(self, path: str, /, *, method: str = "POST", **fields: t.Any) -> Task:
+    def start(self, path: str, /, *, method: str = "POST", idempotency_key: str | None = None,
+              **fields: t.Any) -> Task:
         """Start the ``_celery`` method at ``path`` with ``fields``; return its task.
 
-        :raises CallError: on a 4xx or 5xx answer (nothing was started).
-        :raises ValueError: when the answer is no task (``path`` is no ``_celery`` method).
+        The trigger carries ``Idempotency-Key: <idempotency_key>``, or a fresh
+        random key (unless :attr:`idempotent_triggers` is off), and every retry of
+        it the same key: the server starts the task once, and a retry answers with
+        its id. Pass your own key to make a call that your program repeats (after
+        a restart, say) start the task once too.
+
+        :raises CallError: on a 4xx or 5xx answer (nothing was started), such as
+            ``422 idempotency_key_reused`` for a key already used with other fields.
+        :raises ValueError: when the answer is no task (``path`` is no ``_celery`` method),
+            or ``idempotency_key`` is not printable ASCII.
         """
-        response = self.request(method, path, fields=fields)
+        response = self.request(method, path, fields=fields,
+                                headers=self._trigger_headers(path, idempotency_key))
         task = self.task_of(response)
         if task is None:
             raise ValueError(f"{method} {path} started no task (HTTP {response.status_code}): "
                              "is it a _celery method?")
         return task
+
+    def _trigger_headers(self, path: str, key: str | None) -> dict[str, str]:
+        """The ``Idempotency-Key`` of a call to ``path``: ``key``, else a fresh one
+        when ``path`` names a ``_celery`` method, else none.
+
+        :raises ValueError: when ``key`` cannot travel in a header (the server
+            judges the rest: a 400 ``invalid_idempotency_key``).
+        """
+        if key is None and self.idempotent_triggers and names_a_task(path):
+            key = str(uuid.uuid4())
+        if key is None:
+            return {}
+        if not (key.isascii() and key.isprintable()):
+            raise ValueError(f"idempotency_key must be printable ASCII, not {key!r}")
+        return {IDEMPOTENCY_HEADER: key}
 
     def task(self, task_id: str) -> Task:
         """The task of ``task_id`` (from a controller's ``exeTask``, say)."""
@@ -218,6 +284,13 @@ class Client:
             raise CallError(response.request.method, str(response.request.url.path),
                             response.status_code, body)
         return body
+
+
+def names_a_task(path: str) -> bool:
+    """Whether ``path`` (before its query string) has a segment naming a
+    ``_celery`` method: a request to it is a trigger."""
+    route = path.split("?", 1)[0]
+    return any(segment.endswith(TASK_SUFFIX) for segment in route.split("/"))
 
 
 def _is_trigger_answer(body: t.Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import typing as t
+import uuid
 
 import cbor2
 import httpx
@@ -15,6 +16,7 @@ from kernel.client import Client
 from kernel.client import TaskFailed
 from kernel.client import TaskTimeout
 from kernel.client.client import _retry_after
+from kernel.client.client import names_a_task
 from kernel.core.errors import KernKoaError
 
 Handler = t.Callable[[httpx.Request], httpx.Response]
@@ -175,3 +177,139 @@ def test_malformed_answers(kind: str) -> None:
     with pytest.raises(CallError) as caught:
         client.call("/a/A/b")
     assert caught.value.status == 500 and caught.value.code == ""
+
+
+# --- Idempotency-Key: one per call, the same on each of its retries -----------------
+
+def keys_of(seen: list[httpx.Request]) -> list[str | None]:
+    return [request.headers.get("Idempotency-Key") for request in seen]
+
+
+def test_a_trigger_carries_one_key_per_call_and_the_same_on_each_retry() -> None:
+    answers = iter([envelope(503, "broker_unavailable", "down"), trigger("t1"),
+                    envelope(503, "broker_unavailable", "down"), trigger("t2")])
+    client, seen = client_of(lambda request: next(answers))
+    assert client.start("/a/A/b_celery", x=1).id == "t1"
+    assert client.start("/a/A/b_celery", x=1).id == "t2"
+    first, retry, second, second_retry = keys_of(seen)
+    assert first is not None and second is not None
+    assert (retry, second_retry) == (first, second)
+    assert first != second
+    assert str(uuid.UUID(first)) == first  # a random UUID: nothing two clients share
+
+
+@pytest.mark.parametrize("lost", [
+    httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.WriteTimeout("slow"),
+    httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    httpx.ReadError("reset"),
+], ids=lambda error: type(error).__name__)
+def test_a_trigger_whose_answer_was_lost_is_sent_again_with_its_key(lost: Exception) -> None:
+    tries = iter([lost, lost, None])
+
+    def server(request: httpx.Request) -> httpx.Response:
+        error = next(tries)
+        if error is not None:
+            raise error
+        return trigger("t1")
+
+    client, seen = client_of(server)
+    assert client.start("/a/A/b_celery", x=1).id == "t1"
+    keys = keys_of(seen)
+    assert len(keys) == 3 and keys[0] is not None and set(keys) == {keys[0]}
+    assert all(json.loads(r.content) == {"x": 1} for r in seen)
+
+
+def test_call_of_a_celery_method_sends_a_key_and_is_retried() -> None:
+    tries = iter(["lost", "done"])
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if next(tries) == "lost":
+            raise httpx.ReadTimeout("slow")
+        return httpx.Response(200, json={"id": "t1", "status": "SUCCESS", "data": 7,
+                                         "status_url": "http://kk.test/status/t1"})
+
+    client, seen = client_of(server)
+    assert client.call("/a/A/b_celery/extra", n=1) == 7
+    assert len(seen) == 2 and keys_of(seen)[0] == keys_of(seen)[1] is not None
+    assert seen[1].headers["Prefer"].startswith("wait=")
+
+
+def test_a_call_waits_for_the_answer_as_long_as_it_asked_the_server_to_hold_it() -> None:
+    client, seen = client_of(lambda request: httpx.Response(200, json={}), timeout=3,
+                             task_timeout=10)
+    client.call("/a/A/b_celery")
+    assert seen[0].headers["Prefer"] == "wait=10"
+    assert seen[0].extensions["timeout"]["read"] == 13
+
+
+def test_the_callers_own_key_is_sent() -> None:
+    client, seen = client_of(lambda request: trigger(status=200) if request.method == "POST"
+                             else httpx.Response(200, json={"status": "SUCCESS"}))
+    client.start("/a/A/b_celery", idempotency_key="order-17")
+    client.call("/a/A/b_celery", idempotency_key="order-18")
+    # Given explicitly, it goes to any route: the caller says the call is a trigger.
+    client.call("/a/A/plain", idempotency_key="order-19")
+    posts = [r for r in seen if r.method == "POST"]
+    assert keys_of(posts) == ["order-17", "order-18", "order-19"]
+
+
+def test_a_plain_post_is_never_sent_again_once_it_may_have_arrived() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    client, seen = client_of(server)
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.call("/a/A/b", x=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.post("/a/A/b_celery", x=1)  # the raw post sends no key: not resent either
+    assert len(seen) == 2 and keys_of(seen) == [None, None]
+
+
+def test_without_idempotent_triggers_no_key_is_sent_nor_a_lost_trigger_resent() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow")
+
+    client, seen = client_of(server, idempotent_triggers=False)
+    with pytest.raises(httpx.ReadTimeout):
+        client.start("/a/A/b_celery")
+    assert keys_of(seen) == [None]
+
+
+def test_a_lost_answer_after_the_retries_raises_the_transport_error() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    client, seen = client_of(server, retries=2)
+    with pytest.raises(httpx.ConnectError):
+        client.start("/a/A/b_celery")
+    assert len(seen) == 3
+
+
+def test_a_key_reused_with_other_fields_is_an_error_with_the_envelope() -> None:
+    client, seen = client_of(lambda request: envelope(
+        422, "idempotency_key_reused",
+        "This Idempotency-Key was used with other fields."))
+    with pytest.raises(CallError) as caught:
+        client.start("/a/A/b_celery", idempotency_key="k1", year=2025)
+    assert (caught.value.status, caught.value.code) == (422, "idempotency_key_reused")
+    assert caught.value.envelope["error"]["code"] == "idempotency_key_reused"
+    assert len(seen) == 1  # a 422 is an answer: never sent again
+
+
+@pytest.mark.parametrize("key", ["clé", "a\nb", "tab\there", "\x00"])
+def test_a_key_that_cannot_travel_in_a_header_is_refused_before_sending(key: str) -> None:
+    client, seen = client_of(lambda request: trigger())
+    with pytest.raises(ValueError, match="idempotency_key must be printable ASCII"):
+        client.start("/a/A/b_celery", idempotency_key=key)
+    with pytest.raises(ValueError, match="idempotency_key must be printable ASCII"):
+        client.call("/a/A/b_celery", idempotency_key=key)
+    assert seen == []
+
+
+@pytest.mark.parametrize(("path", "task"), [
+    ("/a/A/b_celery", True), ("/a/A/b_celery/", True), ("/a/A/b_celery/7?x=1", True),
+    ("http://kk.test/base/a/A/b_celery", True), ("/a/A/b", False),
+    ("/a/A/b?tag=x_celery", False), ("/a/A/celery", False),
+])
+def test_names_a_task(path: str, task: bool) -> None:
+    assert names_a_task(path) is task

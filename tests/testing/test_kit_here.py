@@ -64,6 +64,24 @@ def test_a_token_for_a_scope(kernkoa_client: KitClient) -> None:
     assert kernkoa_client.with_token().call("/jobs/Jobs/count_celery", n=1) == {"counted": 1}
 
 
+def test_triggers_carry_keys_in_process(kernkoa_client: KitClient) -> None:
+    keys: list[str | None] = []
+    kernkoa_client.http.event_hooks["request"].append(
+        lambda request: keys.append(request.headers.get("Idempotency-Key")))
+    first = kernkoa_client.start("/jobs/Jobs/count_celery", n=1)
+    assert kernkoa_client.call("/jobs/Jobs/count_celery", n=2) == {"counted": 2}
+    assert first.wait(10) == {"counted": 1}
+    fresh = [key for key in keys if key is not None]
+    assert len(fresh) == 2 and fresh[0] != fresh[1]
+    # A key of the caller's: one task, claimed in the test's VAR; other fields refused.
+    mine = kernkoa_client.start("/jobs/Jobs/count_celery", n=3, idempotency_key="k-1")
+    again = kernkoa_client.start("/jobs/Jobs/count_celery", n=3, idempotency_key="k-1")
+    assert again.id == mine.id and again.wait(10) == {"counted": 3}
+    with pytest.raises(CallError) as caught:
+        kernkoa_client.start("/jobs/Jobs/count_celery", n=4, idempotency_key="k-1")
+    assert (caught.value.status, caught.value.code) == (422, "idempotency_key_reused")
+
+
 def test_cbor_in_process(kernkoa_client: KitClient) -> None:
     assert kernkoa_client.with_format("cbor").call("/jobs/Jobs/count_celery", n=2) == {
         "counted": 2}
