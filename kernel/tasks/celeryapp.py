@@ -8,7 +8,8 @@ Two broker set-ups:
 
 - **Embedded** (``BROKER_URL`` empty): kombu's ``filesystem://`` transport
   (:mod:`kernel.tasks.filebroker`: a taken message stays on disk until acknowledged)
-  and Celery's ``file://`` result backend under ``VAR/celery/``. No server
+  and Celery's ``file://`` result backend under ``VAR/celery/``
+  (:class:`~kernel.tasks.backends.FileResultBackend`: whole-file, conditional writes). No server
   needed; for development. Result files never expire on their own (the
   embedded worker prunes old ones when it starts).
 - **Redis** (``BROKER_URL=redis://...``; RabbitMQ works as a broker too): late
@@ -27,11 +28,12 @@ import typing as t
 from pathlib import Path
 
 from celery import Celery
-from celery.backends.redis import RedisBackend
 from flask import Flask
 
 from ..core.settings import Settings
 from ..web.state import state_of
+from .backends import FileResultBackend
+from .backends import PublishingRedisBackend
 from .filebroker import TRANSPORT as FILE_TRANSPORT
 from .filebroker import FileLeases
 from .leases import Leases
@@ -53,18 +55,6 @@ log = logging.getLogger("kernkoa.worker")
 _build_lock = threading.Lock()
 
 
-class PublishingRedisBackend(RedisBackend):  # type: ignore[misc]  # Celery has no types
-    """Celery's Redis result backend, minus the subscription made at send time.
-
-    Celery subscribes the sending process to the result channel of every task
-    it sends and never unsubscribes; the web process never waits on a result
-    (``/status`` reads the stored one), so that subscription would only leak.
-    """
-
-    def on_task_call(self, producer: t.Any, task_id: str) -> None:
-        """Do not subscribe to the task's result channel."""
-
-
 def embedded_root(settings: Settings) -> Path:
     """The folder of the embedded broker and result store."""
     return settings.VAR / "celery"
@@ -77,11 +67,12 @@ def is_embedded(settings: Settings) -> bool:
 
 def _result_backend(settings: Settings) -> str:
     url = settings.RESULT_BACKEND or settings.BROKER_URL
+    # A "class+url" backend URL: Celery loads the class, hands it the URL.
     if not url:
-        return (embedded_root(settings) / "results").as_uri()
+        return f"{FileResultBackend.__module__}.FileResultBackend+" + \
+            (embedded_root(settings) / "results").as_uri()
     if url.startswith(("redis://", "rediss://")):
-        # A "class+url" backend URL: Celery loads the class, hands it the URL.
-        return f"{__name__}.PublishingRedisBackend+{url}"
+        return f"{PublishingRedisBackend.__module__}.PublishingRedisBackend+{url}"
     return url
 
 

@@ -194,14 +194,12 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
             return result
         except TaskCancelled:
             state = "REVOKED"
-            log.info("task %s stopped: it was cancelled", task.request.id)
-            raise Ignore() from None
+            _stop_cancelled(store, task.request.id)
         except SoftTimeLimitExceeded:
             # Cancelling a running task sends the same signal as its soft time limit.
             if store.is_revoked(task.request.id):
                 state = "REVOKED"
-                log.info("task %s stopped: it was cancelled", task.request.id)
-                raise Ignore() from None
+                _stop_cancelled(store, task.request.id)
             limit = task.request.timelimit[1] if task.request.timelimit else None
             limit = limit or settings.TASK_SOFT_TIME_LIMIT
             failure = TaskTimeLimitExceeded(
@@ -218,6 +216,14 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         finally:
             notify_task_finish(task.request.id, route, state, time.monotonic() - started,
                                error=failure)
+
+
+def _stop_cancelled(store: JobStore, task_id: str) -> t.NoReturn:
+    # The cancellation may be a record beside the result (an old-form id, or
+    # written by an older kernel): the result key then says REVOKED too.
+    store.fold_cancellation(task_id)
+    log.info("task %s stopped: it was cancelled", task_id)
+    raise Ignore() from None
 
 
 def register_tasks(celery: Celery) -> None:
