@@ -4,7 +4,6 @@ without the same secret key."""
 
 from __future__ import annotations
 
-import threading
 import time
 import typing as t
 
@@ -17,6 +16,7 @@ from kernel.tasks.celeryapp import get_celery
 from kernel.tasks.ids import new_task_id
 from tests.support.catalogs import ControllerTree
 from tests.support.envelopes import assert_error
+from tests.support.redis_server import Monitor
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -32,38 +32,6 @@ class jobs:
 """
 
 SECRET = "the nodes' shared secret key, long and random enough"
-#: What the test sends Redis to mark the end of what it watched.
-SENTINEL = "kernkoa-test-sentinel"
-
-
-class Monitor:
-    """The commands Redis runs while it is watched (``MONITOR``), up to a sentinel."""
-
-    def __init__(self, server: RedisServer) -> None:
-        # Connected before the watch, so its handshake is not among the commands.
-        self._sentinel = server.client()
-        self._sentinel.ping()
-        self.commands: list[str] = []
-        self._monitor = server.client().monitor()
-        self._monitor.__enter__()
-        self._thread = threading.Thread(target=self._listen, daemon=True)
-        self._thread.start()
-
-    def _listen(self) -> None:
-        while True:
-            command = self._monitor.next_command()["command"]
-            if SENTINEL in command:
-                return
-            self.commands.append(command)
-
-    def stop(self) -> list[str]:
-        """Send the sentinel; every command seen before it."""
-        self._sentinel.echo(SENTINEL)
-        self._thread.join(timeout=10)
-        self._monitor.__exit__()
-        return self.commands
-
-
 def _node(tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer,
           secret: str) -> Flask:
     tree.write("jobs.py", CONTROLLER)
