@@ -44,7 +44,8 @@ from .redisbroker import TRANSPORT as REDIS_TRANSPORT
 from .run import register_tasks
 
 #: Folders of the embedded broker and result store, under ``VAR``.
-EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
+EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers",
+                    "rejected")
 
 #: Visibility timeout of tasks without a hard time limit: a week.
 UNLIMITED_VISIBILITY = 7 * 24 * 3600
@@ -160,6 +161,8 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
             "data_folder_out": str(root / "queue"),
             "processed_folder": str(root / "processed"),
             "store_processed": False,
+            # Message files no consumer can read, moved out of the queue.
+            "rejected_folder": str(root / "rejected"),
             # Revoke and remote control need a fanout table.
             "control_folder": str(root / "control"),
             # The default polls once a second.
