@@ -33,12 +33,11 @@ from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
 from celery.exceptions import TaskRevokedError
 
+from .events import FINAL_STATES
+
 #: States a write never replaces: a cancellation, and a result (as Celery's
 #: own ``_store_result`` means to, without its race).
 KEPT_STATES = (states.REVOKED, states.SUCCESS)
-
-#: States a cancellation never replaces: the task is over.
-FINISHED_STATES = (states.SUCCESS, states.FAILURE, states.REVOKED)
 
 #: Why a cancelled task's result says it was revoked (``TaskRevokedError``).
 CANCELLED = "cancelled"
@@ -244,7 +243,7 @@ class FileResultBackend(GuardedBackend, FilesystemBackend):  # type: ignore[misc
         key = self._key(self.get_key_for_task(task_id))
         with self._locked():
             found = _status(self.get(key))
-            if found in FINISHED_STATES:
+            if found in FINAL_STATES:
                 return found
             self._replace(key, self.encode(self._revoked(task_id)))
         return None
@@ -257,7 +256,7 @@ class FileResultBackend(GuardedBackend, FilesystemBackend):  # type: ignore[misc
             if found == states.REVOKED:
                 return True
             if self.get(beside) is not None:
-                if found not in FINISHED_STATES:
+                if found not in FINAL_STATES:
                     self._replace(key, self.encode(self._revoked(task_id)))
                 return True
             if found != states.SUCCESS:

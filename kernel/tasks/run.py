@@ -49,6 +49,12 @@ PARAMS_FROM_REQUEST = {"$kernkoa": "params"}
 
 _OPTIONS_ATTR = "__kernkoa_task_options__"
 
+#: Seconds before its soft time limit a task's soft signal cannot be that limit.
+STRAY_MARGIN = 1.0
+
+#: Most runs again of a task stopped by signals meant for other tasks.
+STRAY_RERUNS = 3
+
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 
@@ -172,6 +178,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     celery: KernKoaCelery = task.app
     flask_app = celery.flask_app
     settings = celery.kernkoa_settings
+    begun = time.monotonic()  # about when the pool's timer of the soft limit started
     store = JobStore(task.app, fail_fast=False)
     if store.start(task.request.id, task.request.hostname):
         raise Ignore()  # cancelled while queued: never starts
@@ -202,6 +209,15 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                 _stop_cancelled(store, task.request.id)
             limit = task.request.timelimit[1] if task.request.timelimit else None
             limit = limit or settings.TASK_SOFT_TIME_LIMIT
+            stray = not limit or time.monotonic() - begun + STRAY_MARGIN < limit
+            if stray and task.request.retries < STRAY_RERUNS:
+                # Not this task's limit, nor its cancellation: the signal of a
+                # cancellation meant for the task this process ran just before
+                # (Celery signals the process, which may have moved on). Run it again.
+                state = "RETRY"
+                log.warning("task %s stopped by a signal meant for another task: "
+                            "run again", task.request.id)
+                raise task.retry(countdown=0, max_retries=task.request.retries + 1) from None
             failure = TaskTimeLimitExceeded(
                 f"the task ran longer than its time limit of {limit} s and was stopped")
             raise failure from None

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import random
+import signal
 import time
 import typing as t
 from pathlib import Path
@@ -184,3 +186,16 @@ def test_a_cancellation_recorded_by_the_previous_kernel_is_honoured(
     done = trigger(live.server, "/races/races/quick_celery", n=0)
     wait_status(live.server, done, final)
     assert not note.exists()
+
+
+def test_a_signal_meant_for_another_task_runs_the_task_again(
+        live: Live, tmp_path: Path) -> None:
+    """A cancellation signals the pool process that ran the cancelled task, which
+    may have moved on to the next one: that one is run again, not failed."""
+    note = tmp_path / "hit.txt"
+    task_id = trigger(live.server, "/jobs/jobs/run_celery", note=str(note), seconds=1.5)
+    wait_for(lambda: note.exists() and "start" in note.read_text(), what="the task to start")
+    pid = int(note.read_text().split()[1])
+    os.kill(pid, signal.SIGUSR1)  # what Celery's revoke(terminate=True) sends
+    assert wait_status(live.server, task_id, final) == {"status": "SUCCESS", "data": "done"}
+    assert note.read_text().count("start") == 2
