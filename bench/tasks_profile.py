@@ -106,7 +106,10 @@ def profile(work: Path, url: str, requests: int = 2000, top: int = 30) -> None:
             kernkoa()
         profiler.disable()
         print(f"== {name}: {requests} requests")
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+        stats = pstats.Stats(profiler).sort_stats("cumulative")
+        stats.print_stats(top)
+        print(f"== {name}: the kernel's own functions")
+        stats.print_stats("/kernel/", top)
 
 
 def _count_in_process(work: Path, url: str, name: str, side: int, requests: int) -> None:
