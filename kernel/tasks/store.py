@@ -2,7 +2,7 @@
 
 Celery reads an id it never heard of as ``PENDING``. The kernel's ids are
 signed (:mod:`kernel.tasks.ids`): an id that verifies was issued, and says by
-which route, so all ``/status`` reads of it is Celery's result key, one ``GET``.
+which route, so ``/status`` reads one key of it: Celery's result key, one ``GET``.
 A cancellation is Celery's ``REVOKED`` state stored in that key, and the
 result backends of :mod:`kernel.tasks.backends` never let a worker's later
 write replace it, so a task reads as ``REVOKED`` from then on whatever its
