@@ -50,11 +50,13 @@ class races:
         once told to: a worker finishing after the cancellation."""
         _note(note, "start")
         end = time.monotonic() + 30
-        while time.monotonic() < end and not os.path.exists(note + ".go"):
+        while True:
             try:
+                if time.monotonic() > end or os.path.exists(note + ".go"):
+                    break
                 time.sleep(0.02)
             except BaseException:
-                pass
+                _note(note, "signalled")
         _note(note, "end")
         return "finished anyway"
 
@@ -110,6 +112,8 @@ def test_a_worker_finishing_after_the_cancellation_never_replaces_it(
     wait_for(lambda: note.exists() and "start" in note.read_text(), what="the task to start")
     assert _delete(live, task_id) == (200, {"status": "REVOKED"})
     assert _stored(live, task_id) == "REVOKED"  # in Celery's own key
+    # The revoke's signal reached the task, which went on: it will try to store SUCCESS.
+    wait_for(lambda: "signalled" in note.read_text(), what="the revoke's signal")
     monitor = Monitor(live.redis)
     try:
         (tmp_path / "stubborn.txt.go").touch()
