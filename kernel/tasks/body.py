@@ -10,7 +10,7 @@ from celery import states
 
 from ..core.errors import TaskNotFound
 from ..web.requestid import checked_request_id
-from .store import REQUEST_ID_KEY
+from .backends import REQUEST_ID_KEY
 from .store import TaskRecord
 
 

@@ -8,7 +8,8 @@ Two broker set-ups:
 
 - **Embedded** (``BROKER_URL`` empty): kombu's ``filesystem://`` transport
   (:mod:`kernel.tasks.filebroker`: a taken message stays on disk until acknowledged)
-  and Celery's ``file://`` result backend under ``VAR/celery/``. No server
+  and Celery's ``file://`` result backend under ``VAR/celery/``
+  (:class:`~kernel.tasks.backends.FileResultBackend`: whole-file, conditional writes). No server
   needed; for development. Result files never expire on their own (the
   embedded worker prunes old ones when it starts).
 - **Redis** (``BROKER_URL=redis://...``; RabbitMQ works as a broker too): late
@@ -30,13 +31,13 @@ from pathlib import Path
 
 from celery import Celery
 from celery import signals
-from celery.backends.filesystem import FilesystemBackend
-from celery.backends.redis import RedisBackend
 from flask import Flask
 
 from ..core.errors import SettingsError
 from ..core.settings import Settings
 from ..web.state import state_of
+from .backends import FileResultBackend
+from .backends import PublishingRedisBackend
 from .filebroker import TRANSPORT as FILE_TRANSPORT
 from .filebroker import FileLeases
 from .leases import Leases
@@ -49,7 +50,8 @@ from .tasklogs import RequestIdMeta
 from .tasklogs import connect_task_logging
 
 #: Folders of the embedded broker and result store, under ``VAR``.
-EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
+EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers",
+                    "rejected")
 
 #: Visibility timeout of tasks without a hard time limit: a week.
 UNLIMITED_VISIBILITY = 7 * 24 * 3600
@@ -60,22 +62,16 @@ log = logging.getLogger("kernkoa.worker")
 _build_lock = threading.Lock()
 
 
-class PublishingRedisBackend(RequestIdMeta, RedisBackend):  # type: ignore[misc]
-    """Celery's Redis result backend, minus the subscription made at send time,
-    storing each task's request id with its states (:class:`RequestIdMeta`).
-
-    Celery subscribes the sending process to the result channel of every task
-    it sends and never unsubscribes; the web process never waits on a result
-    (``/status`` reads the stored one), so that subscription would only leak.
-    """
-
-    def on_task_call(self, producer: t.Any, task_id: str) -> None:
-        """Do not subscribe to the task's result channel."""
+class RedisResultBackend(RequestIdMeta, PublishingRedisBackend):
+    """The kernel's Redis result backend (:class:`PublishingRedisBackend`: conditional
+    writes, no subscription at send time), storing each task's request id with its
+    states (:class:`RequestIdMeta`)."""
 
 
-class EmbeddedResultBackend(RequestIdMeta, FilesystemBackend):  # type: ignore[misc]
-    """Celery's file result backend (the embedded broker's), storing each task's
-    request id with its states (:class:`RequestIdMeta`)."""
+class EmbeddedResultBackend(RequestIdMeta, FileResultBackend):
+    """The embedded store's result backend (:class:`FileResultBackend`: whole-file,
+    conditional writes), storing each task's request id with its states
+    (:class:`RequestIdMeta`)."""
 
 
 def embedded_root(settings: Settings) -> Path:
@@ -94,7 +90,7 @@ def _result_backend(settings: Settings) -> str:
     if not url:
         return f"{__name__}.EmbeddedResultBackend+{(embedded_root(settings) / 'results').as_uri()}"
     if url.startswith(("redis://", "rediss://")):
-        return f"{__name__}.PublishingRedisBackend+{url}"
+        return f"{__name__}.RedisResultBackend+{url}"
     return url
 
 
@@ -204,6 +200,8 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
             "data_folder_out": str(root / "queue"),
             "processed_folder": str(root / "processed"),
             "store_processed": False,
+            # Message files no consumer can read, moved out of the queue.
+            "rejected_folder": str(root / "rejected"),
             # Revoke and remote control need a fanout table.
             "control_folder": str(root / "control"),
             # The default polls once a second.

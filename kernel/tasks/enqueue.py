@@ -40,6 +40,7 @@ from ..catalog.exposure import Endpoint
 from ..core.errors import BrokerUnavailable
 from ..core.errors import ParameterError
 from ..core.errors import RouteNotFound
+from ..core.errors import TaskFinished
 from ..web.cbor import is_cbor
 from ..web.params import GivenFields
 from ..web.params import Params
@@ -353,15 +354,20 @@ def task_origin(task_id: str) -> TaskOrigin | None:
 
 
 def cancel_task(task_id: str) -> None:
-    """Record the cancellation, then ask the workers to drop the task.
+    """Store the cancellation, then ask the workers to drop the task.
 
-    The record makes it REVOKED for good, and the task checks it before it
-    starts and at each progress report; Celery's own revoke (with a soft
-    signal for a running task on a prefork worker) is a broadcast that is only
-    a best effort (lost if no worker is listening).
+    The cancellation makes it REVOKED for good (:meth:`JobStore.mark_revoked`),
+    and the task checks it before it starts and at each progress report;
+    Celery's own revoke (with a soft signal for a running task on a prefork
+    worker) is a broadcast that is only a best effort (lost if no worker is
+    listening).
+
+    :raises TaskFinished: when the task finished first (SUCCESS or FAILURE,
+        stored after ``/status`` read it): nothing is changed.
     """
     celery, breaker = celery_and_breaker()
-    breaker.call(lambda: JobStore(celery).mark_revoked(task_id))
+    if breaker.call(lambda: JobStore(celery).mark_revoked(task_id)) is not None:
+        raise TaskFinished()
     try:
         # SIGUSR1 raises SoftTimeLimitExceeded inside a running prefork task, so a
         # method that never reports progress stops too; the task tells the two apart.

@@ -15,6 +15,16 @@ worker moves the folder of a holder whose lease is older than
 messages back at the front of their queues, or drops those whose task is
 already done. A crash between kombu's read of the queue file and the write
 of the record (a few instructions) still loses the message.
+
+kombu writes a message file in place, so a consumer could take one that was
+still empty (and its worker died of the ``JSONDecodeError``). Here every
+message file is written under a name no consumer takes, then renamed to its
+own (:meth:`Channel._put`): it appears whole. A consumer that still meets a
+file it cannot read (written by another program, or a kombu elsewhere) never
+fails on it (:meth:`Channel._get`): a young one is put back for a later try
+(its writer may not be done), one older than :data:`UNREADABLE_GRACE` seconds
+is moved to ``VAR/celery/rejected/`` with an error in the log, for an operator
+to look at. Either way no message is lost.
 """
 
 from __future__ import annotations
@@ -26,10 +36,14 @@ import time
 import typing as t
 import uuid
 from pathlib import Path
+from queue import Empty
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.transport import virtual
+from kombu.utils.json import dumps
+from kombu.utils.json import loads
 
 from .leases import Waiting
 from .leases import WorkerRecord
@@ -46,6 +60,10 @@ LEASE_FILE = "lease"
 
 #: Suffix of a dead holder's folder while a sweep empties it.
 SWEEPING = ".sweeping"
+
+#: Seconds a message file that cannot be read is left to its writer, before
+#: it is moved out of the queue.
+UNREADABLE_GRACE = 10.0
 
 
 def _write_atomically(path: Path, data: str) -> None:
@@ -98,9 +116,60 @@ class QoS(virtual.QoS):
 
 
 class Channel(filesystem.Channel):
-    """kombu's filesystem channel with :class:`QoS`."""
+    """kombu's filesystem channel with :class:`QoS`, and message files that
+    appear whole (see module doc)."""
 
     QoS = QoS
+
+    # kombu's two bases name the message argument differently.
+    def _put(self, queue: str, payload: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+        """kombu's put (same file name, same JSON), written under a draft name
+        and renamed: a consumer never sees the file before it is whole."""
+        # Queue files are taken in name order: kombu's names, milliseconds first.
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        try:
+            _write_atomically(Path(self.data_folder_out) / name, dumps(payload))
+        except OSError as error:
+            raise ChannelError(f"Cannot add file {name!r} to directory") from error
+
+    def _get(self, queue: str, timeout: float | None = None) -> t.Any:
+        """The next message of ``queue``: its file is taken by one rename into
+        the ``processed`` folder (one consumer wins), read, then removed."""
+        wanted = f"{queue}.msg"
+        inbox = Path(self.data_folder_in)
+        for name in sorted(os.listdir(inbox)):
+            if name.partition(".")[2] != wanted:
+                continue  # another queue's, or a draft
+            taken = Path(self.processed_folder) / name
+            try:
+                os.rename(inbox / name, taken)
+            except OSError:
+                continue  # taken by another consumer meanwhile
+            try:
+                payload = loads(taken.read_bytes())
+                if not isinstance(payload, dict):
+                    raise ValueError("not a message")
+            except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+                self._unreadable(inbox / name, taken, error)
+                continue
+            if not self.store_processed:
+                taken.unlink()
+            return payload
+        raise Empty()  # no message now
+
+    def _unreadable(self, path: Path, taken: Path, error: Exception) -> None:
+        try:
+            age = time.time() - taken.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age < UNREADABLE_GRACE:
+            os.rename(taken, path)  # its writer may still be at it: a later try
+            return
+        rejected = Path(self.transport_options["rejected_folder"])
+        rejected.mkdir(parents=True, exist_ok=True)
+        os.rename(taken, rejected / path.name)
+        log.error("message file %s cannot be read (%s): moved to %s", path.name, error,
+                  rejected)
 
     def restore_record(self, record: list[t.Any]) -> None:
         """Put a recorded message back at the front of its queues (redelivered)."""

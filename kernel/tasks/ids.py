@@ -171,10 +171,14 @@ def verify_task_id(secrets: tuple[str | bytes, ...], task_id: str,
     return found
 
 
+@functools.lru_cache(maxsize=1024)
 def describe_task_id(task_id: str) -> SignedId | None:
     """What a signed id says, *without* checking its MAC or age, for the parts that
     only ever see ids already verified at the edge (the result store, the lease
-    keeper's queue report); ``None`` when it does not have the form."""
+    keeper's queue report); ``None`` when it does not have the form.
+
+    Cached: ``/status`` verifies the id at the edge, then the store describes it.
+    """
     parts = task_id.split(".")
     if len(parts) != 3:
         return None

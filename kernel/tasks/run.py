@@ -57,6 +57,12 @@ PARAMS_FROM_REQUEST = {"$kernkoa": "params"}
 
 _OPTIONS_ATTR = "__kernkoa_task_options__"
 
+#: Seconds before its soft time limit a task's soft signal cannot be that limit.
+STRAY_MARGIN = 1.0
+
+#: Most runs again of a task stopped by signals meant for other tasks.
+STRAY_RERUNS = 3
+
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 
@@ -244,6 +250,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     celery: KernKoaCelery = task.app
     flask_app = celery.flask_app
     settings = celery.kernkoa_settings
+    begun = time.monotonic()  # about when the pool's timer of the soft limit started
     store = JobStore(task.app, fail_fast=False)
     if store.start(task.request.id, task.request.hostname, request_id_of(request)):
         raise Ignore()  # cancelled while queued: never starts
@@ -271,16 +278,23 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
             return result
         except TaskCancelled:
             state = "REVOKED"
-            log.info("task %s stopped: it was cancelled", task.request.id)
-            raise Ignore() from None
+            _stop_cancelled(store, task.request.id)
         except SoftTimeLimitExceeded:
             # Cancelling a running task sends the same signal as its soft time limit.
             if store.is_revoked(task.request.id):
                 state = "REVOKED"
-                log.info("task %s stopped: it was cancelled", task.request.id)
-                raise Ignore() from None
+                _stop_cancelled(store, task.request.id)
             limit = task.request.timelimit[1] if task.request.timelimit else None
             limit = limit or settings.TASK_SOFT_TIME_LIMIT
+            stray = not limit or time.monotonic() - begun + STRAY_MARGIN < limit
+            if stray and task.request.retries < STRAY_RERUNS:
+                # Not this task's limit, nor its cancellation: the signal of a
+                # cancellation meant for the task this process ran just before
+                # (Celery signals the process, which may have moved on). Run it again.
+                state = "RETRY"
+                log.warning("task %s stopped by a signal meant for another task: "
+                            "run again", task.request.id)
+                raise task.retry(countdown=0, max_retries=task.request.retries + 1) from None
             failure = TaskTimeLimitExceeded(
                 f"the task ran longer than its time limit of {limit} s and was stopped")
             raise failure from None
@@ -300,6 +314,14 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
 
 #: The worker strategy of the generic task: Celery's own, rate-limited per route.
 ROUTE_STRATEGY = "kernel.tasks.ratelimit:route_strategy"
+
+
+def _stop_cancelled(store: JobStore, task_id: str) -> t.NoReturn:
+    # The cancellation may be a record beside the result (an old-form id, or
+    # written by an older kernel): the result key then says REVOKED too.
+    store.fold_cancellation(task_id)
+    log.info("task %s stopped: it was cancelled", task_id)
+    raise Ignore() from None
 
 
 def register_tasks(celery: Celery) -> None:

@@ -2,13 +2,24 @@
 
 Celery reads an id it never heard of as ``PENDING``. The kernel's ids are
 signed (:mod:`kernel.tasks.ids`): an id that verifies was issued, and says by
-which route, so its record is Celery's meta and the cancellation record only.
+which route, so ``/status`` reads one key of it: Celery's result key, one ``GET``.
+A cancellation is Celery's ``REVOKED`` state stored in that key, and the
+result backends of :mod:`kernel.tasks.backends` never let a worker's later
+write replace it, so a task reads as ``REVOKED`` from then on whatever its
+worker does (or as its result, if it finished first).
+
 Ids of the old form (UUIDs, from a kernel before signed ids) had an *issued*
-marker written before publishing, and read as never issued without one: their
-marker is still read, until they expire. A cancellation is recorded the same way, so a task reads as
-``REVOKED`` from then on whatever its worker does later. Both live beside
-Celery's own result keys (never inside them: a worker may be writing those)
-and, on Redis, expire with the results.
+marker written before publishing, and read as never issued without one; their
+cancellation was a record of its own beside the result key (a worker may be
+writing that key, and Celery's ``SET`` would overwrite it). Both records are
+still read and written for those ids, until they expire. So are they on a
+result backend of another kind than Redis or the embedded file store, which
+has no conditional write. On Redis they expire with the results.
+
+A cancellation record for a *signed* id, as the kernel before this one wrote
+it, is not read by ``/status`` (that would be a second key on every read for
+a case that lasts one upgrade): the worker honours it, before the task starts
+and at each progress report, and folds it into the result key then.
 """
 
 from __future__ import annotations
@@ -23,32 +34,12 @@ from celery import states
 from celery.backends.redis import RedisBackend
 
 from ..catalog.access import AccessRule
+from .backends import GuardedBackend
 from .ids import describe_task_id
 from .ids import is_signed_form
 
 ISSUED_PREFIX = b"kernkoa-task-"
 REVOKED_PREFIX = b"kernkoa-revoked-"
-
-#: The key of a task's stored meta that holds the id of the request that started it.
-REQUEST_ID_KEY = "request_id"
-
-#: :meth:`JobStore.start` on Redis. KEYS: the cancellation record, Celery's
-#: result key; ARGV: the STARTED meta (JSON), its expiry in seconds (0: none).
-#: Returns 1, and stores nothing, when the task was cancelled.
-START_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 1
-end
-local ok, current = pcall(cjson.decode, redis.call('GET', KEYS[2]) or 'null')
-if ok and not (type(current) == 'table' and current['status'] == 'SUCCESS') then
-  if tonumber(ARGV[2]) > 0 then
-    redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-  else
-    redis.call('SET', KEYS[2], ARGV[1])
-  end
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -103,65 +94,89 @@ class JobStore:
         self._set(ISSUED_PREFIX + task_id.encode(),
                   {"route": route, "created": created, "access": access.as_record()})
 
-    def mark_revoked(self, task_id: str) -> None:
-        """Record that ``task_id`` was cancelled."""
+    def _guarded(self) -> GuardedBackend | None:
+        return self.backend if isinstance(self.backend, GuardedBackend) else None
+
+    def _call(self, func: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        if isinstance(self.backend, RedisBackend):
+            # A worker waits for a store that is away (None: retry until it is back).
+            policy = {"max_retries": 0 if self.fail_fast else None}
+            return self.backend.ensure(func, args, **policy)
+        return func(*args)
+
+    def mark_revoked(self, task_id: str) -> str | None:
+        """Cancel ``task_id``: it reads as ``REVOKED`` from now on, unless it has
+        finished, in which case nothing changes and its final state
+        (``SUCCESS``, ``FAILURE``) is returned.
+
+        A signed id's cancellation is ``REVOKED`` stored in its result key, in
+        one atomic step with the check; an old-form id's is a record of its own.
+        """
+        guarded = self._guarded()
+        if guarded is not None and is_signed_form(task_id):
+            found = self._call(guarded.cancel_task, task_id)
+            return None if found == states.REVOKED else t.cast("str | None", found)
         self._set(REVOKED_PREFIX + task_id.encode(), {"revoked": True})
+        return None
+
+    def fold_cancellation(self, task_id: str) -> None:
+        """Store ``REVOKED`` in the result key of ``task_id``, which its worker
+        found cancelled by a record beside it (an old-form id, or a kernel
+        before this one): ``/status`` of a signed id reads the result key only.
+        """
+        guarded = self._guarded()
+        if guarded is not None:
+            self._call(guarded.cancel_task, task_id)
 
     def start(self, task_id: str, hostname: str | None, request_id: str | None = None) -> bool:
         """Store Celery's STARTED state of ``task_id`` (the meta its
         ``task_track_started`` would store, and like it never over a SUCCESS
         of an earlier delivery, with the ``request_id`` of the request that
         started it); return whether the task was cancelled, in which case
-        nothing is stored.
+        nothing but that cancellation is stored.
 
-        On Redis one round trip does both, without announcing the state on the
-        task's channel: nobody waits for a task to start, only for it to end.
-        Celery's own write would read the old state first, then announce the
-        new one, for two round trips and a wake-up of every waiter.
+        On the result backends of :mod:`kernel.tasks.backends` one atomic step
+        does both (on Redis, one round trip), without announcing the state on
+        the task's channel: nobody waits for a task to start, only for it to end.
         """
-        result = {"pid": os.getpid(), "hostname": hostname}
-        if not isinstance(self.backend, RedisBackend):
-            if self.is_revoked(task_id):
-                return True
-            self.backend.store_result(task_id, result, states.STARTED)
-            return False
-        meta = {"status": states.STARTED, "result": result, "traceback": None,
-                "children": [], "date_done": None, "task_id": task_id}
-        if request_id is not None:
-            meta[REQUEST_ID_KEY] = request_id
-        # A worker waits for a store that is away (None: retry until it is back).
-        policy = {"max_retries": 0 if self.fail_fast else None}
-        return t.cast(bool, self.backend.ensure(self._redis_start, (task_id, meta), **policy))
-
-    def _redis_start(self, task_id: str, meta: dict[str, t.Any]) -> bool:
-        backend = t.cast(RedisBackend, self.backend)
-        script = backend.__dict__.get("kernkoa_start_script")
-        if script is None:
-            script = backend.__dict__["kernkoa_start_script"] = \
-                backend.client.register_script(START_SCRIPT)
-        keys = [REVOKED_PREFIX + task_id.encode(), backend.get_key_for_task(task_id)]
-        return bool(script(keys=keys, args=[backend.encode(meta), int(backend.expires or 0)]))
+        guarded = self._guarded()
+        if guarded is not None:
+            return bool(self._call(guarded.start_task, task_id, hostname,
+                                   REVOKED_PREFIX + task_id.encode(), request_id))
+        if self.is_revoked(task_id):
+            return True
+        self.backend.store_result(task_id, {"pid": os.getpid(), "hostname": hostname},
+                                  states.STARTED)
+        return False
 
     def is_revoked(self, task_id: str) -> bool:
-        """Whether ``task_id`` was cancelled."""
-        return self.backend.get(REVOKED_PREFIX + task_id.encode()) is not None
+        """Whether ``task_id`` was cancelled (the worker's check: both places
+        a cancellation may be kept, in one read)."""
+        record, meta = list(self.backend.mget(
+            [REVOKED_PREFIX + task_id.encode(), self.backend.get_key_for_task(task_id)]))
+        return record is not None or _status(self.backend.decode(meta) if meta else None) \
+            == states.REVOKED
 
     def read(self, task_id: str) -> TaskRecord:
         """The origin, the cancellation and Celery's meta of ``task_id``, in one read.
 
         A signed id was verified at the edge (``/status``): its origin is what it
-        says, and only the cancellation and the meta are read.
+        says, and only Celery's result key is read (one ``GET``), or on a result
+        backend without conditional writes, that key and the cancellation record.
         """
         key = task_id.encode()
         if is_signed_form(task_id):
             signed = describe_task_id(task_id)
-            revoked, meta = list(self.backend.mget(
-                [REVOKED_PREFIX + key, self.backend.get_key_for_task(task_id)]))
-            return TaskRecord(
-                issued=None if signed is None else signed.as_issued(),
-                revoked=revoked is not None,
-                meta=self.backend.decode(meta) if meta else None,
-            )
+            issued = None if signed is None else signed.as_issued()
+            result_key = self.backend.get_key_for_task(task_id)
+            if self._guarded() is not None:
+                raw = self.backend.get(result_key)
+                meta = self.backend.decode(raw) if raw else None
+                return TaskRecord(issued=issued, revoked=_status(meta) == states.REVOKED,
+                                  meta=meta)
+            revoked, raw = list(self.backend.mget([REVOKED_PREFIX + key, result_key]))
+            return TaskRecord(issued=issued, revoked=revoked is not None,
+                              meta=self.backend.decode(raw) if raw else None)
         keys = [ISSUED_PREFIX + key, REVOKED_PREFIX + key, self.backend.get_key_for_task(task_id)]
         issued, revoked, meta = list(self.backend.mget(keys))
         return TaskRecord(
@@ -171,3 +186,7 @@ class JobStore:
             # their type name and message.
             meta=self.backend.decode(meta) if meta else None,
         )
+
+
+def _status(meta: t.Any) -> t.Any:
+    return meta.get("status") if isinstance(meta, dict) else None

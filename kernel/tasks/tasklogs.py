@@ -36,9 +36,9 @@ from celery.utils.log import LoggingProxy
 from ..core.logs import REQUEST_ID
 from ..core.logs import TASK_ID
 from ..core.logs import KernKoaLogHandler
+from .backends import REQUEST_ID_KEY
 from .run import TASK_NAME
 from .run import request_id_of
-from .store import REQUEST_ID_KEY
 
 #: The attribute of a running task's Celery request holding its context tokens.
 _TOKENS = "kernkoa_log_tokens"

@@ -9,9 +9,11 @@ request per poll and still answers late by half a period on average.
 
 - On Redis the web process subscribes, for the length of the wait only, to the
   channel on which Celery's result backend announces each state it stores, and
-  reads the task's record again when a final state is announced. KernKoa's own
-  cancellation record announces nothing, so the record is also read every
-  :data:`RECHECK` seconds. Pub/sub connections are kept between waits
+  reads the task's record again when a final state is announced. A
+  cancellation is announced too (it is Celery's ``REVOKED`` state, stored by
+  :mod:`kernel.tasks.backends`), except that of an old-form id, a record of its
+  own that announces nothing: the record is also read every :data:`RECHECK`
+  seconds. Pub/sub connections are kept between waits
   (:class:`Subscribers`), subscribed to nothing in between.
 - On any other result store (the embedded file store) the record is read every
   :data:`POLL` seconds.
@@ -46,7 +48,7 @@ from .store import JobStore
 from .store import TaskRecord
 
 #: Seconds between two reads of the record on Redis, where a stored state
-#: wakes the wait at once and only a cancellation goes unannounced.
+#: wakes the wait at once and only an old-form id's cancellation goes unannounced.
 RECHECK = 0.25
 
 #: Seconds between two reads of the record on other result stores.

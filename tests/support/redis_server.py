@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import typing as t
 from pathlib import Path
 
@@ -38,3 +39,42 @@ class RedisServer(servers.RedisServer):
 
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
                            socket_connect_timeout=2)
+
+
+#: What the test sends Redis to mark the end of what it watched.
+SENTINEL = "kernkoa-test-sentinel"
+
+
+class Monitor:
+    """The commands Redis runs while it is watched (``MONITOR``), up to a sentinel.
+
+    ``commands`` grows while it watches; a Lua script's own commands follow it.
+    """
+
+    def __init__(self, server: RedisServer) -> None:
+        # Connected before the watch, so its handshake is not among the commands.
+        self._sentinel = server.client()
+        self._sentinel.ping()
+        self.commands: list[str] = []
+        import redis
+
+        # No read timeout: a watch may see nothing for a while.
+        self._monitor = redis.Redis(host="127.0.0.1", port=server.port,
+                                    socket_connect_timeout=2).monitor()
+        self._monitor.__enter__()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while True:
+            command = self._monitor.next_command()["command"]
+            if SENTINEL in command:
+                return
+            self.commands.append(command)
+
+    def stop(self) -> list[str]:
+        """Send the sentinel; every command seen before it."""
+        self._sentinel.echo(SENTINEL)
+        self._thread.join(timeout=10)
+        self._monitor.__exit__()
+        return self.commands

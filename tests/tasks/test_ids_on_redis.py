@@ -4,7 +4,6 @@ without the same secret key."""
 
 from __future__ import annotations
 
-import threading
 import time
 import typing as t
 
@@ -13,9 +12,11 @@ from flask import Flask
 
 from kernel.catalog.access import OPEN
 from kernel.tasks import ids
+from kernel.tasks.celeryapp import get_celery
 from kernel.tasks.ids import new_task_id
 from tests.support.catalogs import ControllerTree
 from tests.support.envelopes import assert_error
+from tests.support.redis_server import Monitor
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -31,38 +32,6 @@ class jobs:
 """
 
 SECRET = "the nodes' shared secret key, long and random enough"
-#: What the test sends Redis to mark the end of what it watched.
-SENTINEL = "kernkoa-test-sentinel"
-
-
-class Monitor:
-    """The commands Redis runs while it is watched (``MONITOR``), up to a sentinel."""
-
-    def __init__(self, server: RedisServer) -> None:
-        # Connected before the watch, so its handshake is not among the commands.
-        self._sentinel = server.client()
-        self._sentinel.ping()
-        self.commands: list[str] = []
-        self._monitor = server.client().monitor()
-        self._monitor.__enter__()
-        self._thread = threading.Thread(target=self._listen, daemon=True)
-        self._thread.start()
-
-    def _listen(self) -> None:
-        while True:
-            command = self._monitor.next_command()["command"]
-            if SENTINEL in command:
-                return
-            self.commands.append(command)
-
-    def stop(self) -> list[str]:
-        """Send the sentinel; every command seen before it."""
-        self._sentinel.echo(SENTINEL)
-        self._thread.join(timeout=10)
-        self._monitor.__exit__()
-        return self.commands
-
-
 def _node(tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer,
           secret: str) -> Flask:
     tree.write("jobs.py", CONTROLLER)
@@ -98,12 +67,42 @@ def test_status_sends_redis_nothing_for_ids_it_did_not_sign(
     assert_error(client.get(f"/status/{task_id}"), 404, "not_found")
     monkeypatch.undo()
     assert monitor.stop() == []
-    # The genuine id: one command, one MGET (the cancellation record, Celery's meta).
+    # The genuine id: one command, one GET of one key, Celery's own.
+    assert _status_commands(redis, client, task_id) == {"status": "PENDING"}
+
+
+def _status_commands(redis: RedisServer, client: t.Any, task_id: str) -> dict[str, t.Any]:
+    """``GET /status/<id>``'s body, once checked that Redis saw exactly one
+    ``GET`` of the task's result key, as Celery's ``AsyncResult(id).state`` sends."""
     monitor = Monitor(redis)
-    assert client.get(f"/status/{task_id}").get_json() == {"status": "PENDING"}
+    body: dict[str, t.Any] = client.get(f"/status/{task_id}").get_json()
     commands = monitor.stop()
-    assert len(commands) == 1 and commands[0].startswith("MGET "), commands
-    assert "kernkoa-task-" not in commands[0]  # no issued marker read
+    assert commands == [f"GET celery-task-meta-{task_id}"], commands
+    return body
+
+
+def test_status_is_one_get_whatever_the_task_did(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    app = _node(tree, make_app, redis, SECRET)
+    client = app.test_client()
+    celery = get_celery(app)
+    done, failed, cancelled = _started(app), _started(app), _started(app)
+    client.delete(f"/status/{_started(app)}")  # warm: the script is loaded in Redis
+    celery.backend.store_result(done, {"n": 2}, "SUCCESS")
+    celery.backend.store_result(failed, ValueError("boom"), "FAILURE")
+    monitor = Monitor(redis)
+    assert client.delete(f"/status/{cancelled}").get_json() == {"status": "REVOKED"}
+    # The cancellation: the view's read, then one script on the result key (MONITOR
+    # shows the commands it runs too), then Celery's revoke broadcast.
+    commands = monitor.stop()
+    assert commands[0] == f"GET celery-task-meta-{cancelled}", commands
+    assert commands[1].startswith("EVALSHA "), commands
+    assert len([c for c in commands if c.startswith("EVALSHA ")]) == 1, commands
+    assert not [c for c in commands if "kernkoa-revoked-" in c], commands
+    client.get(f"/status/{done}")  # warm
+    assert _status_commands(redis, client, done) == {"status": "SUCCESS", "data": {"n": 2}}
+    assert _status_commands(redis, client, failed)["status"] == "FAILURE"
+    assert _status_commands(redis, client, cancelled) == {"status": "REVOKED"}
 
 
 def test_the_trigger_writes_no_issued_marker(

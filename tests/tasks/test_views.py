@@ -241,14 +241,45 @@ def _check_start(app: Flask) -> None:
     assert meta["result"]["hostname"] == "worker@here"
     # Celery's own reader sees the state it would have stored itself.
     assert celery.AsyncResult("t-1").state == "STARTED"
-    store.mark_revoked("t-2")
+    store.mark_revoked("t-2")  # an old-form id: a record beside the result
     assert store.start("t-2", "worker@here") is True
-    assert store.read("t-2").meta is None  # a cancelled task never reads as started
+    # A cancelled task never reads as started: the record is folded into the result.
+    assert celery.AsyncResult("t-2").state == "REVOKED"
+    _check_cancellation_in_the_result(celery, store)
     # A task delivered again after it succeeded (its worker died before the
     # acknowledgement) keeps showing its success while it runs again.
     celery.backend.store_result("t-3", 5, "SUCCESS")
     assert store.start("t-3", "worker@here") is False
     assert celery.AsyncResult("t-3").state == "SUCCESS"
+
+
+def _check_cancellation_in_the_result(celery: t.Any, store: t.Any) -> None:
+    from celery.exceptions import TaskRevokedError
+
+    from kernel.tasks.store import REVOKED_PREFIX
+
+    signed = "c2lnbmVk.AAAA.bWFj"  # the form of a signed id (checked at the edge only)
+    assert store.mark_revoked(signed) is None
+    assert store.backend.get(REVOKED_PREFIX + signed.encode()) is None  # no record of its own
+    record = store.read(signed)
+    assert record.revoked and record.meta["status"] == "REVOKED"
+    with pytest.raises(TaskRevokedError):  # what a Celery client reads
+        celery.AsyncResult(signed).get(timeout=5)
+    assert store.start(signed, "worker@here") is True
+    # No write of a worker replaces it: STARTED, progress, a retry, a failure, a result.
+    for state, result in (("STARTED", {}), ("PROGRESS", {"current": 1}),
+                          ("RETRY", ValueError("again")), ("FAILURE", ValueError("x")),
+                          ("SUCCESS", 5)):
+        celery.backend.store_result(signed, result, state)
+        assert store.read(signed).meta["status"] == "REVOKED", state
+    assert store.mark_revoked(signed) is None  # cancelling twice is no error
+    # A task that finished first keeps its state: the cancellation says so.
+    for state, result in (("SUCCESS", 5), ("FAILURE", ValueError("x"))):
+        done = f"ZG9uZQ.AAAA.{state}"
+        celery.backend.store_result(done, result, state)
+        assert store.mark_revoked(done) == state
+        assert store.read(done).meta["status"] == state
+        assert not store.is_revoked(done)
 
 
 def test_start_stores_started_and_tells_a_cancellation(
