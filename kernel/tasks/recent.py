@@ -2,18 +2,24 @@
 tasks page (:mod:`kernel.pages.tasks`).
 
 Each task has a small record beside Celery's result: its route, who triggered
-it and under which request id, when it was triggered, started and finished,
-and its last state. The web side writes it just before publishing (in the
-same guarded call: a broker that is down writes nothing), the worker when the
-task starts and ends. Its live state and progress are Celery's own meta, read
-with the record.
+it and under which request id, when it was triggered, started and finished.
+Its live state and progress are Celery's own meta, read with the record.
+
+The trigger writes nothing for it: who triggered the task and when travel in
+the message's :data:`TRIGGER_HEADER`, so a trigger stays the one publish of
+issue 19. The worker writes the record when it takes the task (one command:
+the record, its place in the index and the cut, :data:`RECORD_SCRIPT`), and
+its end. A task therefore shows once a worker has taken it, a cancelled one
+too; the tasks still waiting in a queue are counted there, not listed.
 
 - **Redis**: a hash ``kernkoa-recent-<id>`` per task and a sorted set
   ``kernkoa-recent`` of the ids by trigger time, cut to ``RECENT_TASKS`` at
-  each trigger; both expire with the results (``RESULT_EXPIRES``).
+  each start; both expire with the results (``RESULT_EXPIRES``).
 - **Embedded**: one JSON file per task under ``VAR/celery/recent/``, written
-  whole; each trigger deletes the oldest beyond ``RECENT_TASKS`` and those
-  older than ``RESULT_EXPIRES``.
+  whole; every ``RECENT_TASKS // 10`` starts of a process (each start for a small
+  index), the oldest beyond ``RECENT_TASKS`` and those older than
+  ``RESULT_EXPIRES`` are deleted, so the folder holds about ``1.1 * RECENT_TASKS``
+  files at most and a start lists it a bounded, amortised ten entries' worth.
 - Other result stores keep no index: the page lists no tasks.
 """
 
@@ -48,11 +54,14 @@ RECENT_KEY = "kernkoa-recent"
 #: ``RECENT_PREFIX + id``: the hash of one recent task (Redis).
 RECENT_PREFIX = "kernkoa-recent-"
 
-#: :meth:`RedisRecent.triggered`. KEYS: the index, the task's hash; ARGV: the id, the
-#: time, the index's size, the expiry in seconds (0: none), the route, then the other
-#: fields of the record as name, value pairs.
-TRIGGER_SCRIPT = """
-redis.call('HSET', KEYS[2], 'route', ARGV[5], 'created', ARGV[2], unpack(ARGV, 6))
+#: The message header that carries who triggered a task and when (:func:`trigger_details`).
+TRIGGER_HEADER = "kernkoa_trigger"
+
+#: :meth:`RedisRecent.started`. KEYS: the index, the task's hash; ARGV: the id, its
+#: trigger time, the index's size, the expiry in seconds (0: none), then the fields of
+#: the record as name, value pairs.
+RECORD_SCRIPT = """
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
 local expires = tonumber(ARGV[4])
@@ -67,22 +76,41 @@ end
 _FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 
 
-def trigger_details() -> dict[str, str]:
-    """Who triggers the task being sent: the identity's name and the request id
-    (empty when anonymous, or outside a request)."""
-    if not has_request_context():
-        return {"identity": "", "request_id": ""}
-    identity = current_identity()
-    request_id = g.get("request_id")
-    return {"identity": identity.name if identity is not None else "",
-            "request_id": request_id if isinstance(request_id, str) else ""}
+#: What a worker keeps of a :data:`TRIGGER_HEADER`: names and longest values.
+_TRIGGER_FIELDS = {"identity": 200, "request_id": 200}
+
+
+def trigger_details() -> dict[str, t.Any]:
+    """The :data:`TRIGGER_HEADER` of the task being sent: when, and who triggers it
+    (the identity's name and the request id, empty when anonymous or outside a request)."""
+    details: dict[str, t.Any] = {"created": time.time(), "identity": "", "request_id": ""}
+    if has_request_context():
+        identity = current_identity()
+        request_id = g.get("request_id")
+        details["identity"] = identity.name if identity is not None else ""
+        details["request_id"] = request_id if isinstance(request_id, str) else ""
+    return details
+
+
+def started_record(header: t.Any, route: str, started: float | None,
+                   worker: str | None) -> dict[str, t.Any]:
+    """The record a worker writes when it takes a task, from its message's
+    :data:`TRIGGER_HEADER` (anything but what :func:`trigger_details` writes is
+    dropped: a message from an older kernel has none, and shows no identity)."""
+    header = header if isinstance(header, dict) else {}
+    created = _number(header.get("created"))
+    record: dict[str, t.Any] = {
+        name: str(header.get(name) or "")[:longest] for name, longest in _TRIGGER_FIELDS.items()}
+    return {"route": route, "created": created if created is not None else time.time(),
+            **record, "started": started, "finished": None, "worker": worker or ""}
 
 
 class RecentIndex(t.Protocol):
     """Where the records of the recent tasks are kept."""
 
-    def triggered(self, task_id: str, route: str, details: dict[str, str]) -> None:
-        """Record a task about to be published (and cut the index to its size)."""
+    def started(self, task_id: str, record: dict[str, t.Any]) -> None:
+        """Write the record of a task a worker takes (:func:`started_record`), and cut
+        the index to its size."""
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
         """Update the record of ``task_id`` with ``fields`` (started, finished, worker)."""
@@ -102,15 +130,19 @@ class RedisRecent:
         self.size = size
         self.expires = expires
 
-    def triggered(self, task_id: str, route: str, details: dict[str, str]) -> None:
-        """One command (:data:`TRIGGER_SCRIPT`): the record, its place in the index, the cut."""
+    def started(self, task_id: str, record: dict[str, t.Any]) -> None:
+        """One command (:data:`RECORD_SCRIPT`): the record, its place in the index, the
+        cut (the worker's retries wait for Redis)."""
         script = self.backend.__dict__.get("kernkoa_recent_script")
         if script is None:
             script = self.backend.__dict__["kernkoa_recent_script"] = \
-                self.backend.client.register_script(TRIGGER_SCRIPT)
-        fields = [item for pair in details.items() for item in pair]
-        script(keys=[RECENT_KEY, RECENT_PREFIX + task_id],
-               args=[task_id, repr(time.time()), self.size, int(self.expires or 0), route, *fields])
+                self.backend.client.register_script(RECORD_SCRIPT)
+        fields = [item for name, value in record.items()
+                  for item in (name, "" if value is None else str(value))]
+        self.backend.ensure(lambda: script(
+            keys=[RECENT_KEY, RECENT_PREFIX + task_id],
+            args=[task_id, repr(record["created"]), self.size, int(self.expires or 0), *fields]),
+            ())
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
         """Set ``fields`` on the record (the worker's retries wait for Redis)."""
@@ -163,13 +195,23 @@ class FileRecent:
             return None  # deleted meanwhile, or not one of ours
         return record if isinstance(record, dict) else None
 
-    def triggered(self, task_id: str, route: str, details: dict[str, str]) -> None:
-        """Write the record, then delete the oldest beyond the size and the expired."""
+    def started(self, task_id: str, record: dict[str, t.Any]) -> None:
+        """Write the record; every :attr:`prune_every` writes, delete the oldest beyond
+        the size and the expired."""
         path = self._path(task_id)
         if path is None:
             return
-        write_private(path, json.dumps({"route": route, "created": time.time(), **details}))
-        self._prune()
+        write_private(path, json.dumps(record))
+        writes = _WRITES[self.folder] = _WRITES.get(self.folder, 0) + 1
+        if writes >= self.prune_every:
+            _WRITES[self.folder] = 0
+            self._prune()
+
+    @property
+    def prune_every(self) -> int:
+        """Writes between two prunings: a tenth of the size (a listing of the folder
+        costs its whole size, so about ten entries a write)."""
+        return max(1, self.size // 10)
 
     def _entries(self) -> list[os.DirEntry[str]]:
         try:
@@ -213,6 +255,10 @@ class FileRecent:
         return records[:limit]
 
 
+#: Writes of this process into each index folder since its last pruning.
+_WRITES: dict[Path, int] = {}
+
+
 def _mtime(entry: os.DirEntry[str]) -> float:
     try:
         return entry.stat().st_mtime
@@ -239,6 +285,17 @@ def recent_index(celery: Celery) -> RecentIndex | None:
     if isinstance(backend, FilesystemBackend):
         return FileRecent(Path(os.fsdecode(backend.path)).parent / "recent", size, expires)
     return None
+
+
+def note_started(celery: Celery, task_id: str, record: dict[str, t.Any]) -> None:
+    """The worker's side, when it takes a task: write its record (:func:`started_record`);
+    a store that is away costs the record, never the task."""
+    try:
+        index = recent_index(celery)
+        if index is not None:
+            index.started(task_id, record)
+    except Exception as error:
+        log.warning("task %s: cannot write its recent-tasks record: %r", task_id, error)
 
 
 def note_change(celery: Celery, task_id: str, **fields: t.Any) -> None:

@@ -32,7 +32,10 @@ from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
 from ..web.state import state_of
+from .recent import TRIGGER_HEADER
 from .recent import note_change
+from .recent import note_started
+from .recent import started_record
 from .store import JobStore
 
 if t.TYPE_CHECKING:  # the Celery app imports this module to register the task
@@ -228,10 +231,13 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     flask_app = celery.flask_app
     settings = celery.kernkoa_settings
     store = JobStore(task.app, fail_fast=False)
-    if store.start(task.request.id, task.request.hostname):
+    cancelled = store.start(task.request.id, task.request.hostname)
+    # Listed on the tasks page from now on, a task cancelled while queued too.
+    note_started(celery, task.request.id, started_record(
+        task.request.get(TRIGGER_HEADER), route, None if cancelled else time.time(),
+        task.request.hostname))
+    if cancelled:
         raise Ignore()  # cancelled while queued: never starts
-    note_change(celery, task.request.id, started=time.time(), finished=None,
-                worker=task.request.hostname)
     with flask_app.test_request_context(**request_context_args(request, route)):
         target, endpoint = state_of(flask_app).catalog.resolve(route)
         if not endpoint.is_celery:
