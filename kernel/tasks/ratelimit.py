@@ -21,6 +21,7 @@ up to N times the rate.
 
 from __future__ import annotations
 
+import math
 import typing as t
 from collections import deque
 
@@ -41,6 +42,25 @@ TokenBucket = t.cast(t.Callable[..., t.Any], limits.TokenBucket)
 Delivery = tuple[t.Any, t.Any, t.Any, t.Any, t.Any]
 
 
+def tasks_per_second(limit: t.Any) -> float:
+    """The rate of a ``rate_limit`` in Celery's form (``"10/s"``, ``"5/m"``, ``"100/h"``,
+    or a number per second).
+
+    :raises ValueError: unless it is such a limit, above zero and finite (a bool, bytes,
+        ``"nan/s"`` or ``"inf/s"`` are no rate: a token bucket filled at NaN never
+        schedules its next release).
+    """
+    if isinstance(limit, bool) or not isinstance(limit, (str, int, float)):
+        raise ValueError(f"not a rate limit: {limit!r}")
+    try:
+        per_second = float(rate(limit))
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"not a rate limit: {limit!r}") from None
+    if not (math.isfinite(per_second) and per_second > 0):
+        raise ValueError(f"not a rate limit: {limit!r}")
+    return per_second
+
+
 class RouteLimiter:
     """The token buckets of one consumer, one per rate-limited route.
 
@@ -56,7 +76,7 @@ class RouteLimiter:
 
     def bucket(self, route: str, limit: str) -> t.Any:
         """The bucket of ``route``, refilled at ``limit`` (the latest one a message said)."""
-        per_second = rate(limit)
+        per_second = tasks_per_second(limit)
         bucket = self.buckets.get(route)
         if bucket is None:
             bucket = self.buckets[route] = TokenBucket(per_second, capacity=1)
@@ -72,7 +92,7 @@ class RouteLimiter:
         limit, route = headers.get(RATE_LIMIT_HEADER), headers.get("shadow")
         try:
             bucket = self.bucket(route, limit) if limit and isinstance(route, str) else None
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             bucket = None  # a malformed header limits nothing
         if bucket is None or not isinstance(route, str):
             return self.handle(message, body, ack, reject, callbacks, **kwargs)

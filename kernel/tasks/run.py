@@ -21,7 +21,6 @@ from celery import Celery
 from celery import Task
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.utils.time import rate
 from werkzeug.datastructures import MultiDict
 
 from ..catalog.binding import PARAMS_NAME
@@ -32,6 +31,7 @@ from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
 from ..web.state import state_of
+from .ratelimit import tasks_per_second
 from .recent import TRIGGER_HEADER
 from .recent import note_change
 from .recent import note_started
@@ -94,12 +94,10 @@ def task_options(
     """
     if rate_limit is not None:
         try:
-            per_second = rate(rate_limit)
-        except (ValueError, KeyError, TypeError):
-            per_second = -1.0
-        if not per_second or per_second < 0:
+            tasks_per_second(rate_limit)
+        except ValueError:
             raise ValueError(f"rate_limit must be like '10/s', '5/m' or '100/h', "
-                             f"not {rate_limit!r}")
+                             f"not {rate_limit!r}") from None
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
                                  or not 0 <= priority <= MAX_PRIORITY):
         raise ValueError(f"priority must be an integer from 0 to {MAX_PRIORITY}")

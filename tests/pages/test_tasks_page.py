@@ -192,7 +192,10 @@ def test_task_options_take_celery_options_and_refuse_bad_ones() -> None:
         "retry_delay": 5.0, "rate_limit": "10/s", "priority": 0, "expires": 1.5}
     assert options_of(task_options(rate_limit=3)(method))["rate_limit"] == 3
     for bad in ({"rate_limit": "fast"}, {"rate_limit": "10/y"}, {"rate_limit": "0/s"},
-                {"rate_limit": -1}, {"priority": 10}, {"priority": -1}, {"priority": True},
+                {"rate_limit": -1}, {"rate_limit": True}, {"rate_limit": "nan/s"},
+                {"rate_limit": "inf/s"}, {"rate_limit": float("nan")},
+                {"rate_limit": float("inf")}, {"rate_limit": b"10/s"}, {"rate_limit": [1]},
+                {"priority": 10}, {"priority": -1}, {"priority": True},
                 {"priority": 1.5}, {"expires": 0}, {"expires": "soon"}, {"expires": True}):
         with pytest.raises(ValueError):
             task_options(**bad)

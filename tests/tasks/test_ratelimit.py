@@ -83,6 +83,8 @@ def test_a_malformed_limit_limits_nothing() -> None:
     handled: list[str] = []
     limiter = RouteLimiter(lambda message, *rest: handled.append(message.delivery_tag),
                            Consumer())
-    for tag in ("x1", "x2"):
-        limiter(Message(tag, "/a/A/x_celery", "often"), {}, None, None, None)
-    assert handled == ["x1", "x2"] and not ratelimit.HELD
+    tags = [f"x{number}" for number in range(8)]
+    for tag, limit in zip(tags, ["often", "nan/s", "inf/s", "-1/s", "0/s", ["1/s"], True, 7j],
+                          strict=True):
+        limiter(Message(tag, "/a/A/x_celery", limit), {}, None, None, None)
+    assert handled == tags and not ratelimit.HELD
