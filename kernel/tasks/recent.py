@@ -344,7 +344,7 @@ def describe(record: dict[str, t.Any], stored: TaskRecord, now: float) -> dict[s
     ``duration`` runs until the task finishes.
     """
     route = record.get("route")
-    if not route:
+    if not route or not isinstance(route, str):  # a file written by hand is no route
         signed = describe_task_id(record["id"])
         route = signed.route if signed is not None else ""
     body = status_body(stored)

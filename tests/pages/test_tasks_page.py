@@ -267,3 +267,18 @@ def test_a_task_cancelled_while_queued_is_listed_as_revoked(
     [task] = client.get("/_kernkoa/tasks?format=json").get_json()["tasks"]
     assert task["id"] == task_id and task["state"] == "REVOKED"
     assert task["started"] is None and task["created"]
+
+
+@pytest.mark.parametrize("junk", ['{"route": 5}', '{"route": ["a"], "started": {"x": 1}}',
+                                  '{"route": null, "created": "soon", "identity": [1]}',
+                                  '[1, 2]', '"text"', '', '{"route": "/a/B/c_celery"'])
+def test_a_corrupt_index_file_is_no_500(jobs_app: t.Callable[..., Flask], tmp_path: Path,
+                                        junk: str) -> None:
+    app = jobs_app()
+    client = app.test_client()
+    _trigger(client, "/shop/Jobs/plain_celery")
+    run_queued(app, queued_messages(tmp_path / "var"))
+    (tmp_path / "var" / "celery" / "recent" / "hand-written.json").write_text(junk)
+    answer = client.get("/_kernkoa/tasks?format=json")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert "/shop/Jobs/plain_celery" in answer.get_json()["counts"]
