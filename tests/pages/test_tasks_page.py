@@ -9,7 +9,6 @@ The live page, Flower and the rate limit on real parts: tests/tasks/test_operati
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import typing as t
@@ -19,18 +18,16 @@ import pytest
 from celery.exceptions import Ignore
 from flask import Flask
 
-from kernel.tasks.enqueue import celery_and_breaker
-from kernel.tasks.recent import TRIGGER_HEADER
 from kernel.tasks.recent import FileRecent
 from kernel.tasks.recent import started_record
-from kernel.tasks.run import TASK_NAME
 from kernel.tasks.run import options_of
-from kernel.tasks.run import run_controller
 from kernel.tasks.run import task_options
 from tests.support.auth import KEY
 from tests.support.auth import bearer
 from tests.support.auth import token
 from tests.support.catalogs import ControllerTree
+from tests.support.tasks import queued_messages
+from tests.support.tasks import run_queued
 
 JOBS = '''
 from kernkoa import *
@@ -61,30 +58,6 @@ def _trigger(client: t.Any, route: str, **headers: str) -> str:
     answer = client.post(route, json={}, headers=headers)
     assert answer.status_code == 202, answer.get_data(as_text=True)
     return t.cast(str, answer.get_json()["id"])
-
-
-def queued_messages(var: Path) -> list[dict[str, t.Any]]:
-    """The messages waiting in the embedded broker's queue, oldest first."""
-    paths = sorted((var / "celery" / "queue").glob("*.msg"), key=lambda p: p.stat().st_mtime_ns)
-    return [json.loads(path.read_text()) for path in paths]
-
-
-def run_queued(app: Flask, messages: list[dict[str, t.Any]]) -> None:
-    """Run ``messages`` as a worker would: the generic task, its request carrying
-    the message's headers (the worker's own start and end writes included; the
-    result is Celery's tracer's to store, so each task reads as STARTED)."""
-    with app.app_context():
-        celery, _ = celery_and_breaker()
-    task = celery.tasks[TASK_NAME]
-    for message in messages:
-        headers = message["headers"]
-        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-        task.push_request(id=headers["id"], hostname="w1@test",
-                          **{TRIGGER_HEADER: headers.get(TRIGGER_HEADER)})
-        try:
-            run_controller(task, **kwargs)
-        finally:
-            task.pop_request()
 
 
 def test_json_lists_the_tasks_taken_newest_first_with_counts_and_queues(
