@@ -58,11 +58,16 @@ RECENT_PREFIX = "kernkoa-recent-"
 TRIGGER_HEADER = "kernkoa_trigger"
 
 #: :meth:`RedisRecent.started`. KEYS: the index, the task's hash; ARGV: the id, its
-#: trigger time, the index's size, the expiry in seconds (0: none), then the fields of
-#: the record as name, value pairs.
+#: trigger time, the index's size, the expiry in seconds (0: none), the hashes' prefix,
+#: then the fields of the record as name, value pairs. The hashes of the ids cut from
+#: the index are deleted with them (only the index finds them; left to expire, a busy
+#: kernel would keep a day of them).
 RECORD_SCRIPT = """
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -tonumber(ARGV[3]) - 1)) do
+  redis.call('DEL', ARGV[5] .. id)
+end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
 local expires = tonumber(ARGV[4])
 if expires > 0 then
@@ -141,7 +146,8 @@ class RedisRecent:
                   for item in (name, "" if value is None else str(value))]
         self.backend.ensure(lambda: script(
             keys=[RECENT_KEY, RECENT_PREFIX + task_id],
-            args=[task_id, repr(record["created"]), self.size, int(self.expires or 0), *fields]),
+            args=[task_id, repr(record["created"]), self.size, int(self.expires or 0),
+                  RECENT_PREFIX, *fields]),
             ())
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:

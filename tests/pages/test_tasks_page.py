@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import typing as t
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import pytest
 from celery.exceptions import Ignore
 from flask import Flask
 
+from kernel.tasks.enqueue import celery_and_breaker
 from kernel.tasks.recent import FileRecent
+from kernel.tasks.recent import recent_index
 from kernel.tasks.recent import started_record
 from kernel.tasks.run import options_of
 from kernel.tasks.run import task_options
@@ -255,3 +258,57 @@ def test_a_corrupt_index_file_is_no_500(jobs_app: t.Callable[..., Flask], tmp_pa
     answer = client.get("/_kernkoa/tasks?format=json")
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert "/shop/Jobs/plain_celery" in answer.get_json()["counts"]
+
+
+def _from_threads(write: t.Callable[[int], None], count: int = 50, each: int = 20) -> None:
+    """``write(n)`` for ``count * each`` numbers, from ``count`` threads at once."""
+    start = threading.Barrier(count)
+
+    def work(first: int) -> None:
+        start.wait(timeout=30)
+        for number in range(first, first + each):
+            write(number)
+
+    threads = [threading.Thread(target=work, args=(n * each,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_the_file_index_stays_bounded_under_50_threads(tmp_path: Path) -> None:
+    index = FileRecent(tmp_path / "recent", size=30, expires=3600)
+    errors: list[BaseException] = []
+
+    def write(number: int) -> None:
+        try:
+            index.started(f"t-{number}", started_record(None, "/a/B/c_celery", None, None))
+            index.latest(30)
+        except BaseException as error:  # noqa: BLE001 - collected for the assert
+            errors.append(error)
+
+    _from_threads(write)
+    assert errors == []
+    # Each pruning keeps 30; the writes between two prunings (3 per thread at most) add.
+    assert len(list((tmp_path / "recent").iterdir())) <= 30 + 50 * 3
+    index.started("last", started_record(None, "/a/B/c_celery", None, None))
+    index._prune()
+    assert len(list((tmp_path / "recent").iterdir())) == 30
+
+
+@pytest.mark.redis
+def test_the_redis_index_stays_bounded_under_50_threads(
+        jobs_app: t.Callable[..., Flask], redis: t.Any) -> None:
+    app = jobs_app(BROKER_URL=redis.url, RESULT_BACKEND=redis.url, RECENT_TASKS=30)
+    with app.app_context():
+        celery, _ = celery_and_breaker()
+    index = recent_index(celery)
+    assert index is not None
+    _from_threads(lambda n: index.started(
+        f"t-{n}", started_record({"created": float(n)}, "/a/B/c_celery", None, None)))
+    store = redis.client()
+    assert store.zcard("kernkoa-recent") == 30
+    assert len(store.keys("kernkoa-recent-*")) == 30  # the records cut went with them
+    # The newest by trigger time are kept, whatever order the threads wrote in.
+    assert [r["id"] for r in index.latest(3)] == ["t-999", "t-998", "t-997"]
