@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -106,7 +107,9 @@ def started_record(header: t.Any, route: str, started: float | None,
     created = _number(header.get("created"))
     record: dict[str, t.Any] = {
         name: str(header.get(name) or "")[:longest] for name, longest in _TRIGGER_FIELDS.items()}
-    return {"route": route, "created": created if created is not None else time.time(),
+    if created is None or not math.isfinite(created):
+        created = time.time()  # an infinite score would cut the whole index as expired
+    return {"route": route, "created": created,
             **record, "started": started, "finished": None, "worker": worker or ""}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import typing as t
 from pathlib import Path
 
@@ -312,3 +313,11 @@ def test_the_redis_index_stays_bounded_under_50_threads(
     assert len(store.keys("kernkoa-recent-*")) == 30  # the records cut went with them
     # The newest by trigger time are kept, whatever order the threads wrote in.
     assert [r["id"] for r in index.latest(3)] == ["t-999", "t-998", "t-997"]
+
+
+
+@pytest.mark.parametrize("created", ["inf", "-inf", "nan", float("inf"), "soon", None, [1]])
+def test_a_trigger_time_that_is_no_time_is_the_start_time(created: t.Any) -> None:
+    before = time.time()
+    record = started_record({"created": created}, "/a/B/c_celery", None, None)
+    assert before <= record["created"] <= time.time()
