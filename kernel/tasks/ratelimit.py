@@ -72,7 +72,7 @@ class RouteLimiter:
     """
 
     #: Most held messages that raise the prefetch at once. Without a bound, a worker
-    #: takes a slow route's whole backlog (1,000 queued ``1/m`` tasks: 1,000 messages
+    #: takes a slow route's whole backlog (1,000 queued ``1/m`` tasks: 999 messages
     #: held by one worker, none left for the others), and a backlog larger than its
     #: memory kills it, then the next worker that takes it back.
     most_raised = 1000

@@ -18,8 +18,8 @@ too; the tasks still waiting in a queue are counted there, not listed.
 - **Embedded**: one JSON file per task under ``VAR/celery/recent/``, written
   whole; every ``RECENT_TASKS // 10`` starts of a process (each start for a small
   index), the oldest beyond ``RECENT_TASKS`` and those older than
-  ``RESULT_EXPIRES`` are deleted, so the folder holds about ``1.1 * RECENT_TASKS``
-  files at most and a start lists it a bounded, amortised ten entries' worth.
+  ``RESULT_EXPIRES`` are deleted: the folder holds about ``1.1 * RECENT_TASKS``
+  files, and a start costs, averaged, the listing of about ten of them.
 - Other result stores keep no index: the page lists no tasks.
 """
 
@@ -121,7 +121,7 @@ class RecentIndex(t.Protocol):
         the index to its size."""
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
-        """Update the record of ``task_id`` with ``fields`` (started, finished, worker)."""
+        """Update the record of ``task_id`` with ``fields`` (when it finished)."""
 
     def latest(self, limit: int) -> list[dict[str, t.Any]]:
         """The records of the ``limit`` most recent tasks, newest first (``id`` included)."""
