@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.installed-run
 PORT ?=
 
 # Programs the test suite runs for real, from the distribution when missing.
-SYSTEM_TOOLS := curl:curl redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk valgrind:valgrind
+SYSTEM_TOOLS := curl:curl redis-server:redis-server nginx:nginx-light shellcheck:shellcheck chromium:chromium wrk:wrk valgrind:valgrind prometheus:prometheus
 
 # Extra arguments for the benchmarks, e.g. make bench BENCH_ARGS="--only dispatch --rounds 7".
 BENCH_ARGS ?=
@@ -46,7 +46,7 @@ system-tools:
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing >/dev/null; \
 	fi
 
 test: install lint typecheck system-tools

@@ -88,6 +88,13 @@ HEALTH = True
 #: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
 HEALTH_TIMEOUT = 3.0
 
+#: Count requests, tasks and controller reloads and serve them at
+#: /_kernkoa/metrics in Prometheus' text format, summed over every uWSGI
+#: process (files under VAR/metrics/web). Off: no endpoint (404) and no cost
+#: per request. Who may read it follows the pages' rule (PAGES_AUTH). Workers
+#: serve theirs with `kernkoa worker --metrics-port N` (docs/operations.md).
+METRICS = False
+
 #: Longest accepted URL path, in characters.
 MAX_PATH_LENGTH = 1024
 
@@ -129,6 +136,14 @@ ADDONS = []
 
 #: Folder of the add-on modules, relative to the project root.
 ADDONS_FOLDER = "system/addons"
+
+#: How the web process and the workers write their log lines (to stderr: the uWSGI
+#: log, the worker's log): "text" for people, or "json", one JSON object per line
+#: (time, level, logger, message, request_id, task_id, and the access_log add-on's
+#: fields) for a log shipper. Every line written while a request or a task runs
+#: carries its request id (docs/operations.md, "Logs"). A deployment that
+#: configures Python logging itself keeps its own handlers.
+LOG_FORMAT = "text"
 
 # --- Access (see SECURITY.md) ------------------------------------------------------
 
@@ -266,3 +281,10 @@ SCHEDULE_TIMEZONE = "UTC"
 #: Seconds ``kernkoa beat`` holds the deployment's beat lock on Redis without
 #: renewing it (it renews every second); another beat takes over after that.
 BEAT_LEASE = 10.0
+#: Port where `kernkoa worker` serves the metrics of its tasks and of every
+#: process of its pool, for Prometheus (0: none). `--metrics-port` wins.
+WORKER_METRICS_PORT = 0
+
+#: Address of that port: loopback unless a scraper on another host must reach
+#: it (the metrics are not behind a login). `--metrics-host` wins.
+WORKER_METRICS_HOST = "127.0.0.1"

@@ -46,6 +46,11 @@ Options:
   --pages          serve the kernel pages (/_kernkoa/endpoints, info,
                    openapi.json, docs), off by default; /_kernkoa/health is
                    always served
+  --metrics        serve Prometheus metrics at /_kernkoa/metrics (behind the
+                   pages' login rule; docs/operations.md), off by default
+  --worker-metrics-port PORT
+                   the Celery worker serves its metrics on 127.0.0.1:PORT
+                   (default 0: none)
   --no-systemd     no service user, no systemd, no system nginx: start uWSGI
                    (whose master keeps the worker running) and a private nginx
                    in the background as the invoking user (containers, CI,
@@ -64,6 +69,8 @@ PORT=80
 BROKER=""
 SERVER_NAME=""
 PAGES=false
+METRICS=false
+WORKER_METRICS_PORT=0
 SYSTEMD=1
 ACTION=install
 GRACE=${KERNKOA_STOP_GRACE:-15}
@@ -84,6 +91,8 @@ while [ $# -gt 0 ]; do
         --broker) BROKER=$2; shift 2 ;;
         --server-name) SERVER_NAME=$2; shift 2 ;;
         --pages) PAGES=true; shift ;;
+        --metrics) METRICS=true; shift ;;
+        --worker-metrics-port) WORKER_METRICS_PORT=$2; shift 2 ;;
         --secret-file)
             if ! [ -f "$2" ] || ! [ -r "$2" ]; then
                 echo "setup.sh: --secret-file: cannot read $2" >&2
@@ -133,6 +142,11 @@ check_count --processes "$PROCESSES" 1
 check_count --threads "$THREADS" 1
 check_count --harakiri "$HARAKIRI" 1
 check_count --reload-on-rss "$RELOAD_ON_RSS" 0
+check_count --worker-metrics-port "$WORKER_METRICS_PORT" 0
+if [ "$WORKER_METRICS_PORT" -gt 65535 ]; then
+    echo "setup.sh: --worker-metrics-port takes a port, not $WORKER_METRICS_PORT" >&2
+    exit 2
+fi
 if [ "$THREADS" -gt 1 ]; then
     echo "setup.sh: with $THREADS threads per process, harakiri cannot stop a runaway" \
          "request while the other threads serve (docs/operations.md)" >&2
@@ -224,6 +238,8 @@ sys.exit(is_known_secret(sys.stdin.read()))' <<< "$SECRET"); then
         # Quiet whatever the invoking shell exports (--no-systemd sources this file).
         echo "KERNKOA_DEBUG=false"
         echo "KERNKOA_PAGES=$PAGES"
+        echo "KERNKOA_METRICS=$METRICS"
+        echo "KERNKOA_WORKER_METRICS_PORT=$WORKER_METRICS_PORT"
         echo "KERNKOA_TRUSTED_HOSTS=$trusted"
         echo "KERNKOA_PROCESSES=$PROCESSES"
         echo "KERNKOA_THREADS=$THREADS"

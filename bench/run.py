@@ -27,6 +27,7 @@ from . import dispatch_bench
 from . import footprint
 from . import inprocess
 from . import instructions
+from . import metrics_bench
 from . import serving
 from . import tasks_bench
 from .config import RunConfig
@@ -41,6 +42,7 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "inprocess": inprocess.run,
     "instructions": instructions.run,
     "bodies": bodies_bench.run,
+    "metrics": metrics_bench.run,
     "serving": serving.run,
 }
 

@@ -3,7 +3,9 @@
 ``create_app()`` builds a Flask app serving the catalog: the catch-all route,
 the static ``/images/`` and ``/pdfs/`` folders, and the JSON error envelope.
 Building it imports no controller, starts no thread and opens no connection,
-so uWSGI may fork after loading it.
+so uWSGI may fork after loading it. Where nothing configured logging (bare
+uWSGI), it writes the process's log lines to stderr in ``LOG_FORMAT``
+(:func:`kernel.core.logs.install_logging`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .catalog.resolution import Catalog
 from .catalog.routing import Limits
 from .catalog.routing import Router
 from .core.errors import RouteNotFound
+from .core.logs import install_logging
 from .core.secretkey import check_secret
 from .core.secretkey import generated_secret
 from .core.settings import PROJECT_ROOT
@@ -40,6 +43,8 @@ from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
 from .web.hooks import add_before_request
 from .web.limits import install_limits
+from .web.metrics import enable_web_metrics
+from .web.metrics import install_metrics
 from .web.proxies import install_trusted_proxies
 from .web.sessions import CachedSecureCookieSessionInterface
 from .web.state import install_state
@@ -57,7 +62,9 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
         (tests point ``CATALOG`` at a folder of their own this way).
     """
     settings = Settings.load(overrides)
+    install_logging(settings.LOG_FORMAT)
     check_secret(settings, overrides)
+    metrics = enable_web_metrics(settings) if settings.METRICS else None
     app = KernKoaFlask(
         "kernkoa",
         root_path=str(PROJECT_ROOT),
@@ -105,6 +112,8 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     install_addons(app, settings)
     install_auth(app, settings)
     install_trusted_proxies(app, settings)
+    if metrics is not None:  # last: it times everything above
+        install_metrics(app, metrics, loader)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

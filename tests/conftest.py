@@ -42,6 +42,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     real_parts.running(item)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_in_multiprocess_mode(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``prometheus_client`` picks its mode when first imported, whichever test does it:
+    multiprocess, as the apps with METRICS want it (one folder for this process)."""
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("metrics")))
+
+
 @pytest.fixture(autouse=True)
 def _clean_kernkoa_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's KERNKOA_* variables; each gets its own VAR folder."""

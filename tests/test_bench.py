@@ -73,12 +73,15 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
                      "3. trigger vs apply_async route", "3. /status vs AsyncResult.state",
                      "7. p99 vs p50, steady load through nginx",
                      "7. slowest second vs median second",
+                     "8. GET, METRICS on vs off", "8. GET, METRICS off vs off",
+                     "8. GET, METRICS on vs off, worker CPU per request",
+                     "8. GET in one process, METRICS on vs off",
                      *(f"4. task round trip, {where}, {client}"
                        for where in ("Redis", "embedded")
                        for client in ("polling", "?wait=", "Prefer: wait"))):
         assert expected in cases
     assert sum(c.startswith("2. ") for c in cases) == 3
-    assert sum(c.endswith(", worker CPU per request") for c in cases) == 3
+    assert sum(c.endswith(", worker CPU per request") for c in cases) == 4
     # Part 6: every hostile body shape at both sizes, the worst one named at each.
     part6 = [c for c in cases if c.startswith("6. ")]
     assert len(part6) == 2 * len(HOSTILE)

@@ -35,6 +35,12 @@ from ..core.files import file_signature
 
 log = logging.getLogger("kernkoa")
 
+#: Told of every execution of a catalog file: its path under the catalog root
+#: ("controller/shop/cart.py"), whether an earlier version was loaded before,
+#: whether it failed.
+LoadListener = t.Callable[[str, bool, bool], None]
+
+
 @dataclass
 class LoadedModule:
     """One version of one catalog file: its module, or the error it raised."""
@@ -75,6 +81,8 @@ class ModuleLoader:
         self._loaded: dict[Path, LoadedModule] = {}
         self._locks: dict[Path, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        #: Called after each execution of a file (see :data:`LoadListener`).
+        self.listeners: list[LoadListener] = []
 
     def module_name(self, file: Path) -> str:
         """The dotted module name of a catalog file."""
@@ -101,8 +109,12 @@ class ModuleLoader:
             loaded = self._loaded.get(file)
             signature = file_signature(file)
             if loaded is None or loaded.signature != signature:
+                reloaded = loaded is not None
                 loaded = self._execute(file, signature)
                 self._loaded[file] = loaded
+                for listener in self.listeners:
+                    listener(file.relative_to(self.root).as_posix(), reloaded,
+                             loaded.module is None)
             return loaded
 
     def _lock_for(self, file: Path) -> threading.Lock:

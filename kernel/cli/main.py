@@ -1,10 +1,11 @@
-"""The ``kernkoa`` command: ``serve``, ``worker``, ``beat``, ``routes``, ``check`` and ``user``."""
+"""The ``kernkoa`` command: ``serve``, ``worker``, ``beat``, ``routes``, ``check``, ``user``,
+``call`` and ``new``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import signal
 import sys
 import typing as t
@@ -12,8 +13,15 @@ import typing as t
 from ..app import create_app
 from ..catalog import listing
 from ..catalog.registry import scan
+from ..core.errors import SettingsError
+from ..core.logs import install_logging
+from ..core.metrics import enable
+from ..core.settings import Settings
 from ..pages.views import with_runs
+from ..web.metrics import web_folder
 from ..web.state import state_of
+from .call import add_call_command
+from .new import add_new_command
 from .supervisor import WorkerSupervisor
 from .users import add_user_commands
 from .worker import run_beat_here
@@ -29,6 +37,10 @@ def serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple
 
     overrides = {"DEBUG": True} if args.debug else {}
+    given = Settings.load(overrides)
+    if given.METRICS:
+        # This process is the server: its start empties the metrics folder.
+        enable(web_folder(given), start=f"serve-{os.getpid()}")
     app = create_app(overrides)
     settings = state_of(app).settings
     host = args.host or settings.HOST
@@ -131,16 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("check", help="import every controller, report failures")
     p.set_defaults(func=check)
     add_user_commands(commands)
+    add_call_command(commands)
+    add_new_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``kernkoa`` command."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = Settings.load().LOG_FORMAT
+        install_logging(log_format)
+    except SettingsError:
+        # The command says what is wrong when it loads the settings itself.
+        install_logging("text")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"] and argv[1:2] not in (["-h"], ["--help"]):
         # Everything after "worker" is Celery's, options included.
         return run_worker(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "call":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        # kernkoa call /path --method GET item=4: fields may follow the options.
+        args.fields += extra
     return int(args.func(args))

@@ -14,12 +14,18 @@ import time
 import typing as t
 
 from ..app import default_app
+from ..core.errors import MetricsError
+from ..core.metrics import enable
 from ..core.settings import Settings
 from ..tasks.beat import run_beat
 from ..tasks.celeryapp import embedded_root
 from ..tasks.celeryapp import get_celery
 from ..tasks.celeryapp import is_embedded
 from ..tasks.idempotency import embedded_claims
+from ..tasks.metrics import serve_metrics
+from ..tasks.metrics import watch_worker
+from ..tasks.metrics import worker_folder
+from ..web.metrics import watch_loader
 from ..web.state import state_of
 
 log = logging.getLogger("kernkoa.worker")
@@ -79,10 +85,60 @@ def prune_results(settings: Settings) -> int:
     return pruned
 
 
+def metrics_options(extra: t.Sequence[str], settings: Settings
+                    ) -> tuple[str, int | None, list[str]]:
+    """Take ``--metrics-port N`` and ``--metrics-host H`` (or ``=``-joined) out of
+    the worker's arguments: the host, the port (``None``: no metrics), the rest.
+    Either defaults to its setting (``WORKER_METRICS_PORT``, ``WORKER_METRICS_HOST``).
+
+    :raises MetricsError: for a value that is missing or no port.
+    """
+    found = {"--metrics-host": settings.WORKER_METRICS_HOST,
+             "--metrics-port": str(settings.WORKER_METRICS_PORT or "")}
+    rest: list[str] = []
+    args = iter(extra)
+    for arg in args:
+        name, joined, value = arg.partition("=")
+        if name not in found:
+            rest.append(arg)
+            continue
+        value = value if joined else next(args, "")
+        if not value or value.startswith("-"):
+            raise MetricsError(f"{name} needs a value")
+        found[name] = value
+    port = found["--metrics-port"]
+    if not port:
+        return found["--metrics-host"], None, rest
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise MetricsError(f"--metrics-port: {port!r} is not a port number")
+    return found["--metrics-host"], int(port), rest
+
+
 def run_worker(extra: t.Sequence[str]) -> int:
-    """Run a Celery worker of ``kernkoa.app`` in this process (``kernkoa worker``)."""
+    """Run a Celery worker of ``kernkoa.app`` in this process (``kernkoa worker``).
+
+    With ``--metrics-port`` it counts the tasks it runs, every pool process
+    included, and serves them there; the folder of its counts is emptied first.
+    """
+    try:
+        given = Settings.load()
+        host, port, extra = metrics_options(extra, given)
+        metrics = None
+        if port is not None:
+            # Before the app: it must not pick the web server's folder.
+            metrics = enable(worker_folder(given, port), start=f"worker-{os.getpid()}")
+            serve_metrics(metrics, host, port)
+    except MetricsError as error:
+        print(f"kernkoa worker: {error}", file=sys.stderr)
+        return 2
+    # The port decides what a worker counts; METRICS is the web server's (its
+    # app here must not count into the web server's folder).
+    os.environ["KERNKOA_METRICS"] = "false"
     app = default_app()
     settings = state_of(app).settings
+    if metrics is not None:
+        watch_loader(state_of(app).catalog.loader, metrics)
+        watch_worker(app, metrics)
     if is_embedded(settings):
         log.info("embedded broker in %s; pruned %d expired result file(s) "
                  "and %d expired idempotency key(s)", embedded_root(settings),

@@ -18,9 +18,7 @@ import typing as t
 
 from werkzeug import exceptions as http
 
-
-class KernKoaError(Exception):
-    """Root of every exception the kernel raises."""
+from .root import KernKoaError as KernKoaError
 
 
 class KernelError(KernKoaError, http.HTTPException):
@@ -307,6 +305,10 @@ class AuthConfigError(KernKoaError, RuntimeError):
 
 class UsersError(KernKoaError, ValueError):
     """A user name, password or users file is not acceptable."""
+
+
+class MetricsError(KernKoaError, RuntimeError):
+    """Metrics cannot be collected as ``METRICS`` asks (see :mod:`kernel.core.metrics`)."""
 
 
 # Errors of the catalog and of the API that controllers call.

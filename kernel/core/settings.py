@@ -72,8 +72,11 @@ def parse_value(name: str, raw: str, default: t.Any) -> t.Any:
         raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {error}") from None
 
 
-def _defaults() -> dict[str, t.Any]:
-    values = runpy.run_path(str(PROJECT_ROOT / "config.py"))
+def _defaults(root: Path) -> dict[str, t.Any]:
+    config_file = root / "config.py"
+    if not config_file.is_file():
+        config_file = PROJECT_ROOT / "config.py"
+    values = runpy.run_path(str(config_file))
     return {k: v for k, v in values.items() if not k.startswith("_") and not callable(v)
             and not isinstance(v, type(os))}
 
@@ -139,6 +142,8 @@ class Settings:
     HEALTH: bool = True
     #: Seconds /_kernkoa/health waits for the broker and result-store checks at most.
     HEALTH_TIMEOUT: float = 3.0
+    #: Count requests, tasks and reloads, served at /_kernkoa/metrics (Prometheus).
+    METRICS: bool = False
     #: Longest accepted URL path, in characters.
     MAX_PATH_LENGTH: int = 1024
     #: Most path segments in a URL.
@@ -161,6 +166,8 @@ class Settings:
     ADDONS: list[str] = dataclasses.field(default_factory=list)
     #: Folder of the add-on modules, relative to the project root.
     ADDONS_FOLDER: str = "system/addons"
+    #: How log lines are written: "text" or "json" (one JSON object per line).
+    LOG_FORMAT: str = "text"
 
     # --- Access ------------------------------------------------------------------
     #: "open" or "required": whether routes need the auth add-on unless marked.
@@ -239,6 +246,10 @@ class Settings:
     #: it; another beat takes over after that (Redis; the embedded lock dies with
     #: its process).
     BEAT_LEASE: float = 10.0
+    #: Port where ``kernkoa worker`` serves its metrics (0: none; --metrics-port wins).
+    WORKER_METRICS_PORT: int = 0
+    #: Address of that port (--metrics-host wins).
+    WORKER_METRICS_HOST: str = "127.0.0.1"
 
     #: Names besides the fields, from ``config.py`` or the overrides, untyped.
     _extra: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
@@ -260,6 +271,10 @@ class Settings:
     ) -> Settings:
         """Read ``config.py``, apply ``KERNKOA_*`` variables, then ``overrides``.
 
+        ``config.py`` is the project's: the one in the folder ``path`` names
+        (given by ``overrides`` or ``KERNKOA_PATH``) when it holds one, else the
+        kernel's own (:data:`PROJECT_ROOT`).
+
         A variable is parsed by the type of the value ``config.py`` gives (the
         field's default when it gives none). A value of ``config.py`` or of
         ``overrides`` that is a string where the setting is not is parsed the
@@ -267,10 +282,10 @@ class Settings:
 
         :raises SettingsError: naming the setting whose value does not fit.
         """
-        values = _defaults()
+        environ = os.environ if environ is None else environ
+        values = _defaults(_given_root(overrides or {}, environ))
         defaults = {name: getattr(_DEFAULTS, name) for name in _FIELD_TYPES}
         by_lower = {name.lower(): name for name in (*defaults, *values)}
-        environ = os.environ if environ is None else environ
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX):
                 continue
@@ -290,6 +305,14 @@ class Settings:
     def as_dict(self) -> dict[str, t.Any]:
         """Every setting, as a plain dict."""
         return {**{name: getattr(self, name) for name in _FIELD_TYPES}, **self._extra}
+
+
+def _given_root(overrides: t.Mapping[str, t.Any], environ: t.Mapping[str, str]) -> Path:
+    """The project root ``overrides`` or ``KERNKOA_PATH`` name, else :data:`PROJECT_ROOT`."""
+    given = next((v for k, v in overrides.items() if k.lower() == "path"), None)
+    if given is None:
+        given = next((v for k, v in environ.items() if k.upper() == f"{ENV_PREFIX}PATH"), None)
+    return Path(given) if given else PROJECT_ROOT
 
 
 #: Every setting's declared type, by name.

@@ -9,10 +9,12 @@
 ``GET static/<file>``      the pages' own CSS and JavaScript
 ``GET tasks``              recent tasks, queues, workers, live (:mod:`.tasks`)
 ``GET health``             web, broker and result store up? (:mod:`.health`)
+``GET metrics``            Prometheus metrics (:mod:`.metrics`)
 =========================  ================================================
 
 The ``PAGES`` setting switches the first six off (then they answer 404 like
-any unknown URL); ``HEALTH`` the health check. Who may see them is decided by
+any unknown URL); ``HEALTH`` the health check; ``METRICS`` (off by default)
+turns the metrics on. Who may see them is decided by
 the auth layer (:mod:`.auth`): ``AUTH_DEFAULT``, or ``PAGES_AUTH`` to put them
 behind a login while controller routes stay open.
 
@@ -46,6 +48,7 @@ from ..web.state import current_state
 from ..web.state import state_of
 from . import health
 from . import info as info_module
+from . import metrics as metrics_page
 from . import openapi
 from . import tasks
 
@@ -160,6 +163,7 @@ def register(app: Flask) -> None:
     app.add_url_rule(f"{prefix}/static/<path:filename>", "kernkoa_static", static,
                      methods=["GET", "HEAD"])
     health.register(app, prefix)
+    metrics_page.register(app, prefix)
     if not settings.PAGES:
         return
     pages = Blueprint("kernkoa_pages", __name__, url_prefix=prefix)

@@ -83,6 +83,8 @@
     }
     bar.classList.toggle("done", status === "SUCCESS");
     bar.classList.toggle("failed", status === "FAILURE" || status === "REVOKED");
+    // Known once a worker has taken the task: the request that started it.
+    if (typeof body.request_id === "string") $("request-id").textContent = body.request_id;
     const message = body.state && typeof body.state === "object" ? body.state.message : null;
     $("message").textContent = message ? String(message) : "";
     showFields(body.state);

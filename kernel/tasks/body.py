@@ -9,6 +9,8 @@ import uuid
 from celery import states
 
 from ..core.errors import TaskNotFound
+from ..web.requestid import checked_request_id
+from .store import REQUEST_ID_KEY
 from .store import TaskRecord
 
 
@@ -26,10 +28,20 @@ def _error_message(result: t.Any) -> tuple[str, str]:
 
 
 def status_body(record: TaskRecord) -> dict[str, t.Any]:
-    """The status body of a task record (see the module docstring).
+    """The status body of a task record (see the module docstring), ending with
+    the ``request_id`` of the request that started the task once a worker has
+    stored it (never while the task is queued).
 
     :raises TaskNotFound: when the id was never issued or has expired.
     """
+    body = _state_body(record)
+    request_id = checked_request_id(record.meta.get(REQUEST_ID_KEY)) if record.meta else None
+    if request_id is not None:
+        body[REQUEST_ID_KEY] = request_id
+    return body
+
+
+def _state_body(record: TaskRecord) -> dict[str, t.Any]:
     if record.revoked:
         return {"status": states.REVOKED}
     meta = record.meta

@@ -21,6 +21,7 @@ In both, a dead worker's tasks are requeued by the heartbeats and sweeps of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import typing as t
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery import signals
+from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
 from flask import Flask
 
@@ -43,6 +45,8 @@ from .leases import RedisLeases
 from .redisbroker import LEASE_OPTION as REDIS_LEASE_OPTION
 from .redisbroker import TRANSPORT as REDIS_TRANSPORT
 from .run import register_tasks
+from .tasklogs import RequestIdMeta
+from .tasklogs import connect_task_logging
 
 #: Folders of the embedded broker and result store, under ``VAR``.
 EMBEDDED_FOLDERS = ("queue", "processed", "control", "results", "unacked", "workers")
@@ -56,8 +60,9 @@ log = logging.getLogger("kernkoa.worker")
 _build_lock = threading.Lock()
 
 
-class PublishingRedisBackend(RedisBackend):  # type: ignore[misc]  # Celery has no types
-    """Celery's Redis result backend, minus the subscription made at send time.
+class PublishingRedisBackend(RequestIdMeta, RedisBackend):  # type: ignore[misc]
+    """Celery's Redis result backend, minus the subscription made at send time,
+    storing each task's request id with its states (:class:`RequestIdMeta`).
 
     Celery subscribes the sending process to the result channel of every task
     it sends and never unsubscribes; the web process never waits on a result
@@ -66,6 +71,11 @@ class PublishingRedisBackend(RedisBackend):  # type: ignore[misc]  # Celery has 
 
     def on_task_call(self, producer: t.Any, task_id: str) -> None:
         """Do not subscribe to the task's result channel."""
+
+
+class EmbeddedResultBackend(RequestIdMeta, FilesystemBackend):  # type: ignore[misc]
+    """Celery's file result backend (the embedded broker's), storing each task's
+    request id with its states (:class:`RequestIdMeta`)."""
 
 
 def embedded_root(settings: Settings) -> Path:
@@ -80,10 +90,10 @@ def is_embedded(settings: Settings) -> bool:
 
 def _result_backend(settings: Settings) -> str:
     url = settings.RESULT_BACKEND or settings.BROKER_URL
+    # A "class+url" backend URL: Celery loads the class, hands it the URL.
     if not url:
-        return (embedded_root(settings) / "results").as_uri()
+        return f"{__name__}.EmbeddedResultBackend+{(embedded_root(settings) / 'results').as_uri()}"
     if url.startswith(("redis://", "rediss://")):
-        # A "class+url" backend URL: Celery loads the class, hands it the URL.
         return f"{__name__}.PublishingRedisBackend+{url}"
     return url
 
@@ -159,6 +169,8 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         "task_soft_time_limit": settings.TASK_SOFT_TIME_LIMIT or None,
         "task_time_limit": settings.TASK_TIME_LIMIT or None,
         "worker_hijack_root_logger": False,
+        # A method's print() is a line of its task's log, not a warning.
+        "worker_redirect_stdouts_level": "INFO",
         # Sending: a bounded connect, then no retry (the web answers 503).
         "broker_connection_timeout": timeout,
         "broker_connection_retry_on_startup": True,
@@ -166,6 +178,9 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
         "task_publish_retry": False,
         "broker_pool_limit": 4,
         "result_backend": _result_backend(settings),
+        # A held task run in the sending process (KernKoaCelery.run_held) stores
+        # its states and result like a worker's, so /status reads them alike.
+        "task_store_eager_result": True,
         # A worker's state and result writes wait for a store that is away
         # (Celery's own retry loop, backing off to 2 s between tries), so a
         # task that ran is never stored as a ConnectionError FAILURE. The web
@@ -227,6 +242,17 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
     return config
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldTask:
+    """A task message kept in the sending process instead of sent (see
+    :meth:`KernKoaCelery.hold_tasks`)."""
+
+    name: str
+    args: list[t.Any]
+    kwargs: dict[str, t.Any]
+    task_id: str
+
+
 class KernKoaCelery(Celery):  # type: ignore[misc]  # Celery has no types
     """The Celery app of one KernKoa app: it knows that app, and the worker leases."""
 
@@ -241,6 +267,36 @@ class KernKoaCelery(Celery):  # type: ignore[misc]  # Celery has no types
         self.breaker: t.Any = None
         #: The worker leases, when the broker keeps them (see :mod:`kernel.tasks.leases`).
         self.leases = make_leases(self, settings)
+        #: Task messages kept to run in this process (:meth:`hold_tasks`); ``None``: sent.
+        self.held: list[HeldTask] | None = None
+
+    def hold_tasks(self) -> None:
+        """Keep every task message sent from now on in this process, to run it with
+        :meth:`run_held` (the test kit's eager mode; Celery's ``task_always_eager``
+        does not apply to ``send_task``, and would run the task inside the request
+        that starts it)."""
+        if self.held is None:
+            self.held = []
+
+    def run_held(self) -> int:
+        """Run the held tasks here, in the order they were sent, through the same
+        generic task a worker runs (states, progress and result stored alike);
+        return how many ran."""
+        ran = 0
+        while self.held:
+            held = self.held.pop(0)
+            self.tasks[held.name].apply(held.args, held.kwargs, task_id=held.task_id)
+            ran += 1
+        return ran
+
+    def send_task(self, name: str, args: t.Sequence[t.Any] | None = None,
+                  kwargs: dict[str, t.Any] | None = None, **options: t.Any) -> t.Any:
+        """Celery's ``send_task``, or keep the message when tasks are held."""
+        if self.held is None:
+            return super().send_task(name, args, kwargs, **options)
+        self.held.append(HeldTask(name, list(args or ()), dict(kwargs or {}),
+                                  options["task_id"]))
+        return None
 
 
 def share_task_events(sender: t.Any, **kwargs: t.Any) -> None:
@@ -263,6 +319,7 @@ def make_celery(flask_app: Flask) -> KernKoaCelery:
             (embedded_root(settings) / name).mkdir(parents=True, exist_ok=True)
     celery = KernKoaCelery(flask_app, settings)
     register_tasks(celery)
+    connect_task_logging()
     if celery.leases is not None:
         celery.steps["consumer"].add(LeaseStep)
     return celery

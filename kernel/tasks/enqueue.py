@@ -6,7 +6,7 @@ publishes one ``kernkoa.run`` message under that id, whose JSON kwargs are::
     {"route": "/shop/report/Report/build_celery",
      "args": [...], "kwargs": {"year": 2024, "params": {"$kernkoa": "params"}},
      "request": {"path", "query_string", "method", "root_url", "headers",
-                 "json" | "form"}}
+                 "request_id", "json" | "form"}}
 
 Every broker or backend call here is bounded (connect and socket timeouts, no
 retries) and guarded by a short circuit breaker: after a failure, calls fail
@@ -44,6 +44,7 @@ from ..web.cbor import is_cbor
 from ..web.params import GivenFields
 from ..web.params import Params
 from ..web.params import RequestFields
+from ..web.requestid import HEADER as REQUEST_ID_HEADER
 from ..web.state import current_state
 from .body import valid_task_id
 from .celeryapp import KernKoaCelery
@@ -52,6 +53,7 @@ from .ids import SignedId
 from .ids import is_signed_form
 from .ids import new_task_id
 from .ids import verify_task_id
+from .metrics import count_sent
 from .ratelimit import RATE_LIMIT_HEADER
 from .recent import TRIGGER_HEADER
 from .recent import recent_index
@@ -71,6 +73,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 #: Longest kwargs shown for a task by monitoring, in characters (Celery's own limit).
 REPR_MAX = 1024
+
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower()
 
 
 class CircuitBreaker:
@@ -115,17 +119,21 @@ def task_headers() -> frozenset[str]:
 
 
 def request_snapshot(req: Request, task_headers: frozenset[str]) -> dict[str, t.Any]:
-    """The parts of ``req`` a worker needs to rebuild it (JSON-safe).
+    """The parts of ``req`` a worker needs to rebuild it (JSON-safe), and its request id.
 
     :param task_headers: lower-case names of the headers that go along
-        (``TASK_HEADERS``); the body's headers are derived again by the worker.
+        (``TASK_HEADERS``); the body's headers are derived again by the worker,
+        and its ``X-Request-Id`` from ``request_id`` (the id the request was
+        given, never the raw header).
     """
     snapshot: dict[str, t.Any] = {
         "path": req.path,
         "query_string": req.query_string.decode("latin-1"),
         "method": req.method,
         "root_url": req.url_root,
-        "headers": [[k, v] for k, v in req.headers.items() if k.lower() in task_headers],
+        "headers": [[k, v] for k, v in req.headers.items()
+                    if k.lower() in task_headers and k.lower() != _REQUEST_ID_NAME],
+        "request_id": getattr(req, "request_id", None),
     }
     snapshot.update(body_fields(req))
     return snapshot
@@ -234,6 +242,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
         )
 
     breaker.call(publish)
+    count_sent(route)
     return sent_id
 
 

@@ -30,6 +30,8 @@ from ..web.addons import notify_task_finish
 from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
+from ..web.requestid import HEADER as REQUEST_ID_HEADER
+from ..web.requestid import checked_request_id
 from ..web.state import state_of
 from .ratelimit import tasks_per_second
 from .recent import TRIGGER_HEADER
@@ -196,16 +198,31 @@ def send_state_event(task: Task, state: str, meta: t.Any) -> None:
         log.warning("task %s: cannot send its %s event: %r", task.request.id, state, error)
 
 
+def request_id_of(snapshot: t.Any) -> str | None:
+    """The id of the request a snapshot was taken of (``None``: a snapshot from
+    before request ids, or a value that is not a sane id)."""
+    return checked_request_id(snapshot.get("request_id")) if isinstance(snapshot, dict) else None
+
+
 def request_context_args(snapshot: dict[str, t.Any] | None, route: str) -> dict[str, t.Any]:
-    """Arguments of ``app.test_request_context`` that rebuild the triggering request."""
+    """Arguments of ``app.test_request_context`` that rebuild the triggering request.
+
+    Its ``X-Request-Id`` is the triggering request's id, so the rebuilt request
+    has the same id (``flask.g.request_id``) and a task it starts carries it on.
+    """
     if not snapshot:
         return {"path": route}
+    headers = [tuple(pair) for pair in snapshot["headers"]]
+    request_id = request_id_of(snapshot)
+    if request_id is not None:
+        headers = [pair for pair in headers if pair[0].lower() != REQUEST_ID_HEADER.lower()]
+        headers.append((REQUEST_ID_HEADER, request_id))
     args: dict[str, t.Any] = {
         "path": snapshot["path"],
         "base_url": snapshot["root_url"],
         "query_string": snapshot["query_string"],
         "method": snapshot["method"],
-        "headers": [tuple(pair) for pair in snapshot["headers"]],
+        "headers": headers,
     }
     if "json" in snapshot:
         args["json"] = snapshot["json"]
@@ -229,7 +246,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     flask_app = celery.flask_app
     settings = celery.kernkoa_settings
     store = JobStore(task.app, fail_fast=False)
-    cancelled = store.start(task.request.id, task.request.hostname)
+    cancelled = store.start(task.request.id, task.request.hostname, request_id_of(request))
     # Listed on the tasks page from now on, a task cancelled while queued too.
     note_started(celery, task.request.id, started_record(
         task.request.get(TRIGGER_HEADER), route, None if cancelled else time.time(),
@@ -250,7 +267,8 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                             events=bool(celery.conf.worker_send_task_events))
         started, state = time.monotonic(), "FAILURE"
         failure: Exception | None = None
-        notify_task_start(task.request.id, route)
+        retries = task.request.retries or 0
+        notify_task_start(task.request.id, route, retries=retries)
         try:
             result = endpoint.func(endpoint.cls(), handle, *args, **kwargs)
             state = "SUCCESS"
@@ -281,7 +299,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
         finally:
             note_change(celery, task.request.id, finished=time.time())
             notify_task_finish(task.request.id, route, state, time.monotonic() - started,
-                               error=failure)
+                               error=failure, retries=retries)
 
 
 #: The worker strategy of the generic task: Celery's own, rate-limited per route.

@@ -29,6 +29,9 @@ from .ids import is_signed_form
 ISSUED_PREFIX = b"kernkoa-task-"
 REVOKED_PREFIX = b"kernkoa-revoked-"
 
+#: The key of a task's stored meta that holds the id of the request that started it.
+REQUEST_ID_KEY = "request_id"
+
 #: :meth:`JobStore.start` on Redis. KEYS: the cancellation record, Celery's
 #: result key; ARGV: the STARTED meta (JSON), its expiry in seconds (0: none).
 #: Returns 1, and stores nothing, when the task was cancelled.
@@ -104,11 +107,12 @@ class JobStore:
         """Record that ``task_id`` was cancelled."""
         self._set(REVOKED_PREFIX + task_id.encode(), {"revoked": True})
 
-    def start(self, task_id: str, hostname: str | None) -> bool:
+    def start(self, task_id: str, hostname: str | None, request_id: str | None = None) -> bool:
         """Store Celery's STARTED state of ``task_id`` (the meta its
         ``task_track_started`` would store, and like it never over a SUCCESS
-        of an earlier delivery); return whether the task was cancelled, in
-        which case nothing is stored.
+        of an earlier delivery, with the ``request_id`` of the request that
+        started it); return whether the task was cancelled, in which case
+        nothing is stored.
 
         On Redis one round trip does both, without announcing the state on the
         task's channel: nobody waits for a task to start, only for it to end.
@@ -123,6 +127,8 @@ class JobStore:
             return False
         meta = {"status": states.STARTED, "result": result, "traceback": None,
                 "children": [], "date_done": None, "task_id": task_id}
+        if request_id is not None:
+            meta[REQUEST_ID_KEY] = request_id
         # A worker waits for a store that is away (None: retry until it is back).
         policy = {"max_retries": 0 if self.fail_fast else None}
         return t.cast(bool, self.backend.ensure(self._redis_start, (task_id, meta), **policy))

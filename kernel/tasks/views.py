@@ -14,6 +14,9 @@ cancelled                   ``{"status": "REVOKED"}``
 never issued or expired     404 error envelope
 ==========================  ===================================================
 
+Once a worker has taken the task, each body ends with ``"request_id"``: the id
+of the request that started it (:mod:`kernel.tasks.tasklogs`).
+
 JSON unless the client prefers HTML (a browser), which gets the live task page
 of :mod:`kernel.tasks.page`, or CBOR (``Accept: application/cbor``), which gets
 the same body in CBOR; ``?format=json`` forces JSON. ``?wait=<seconds>``

@@ -22,7 +22,8 @@ An add-on is a plain module. It may define any of these hooks (all optional):
     Called in the worker when it ends; ``state`` is ``SUCCESS``, ``FAILURE``
     or ``REVOKED``, ``duration`` is in seconds, ``error`` the exception if any.
 
-Task hooks must accept ``**info``: the kernel may pass more keywords later.
+Task hooks must accept ``**info``: the kernel may pass more keywords later
+(it passes ``retries``, how many times the task ran before this run).
 ``before_request`` and ``on_task_start`` hooks run in the order of
 ``config.ADDONS``; ``after_request`` and ``on_task_finish`` in reverse order,
 so the first add-on wraps all the others. An exception in a request hook is an

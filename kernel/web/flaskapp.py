@@ -17,23 +17,36 @@ Its requests are :class:`~kernel.web.formbody.KernKoaRequest`: a body past
 ``MAX_CONTENT_LENGTH`` is a 413 in every server, never a body cut short, and a
 malformed form body is told from an empty one.
 
+Its request context binds the request's id (:mod:`kernel.web.requestid`) to the
+log context from before the first hook until after the last teardown, so every
+log line of the request names it (``g.request_id`` reads it), and
+:meth:`KernKoaFlask.wsgi_app` sends it in ``X-Request-Id`` with every response
+the app answers: errors, 404s, 413s and the kernel's pages too.
+
 Everything else is Flask's own code path.
 """
 
 from __future__ import annotations
 
 import typing as t
+from contextvars import Token
 from functools import partial
 
 from flask import Flask
 from flask import Request
 from flask.ctx import RequestContext
 from flask.ctx import _AppCtxGlobals
+from flask.ctx import _sentinel
 from werkzeug.routing import MapAdapter
 
+from ..core.logs import REQUEST_ID
 from .fastmatch import CatchAllShortcut
 from .fastmatch import VersionedMap
 from .formbody import KernKoaRequest
+from .requestid import HEADER as REQUEST_ID_HEADER
+from .requestid import request_id_of
+
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower()
 
 #: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
 #: are registered once; the bound keeps a pathological app from growing it).
@@ -67,7 +80,31 @@ class DeferredAdapter(MapAdapter):
 
 
 class ShortcutRequestContext(RequestContext):
-    """Flask's request context, taking the route from a :class:`DeferredAdapter`."""
+    """Flask's request context, taking the route from a :class:`DeferredAdapter`,
+    and binding the request's id to the log context while it is pushed."""
+
+    request: KernKoaRequest
+
+    #: One token per push (stream_with_context pushes the same context again),
+    #: made on the first.
+    _request_id_tokens: list[Token[str | None]] | None = None
+
+    def push(self) -> None:
+        """Bind the request id, then push as Flask does."""
+        token = REQUEST_ID.set(request_id_of(self.request.environ))
+        if self._request_id_tokens is None:
+            self._request_id_tokens = [token]
+        else:
+            self._request_id_tokens.append(token)
+        super().push()
+
+    def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
+        """Pop as Flask does (teardown hooks still see the id), then unbind the id."""
+        try:
+            super().pop(exc)
+        finally:
+            if self._request_id_tokens:
+                REQUEST_ID.reset(self._request_id_tokens.pop())
 
     def match_request(self) -> None:
         """Use the shortcut's answer when it had one, else Werkzeug's matcher."""
@@ -83,6 +120,12 @@ class KernKoaGlobals(_AppCtxGlobals):
 
     #: The authenticated caller (:class:`kernel.auth.layer.Identity`), or ``None``.
     identity: t.Any = None
+
+    @property
+    def request_id(self) -> str | None:
+        """The id of the request being served (on a worker: of the request that
+        started the task), read from the log context: nothing to set per request."""
+        return REQUEST_ID.get()
 
 
 class KernKoaFlask(Flask):
@@ -112,6 +155,22 @@ class KernKoaFlask(Flask):
             if found is not None:
                 return DeferredAdapter(partial(Flask.create_url_adapter, self, request), found)
         return super().create_url_adapter(request)
+
+    def wsgi_app(self, environ: dict[str, t.Any],
+                 start_response: t.Callable[..., t.Any]) -> t.Any:
+        """Flask's WSGI app, whose every answer carries the request's id in
+        ``X-Request-Id`` (the kernel's, replacing any a view set), added to the
+        headers as they are sent, after every hook: none can leave it out."""
+        request_id = request_id_of(environ)
+
+        def start_with_request_id(status: str, headers: list[tuple[str, str]],
+                                  exc_info: t.Any = None) -> t.Any:
+            # The id is sane (no header check needed); drop a view's own first.
+            headers[:] = [h for h in headers if h[0].lower() != _REQUEST_ID_NAME]
+            headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status, headers, exc_info)
+
+        return super().wsgi_app(environ, start_with_request_id)
 
     def ensure_sync(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
         """Flask's ``ensure_sync``, its answer remembered for plain functions."""

@@ -23,6 +23,7 @@ from werkzeug.formparser import MultiPartParser
 from werkzeug.sansio.multipart import File
 
 from .body import WholeBodyRequest
+from .requestid import request_id_of
 
 
 def _refuse_backslash_in_name(headers: Headers) -> None:
@@ -86,7 +87,7 @@ class ReportingFormDataParser(FormDataParser):
 
 class KernKoaRequest(WholeBodyRequest):
     """The kernel's request: its body read whole or refused (:class:`WholeBodyRequest`),
-    and knowing whether its form body was malformed."""
+    knowing whether its form body was malformed, and its request id."""
 
     form_data_parser_class = ReportingFormDataParser
 
@@ -96,6 +97,12 @@ class KernKoaRequest(WholeBodyRequest):
     #: ``(path, target, endpoint)`` or ``(path, error, None)``: how the catch-all
     #: path of this request resolved (see :func:`kernel.web.dispatch.resolve_for_request`).
     kernkoa_resolved: tuple[str, t.Any, t.Any] | None = None
+
+    @property
+    def request_id(self) -> str:
+        """This request's id: its sane ``X-Request-Id``, else a new one
+        (:mod:`kernel.web.requestid`), the same however often it is read."""
+        return request_id_of(self.environ)
 
     def make_form_data_parser(self) -> FormDataParser:
         """Werkzeug's parser, kept to ask it about errors."""

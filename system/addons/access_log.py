@@ -1,91 +1,102 @@
-"""Add-on ``access_log``: a request id and one access log line per request.
+"""Add-on ``access_log``: one log line per request and per task.
 
 Enable it with ``ADDONS = ["access_log"]`` in ``config.py`` or
 ``KERNKOA_ADDONS=access_log``.
 
-- Request id: an incoming ``X-Request-Id`` is kept when it is sane (1 to 128
-  characters of letters, digits and ``-_.:``, as proxies and load balancers
-  send), otherwise a fresh one is generated. It is in ``flask.g.request_id``
-  for controllers and echoed in the response's ``X-Request-Id`` header, so a
-  client's report can be matched to the log.
-- Log line: on the ``kernkoa.access`` logger at INFO, one per request::
+- Request line: on the ``kernkoa.access`` logger at INFO, one per request,
+  errors included::
 
-      request_id=3f2a... method=GET route=/message/message/message/index status=200 duration_ms=4.1
+      method=GET path=/shop/Cart/show/3 route=/shop/Cart/show status=200 duration_ms=4.1 identity=-
 
-  ``route`` is the URL path (never the query string, which may carry secrets).
-  For a streamed response the duration ends when the body starts.
-- Tasks: ``on_task_start``/``on_task_finish`` log a line per ``_celery`` task.
+  ``path`` is the URL path (never the query string, which may carry secrets),
+  percent-encoded where needed so that one request is always one line;
+  ``route`` is the catalog method it resolved to (without the arguments in
+  the path), the kernel view's rule (``/status/<task_id>``), or ``-`` when the
+  URL names nothing; ``identity`` is the authenticated caller's name. With
+  ``LOG_FORMAT = "json"`` the same fields are keys of the line's JSON object,
+  besides its ``request_id``. For a streamed response the duration ends when
+  the body starts.
+- Task lines, on a worker: one when a ``_celery`` task starts, one when it
+  ends, with its route, state, duration and retries so far (its ``task_id``
+  and ``request_id`` are the line's context, as on every line of the task).
+
+The request id itself is the kernel's, on every request and every line
+whether this add-on is on or not (``flask.g.request_id``, ``X-Request-Id``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 import typing as t
-import uuid
 from urllib.parse import quote
 
+from flask import Request
 from flask import g
 from flask import request
 from werkzeug.wrappers import Response
 
-#: The header carrying the request id, in and out.
-HEADER = "X-Request-Id"
-
-#: What an incoming request id must look like to be kept (no spaces, quotes or
-#: control characters, which could forge log lines or headers).
-SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}+")
-
 log = logging.getLogger("kernkoa.access")
-
-# Under uWSGI nothing configures logging, and an access log that prints nothing
-# is no use: without any configured handler, write INFO lines to stderr (the
-# uWSGI log). A deployment that configures logging keeps full control.
-if not log.handlers and not logging.getLogger().handlers:
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(_handler)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)
 
 #: Characters of a path written to the log as they are; anything else (spaces,
 #: newlines, non-ASCII) is percent-encoded so one request is always one line.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
+#: The endpoint of the catch-all view, whose rule says nothing of the route.
+_CATCH_ALL = "dispatch"
 
-def request_id(incoming: str | None) -> str:
-    """``incoming`` when it is a sane request id, else a new random one."""
-    if incoming and SANE_ID.fullmatch(incoming):
-        return incoming
-    return uuid.uuid4().hex
+
+def route_of(req: Request) -> str | None:
+    """What ``req`` was routed to: its catalog method, the kernel view's URL rule,
+    or ``None`` when the URL names nothing."""
+    resolved = getattr(req, "kernkoa_resolved", None)
+    if resolved is not None and resolved[2] is not None:
+        return str(resolved[1].route)
+    rule = req.url_rule
+    if rule is None or rule.endpoint == _CATCH_ALL:
+        return None
+    return rule.rule
 
 
 def before_request() -> None:
-    """Start the clock and settle the request id."""
+    """Start the clock."""
     g.request_started = time.perf_counter()
-    g.request_id = request_id(request.headers.get(HEADER))
 
 
 def after_request(response: Response) -> Response:
-    """Echo the request id and write the access line."""
-    rid = g.get("request_id") or request_id(request.headers.get(HEADER))
+    """Write the request's access line."""
     started = g.get("request_started")
-    duration_ms = (time.perf_counter() - started) * 1000 if started is not None else -1.0
-    response.headers[HEADER] = rid
-    log.info("request_id=%s method=%s route=%s status=%d duration_ms=%.1f",
-             rid, request.method, quote(request.path, safe=_PATH_SAFE),
-             response.status_code, duration_ms)
+    duration_ms = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
+    identity = g.get("identity")
+    fields = {
+        "method": request.method,
+        "path": quote(request.path, safe=_PATH_SAFE),
+        "route": route_of(request),
+        "status": response.status_code,
+        "duration_ms": duration_ms,
+        "identity": getattr(identity, "name", None),
+        "request_id": getattr(request, "request_id", None),
+    }
+    log.info("method=%s path=%s route=%s status=%d duration_ms=%s identity=%s",
+             fields["method"], fields["path"], fields["route"] or "-", fields["status"],
+             "-" if duration_ms is None else f"{duration_ms:.1f}",
+             fields["identity"] or "-", extra=fields)
     return response
 
 
-def on_task_start(*, task_id: str, name: str, **info: t.Any) -> None:
+def on_task_start(*, task_id: str, name: str, retries: int = 0, **info: t.Any) -> None:
     """Log that a task started."""
-    log.info("task_id=%s task=%s state=STARTED", task_id, name)
+    log.info("route=%s state=STARTED retries=%d", name, retries,
+             extra={"task_id": task_id, "route": name, "state": "STARTED", "retries": retries})
 
 
 def on_task_finish(*, task_id: str, name: str, state: str, duration: float,
-                   error: BaseException | None = None, **info: t.Any) -> None:
-    """Log how a task ended and how long it took."""
-    log.info("task_id=%s task=%s state=%s duration_ms=%.1f%s", task_id, name, state,
-             duration * 1000, f" error={type(error).__name__}" if error else "")
+                   error: BaseException | None = None, retries: int = 0,
+                   **info: t.Any) -> None:
+    """Log how a task ended, how long it took and how often it had been retried."""
+    duration_ms = round(duration * 1000, 1)
+    error_name = type(error).__name__ if error is not None else None
+    log.info("route=%s state=%s duration_ms=%.1f retries=%d%s", name, state, duration_ms,
+             retries, f" error={error_name}" if error_name else "",
+             extra={"task_id": task_id, "route": name, "state": state,
+                    "duration_ms": duration_ms, "retries": retries, "error": error_name})

@@ -1,5 +1,4 @@
-"""Tests of the shipped add-ons of system/addons/: ``jwt_auth`` and ``cors``.
+"""Tests of the shipped add-ons of system/addons/: ``jwt_auth``, ``cors`` and ``access_log``.
 
-``basic_auth`` is tested with its users file in tests/auth/test_users.py, ``access_log``
-in tests/web/test_addons.py.
+``basic_auth`` is tested with its users file in tests/auth/test_users.py.
 """

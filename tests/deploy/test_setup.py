@@ -22,6 +22,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -277,7 +278,7 @@ def test_celery_task_runs_to_success(deployment: Deployment) -> None:
         if state["status"] in ("SUCCESS", "FAILURE"):
             break
         time.sleep(0.1)
-    assert state == {"status": "SUCCESS", "data": 42}
+    assert state == {"status": "SUCCESS", "data": 42, "request_id": ANY}
 
 
 def _run_task(deployment: Deployment, path: str) -> dict[str, t.Any]:
@@ -398,9 +399,9 @@ def test_redis_restart_under_a_task_keeps_the_worker(deployment: Deployment) -> 
         if state["status"] in ("SUCCESS", "FAILURE"):
             break
         time.sleep(0.1)
-    assert state == {"status": "SUCCESS", "data": 30}
+    assert state == {"status": "SUCCESS", "data": 30, "request_id": ANY}
     assert _run_task(deployment, "/deploytest/probe/probe/double_celery?n=5") == {
-        "status": "SUCCESS", "data": 10}
+        "status": "SUCCESS", "data": 10, "request_id": ANY}
     assert _worker_pid(deployment) == worker, "the worker was restarted, it did not survive"
 
 
@@ -751,6 +752,43 @@ def test_pages_option_keeps_paths_and_load_errors_private(deployment: Deployment
         leaky.unlink()
         run_setup(*deployment.args)
     deployment.wait_for("/_kernkoa/info", 404)
+
+
+def test_metrics_options_turn_on_the_endpoint_and_the_workers_port(
+        deployment: Deployment) -> None:
+    assert deployment.request("/_kernkoa/metrics")[0] == 404  # off by default
+    worker_port = free_port()
+    try:
+        run_setup(*deployment.args, "--metrics", "--worker-metrics-port", str(worker_port))
+        env = deployment.env()
+        assert (env["KERNKOA_METRICS"], env["KERNKOA_WORKER_METRICS_PORT"]) == (
+            "true", str(worker_port))
+        deployment.wait_for("/_kernkoa/metrics", 200)
+        assert deployment.request(HELLO)[0] == 200
+        _, headers, body = deployment.request("/_kernkoa/metrics")
+        assert headers["Content-Type"].startswith("text/plain; version=")
+        assert f'route="{HELLO}",status="200"'.encode() in body
+        assert b"kernkoa_broker_up 1.0" in body
+        deployment.write_probe(1)
+        route = "/deploytest/probe/probe/double_celery"
+        assert _run_task(deployment, f"{route}?n=1")["status"] == "SUCCESS"
+        # The worker was restarted with the new env file; it counted the task.
+        finished = f'kernkoa_tasks_finished_total{{route="{route}",state="SUCCESS"}} 1.0'
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/",
+                                            timeout=5) as worker:
+                    if finished.encode() in worker.read():
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the worker never served its count"
+            time.sleep(0.2)
+    finally:
+        run_setup(*deployment.args)
+    deployment.wait_for("/_kernkoa/metrics", 404)
+    assert deployment.env()["KERNKOA_METRICS"] == "false"
 
 
 def test_serving_sizes_are_written_into_the_env_file(deployment: Deployment) -> None:

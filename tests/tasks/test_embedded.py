@@ -8,6 +8,7 @@ import signal
 import time
 import typing as t
 from pathlib import Path
+from unittest.mock import ANY
 
 import cbor2
 import pytest
@@ -99,7 +100,7 @@ def test_embedded_worker_killed_is_restarted_and_its_tasks_finish(
     wait_for(lambda: {p for p in children(server.process.pid) if _command(p) == "worker"}
              - {worker} != set(), timeout=30, what="kernkoa serve to start another worker")
     bodies = [wait_status(server, task_id, final, timeout=60) for task_id in ids]
-    assert bodies == [{"status": "SUCCESS", "data": "done"}] * 2
+    assert bodies == [{"status": "SUCCESS", "data": "done", "request_id": ANY}] * 2
     assert [_starts(note) for note in notes] == [2, 2]
 
 

@@ -92,6 +92,9 @@ def test_progress_bar_reaches_100_and_shows_the_result(server: LiveServer, page:
     assert page.locator("#progress-text").inner_text() == "100 %"
     result = json.loads(page.locator("#result").inner_text())
     assert result == {"steps": 4, "answer": 42}
+    # The id of the request that started it, filled in live if the page began PENDING.
+    request_id = wait_status(server, task_id, final)["request_id"]
+    assert page.locator("#request-id").inner_text() == request_id
     assert page.locator("#cancel").is_disabled()
     # The bar's width is animated: let it arrive before the picture.
     page.wait_for_function("() => { const bar = document.querySelector('#bar');"

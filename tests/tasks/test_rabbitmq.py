@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import uuid
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from kombu import Connection
@@ -59,7 +60,8 @@ def test_a_task_runs_through_rabbitmq(tmp_path: Path, redis: RedisServer) -> Non
         stack.worker(env, "--concurrency=1", "-Q", queue)
         server = stack.server(env)
         task_id = trigger(server, "/rabbit/rabbit/double_celery", n=21)
-        assert wait_status(server, task_id, final) == {"status": "SUCCESS", "data": 42}
+        assert wait_status(server, task_id, final) == {"status": "SUCCESS", "data": 42,
+                                                       "request_id": ANY}
     finally:
         stack.close()
         with Connection(broker, connect_timeout=5) as connection:

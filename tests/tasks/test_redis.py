@@ -7,6 +7,7 @@ import json
 import re
 import typing as t
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from celery import Celery
@@ -80,7 +81,8 @@ def test_progress_is_seen_in_order_then_success(live: Live) -> None:
     body = wait_status(live.server, task_id, final, seen=seen)
     url = live.server.base + "/"
     assert body == {"status": "SUCCESS",
-                    "data": {"counted": 8, "tag": "t", "arg": "q", "url": url}}
+                    "data": {"counted": 8, "tag": "t", "arg": "q", "url": url},
+                    "request_id": ANY}
     progress = [b["state"] for b in seen if b["status"] == "PROGRESS"]
     assert progress, seen
     currents = [p["current"] for p in progress]
@@ -93,7 +95,8 @@ def test_progress_is_seen_in_order_then_success(live: Live) -> None:
 def test_failure_envelope(live: Live) -> None:
     task_id = trigger(live.server, "/jobs/jobs/fail_celery")
     body = wait_status(live.server, task_id, final)
-    assert body == {"status": "FAILURE", "error": {"type": "ValueError", "message": "boom"}}
+    assert body == {"status": "FAILURE", "error": {"type": "ValueError", "message": "boom"},
+                    "request_id": ANY}
 
 
 def test_one_long_poll_gets_the_result(live: Live) -> None:
@@ -124,7 +127,7 @@ def test_a_long_poll_ends_with_a_cancellation(live: Live) -> None:
         code, _, body = answer.result(timeout=30)
     finally:
         waiting.shutdown()
-    assert (code, json.loads(body)) == (200, {"status": "REVOKED"})
+    assert (code, json.loads(body)) == (200, {"status": "REVOKED", "request_id": ANY})
     wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
 
 
@@ -143,7 +146,7 @@ def test_seed_example_flow(live: Live) -> None:
     assert match.group(1).decode().startswith(live.server.base + "/status/")
     seen: list[dict[str, t.Any]] = []
     body = wait_status(live.server, match.group(2).decode(), final, seen=seen)
-    assert body == {"status": "SUCCESS", "data": 10}
+    assert body == {"status": "SUCCESS", "data": 10, "request_id": ANY}
     numbers = [b["state"]["number"] for b in seen if b["status"] == "inProgress"]
     assert numbers and numbers == sorted(numbers)
     assert all(1 <= n <= 10 for n in numbers)
@@ -176,7 +179,7 @@ def test_revoking_a_running_task_stops_it(live: Live) -> None:
     assert code == 200 and json.loads(body) == {"status": "REVOKED"}
     # The task stops at its next progress report, long before its 60 s.
     wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
-    assert status_of(live.server, task_id) == (200, {"status": "REVOKED"})
+    assert status_of(live.server, task_id) == (200, {"status": "REVOKED", "request_id": ANY})
 
 
 def test_a_form_post_reaches_the_task(live: Live) -> None:
@@ -209,7 +212,7 @@ def test_revoking_a_silent_running_task_stops_it(live: Live) -> None:
     wait_for(lambda: note.exists() and "start" in note.read_text(), timeout=20,
              what="the task to start")
     # Running, no progress: STARTED, stored as Celery's own readers expect it.
-    assert status_of(live.server, task_id) == (200, {"status": "STARTED"})
+    assert status_of(live.server, task_id) == (200, {"status": "STARTED", "request_id": ANY})
     celery = Celery(backend=live.redis.url, set_as_current=False)
     try:
         started = celery.AsyncResult(task_id)
@@ -222,7 +225,7 @@ def test_revoking_a_silent_running_task_stops_it(live: Live) -> None:
     assert code == 200
     # It never reports progress: only the soft signal can stop it before its 60 s.
     wait_for(lambda: "end" in note.read_text(), timeout=20, what="the task to stop")
-    assert status_of(live.server, task_id) == (200, {"status": "REVOKED"})
+    assert status_of(live.server, task_id) == (200, {"status": "REVOKED", "request_id": ANY})
     follow = trigger(live.server, "/jobs/jobs/count_celery", n=1)
     assert wait_status(live.server, follow, final)["status"] == "SUCCESS"
 

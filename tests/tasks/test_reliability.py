@@ -8,6 +8,7 @@ import signal
 import time
 import typing as t
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_pool_child_killed_mid_task_is_run_again(
     wait_for(lambda: len(_starts(note)) == 1, what="the task to start")
     os.kill(_starts(note)[0], signal.SIGKILL)
     body = wait_status(server, task_id, final, timeout=60)
-    assert body == {"status": "SUCCESS", "data": "done"}
+    assert body == {"status": "SUCCESS", "data": "done", "request_id": ANY}
     assert len(_starts(note)) == 2
 
 
@@ -87,7 +88,7 @@ def test_worker_main_process_killed_mid_task_is_requeued_within_the_lease(
     wait_for(lambda: len(_starts(note)) == 2, timeout=REQUEUE_BOUND,
              what="the task to be requeued")
     body = wait_status(server, task_id, final, timeout=60)
-    assert body == {"status": "SUCCESS", "data": "done"}
+    assert body == {"status": "SUCCESS", "data": "done", "request_id": ANY}
 
 
 def test_no_task_lost_out_of_50_when_a_worker_dies(
@@ -159,7 +160,8 @@ def test_redis_restart_with_a_task_in_flight_keeps_the_worker_and_the_task(
              what="the task to meet the outage")
     persistent_redis.start()
     wait_for(lambda: status_of(server, task_id)[0] == 200, what="/status to answer again")
-    assert wait_status(server, task_id, final, timeout=60) == {"status": "SUCCESS", "data": "done"}
+    assert wait_status(server, task_id, final, timeout=60) == {
+        "status": "SUCCESS", "data": "done", "request_id": ANY}
     assert len(_starts(note)) == 1
     later = trigger(server, "/jobs/jobs/count_celery", n=1)
     assert wait_status(server, later, final, timeout=60)["status"] == "SUCCESS"

@@ -1,4 +1,4 @@
-"""Add-ons: enabled by name, hooks in order, clear start-up errors, the shipped access log."""
+"""Add-ons: enabled by name, hooks in order, clear start-up errors."""
 
 from __future__ import annotations
 
@@ -128,7 +128,6 @@ def test_env_variable_enables_addons(monkeypatch: pytest.MonkeyPatch, addons: Pa
 def test_no_addons_by_default() -> None:
     app = create_app()
     assert state_of(app).addons.names == []
-    assert "X-Request-Id" not in app.test_client().get("/").headers
 
 
 @pytest.mark.parametrize(("name", "message"), [
@@ -164,59 +163,3 @@ def test_failing_task_hook_is_logged_not_raised(make_app: t.Callable[..., Flask]
     with app.app_context(), caplog.at_level(logging.ERROR, "kernkoa"):
         notify_task_start("id-2", "/x/y/Z/w_celery")
     assert "add-on hook" in caplog.text and "oops" in caplog.text
-
-
-# --- the shipped access_log add-on ------------------------------------------------
-
-
-@pytest.fixture
-def logged_app() -> Flask:
-    return create_app({"ADDONS": ["access_log"]})
-
-
-def test_access_log_line(logged_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, "kernkoa.access"):
-        response = logged_app.test_client().get(
-            "/fasthelloworld/fastHelloClass/fastHelloWorld?token=secret")
-    rid = response.headers["X-Request-Id"]
-    assert re.fullmatch(r"[0-9a-f]{32}", rid)
-    [line] = [r.getMessage() for r in caplog.records if r.name == "kernkoa.access"]
-    assert re.fullmatch(
-        rf"request_id={rid} method=GET route=/fasthelloworld/fastHelloClass/fastHelloWorld "
-        r"status=200 duration_ms=\d+\.\d", line)
-    assert "secret" not in line
-
-
-def test_access_log_errors_and_odd_paths(logged_app: Flask,
-                                         caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, "kernkoa.access"):
-        logged_app.test_client().get("/no/such%0Apath here")
-    [line] = [r.getMessage() for r in caplog.records if r.name == "kernkoa.access"]
-    assert "status=404" in line and "\n" not in line
-    assert "route=/no/such%0Apath%20here" in line
-
-
-@pytest.mark.parametrize("incoming", ["abc-123", "req.1:2_3", "a" * 128])
-def test_sane_request_id_is_kept(logged_app: Flask, incoming: str) -> None:
-    response = logged_app.test_client().get("/", headers={"X-Request-Id": incoming})
-    assert response.headers["X-Request-Id"] == incoming
-
-
-@pytest.mark.parametrize("incoming", ["", "a b", "a" * 129, "x\"y", "<script>", "id;rm"])
-def test_odd_request_id_is_replaced(logged_app: Flask, incoming: str) -> None:
-    response = logged_app.test_client().get("/", headers={"X-Request-Id": incoming})
-    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
-
-
-def test_request_id_reaches_controllers(tree: ControllerTree,
-                                        make_app: t.Callable[..., Flask]) -> None:
-    tree.write("rid.py", """
-        from flask import g
-
-        class rid:
-            def index(self):
-                return g.request_id
-    """)
-    app = make_app(ADDONS=["access_log"])
-    response = app.test_client().get("/rid/rid", headers={"X-Request-Id": "given-1"})
-    assert response.data == b"given-1"
