@@ -37,7 +37,6 @@ from pathlib import Path
 from celery import Celery
 from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
-from flask import g
 from flask import has_request_context
 
 from ..auth.layer import current_identity
@@ -82,35 +81,32 @@ end
 _FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 
 
-#: What a worker keeps of a :data:`TRIGGER_HEADER`: names and longest values.
-_TRIGGER_FIELDS = {"identity": 200, "request_id": 200}
+#: Longest identity name a record keeps.
+_IDENTITY_MAX = 200
 
 
 def trigger_details() -> dict[str, t.Any]:
     """The :data:`TRIGGER_HEADER` of the task being sent: when, and who triggers it
-    (the identity's name and the request id, empty when anonymous or outside a request)."""
-    details: dict[str, t.Any] = {"created": time.time(), "identity": "", "request_id": ""}
-    if has_request_context():
-        identity = current_identity()
-        request_id = g.get("request_id")
-        details["identity"] = identity.name if identity is not None else ""
-        details["request_id"] = request_id if isinstance(request_id, str) else ""
-    return details
+    (the identity's name, empty when anonymous or outside a request). The request
+    id travels in the request's snapshot (:mod:`kernel.tasks.enqueue`)."""
+    identity = current_identity() if has_request_context() else None
+    return {"created": time.time(), "identity": identity.name if identity is not None else ""}
 
 
-def started_record(header: t.Any, route: str, started: float | None,
-                   worker: str | None) -> dict[str, t.Any]:
+def started_record(header: t.Any, route: str, started: float | None, worker: str | None,
+                   request_id: str | None) -> dict[str, t.Any]:
     """The record a worker writes when it takes a task, from its message's
     :data:`TRIGGER_HEADER` (anything but what :func:`trigger_details` writes is
-    dropped: a message from an older kernel has none, and shows no identity)."""
+    dropped: a message from an older kernel has none, and shows no identity) and
+    the triggering request's id (checked already)."""
     header = header if isinstance(header, dict) else {}
     created = _number(header.get("created"))
-    record: dict[str, t.Any] = {
-        name: str(header.get(name) or "")[:longest] for name, longest in _TRIGGER_FIELDS.items()}
     if created is None or not math.isfinite(created):
         created = time.time()  # an infinite score would cut the whole index as expired
     return {"route": route, "created": created,
-            **record, "started": started, "finished": None, "worker": worker or ""}
+            "identity": str(header.get("identity") or "")[:_IDENTITY_MAX],
+            "request_id": request_id or "", "started": started, "finished": None,
+            "worker": worker or ""}
 
 
 class RecentIndex(t.Protocol):

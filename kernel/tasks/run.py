@@ -246,11 +246,12 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     flask_app = celery.flask_app
     settings = celery.kernkoa_settings
     store = JobStore(task.app, fail_fast=False)
-    cancelled = store.start(task.request.id, task.request.hostname, request_id_of(request))
+    request_id = request_id_of(request)
+    cancelled = store.start(task.request.id, task.request.hostname, request_id)
     # Listed on the tasks page from now on, a task cancelled while queued too.
     note_started(celery, task.request.id, started_record(
         task.request.get(TRIGGER_HEADER), route, None if cancelled else time.time(),
-        task.request.hostname))
+        task.request.hostname, request_id))
     if cancelled:
         raise Ignore()  # cancelled while queued: never starts
     with flask_app.test_request_context(**request_context_args(request, route)):

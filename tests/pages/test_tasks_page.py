@@ -68,7 +68,7 @@ def test_json_lists_the_tasks_taken_newest_first_with_counts_and_queues(
         jobs_app: t.Callable[..., Flask], tmp_path: Path) -> None:
     app = jobs_app()
     client = app.test_client()
-    first = _trigger(client, "/shop/Jobs/limited_celery")
+    first = _trigger(client, "/shop/Jobs/limited_celery", **{"X-Request-Id": "req-1"})
     second = _trigger(client, "/shop/Jobs/plain_celery")
     # Queued only: counted in their queue, not listed (the trigger wrote nothing else).
     data = client.get("/_kernkoa/tasks?format=json").get_json()
@@ -84,7 +84,7 @@ def test_json_lists_the_tasks_taken_newest_first_with_counts_and_queues(
     assert task["route"] == "/shop/Jobs/limited_celery" and task["state"] == "STARTED"
     assert task["created"] <= task["started"] <= task["finished"]
     assert task["duration"] is not None and task["worker"] == "w1@test"
-    assert task["request_id"] == "" and task["identity"] == ""
+    assert task["request_id"] == "req-1" and task["identity"] == ""
     assert data["counts"] == {"/shop/Jobs/limited_celery": {"STARTED": 1},
                               "/shop/Jobs/plain_celery": {"STARTED": 1}}
     assert data["workers"] == []
@@ -180,9 +180,9 @@ def test_task_options_take_celery_options_and_refuse_bad_ones() -> None:
 
 def test_the_file_index_skips_what_is_not_its_own(tmp_path: Path) -> None:
     index = FileRecent(tmp_path / "recent", size=10, expires=3600)
-    index.started("../escape", started_record(None, "/a/B/c_celery", None, None))
+    index.started("../escape", started_record(None, "/a/B/c_celery", None, None, None))
     index.started("good-id", started_record({"identity": 5, "created": "junk", "x": "y"},
-                                            "/a/B/c_celery", None, None))
+                                            "/a/B/c_celery", None, None, "req-1"))
     (tmp_path / "recent" / "broken.json").write_text("{not json")
     index.changed("missing", {"state": "STARTED"})
     index.changed("good-id", {"state": "STARTED"})
@@ -226,7 +226,7 @@ def test_the_file_index_prunes_a_tenth_of_its_size_apart(tmp_path: Path,
     scandir = os.scandir
     monkeypatch.setattr(os, "scandir", lambda path: listings.append(path) or scandir(path))
     for number in range(200):
-        index.started(f"task-{number}", started_record(None, "/a/B/c_celery", None, None))
+        index.started(f"task-{number}", started_record(None, "/a/B/c_celery", None, None, None))
         assert len(list((tmp_path / "recent").iterdir())) <= 50 + 5
     # One listing of the folder (about its size) every five writes, not one each.
     assert len(listings) == 200 // 5
@@ -284,7 +284,7 @@ def test_the_file_index_stays_bounded_under_50_threads(tmp_path: Path) -> None:
 
     def write(number: int) -> None:
         try:
-            index.started(f"t-{number}", started_record(None, "/a/B/c_celery", None, None))
+            index.started(f"t-{number}", started_record(None, "/a/B/c_celery", None, None, None))
             index.latest(30)
         except BaseException as error:  # noqa: BLE001 - collected for the assert
             errors.append(error)
@@ -293,7 +293,7 @@ def test_the_file_index_stays_bounded_under_50_threads(tmp_path: Path) -> None:
     assert errors == []
     # Each pruning keeps 30; the writes between two prunings (3 per thread at most) add.
     assert len(list((tmp_path / "recent").iterdir())) <= 30 + 50 * 3
-    index.started("last", started_record(None, "/a/B/c_celery", None, None))
+    index.started("last", started_record(None, "/a/B/c_celery", None, None, None))
     index._prune()
     assert len(list((tmp_path / "recent").iterdir())) == 30
 
@@ -307,7 +307,7 @@ def test_the_redis_index_stays_bounded_under_50_threads(
     index = recent_index(celery)
     assert index is not None
     _from_threads(lambda n: index.started(
-        f"t-{n}", started_record({"created": float(n)}, "/a/B/c_celery", None, None)))
+        f"t-{n}", started_record({"created": float(n)}, "/a/B/c_celery", None, None, None)))
     store = redis.client()
     assert store.zcard("kernkoa-recent") == 30
     assert len(store.keys("kernkoa-recent-*")) == 30  # the records cut went with them
@@ -319,5 +319,5 @@ def test_the_redis_index_stays_bounded_under_50_threads(
 @pytest.mark.parametrize("created", ["inf", "-inf", "nan", float("inf"), "soon", None, [1]])
 def test_a_trigger_time_that_is_no_time_is_the_start_time(created: t.Any) -> None:
     before = time.time()
-    record = started_record({"created": created}, "/a/B/c_celery", None, None)
+    record = started_record({"created": created}, "/a/B/c_celery", None, None, None)
     assert before <= record["created"] <= time.time()
