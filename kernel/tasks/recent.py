@@ -77,6 +77,9 @@ if expires > 0 then
 end
 """
 
+#: Seconds after which a draft file in the index folder is taken as left by a killed writer.
+DRAFT_AGE = 60.0
+
 #: What a task id may look like to name a file.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 
@@ -218,22 +221,31 @@ class FileRecent:
         costs its whole size, so about ten entries a write)."""
         return max(1, self.size // 10)
 
-    def _entries(self) -> list[os.DirEntry[str]]:
+    def _scan(self) -> list[os.DirEntry[str]]:
         try:
-            entries = [e for e in os.scandir(self.folder)
-                       if e.name.endswith(".json") and not e.name.startswith(".")]
+            return list(os.scandir(self.folder))
         except FileNotFoundError:
             return []
+
+    def _entries(self, scanned: list[os.DirEntry[str]] | None = None) -> list[os.DirEntry[str]]:
+        entries = [e for e in (self._scan() if scanned is None else scanned)
+                   if e.name.endswith(".json") and not e.name.startswith(".")]
         return sorted(entries, key=_mtime, reverse=True)
 
     def _prune(self) -> None:
-        cutoff = time.time() - self.expires if self.expires else None
-        for number, entry in enumerate(self._entries()):
+        scanned = self._scan()
+        now = time.time()
+        cutoff = now - self.expires if self.expires else None
+        # Drafts of write_private (".<name>.<pid>") a writer killed mid-write left behind.
+        doomed = [e for e in scanned if e.name.startswith(".") and _mtime(e) < now - DRAFT_AGE]
+        for number, entry in enumerate(self._entries(scanned)):
             if number >= self.size or (cutoff is not None and _mtime(entry) < cutoff):
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass  # another process pruned it first
+                doomed.append(entry)
+        for entry in doomed:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass  # another process pruned it first
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
         """Rewrite the record with ``fields`` (only the worker of the task writes then)."""

@@ -321,3 +321,15 @@ def test_a_trigger_time_that_is_no_time_is_the_start_time(created: t.Any) -> Non
     before = time.time()
     record = started_record({"created": created}, "/a/B/c_celery", None, None, None)
     assert before <= record["created"] <= time.time()
+
+
+def test_the_file_index_deletes_drafts_a_killed_writer_left(tmp_path: Path) -> None:
+    index = FileRecent(tmp_path / "recent", size=10, expires=3600)
+    index.started("first", started_record(None, "/a/B/c_celery", None, None, None))
+    old, fresh = tmp_path / "recent" / ".gone.json.999", tmp_path / "recent" / ".kept.json.998"
+    old.write_text('{"route": "/a/B/c_ce')
+    fresh.write_text("{")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    index.started("second", started_record(None, "/a/B/c_celery", None, None, None))
+    assert not old.exists() and fresh.exists()
+    assert [r["id"] for r in index.latest(10)] == ["second", "first"]
