@@ -247,8 +247,8 @@ WORKER_LEASE = 30.0
 #: Seconds task states, results and KernKoa's task records are kept (Redis).
 RESULT_EXPIRES = 86400
 
-#: How many of the latest tasks /_kernkoa/tasks lists: a bounded index written at
-#: each trigger, start and end, expiring with the results (0 keeps none).
+#: How many of the latest tasks /_kernkoa/tasks lists: a bounded index the workers
+#: write when they take a task and when it ends, expiring with the results (0 keeps none).
 RECENT_TASKS = 200
 
 #: Seconds between two stored progress reports of the same state; the reports

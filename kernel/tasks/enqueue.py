@@ -56,6 +56,7 @@ from .ids import new_task_id
 from .ids import verify_task_id
 from .metrics import count_sent
 from .ratelimit import RATE_LIMIT_HEADER
+from .recent import TRIGGER_HEADER
 from .recent import recent_index
 from .recent import trigger_details
 from .run import PARAMS_FROM_REQUEST
@@ -219,13 +220,14 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     celery, breaker = celery_and_breaker()
     options = options_of(endpoint.func)
     sent_id = task_id or issue_task_id(endpoint, route)
-    limit = options.get("rate_limit")
-    headers = {RATE_LIMIT_HEADER: str(limit)} if limit is not None else None
-    recent = recent_index(celery)
+    headers: dict[str, t.Any] = {}
+    if options.get("rate_limit") is not None:
+        headers[RATE_LIMIT_HEADER] = str(options["rate_limit"])
+    if recent_index(celery) is not None:
+        # The worker records the task when it takes it: the trigger is the publish alone.
+        headers[TRIGGER_HEADER] = trigger_details()
 
     def publish() -> None:
-        if recent is not None:
-            recent.triggered(sent_id, route, trigger_details())
         celery.send_task(
             TASK_NAME, task_id=sent_id,
             kwargs={"route": route, "args": args, "kwargs": kwargs, "request": snapshot},
@@ -237,7 +239,7 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
             soft_time_limit=options.get("soft_time_limit"),
             time_limit=options.get("time_limit"),
             priority=options.get("priority"), expires=options.get("expires"),
-            headers=headers,
+            headers=headers or None,
         )
 
     breaker.call(publish)

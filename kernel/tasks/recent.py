@@ -2,18 +2,24 @@
 tasks page (:mod:`kernel.pages.tasks`).
 
 Each task has a small record beside Celery's result: its route, who triggered
-it and under which request id, when it was triggered, started and finished,
-and its last state. The web side writes it just before publishing (in the
-same guarded call: a broker that is down writes nothing), the worker when the
-task starts and ends. Its live state and progress are Celery's own meta, read
-with the record.
+it and under which request id, when it was triggered, started and finished.
+Its live state and progress are Celery's own meta, read with the record.
+
+The trigger writes nothing for it: who triggered the task and when travel in
+the message's :data:`TRIGGER_HEADER`, so a trigger stays the one publish of
+issue 19. The worker writes the record when it takes the task (one command:
+the record, its place in the index and the cut, :data:`RECORD_SCRIPT`), and
+its end. A task therefore shows once a worker has taken it, a cancelled one
+too; the tasks still waiting in a queue are counted there, not listed.
 
 - **Redis**: a hash ``kernkoa-recent-<id>`` per task and a sorted set
   ``kernkoa-recent`` of the ids by trigger time, cut to ``RECENT_TASKS`` at
-  each trigger; both expire with the results (``RESULT_EXPIRES``).
+  each start; both expire with the results (``RESULT_EXPIRES``).
 - **Embedded**: one JSON file per task under ``VAR/celery/recent/``, written
-  whole; each trigger deletes the oldest beyond ``RECENT_TASKS`` and those
-  older than ``RESULT_EXPIRES``.
+  whole; every ``RECENT_TASKS // 10`` starts of a process (each start for a small
+  index), the oldest beyond ``RECENT_TASKS`` and those older than
+  ``RESULT_EXPIRES`` are deleted: the folder holds about ``1.1 * RECENT_TASKS``
+  files, and a start costs, averaged, the listing of about ten of them.
 - Other result stores keep no index: the page lists no tasks.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -30,7 +37,6 @@ from pathlib import Path
 from celery import Celery
 from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
-from flask import g
 from flask import has_request_context
 
 from ..auth.layer import current_identity
@@ -48,12 +54,20 @@ RECENT_KEY = "kernkoa-recent"
 #: ``RECENT_PREFIX + id``: the hash of one recent task (Redis).
 RECENT_PREFIX = "kernkoa-recent-"
 
-#: :meth:`RedisRecent.triggered`. KEYS: the index, the task's hash; ARGV: the id, the
-#: time, the index's size, the expiry in seconds (0: none), the route, then the other
-#: fields of the record as name, value pairs.
-TRIGGER_SCRIPT = """
-redis.call('HSET', KEYS[2], 'route', ARGV[5], 'created', ARGV[2], unpack(ARGV, 6))
+#: The message header that carries who triggered a task and when (:func:`trigger_details`).
+TRIGGER_HEADER = "kernkoa_trigger"
+
+#: :meth:`RedisRecent.started`. KEYS: the index, the task's hash; ARGV: the id, its
+#: trigger time, the index's size, the expiry in seconds (0: none), the hashes' prefix,
+#: then the fields of the record as name, value pairs. The hashes of the ids cut from
+#: the index are deleted with them (only the index finds them; left to expire, a busy
+#: kernel would keep a day of them).
+RECORD_SCRIPT = """
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -tonumber(ARGV[3]) - 1)) do
+  redis.call('DEL', ARGV[5] .. id)
+end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
 local expires = tonumber(ARGV[4])
 if expires > 0 then
@@ -63,29 +77,50 @@ if expires > 0 then
 end
 """
 
+#: Seconds after which a draft file in the index folder is taken as left by a killed writer.
+DRAFT_AGE = 60.0
+
 #: What a task id may look like to name a file.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 
 
-def trigger_details() -> dict[str, str]:
-    """Who triggers the task being sent: the identity's name and the request id
-    (empty when anonymous, or outside a request)."""
-    if not has_request_context():
-        return {"identity": "", "request_id": ""}
-    identity = current_identity()
-    request_id = g.get("request_id")
-    return {"identity": identity.name if identity is not None else "",
-            "request_id": request_id if isinstance(request_id, str) else ""}
+#: Longest identity name a record keeps.
+_IDENTITY_MAX = 200
+
+
+def trigger_details() -> dict[str, t.Any]:
+    """The :data:`TRIGGER_HEADER` of the task being sent: when, and who triggers it
+    (the identity's name, empty when anonymous or outside a request). The request
+    id travels in the request's snapshot (:mod:`kernel.tasks.enqueue`)."""
+    identity = current_identity() if has_request_context() else None
+    return {"created": time.time(), "identity": identity.name if identity is not None else ""}
+
+
+def started_record(header: t.Any, route: str, started: float | None, worker: str | None,
+                   request_id: str | None) -> dict[str, t.Any]:
+    """The record a worker writes when it takes a task, from its message's
+    :data:`TRIGGER_HEADER` (anything but what :func:`trigger_details` writes is
+    dropped: a message from an older kernel has none, and shows no identity) and
+    the triggering request's id (checked already)."""
+    header = header if isinstance(header, dict) else {}
+    created = _number(header.get("created"))
+    if created is None or not math.isfinite(created):
+        created = time.time()  # an infinite score would cut the whole index as expired
+    return {"route": route, "created": created,
+            "identity": str(header.get("identity") or "")[:_IDENTITY_MAX],
+            "request_id": request_id or "", "started": started, "finished": None,
+            "worker": worker or ""}
 
 
 class RecentIndex(t.Protocol):
     """Where the records of the recent tasks are kept."""
 
-    def triggered(self, task_id: str, route: str, details: dict[str, str]) -> None:
-        """Record a task about to be published (and cut the index to its size)."""
+    def started(self, task_id: str, record: dict[str, t.Any]) -> None:
+        """Write the record of a task a worker takes (:func:`started_record`), and cut
+        the index to its size."""
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
-        """Update the record of ``task_id`` with ``fields`` (started, finished, worker)."""
+        """Update the record of ``task_id`` with ``fields`` (when it finished)."""
 
     def latest(self, limit: int) -> list[dict[str, t.Any]]:
         """The records of the ``limit`` most recent tasks, newest first (``id`` included)."""
@@ -102,15 +137,20 @@ class RedisRecent:
         self.size = size
         self.expires = expires
 
-    def triggered(self, task_id: str, route: str, details: dict[str, str]) -> None:
-        """One command (:data:`TRIGGER_SCRIPT`): the record, its place in the index, the cut."""
+    def started(self, task_id: str, record: dict[str, t.Any]) -> None:
+        """One command (:data:`RECORD_SCRIPT`): the record, its place in the index, the
+        cut (the worker's retries wait for Redis)."""
         script = self.backend.__dict__.get("kernkoa_recent_script")
         if script is None:
             script = self.backend.__dict__["kernkoa_recent_script"] = \
-                self.backend.client.register_script(TRIGGER_SCRIPT)
-        fields = [item for pair in details.items() for item in pair]
-        script(keys=[RECENT_KEY, RECENT_PREFIX + task_id],
-               args=[task_id, repr(time.time()), self.size, int(self.expires or 0), route, *fields])
+                self.backend.client.register_script(RECORD_SCRIPT)
+        fields = [item for name, value in record.items()
+                  for item in (name, "" if value is None else str(value))]
+        self.backend.ensure(lambda: script(
+            keys=[RECENT_KEY, RECENT_PREFIX + task_id],
+            args=[task_id, repr(record["created"]), self.size, int(self.expires or 0),
+                  RECENT_PREFIX, *fields]),
+            ())
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
         """Set ``fields`` on the record (the worker's retries wait for Redis)."""
@@ -163,30 +203,49 @@ class FileRecent:
             return None  # deleted meanwhile, or not one of ours
         return record if isinstance(record, dict) else None
 
-    def triggered(self, task_id: str, route: str, details: dict[str, str]) -> None:
-        """Write the record, then delete the oldest beyond the size and the expired."""
+    def started(self, task_id: str, record: dict[str, t.Any]) -> None:
+        """Write the record; every :attr:`prune_every` writes, delete the oldest beyond
+        the size and the expired."""
         path = self._path(task_id)
         if path is None:
             return
-        write_private(path, json.dumps({"route": route, "created": time.time(), **details}))
-        self._prune()
+        write_private(path, json.dumps(record))
+        writes = _WRITES[self.folder] = _WRITES.get(self.folder, 0) + 1
+        if writes >= self.prune_every:
+            _WRITES[self.folder] = 0
+            self._prune()
 
-    def _entries(self) -> list[os.DirEntry[str]]:
+    @property
+    def prune_every(self) -> int:
+        """Writes between two prunings: a tenth of the size (a listing of the folder
+        costs its whole size, so about ten entries a write)."""
+        return max(1, self.size // 10)
+
+    def _scan(self) -> list[os.DirEntry[str]]:
         try:
-            entries = [e for e in os.scandir(self.folder)
-                       if e.name.endswith(".json") and not e.name.startswith(".")]
+            return list(os.scandir(self.folder))
         except FileNotFoundError:
             return []
+
+    def _entries(self, scanned: list[os.DirEntry[str]] | None = None) -> list[os.DirEntry[str]]:
+        entries = [e for e in (self._scan() if scanned is None else scanned)
+                   if e.name.endswith(".json") and not e.name.startswith(".")]
         return sorted(entries, key=_mtime, reverse=True)
 
     def _prune(self) -> None:
-        cutoff = time.time() - self.expires if self.expires else None
-        for number, entry in enumerate(self._entries()):
+        scanned = self._scan()
+        now = time.time()
+        cutoff = now - self.expires if self.expires else None
+        # Drafts of write_private (".<name>.<pid>") a writer killed mid-write left behind.
+        doomed = [e for e in scanned if e.name.startswith(".") and _mtime(e) < now - DRAFT_AGE]
+        for number, entry in enumerate(self._entries(scanned)):
             if number >= self.size or (cutoff is not None and _mtime(entry) < cutoff):
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass  # another process pruned it first
+                doomed.append(entry)
+        for entry in doomed:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass  # another process pruned it first
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
         """Rewrite the record with ``fields`` (only the worker of the task writes then)."""
@@ -211,6 +270,10 @@ class FileRecent:
                 records.append({**record, "id": entry.name[:-len(".json")]})
         records.sort(key=lambda r: _number(r.get("created")) or 0.0, reverse=True)
         return records[:limit]
+
+
+#: Writes of this process into each index folder since its last pruning.
+_WRITES: dict[Path, int] = {}
 
 
 def _mtime(entry: os.DirEntry[str]) -> float:
@@ -239,6 +302,17 @@ def recent_index(celery: Celery) -> RecentIndex | None:
     if isinstance(backend, FilesystemBackend):
         return FileRecent(Path(os.fsdecode(backend.path)).parent / "recent", size, expires)
     return None
+
+
+def note_started(celery: Celery, task_id: str, record: dict[str, t.Any]) -> None:
+    """The worker's side, when it takes a task: write its record (:func:`started_record`);
+    a store that is away costs the record, never the task."""
+    try:
+        index = recent_index(celery)
+        if index is not None:
+            index.started(task_id, record)
+    except Exception as error:
+        log.warning("task %s: cannot write its recent-tasks record: %r", task_id, error)
 
 
 def note_change(celery: Celery, task_id: str, **fields: t.Any) -> None:
@@ -287,7 +361,7 @@ def describe(record: dict[str, t.Any], stored: TaskRecord, now: float) -> dict[s
     ``duration`` runs until the task finishes.
     """
     route = record.get("route")
-    if not route:
+    if not route or not isinstance(route, str):  # a file written by hand is no route
         signed = describe_task_id(record["id"])
         route = signed.route if signed is not None else ""
     body = status_body(stored)

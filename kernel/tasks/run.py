@@ -21,7 +21,6 @@ from celery import Celery
 from celery import Task
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.utils.time import rate
 from werkzeug.datastructures import MultiDict
 
 from ..catalog.binding import PARAMS_NAME
@@ -34,7 +33,11 @@ from ..web.params import build_params
 from ..web.requestid import HEADER as REQUEST_ID_HEADER
 from ..web.requestid import checked_request_id
 from ..web.state import state_of
+from .ratelimit import tasks_per_second
+from .recent import TRIGGER_HEADER
 from .recent import note_change
+from .recent import note_started
+from .recent import started_record
 from .store import JobStore
 
 if t.TYPE_CHECKING:  # the Celery app imports this module to register the task
@@ -99,12 +102,10 @@ def task_options(
     """
     if rate_limit is not None:
         try:
-            per_second = rate(rate_limit)
-        except (ValueError, KeyError, TypeError):
-            per_second = -1.0
-        if not per_second or per_second < 0:
+            tasks_per_second(rate_limit)
+        except ValueError:
             raise ValueError(f"rate_limit must be like '10/s', '5/m' or '100/h', "
-                             f"not {rate_limit!r}")
+                             f"not {rate_limit!r}") from None
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
                                  or not 0 <= priority <= MAX_PRIORITY):
         raise ValueError(f"priority must be an integer from 0 to {MAX_PRIORITY}")
@@ -252,10 +253,14 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     settings = celery.kernkoa_settings
     begun = time.monotonic()  # about when the pool's timer of the soft limit started
     store = JobStore(task.app, fail_fast=False)
-    if store.start(task.request.id, task.request.hostname, request_id_of(request)):
+    request_id = request_id_of(request)
+    cancelled = store.start(task.request.id, task.request.hostname, request_id)
+    # Listed on the tasks page from now on, a task cancelled while queued too.
+    note_started(celery, task.request.id, started_record(
+        task.request.get(TRIGGER_HEADER), route, None if cancelled else time.time(),
+        task.request.hostname, request_id))
+    if cancelled:
         raise Ignore()  # cancelled while queued: never starts
-    note_change(celery, task.request.id, started=time.time(), finished=None,
-                worker=task.request.hostname)
     with flask_app.test_request_context(**request_context_args(request, route)):
         target, endpoint = state_of(flask_app).catalog.resolve(route)
         if not endpoint.is_celery:

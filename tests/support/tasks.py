@@ -7,6 +7,7 @@ it; every wait is bounded. Redis is :mod:`tests.support.redis_server`.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -16,7 +17,13 @@ import time
 import typing as t
 from pathlib import Path
 
+from flask import Flask
+
 from kernel.core.settings import PROJECT_ROOT
+from kernel.tasks.enqueue import celery_and_breaker
+from kernel.tasks.recent import TRIGGER_HEADER
+from kernel.tasks.run import TASK_NAME
+from kernel.tasks.run import run_controller
 from tests.support.processes import BIN
 from tests.support.processes import free_port
 from tests.support.processes import stop
@@ -243,3 +250,27 @@ def wait_for(predicate: t.Callable[[], bool], timeout: float = 30, what: str = "
             return
         time.sleep(0.05)
     raise TimeoutError(f"timed out waiting for {what or predicate}")
+
+
+def queued_messages(var: Path) -> list[dict[str, t.Any]]:
+    """The messages waiting in the embedded broker's queue, oldest first."""
+    paths = sorted((var / "celery" / "queue").glob("*.msg"), key=lambda p: p.stat().st_mtime_ns)
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def run_queued(app: Flask, messages: list[dict[str, t.Any]]) -> None:
+    """Run ``messages`` in this process as a worker would: the generic task, its request carrying
+    the message's headers (the worker's own start and end writes included; the
+    result is Celery's tracer's to store, so each task reads as STARTED)."""
+    with app.app_context():
+        celery, _ = celery_and_breaker()
+    task = celery.tasks[TASK_NAME]
+    for message in messages:
+        headers = message["headers"]
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        task.push_request(id=headers["id"], hostname="w1@test",
+                          **{TRIGGER_HEADER: headers.get(TRIGGER_HEADER)})
+        try:
+            run_controller(task, **kwargs)
+        finally:
+            task.pop_request()

@@ -105,7 +105,7 @@ def test_status_is_one_get_whatever_the_task_did(
     assert _status_commands(redis, client, cancelled) == {"status": "REVOKED"}
 
 
-def test_the_trigger_writes_no_issued_marker(
+def test_the_trigger_is_the_publish_alone(
         tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
     app = _node(tree, make_app, redis, SECRET)
     _started(app)  # warm
@@ -113,8 +113,10 @@ def test_the_trigger_writes_no_issued_marker(
     task_id = _started(app)
     commands = monitor.stop()
     assert not [c for c in commands if "kernkoa-task-" in c], commands
-    # The message went out under the signed id (what Flower and celery inspect show).
-    assert any(task_id in c for c in commands), commands
+    # The publish is all (the recent-tasks index is written by the worker): one LPUSH,
+    # under the signed id (what Flower and celery inspect show).
+    assert len(commands) == 1 and commands[0].startswith("LPUSH "), commands
+    assert task_id in commands[0]
 
 
 def test_a_task_started_on_one_node_reads_on_another_that_shares_the_secret(

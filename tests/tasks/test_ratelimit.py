@@ -83,6 +83,28 @@ def test_a_malformed_limit_limits_nothing() -> None:
     handled: list[str] = []
     limiter = RouteLimiter(lambda message, *rest: handled.append(message.delivery_tag),
                            Consumer())
-    for tag in ("x1", "x2"):
-        limiter(Message(tag, "/a/A/x_celery", "often"), {}, None, None, None)
-    assert handled == ["x1", "x2"] and not ratelimit.HELD
+    tags = [f"x{number}" for number in range(8)]
+    for tag, limit in zip(tags, ["often", "nan/s", "inf/s", "-1/s", "0/s", ["1/s"], True, 7j],
+                          strict=True):
+        limiter(Message(tag, "/a/A/x_celery", limit), {}, None, None, None)
+    assert handled == tags and not ratelimit.HELD
+
+
+def test_held_messages_raise_the_prefetch_up_to_a_bound() -> None:
+    handled: list[str] = []
+    consumer = Consumer()
+    limiter = RouteLimiter(lambda message, *rest: handled.append(message.delivery_tag),
+                           consumer)
+    limiter.most_raised = 3
+    for number in range(6):
+        limiter(Message(f"a{number}", "/a/A/x_celery", "1/h"), {}, None, None, None)
+    limiter(Message("b0", "/b/B/y_celery", "1/h"), {}, None, None, None)
+    # a0 and b0 ran; of the five held, three raise the prefetch, two take its places.
+    assert handled == ["a0", "b0"] and len(ratelimit.HELD) == 5
+    assert consumer.qos.extra == 3
+    [(_, release, args)] = consumer.timer.calls
+    for _ in range(5):
+        limiter.buckets["/a/A/x_celery"]._tokens = 1
+        release(*args)
+    assert handled == ["a0", "b0", "a1", "a2", "a3", "a4", "a5"]
+    assert consumer.qos.extra == 0 and limiter.raised == 0 and not ratelimit.HELD
