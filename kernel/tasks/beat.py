@@ -29,6 +29,7 @@ from datetime import timedelta
 
 from celery import beat
 from celery.schedules import BaseSchedule
+from celery.schedules import ParseException
 from celery.schedules import crontab
 from celery.schedules import schedule as every_schedule
 
@@ -60,14 +61,18 @@ SYNC_INTERVAL = 1.0
 def celery_schedule(declared: Schedule, celery: KernKoaCelery) -> BaseSchedule:
     """Celery's schedule for a declared one (``@cron`` in ``SCHEDULE_TIMEZONE``).
 
-    :raises ValueError: for a cron field Celery cannot read (``61 * * * *``).
+    :raises ValueError: for a cron field Celery cannot read (``61 * * * *``,
+        ``1,,2 * * * *``).
     """
     if declared.seconds is not None:
         return every_schedule(timedelta(seconds=declared.seconds), app=celery)
     assert declared.cron is not None
     minute, hour, day_of_month, month, day_of_week = declared.cron.split()
-    return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                   month_of_year=month, day_of_week=day_of_week, app=celery)
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                       month_of_year=month, day_of_week=day_of_week, app=celery)
+    except ParseException as error:  # Celery's parser raises it, not a ValueError
+        raise ValueError(str(error)) from error
 
 
 class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no types

@@ -90,10 +90,38 @@ def test_cron_keeps_its_five_fields() -> None:
     lambda: cron("0 3 * *"),
     lambda: cron("0 3 * * * *"),
     lambda: cron("0 3 * * ; rm"),
+    # Beyond timedelta, beyond a datetime's last date, or finer than the beat looks.
+    lambda: every(days=10**9),
+    lambda: every(days=999_999_999),
+    lambda: every(days=1e300),
+    lambda: every(seconds=0.5),
+    lambda: every(seconds=1e-6),
+    lambda: every(seconds=float("nan")),
+    lambda: every(seconds=float("inf")),
+    lambda: every(seconds="60"),  # type: ignore[arg-type]
+    lambda: every(hours=True),
+    lambda: every(minutes=1, overlap="no"),  # type: ignore[arg-type]
+    lambda: cron("0 3 * * *", overlap=None),  # type: ignore[arg-type]
+    lambda: cron("٣ 3 * * *"),  # an Arabic-Indic digit is no cron digit
 ])
 def test_a_wrong_declaration_raises(declare: t.Callable[[], t.Any]) -> None:
     with pytest.raises(ScheduleError):
         declare()
+
+
+def test_every_bounds() -> None:
+    @every(seconds=1)
+    def shortest_celery() -> None: ...
+
+    @every(days=366)
+    def longest_celery() -> None: ...
+
+    @every(seconds=1.5)
+    def fractional_celery() -> None: ...
+
+    assert schedule_of(shortest_celery) == Schedule(seconds=1)
+    assert schedule_of(longest_celery) == Schedule(seconds=366 * 86400)
+    assert schedule_of(fractional_celery).describe() == {"every": 1.5, "overlap": True}
 
 
 def test_only_a_celery_method_is_scheduled() -> None:
@@ -318,10 +346,14 @@ def test_serve_runs_schedules_on_the_embedded_default(
     assert os.path.exists(var / "celery" / "beat" / "lock")
 
 
+@pytest.mark.parametrize("expression", ["61 * * * *", "1,,2 * * * *", "*/ * * * *",
+                                        "*/0 * * * *", "0 0 31 2 *"])
 def test_a_cron_celery_cannot_read_is_an_error_of_the_schedule(
-        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+        tree: ControllerTree, make_app: t.Callable[..., Flask], expression: str) -> None:
+    # "1,,2" and "*/" made Celery's parser raise its own ParseException, which
+    # is no ValueError: it stopped the beat instead of being the schedule's error.
     tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0,
-                                        decorator='@cron("61 * * * *")'))
+                                        decorator=f'@cron("{expression}")'))
     tree.write("t.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(hours=1)"))
     scheduler = CatalogScheduler(get_celery(make_app()))
     try:
