@@ -38,6 +38,7 @@ from pathlib import Path
 
 from celery.backends.redis import RedisBackend
 from flask import Request
+from werkzeug.datastructures import MultiDict
 
 from ..auth.layer import current_identity
 from ..catalog.exposure import Endpoint
@@ -88,9 +89,24 @@ def parse_key(raw: str) -> str:
 
 
 def fingerprint(req: Request) -> str:
-    """A digest of the fields ``req`` hands the method: method, query string and body."""
-    fields = [req.method, req.query_string.decode("latin-1"), body_fields(req)]
+    """A digest of the fields ``req`` hands the method: method, query and body.
+
+    Fields are compared as the method receives them, not as bytes: the order of
+    names in a query string or a form, a JSON object's key order and
+    percent-escapes make no difference; the order of one name's repeated
+    values does (they reach the method as a list). A form and a JSON body of
+    the same names are different fields (text against typed values).
+    """
+    body = body_fields(req)
+    if "form" in body:
+        body = {"form": _grouped(MultiDict(body["form"]))}
+    fields = [req.method, _grouped(req.args), body]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _grouped(fields: MultiDict[str, t.Any]) -> list[tuple[str, list[t.Any]]]:
+    """Each name with its values in their order, names sorted."""
+    return sorted(fields.lists())
 
 
 def claim_name(caller: str, route: str, key: str) -> str:

@@ -91,6 +91,33 @@ def test_the_same_key_with_other_fields_is_refused(
     assert queued(tmp_path) == 1
 
 
+@pytest.mark.parametrize(("first", "again"), [
+    # The same fields in another order, or spelled with percent-escapes.
+    ({"path": "/jobs/jobs/work_celery?n=2&params=a"},
+     {"path": "/jobs/jobs/work_celery?params=a&n=%32"}),
+    ({"path": "/jobs/jobs/work_celery", "data": {"n": "2", "params": "a"}},
+     {"path": "/jobs/jobs/work_celery", "data": {"params": "a", "n": "2"}}),
+    ({"path": "/jobs/jobs/work_celery", "data": '{"n": 2, "params": "a"}',
+      "content_type": "application/json"},
+     {"path": "/jobs/jobs/work_celery", "data": '{"params":"a","n":2}',
+      "content_type": "application/json"}),
+])
+def test_the_same_fields_in_another_order_are_the_same_request(
+        app: Flask, tmp_path: Path, first: dict[str, t.Any], again: dict[str, t.Any]) -> None:
+    client = app.test_client()
+    one = client.post(headers=KEY, **first)
+    two = client.post(headers=KEY, **again)
+    assert one.status_code == two.status_code == 202, two.get_data()
+    assert two.get_json()["id"] == one.get_json()["id"]
+    assert queued(tmp_path) == 1
+
+
+def test_the_order_of_repeated_values_matters(app: Flask, tmp_path: Path) -> None:
+    client = app.test_client()
+    assert client.post("/jobs/jobs/work_celery?params=a&params=b", headers=KEY).status_code == 202
+    assert client.post("/jobs/jobs/work_celery?params=b&params=a", headers=KEY).status_code == 422
+
+
 @pytest.mark.parametrize("key", ["", '""', "x" * 256, "has space", "quote\"in", "back\\slash",
                                  "caf\u00e9", '"unbalanced', "tab\there"])
 def test_a_malformed_key_is_a_400(app: Flask, tmp_path: Path, key: str) -> None:
