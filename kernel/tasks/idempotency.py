@@ -210,9 +210,19 @@ class FileClaims:
     @staticmethod
     def _read(path: Path) -> dict[str, t.Any] | None:
         try:
-            return t.cast(dict[str, t.Any], json.loads(path.read_bytes()))
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            found = t.cast(dict[str, t.Any], json.loads(data))
+            Claim.loads(data)
+            float(found["expires"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Not a whole claim (a crash lost its content, a stray file): it names
+            # no task, so it is as good as expired, and is replaced.
+            log.warning("idempotency claim %s unreadable: replaced", path.name)
+            return {"expires": 0.0}
+        return found
 
     def _remove_if(self, path: Path, holds: t.Callable[[dict[str, t.Any]], bool]) -> bool:
         # Read again under the lock: between our read and the removal another

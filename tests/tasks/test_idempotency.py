@@ -174,6 +174,24 @@ def test_a_failed_publish_frees_the_key(app: Flask, tmp_path: Path,
     assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
 
 
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"task_id": "t0"}', b"\xff\xfe"])
+def test_an_unreadable_claim_file_is_replaced(app: Flask, tmp_path: Path,
+                                              content: bytes) -> None:
+    # A claim file emptied by a crash, or a stray one, made every trigger with its
+    # key a 500: it names no task, so it is as good as expired.
+    client = app.test_client()
+    first = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    (claim,) = (tmp_path / "var" / "celery" / "idempotency").glob("[0-9a-f]*")
+    claim.write_bytes(content)
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
+    assert again.get_json()["id"] != first.get_json()["id"]
+    replay = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert replay.get_json()["id"] == again.get_json()["id"]
+    claim.write_bytes(content)
+    assert FileClaims(claim.parent, expires=3600).prune() == 1
+
+
 def test_file_claims_replace_an_expired_claim_once(tmp_path: Path) -> None:
     claims = FileClaims(tmp_path / "claims", expires=0)
     assert claims.claim("k", Claim("t1", "f")) is None
