@@ -13,11 +13,16 @@ and a fingerprint of the request's fields, before anything is published:
 ``<hash>`` covers the caller (the identity the auth layer established, or
 anonymous), the route and the key. Whoever loses the claim, a retry or a
 concurrent duplicate, answers with the winner's task id; other fields under the
-same key are a 422. A claim whose publish fails is released, so the client's
-retry starts the work then.
+same key are a 422.
 
-The claim lives as long as the task's results (``RESULT_EXPIRES``), so a replay
-always names a task ``/status`` still knows.
+A claim is provisional until its task is sent: it lives :data:`PENDING_SECONDS`,
+and only the publish's success confirms it for as long as the task's results
+(``RESULT_EXPIRES``), so a replay always names a task that was sent and that
+``/status`` still knows. A duplicate that finds a provisional claim waits for it
+(the publish takes milliseconds); a claim still provisional after
+:data:`SENT_WAIT` belongs to a trigger that failed or died, and the duplicate is
+a 409 until it lapses. A claim whose publish fails is released (and if the store
+is away by then too, it lapses by itself), so the client's retry starts the work.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from werkzeug.datastructures import MultiDict
 
 from ..auth.layer import current_identity
 from ..catalog.exposure import Endpoint
+from ..core.errors import IdempotencyKeyInFlight
 from ..core.errors import IdempotencyKeyReused
 from ..core.errors import IdempotencyUnsupported
 from ..core.errors import InvalidIdempotencyKey
@@ -64,6 +70,17 @@ MAX_KEY_LENGTH = 255
 #: draft's structured-field string (``"..."``).
 _KEY = re.compile(rf'[!#-\[\]-~]{{1,{MAX_KEY_LENGTH}}}')
 
+#: Seconds a claim lives before its task is sent: far above the few bounded
+#: calls of a publish, short enough that a trigger that died between its claim
+#: and its publish holds its key up briefly.
+PENDING_SECONDS = 30
+
+#: Seconds a duplicate waits for the trigger holding its key to send the task.
+SENT_WAIT = 5.0
+
+#: Seconds between two looks of a waiting duplicate at the claim.
+SENT_POLL = 0.01
+
 #: Prefix of a claim's key on Redis.
 REDIS_PREFIX = "kernkoa-idem-"
 
@@ -73,6 +90,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+#: Replaces KEYS[1] by ARGV[2] only while it holds ARGV[1] (the claim being
+#: confirmed), expiring after ARGV[3] seconds (0: never).
+CONFIRM_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 1
 """
 
 
@@ -122,10 +153,12 @@ def current_caller() -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """What a key is claimed with: the task it starts, and the fields it started with."""
+    """What a key is claimed with: the task it starts, the fields it started with,
+    and whether the task was sent (a claim is provisional until then)."""
 
     task_id: str
     fingerprint: str
+    sent: bool = False
 
     def dumps(self) -> str:
         """The claim as stored."""
@@ -133,20 +166,34 @@ class Claim:
 
     @classmethod
     def loads(cls, data: str | bytes) -> Claim:
-        """A stored claim."""
+        """A stored claim (one stored before claims were confirmed counts as sent)."""
         record = json.loads(data)
-        return cls(task_id=record["task_id"], fingerprint=record["fingerprint"])
+        return cls(task_id=record["task_id"], fingerprint=record["fingerprint"],
+                   sent=record.get("sent", True))
+
+    def confirmed(self) -> Claim:
+        """This claim, its task sent."""
+        return Claim(task_id=self.task_id, fingerprint=self.fingerprint, sent=True)
 
 
 class ClaimStore(t.Protocol):
-    """Where claims live; both methods are atomic."""
+    """Where claims live; every method is atomic."""
 
     def claim(self, name: str, claim: Claim) -> Claim | None:
-        """Claim ``name`` for ``claim``: ``None`` when it is ours now, else the claim
-        that holds it."""
+        """Claim ``name`` for ``claim``, provisionally (for :data:`PENDING_SECONDS`):
+        ``None`` when it is ours now, else the claim that holds it."""
+
+    def confirm(self, name: str, claim: Claim) -> bool:
+        """Mark ``claim``'s task sent, holding ``name`` as long as the results, if
+        ``claim`` still holds it; whether it did."""
 
     def release(self, name: str, claim: Claim) -> None:
         """Give up ``name`` if ``claim`` still holds it."""
+
+
+def pending_seconds(expires: int) -> int:
+    """How long a provisional claim lives, when confirmed ones live ``expires`` seconds."""
+    return min(PENDING_SECONDS, expires) if expires else PENDING_SECONDS
 
 
 class RedisClaims:
@@ -160,12 +207,18 @@ class RedisClaims:
         """See :meth:`ClaimStore.claim`."""
         key = REDIS_PREFIX + name
         while True:
-            if self.client.set(key, claim.dumps(), nx=True, ex=self.expires or None):
+            if self.client.set(key, claim.dumps(), nx=True,
+                               ex=pending_seconds(self.expires)):
                 return None
             held = self.client.get(key)
             if held is not None:
                 return Claim.loads(held)
             # It expired between the two calls: claim it again.
+
+    def confirm(self, name: str, claim: Claim) -> bool:
+        """See :meth:`ClaimStore.confirm`."""
+        return bool(self.client.eval(CONFIRM_SCRIPT, 1, REDIS_PREFIX + name, claim.dumps(),
+                                     claim.confirmed().dumps(), self.expires))
 
     def release(self, name: str, claim: Claim) -> None:
         """See :meth:`ClaimStore.release`."""
@@ -183,9 +236,7 @@ class FileClaims:
         """See :meth:`ClaimStore.claim`."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / name
-        record = {**asdict(claim), "expires": time.time() + self.expires}
-        draft = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
-        draft.write_text(json.dumps(record, sort_keys=True))
+        draft = self._draft(name, claim, min(PENDING_SECONDS, self.expires))
         try:
             while True:
                 try:
@@ -197,8 +248,23 @@ class FileClaims:
                 if held is None:
                     continue  # released or removed in between: claim it again
                 if held["expires"] > time.time():
-                    return Claim(task_id=held["task_id"], fingerprint=held["fingerprint"])
+                    return Claim(task_id=held["task_id"], fingerprint=held["fingerprint"],
+                                 sent=held.get("sent", True))
                 self._remove_if(path, held.__eq__)
+        finally:
+            draft.unlink(missing_ok=True)
+
+    def confirm(self, name: str, claim: Claim) -> bool:
+        """See :meth:`ClaimStore.confirm`."""
+        path = self.folder / name
+        draft = self._draft(name, claim.confirmed(), self.expires)
+        try:
+            with self._locked():
+                found = self._read(path)
+                if found is None or found.get("task_id") != claim.task_id:
+                    return False
+                draft.replace(path)  # whole, for readers that take no lock
+                return True
         finally:
             draft.unlink(missing_ok=True)
 
@@ -206,6 +272,13 @@ class FileClaims:
         """See :meth:`ClaimStore.release`."""
         self._remove_if(self.folder / name,
                         lambda found: found.get("task_id") == claim.task_id)
+
+    def _draft(self, name: str, claim: Claim, lives: float) -> Path:
+        """A whole claim file, not yet under its name."""
+        draft = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
+        draft.write_text(json.dumps({**asdict(claim), "expires": time.time() + lives},
+                                    sort_keys=True))
+        return draft
 
     @staticmethod
     def _read(path: Path) -> dict[str, t.Any] | None:
@@ -287,19 +360,37 @@ def start_once(endpoint: Endpoint, route: str, args: list[t.Any], kwargs: dict[s
     claims = claim_store(celery)
     name = claim_name(current_caller(), route, key)
     mine = Claim(task_id=issue_task_id(endpoint, route), fingerprint=fingerprint(req))
-    held = t.cast("Claim | None", breaker.call(lambda: claims.claim(name, mine)))
-    if held is not None:
+    deadline = time.monotonic() + SENT_WAIT
+    while (held := t.cast("Claim | None",
+                          breaker.call(lambda: claims.claim(name, mine)))) is not None:
         if held.fingerprint != mine.fingerprint:
             raise IdempotencyKeyReused()
-        return held.task_id, True
+        if held.sent:
+            return held.task_id, True
+        # Its trigger is sending it: answer once it is sent (or claim the key,
+        # should that trigger fail and release it).
+        if time.monotonic() >= deadline:
+            raise IdempotencyKeyInFlight(
+                retry_after=pending_seconds(celery.kernkoa_settings.RESULT_EXPIRES))
+        time.sleep(SENT_POLL)
     try:
         enqueue(endpoint, route, args, kwargs, task_id=mine.task_id)
     except BaseException:
-        # Not sent: the key is free again for the client's retry.
+        # Not sent: the key is free again for the client's retry (if the store
+        # is away, the provisional claim lapses by itself).
         try:
             claims.release(name, mine)
         except CONNECTION_ERRORS as error:
-            log.error("idempotency key of %s not released after a failed publish: %r",
-                      route, error)
+            log.error("idempotency key of %s not released after a failed publish "
+                      "(free again in %d s): %r", route, PENDING_SECONDS, error)
         raise
+    try:
+        if not claims.confirm(name, mine):
+            log.warning("idempotency key of %s lapsed before its task %s was sent",
+                        route, mine.task_id)
+    except CONNECTION_ERRORS as error:
+        # Sent all the same: the answer is the task's id. The key holds only
+        # PENDING_SECONDS then, so only a retry later than that starts again.
+        log.error("idempotency key of %s not confirmed after task %s was sent: %r",
+                  route, mine.task_id, error)
     return mine.task_id, False

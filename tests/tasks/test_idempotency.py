@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from kernel.tasks import idempotency
 from kernel.tasks.idempotency import Claim
 from kernel.tasks.idempotency import FileClaims
+from kernel.tasks.idempotency import RedisClaims
 from kernel.tasks.idempotency import parse_key
 from tests.support.auth import KEY as KEY_HS256
 from tests.support.auth import token
@@ -174,6 +176,58 @@ def test_a_failed_publish_frees_the_key(app: Flask, tmp_path: Path,
     assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
 
 
+def _store_away_during_the_publish(app: Flask, store: type[t.Any],
+                                   monkeypatch: pytest.MonkeyPatch) -> t.Any:
+    """The trigger's publish fails, and so does the release of its claim."""
+    client = app.test_client()
+    client.post("/jobs/jobs/work_celery", json={"n": 1})  # builds the Celery app
+    celery = app.extensions["kernkoa"].celery
+
+    def away(*args: t.Any, **kwargs: t.Any) -> None:
+        raise ConnectionError("store away")
+
+    with monkeypatch.context() as during:
+        during.setattr(celery, "send_task", away)
+        during.setattr(store, "release", away)
+        assert client.post("/jobs/jobs/work_celery", json={"n": 2},
+                           headers=KEY).status_code == 503
+    celery.breaker._open_until = 0.0  # the test does not wait the cool-down out
+    return client
+
+
+def test_a_key_whose_task_was_never_sent_is_never_replayed(
+        app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store failed (or the process died) between the claim and the publish:
+    # the claim names a task that does not exist. It was replayed (202 and an id
+    # that stays PENDING forever) for all of RESULT_EXPIRES.
+    monkeypatch.setattr(idempotency, "PENDING_SECONDS", 1)
+    monkeypatch.setattr(idempotency, "SENT_WAIT", 0.2)
+    client = _store_away_during_the_publish(app, FileClaims, monkeypatch)
+    blocked = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert blocked.status_code == 409, blocked.get_data()
+    assert blocked.get_json()["error"]["code"] == "idempotency_key_in_flight"
+    assert blocked.headers["Retry-After"] == "1"
+    assert queued(tmp_path) == 1  # the warm-up trigger's only
+    time.sleep(1.2)  # the provisional claim lapses
+    retried = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    assert client.post("/jobs/jobs/work_celery", json={"n": 2},
+                       headers=KEY).get_json()["id"] == retried.get_json()["id"]
+    assert queued(tmp_path) == 2
+
+
+def test_a_duplicate_waits_for_the_first_trigger_to_send(tmp_path: Path) -> None:
+    claims = FileClaims(tmp_path, expires=3600)
+    first = Claim("t1", "f")
+    assert claims.claim("k", first) is None
+    assert claims.claim("k", Claim("t2", "f")) == first  # provisional: not sent
+    assert claims.confirm("k", first)
+    assert claims.claim("k", Claim("t2", "f")) == first.confirmed()
+    assert not claims.confirm("k", Claim("t2", "f"))  # not the holder
+    held = json.loads((tmp_path / "k").read_text())
+    assert held["sent"] and held["expires"] > time.time() + 3000
+
+
 @pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"task_id": "t0"}', b"\xff\xfe"])
 def test_an_unreadable_claim_file_is_replaced(app: Flask, tmp_path: Path,
                                               content: bytes) -> None:
@@ -245,3 +299,23 @@ def test_on_redis_a_claim_expires_with_the_results(
     time.sleep(2.5)
     later = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
     assert later.get_json()["id"] != first and "Idempotent-Replayed" not in later.headers
+
+
+@pytest.mark.redis
+def test_on_redis_a_claim_is_provisional_until_its_task_is_sent(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tree.write("jobs.py", CONTROLLER)
+    monkeypatch.setattr(idempotency, "SENT_WAIT", 0.2)
+    app = make_app(BROKER_URL=redis.url)
+    client = _store_away_during_the_publish(app, RedisClaims, monkeypatch)
+    (claim,) = redis.client().keys("kernkoa-idem-*")
+    assert not json.loads(redis.client().get(claim))["sent"]
+    assert 0 < redis.client().ttl(claim) <= idempotency.PENDING_SECONDS
+    assert client.post("/jobs/jobs/work_celery", json={"n": 2},
+                       headers=KEY).status_code == 409
+    redis.client().delete(claim)  # as if it lapsed
+    sent = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert sent.status_code == 202
+    assert json.loads(redis.client().get(claim))["sent"]
+    assert redis.client().ttl(claim) > idempotency.PENDING_SECONDS  # RESULT_EXPIRES
