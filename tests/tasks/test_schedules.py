@@ -389,3 +389,20 @@ def test_a_run_that_needs_fields_is_an_error_of_the_schedule(
         assert scheduler.records["/s/S/needy_celery"].last_task_id is None
     finally:
         scheduler.lock.release()
+
+
+def test_a_schedule_whose_file_breaks_is_kept_and_shows_why_it_does_not_run(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(seconds=1)"))
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        assert scheduler.lock.hold()
+        time.sleep(1.1)  # a new mtime, whatever the file system's resolution
+        (tree.controllers / "s.py").write_text("def broken(:\n")
+        scheduler.sync_catalog()
+        scheduler.apply_entry(scheduler.schedule["/s/S/tick_celery"])
+        record = scheduler.records["/s/S/tick_celery"]
+        assert record.error == "The controller for this URL failed to load."
+        assert record.last_task_id is None
+    finally:
+        scheduler.lock.release()
