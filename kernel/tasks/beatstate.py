@@ -167,7 +167,12 @@ class FileBeatLock:
     def hold(self) -> bool:
         """See :meth:`BeatLock.hold`."""
         if self.handle is not None:
-            return True
+            if self._names_our_file():
+                return True
+            # Removed under us (VAR cleaned while the beat runs): the next beat
+            # would lock a new file and fire beside us. Contend for that one.
+            log.warning("beat: lock file %s removed or replaced; taking it again", self.path)
+            self.release()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a")
         try:
@@ -183,6 +188,15 @@ class FileBeatLock:
         if self.handle is not None:
             self.handle.close()  # closing drops the flock
             self.handle = None
+
+    def _names_our_file(self) -> bool:
+        assert self.handle is not None
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.handle.fileno())
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _text(value: str | bytes) -> str:

@@ -29,6 +29,7 @@ from kernel.core.errors import ScheduleError
 from kernel.core.errors import SettingsError
 from kernel.core.settings import PROJECT_ROOT
 from kernel.tasks.beat import CatalogScheduler
+from kernel.tasks.beatstate import FileBeatLock
 from kernel.tasks.celeryapp import get_celery
 from tests.support.catalogs import ControllerTree
 from tests.support.processes import BIN
@@ -406,3 +407,21 @@ def test_a_schedule_whose_file_breaks_is_kept_and_shows_why_it_does_not_run(
         assert record.last_task_id is None
     finally:
         scheduler.lock.release()
+
+
+def test_an_embedded_beat_lock_whose_file_is_removed_is_contended_again(
+        tmp_path: Path) -> None:
+    # The holder kept its flock on the removed file while a second beat locked a
+    # new one: both fired every run.
+    lock = tmp_path / "beat" / "lock"
+    first, second = FileBeatLock(lock), FileBeatLock(lock)
+    try:
+        assert first.hold() and not second.hold()
+        lock.unlink()
+        assert second.hold()
+        assert not first.hold()
+        second.release()
+        assert first.hold() and not second.hold()
+    finally:
+        first.release()
+        second.release()
