@@ -143,8 +143,11 @@ class RedisBeatLock:
             log.warning("beat: lost the lock to another beat")
             self.held = False
         except RedisError as error:
+            # Not firing while Redis is away; but the lease may well still be
+            # ours when it answers again: forgetting it would leave the lock to
+            # nobody, every beat included, until it expires.
             log.error("beat: Redis unreachable, not firing: %r", error)
-            self.held = False
+            return False
         return self.held
 
     def release(self) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 import kernkoa
 from kernel.catalog.schedules import Schedule
@@ -30,6 +31,7 @@ from kernel.core.errors import SettingsError
 from kernel.core.settings import PROJECT_ROOT
 from kernel.tasks.beat import CatalogScheduler
 from kernel.tasks.beatstate import FileBeatLock
+from kernel.tasks.beatstate import RedisBeatLock
 from kernel.tasks.celeryapp import get_celery
 from tests.support.catalogs import ControllerTree
 from tests.support.processes import BIN
@@ -425,3 +427,29 @@ def test_an_embedded_beat_lock_whose_file_is_removed_is_contended_again(
     finally:
         first.release()
         second.release()
+
+
+@pytest.mark.redis
+def test_a_redis_blip_does_not_leave_the_beat_lock_to_nobody(redis: RedisServer) -> None:
+    # One failed renewal made the holder forget its lease: no beat, itself
+    # included, could take the lock until it expired (BEAT_LEASE), and runs due
+    # meanwhile were late.
+    lock = RedisBeatLock(redis.client(), lease=60)
+    other = RedisBeatLock(redis.client(), lease=60)
+    try:
+        assert lock.hold() and not other.hold()
+        renew = lock.lock.reacquire
+
+        def blip() -> None:
+            raise RedisConnectionError("restarting")
+
+        lock.lock.reacquire = blip
+        assert not lock.hold()  # not firing while Redis does not answer
+        lock.lock.reacquire = renew
+        assert lock.hold() and not other.hold()
+        redis.client().flushall()  # Redis came back empty: whoever takes it first
+        assert not lock.hold()
+        assert other.hold() and not lock.hold()
+    finally:
+        lock.release()
+        other.release()
