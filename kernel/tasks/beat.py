@@ -112,6 +112,19 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
             return SYNC_INTERVAL
         return t.cast(float, super().tick(*args, **kwargs))
 
+    def is_due(self, entry: beat.ScheduleEntry) -> t.Any:
+        """Celery's answer, once an ``@every`` whose last run is ahead of the clock
+        (the clock was set back) counts from now."""
+        declared = self.declared.get(entry.name)
+        if declared is not None and declared.seconds is not None:
+            # Else Celery waits for the clock to pass the last run again: a run
+            # every minute would stop for as long as the clock went back. A @cron
+            # keeps its last run: its next time is a date, not a wait.
+            now = entry.default_now()
+            if entry.last_run_at > now:
+                entry.last_run_at = now
+        return entry.is_due()
+
     def apply_entry(self, entry: beat.ScheduleEntry, producer: t.Any = None) -> None:
         """Start one run of ``entry`` (Celery has just advanced its last run time)."""
         route = entry.name

@@ -15,6 +15,7 @@ import subprocess
 import textwrap
 import time
 import typing as t
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,22 @@ def test_a_redis_blip_does_not_leave_the_beat_lock_to_nobody(redis: RedisServer)
     finally:
         lock.release()
         other.release()
+
+
+def test_an_every_runs_on_when_the_clock_is_set_back(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    # Celery waited for the clock to pass the last run again: an hour back
+    # stopped a run every two seconds for an hour.
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(seconds=2)"))
+    tree.write("c.py", SCHEDULED.format(note="/dev/null", pause=0, decorator='@cron("0 3 * * *")'))
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        ahead = {}
+        for name, entry in scheduler.schedule.items():
+            entry.last_run_at = ahead[name] = entry.default_now() + timedelta(hours=1)
+        assert scheduler.is_due(scheduler.schedule["/s/S/tick_celery"]).next <= 2
+        # A cron's next run is a date: it is not moved, so 03:00 does not run twice.
+        scheduler.is_due(scheduler.schedule["/c/S/tick_celery"])
+        assert scheduler.schedule["/c/S/tick_celery"].last_run_at == ahead["/c/S/tick_celery"]
+    finally:
+        scheduler.lock.release()
