@@ -216,6 +216,25 @@ def test_a_key_whose_task_was_never_sent_is_never_replayed(
     assert queued(tmp_path) == 2
 
 
+def test_a_task_sent_whose_claim_cannot_be_confirmed_is_still_a_202(
+        app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def away(*args: t.Any, **kwargs: t.Any) -> None:
+        raise OSError("store away")
+
+    monkeypatch.setattr(FileClaims, "confirm", away)
+    sent = app.test_client().post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert sent.status_code == 202 and queued(tmp_path) == 1
+
+
+def test_a_retry_after_a_cancellation_answers_with_the_cancelled_task(app: Flask) -> None:
+    client = app.test_client()
+    first = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY).get_json()["id"]
+    assert client.delete(f"/status/{first}").get_json() == {"status": "REVOKED"}
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert again.get_json()["id"] == first and again.headers["Idempotent-Replayed"] == "true"
+    assert client.get(f"/status/{first}").get_json() == {"status": "REVOKED"}
+
+
 def test_a_duplicate_waits_for_the_first_trigger_to_send(tmp_path: Path) -> None:
     claims = FileClaims(tmp_path, expires=3600)
     first = Claim("t1", "f")
