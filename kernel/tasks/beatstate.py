@@ -58,10 +58,38 @@ class RunRecord:
     error: str | None = None
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> RunRecord:
-        """A stored record (unknown keys ignored)."""
-        found = json.loads(data)
-        return cls(**{k: found[k] for k in cls.__dataclass_fields__ if k in found})
+    def from_stored(cls, found: t.Any) -> RunRecord:
+        """A stored record, decoded from JSON (unknown keys ignored).
+
+        :raises ValueError: when it is not a record (a file emptied by a crash,
+            edited by hand).
+        """
+        if not isinstance(found, dict):
+            raise ValueError(f"not a run record: {found!r:.80}")
+        values = {k: found[k] for k in cls.__dataclass_fields__ if k in found}
+        for name, value in values.items():
+            if not isinstance(value, _STORED_TYPES[name]) or isinstance(value, bool):
+                raise ValueError(f"not a run record: {name}={value!r:.80}")
+        return cls(**values)
+
+
+#: The JSON types of a stored record's fields.
+_STORED_TYPES: dict[str, tuple[type, ...]] = {
+    "last_run_at": (int, float, type(None)), "next_run_at": (int, float, type(None)),
+    "last_task_id": (str, type(None)), "skipped": (int,), "error": (str, type(None)),
+}
+
+
+def readable(stored: t.Iterable[tuple[str, t.Any]]) -> dict[str, RunRecord]:
+    """The records among ``stored`` (route, decoded JSON) that read as records; the
+    others are logged and left out, as if never written (the beat writes them again)."""
+    records = {}
+    for route, found in stored:
+        try:
+            records[route] = RunRecord.from_stored(found)
+        except ValueError as error:
+            log.warning("beat: run record of %s unreadable, ignored: %s", route, error)
+    return records
 
 
 class RunStore(t.Protocol):
@@ -82,7 +110,7 @@ class RedisRuns:
 
     def read(self) -> dict[str, RunRecord]:
         """See :meth:`RunStore.read`."""
-        return {_text(k): RunRecord.from_json(v) for k, v in self.client.hgetall(RUNS_KEY).items()}
+        return readable((_text(k), _json(v)) for k, v in self.client.hgetall(RUNS_KEY).items())
 
     def write(self, records: dict[str, RunRecord]) -> None:
         """See :meth:`RunStore.write`."""
@@ -105,7 +133,10 @@ class FileRuns:
             found = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return {}
-        return {k: RunRecord.from_json(json.dumps(v)) for k, v in found.items()}
+        except ValueError as error:
+            log.warning("beat: run records %s unreadable, ignored: %r", self.path, error)
+            return {}
+        return readable(found.items() if isinstance(found, dict) else [("*", found)])
 
     def write(self, records: dict[str, RunRecord]) -> None:
         """See :meth:`RunStore.write`."""
@@ -204,6 +235,13 @@ class FileBeatLock:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _json(value: str | bytes) -> t.Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # refused as a record by readable(), with the rest
 
 
 def beat_folder(settings: Settings) -> Path:

@@ -33,6 +33,7 @@ from kernel.core.settings import PROJECT_ROOT
 from kernel.tasks.beat import CatalogScheduler
 from kernel.tasks.beatstate import FileBeatLock
 from kernel.tasks.beatstate import RedisBeatLock
+from kernel.tasks.beatstate import RedisRuns
 from kernel.tasks.celeryapp import get_celery
 from tests.support.catalogs import ControllerTree
 from tests.support.processes import BIN
@@ -473,3 +474,36 @@ def test_an_every_runs_on_when_the_clock_is_set_back(
         assert scheduler.schedule["/c/S/tick_celery"].last_run_at == ahead["/c/S/tick_celery"]
     finally:
         scheduler.lock.release()
+
+
+@pytest.mark.parametrize("content", ["", "[]", '{"/s/S/tick_celery": 5}',
+                                     '{"/s/S/tick_celery": {"last_run_at": "x"}}',
+                                     '{"/s/S/tick_celery": {"skipped": true}}'])
+def test_unreadable_run_records_are_ignored(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], tmp_path: Path,
+        content: str) -> None:
+    # A run record file emptied by a crash or edited by hand stopped the beat as
+    # it took the lock, and made the listings a 500.
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(hours=1)"))
+    app = make_app()
+    runs = tmp_path / "var" / "celery" / "beat" / "runs.json"
+    runs.parent.mkdir(parents=True)
+    runs.write_text(content)
+    listed = app.test_client().get("/_kernkoa/endpoints/s/S/tick_celery")
+    assert listed.status_code == 200
+    assert listed.get_json()["schedule"]["last_run"] is None
+    scheduler = CatalogScheduler(get_celery(app))
+    try:
+        assert scheduler.tick() > 0
+        assert set(json.loads(runs.read_text())) == {"/s/S/tick_celery"}  # written again
+    finally:
+        scheduler.lock.release()
+
+
+@pytest.mark.redis
+def test_unreadable_run_records_on_redis_are_ignored(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    redis.client().hset("kernkoa-beat-runs", mapping={
+        "/a": "{", "/b": "[1]", "/c": '{"last_run_at": 1.5, "last_task_id": "t"}'})
+    runs = RedisRuns(redis.client()).read()
+    assert set(runs) == {"/c"} and runs["/c"].last_task_id == "t"
