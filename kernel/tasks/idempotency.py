@@ -166,10 +166,19 @@ class Claim:
 
     @classmethod
     def loads(cls, data: str | bytes) -> Claim:
-        """A stored claim (one stored before claims were confirmed counts as sent)."""
-        record = json.loads(data)
-        return cls(task_id=record["task_id"], fingerprint=record["fingerprint"],
-                   sent=record.get("sent", True))
+        """A stored claim (one stored before claims were confirmed counts as sent).
+
+        :raises ValueError: when ``data`` is not a claim.
+        """
+        try:
+            record = json.loads(data)
+            claim = cls(task_id=record["task_id"], fingerprint=record["fingerprint"],
+                        sent=record.get("sent", True))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a claim: {error!r}") from error
+        if not all(isinstance(v, str) for v in (claim.task_id, claim.fingerprint)):
+            raise ValueError("not a claim")
+        return claim
 
     def confirmed(self) -> Claim:
         """This claim, its task sent."""
@@ -211,9 +220,15 @@ class RedisClaims:
                                ex=pending_seconds(self.expires)):
                 return None
             held = self.client.get(key)
-            if held is not None:
+            if held is None:
+                continue  # it expired between the two calls: claim it again
+            try:
                 return Claim.loads(held)
-            # It expired between the two calls: claim it again.
+            except ValueError:
+                # It names no task (written by hand, or by a stranger): as good
+                # as expired. Removed only if it is still that value.
+                log.warning("idempotency claim %s unreadable: replaced", name)
+                self.client.eval(RELEASE_SCRIPT, 1, key, held)
 
     def confirm(self, name: str, claim: Claim) -> bool:
         """See :meth:`ClaimStore.confirm`."""
@@ -287,10 +302,10 @@ class FileClaims:
         except FileNotFoundError:
             return None
         try:
-            found = t.cast(dict[str, t.Any], json.loads(data))
             Claim.loads(data)
+            found = t.cast(dict[str, t.Any], json.loads(data))
             float(found["expires"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError):
             # Not a whole claim (a crash lost its content, a stray file): it names
             # no task, so it is as good as expired, and is replaced.
             log.warning("idempotency claim %s unreadable: replaced", path.name)

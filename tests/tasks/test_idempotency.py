@@ -338,3 +338,18 @@ def test_on_redis_a_claim_is_provisional_until_its_task_is_sent(
     assert sent.status_code == 202
     assert json.loads(redis.client().get(claim))["sent"]
     assert redis.client().ttl(claim) > idempotency.PENDING_SECONDS  # RESULT_EXPIRES
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"task_id": 5, "fingerprint": "f"}'])
+def test_on_redis_an_unreadable_claim_is_replaced(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer,
+        content: bytes) -> None:
+    tree.write("jobs.py", CONTROLLER)
+    client = make_app(BROKER_URL=redis.url).test_client()
+    first = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY).get_json()["id"]
+    (claim,) = redis.client().keys("kernkoa-idem-*")
+    redis.client().set(claim, content)
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert again.status_code == 202 and again.get_json()["id"] != first
+    assert json.loads(redis.client().get(claim))["task_id"] == again.get_json()["id"]
