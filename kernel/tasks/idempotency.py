@@ -11,7 +11,8 @@ and a fingerprint of the request's fields, before anything is published:
   two triggers never both replace it.
 
 ``<hash>`` covers the caller (the identity the auth layer established, or
-anonymous), the route and the key. Whoever loses the claim, a retry or a
+anonymous), the method's route (its URL without the path segments that are
+arguments: those are fields) and the key. Whoever loses the claim, a retry or a
 concurrent duplicate, answers with the winner's task id; other fields under the
 same key are a 422.
 
@@ -52,6 +53,7 @@ from ..core.errors import IdempotencyKeyReused
 from ..core.errors import IdempotencyUnsupported
 from ..core.errors import InvalidIdempotencyKey
 from ..core.settings import Settings
+from ..web.state import current_state
 from .celeryapp import KernKoaCelery
 from .celeryapp import embedded_root
 from .celeryapp import is_embedded
@@ -119,8 +121,9 @@ def parse_key(raw: str) -> str:
     return key
 
 
-def fingerprint(req: Request) -> str:
-    """A digest of the fields ``req`` hands the method: method, query and body.
+def fingerprint(req: Request, path_args: t.Sequence[str] = ()) -> str:
+    """A digest of the fields ``req`` hands the method: method, path segments
+    after the method's name (``path_args``), query and body.
 
     Fields are compared as the method receives them, not as bytes: the order of
     names in a query string or a form, a JSON object's key order and
@@ -131,7 +134,7 @@ def fingerprint(req: Request) -> str:
     body = body_fields(req)
     if "form" in body:
         body = {"form": _grouped(MultiDict(body["form"]))}
-    fields = [req.method, _grouped(req.args), body]
+    fields = [req.method, list(path_args), _grouped(req.args), body]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -373,8 +376,11 @@ def start_once(endpoint: Endpoint, route: str, args: list[t.Any], kwargs: dict[s
     key = parse_key(raw_key)
     celery, breaker = celery_and_breaker()
     claims = claim_store(celery)
-    name = claim_name(current_caller(), route, key)
-    mine = Claim(task_id=issue_task_id(endpoint, route), fingerprint=fingerprint(req))
+    # /report/Report/build_celery/2024 is build_celery's route with a field in it.
+    target = current_state().catalog.router.resolve(route)
+    name = claim_name(current_caller(), target.route, key)
+    mine = Claim(task_id=issue_task_id(endpoint, route),
+                 fingerprint=fingerprint(req, target.args))
     deadline = time.monotonic() + SENT_WAIT
     while (held := t.cast("Claim | None",
                           breaker.call(lambda: claims.claim(name, mine)))) is not None:

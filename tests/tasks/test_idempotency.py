@@ -114,6 +114,19 @@ def test_the_same_fields_in_another_order_are_the_same_request(
     assert queued(tmp_path) == 1
 
 
+def test_path_segments_are_fields_of_the_method(app: Flask, tmp_path: Path) -> None:
+    # /work_celery/3 and /work_celery/4 call one method with n=3 and n=4: the
+    # second started another task instead of being refused.
+    client = app.test_client()
+    first = client.post("/jobs/jobs/work_celery/3", headers=KEY)
+    assert client.post("/jobs/jobs/work_celery/3", headers=KEY).get_json()["id"] == \
+        first.get_json()["id"]
+    for other in ("/jobs/jobs/work_celery/4", "/jobs/jobs/work_celery"):
+        refused = client.post(other, headers=KEY)
+        assert refused.status_code == 422, other
+    assert queued(tmp_path) == 1
+
+
 def test_the_order_of_repeated_values_matters(app: Flask, tmp_path: Path) -> None:
     client = app.test_client()
     assert client.post("/jobs/jobs/work_celery?params=a&params=b", headers=KEY).status_code == 202
