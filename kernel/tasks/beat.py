@@ -33,6 +33,7 @@ from celery.schedules import ParseException
 from celery.schedules import crontab
 from celery.schedules import schedule as every_schedule
 
+from ..catalog.exposure import Endpoint
 from ..catalog.listing import error_line
 from ..catalog.registry import scan
 from ..catalog.schedules import Schedule
@@ -170,13 +171,20 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         :raises KernKoaError: when it cannot be sent (a required field, a
             broker that is away).
         """
-        app = self.flask_app
-        with app.app_context():
-            state = state_of(app)
-            _, endpoint = state.catalog.resolve(route)
-            args, kwargs = endpoint.binder.bind(GivenFields({}, state.settings), (),
-                                                route.lstrip("/"))
-            return enqueue(endpoint, route, list(args), kwargs)
+        with self.flask_app.app_context():
+            endpoint, args, kwargs = self._bind(route)
+            return enqueue(endpoint, route, args, kwargs)
+
+    def _bind(self, route: str) -> tuple[Endpoint, list[t.Any], dict[str, t.Any]]:
+        """``route``'s method and its arguments for a run: its defaults (in an app context).
+
+        :raises KernKoaError: when the method requires a field, or cannot be loaded.
+        """
+        state = state_of(self.flask_app)
+        _, endpoint = state.catalog.resolve(route)
+        args, kwargs = endpoint.binder.bind(GivenFields({}, state.settings), (),
+                                            route.lstrip("/"))
+        return endpoint, list(args), kwargs
 
     def sync_catalog(self) -> None:
         """Make the entries those the catalog declares now."""
@@ -220,6 +228,13 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
             record.next_run_at = self._next_run(entry)
             self.schedule[name] = entry
             log.info("beat: %s scheduled %s", name, declared.describe())
+            try:
+                # Told now, not at the first run (a nightly job: tomorrow at 03:00).
+                with self.flask_app.app_context():
+                    self._bind(name)
+            except KernKoaError as error:
+                record.error = _explain(error)
+                log.error("beat: %s cannot run: %s", name, record.error)
         if changed and self._holding:
             self._save()
 

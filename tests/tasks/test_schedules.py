@@ -388,6 +388,8 @@ def test_a_run_that_needs_fields_is_an_error_of_the_schedule(
         """)
     scheduler = CatalogScheduler(get_celery(make_app()))
     try:
+        # Told as soon as it is scheduled, not only when a run falls due.
+        assert scheduler.records["/s/S/needy_celery"].error == "year: this field is required"
         assert scheduler.lock.hold()
         scheduler.apply_entry(scheduler.schedule["/s/S/needy_celery"])
         assert scheduler.records["/s/S/needy_celery"].error == "year: this field is required"
