@@ -134,9 +134,11 @@ class FileRuns:
         except FileNotFoundError:
             return {}
         except ValueError as error:
-            log.warning("beat: run records %s unreadable, ignored: %r", self.path, error)
+            found = error
+        if not isinstance(found, dict):
+            log.warning("beat: run records %s unreadable, ignored: %.80r", self.path, found)
             return {}
-        return readable(found.items() if isinstance(found, dict) else [("*", found)])
+        return readable(found.items())
 
     def write(self, records: dict[str, RunRecord]) -> None:
         """See :meth:`RunStore.write`."""

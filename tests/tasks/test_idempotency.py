@@ -366,3 +366,23 @@ def test_on_redis_an_unreadable_claim_is_replaced(
     again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
     assert again.status_code == 202 and again.get_json()["id"] != first
     assert json.loads(redis.client().get(claim))["task_id"] == again.get_json()["id"]
+
+
+@pytest.mark.redis
+def test_on_redis_a_key_tried_while_redis_is_down_starts_its_task_once_it_is_back(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    tree.write("jobs.py", CONTROLLER)
+    app = make_app(BROKER_URL=redis.url)
+    client = app.test_client()
+    assert client.post("/jobs/jobs/work_celery", json={"n": 1}).status_code == 202
+    redis.stop()
+    down = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert down.status_code == 503
+    assert down.get_json()["error"]["code"] == "broker_unavailable"
+    redis.start()
+    app.extensions["kernkoa"].celery.breaker._open_until = 0.0  # no cool-down wait
+    sent = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert sent.status_code == 202 and "Idempotent-Replayed" not in sent.headers
+    again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
+    assert again.get_json()["id"] == sent.get_json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
