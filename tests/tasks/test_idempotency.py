@@ -318,6 +318,30 @@ def test_a_key_is_per_caller(tree: ControllerTree, make_app: t.Callable[..., Fla
     assert queued(tmp_path) == 3
 
 
+def test_on_a_route_that_requires_a_login_keys_are_per_identity(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+    tree.write("locked.py", """
+        from kernkoa import *
+
+        class jobs:
+            @requires()
+            def mine_celery(self, task, n: int = 1):
+                return n
+        """)
+    client = make_app(ADDONS=["jwt_auth"], HMACKEY=KEY_HS256).test_client()
+    route = "/locked/jobs/mine_celery"
+    # Refused before any claim: an anonymous caller cannot take a key from anyone.
+    assert client.post(route, json={"n": 2}, headers=KEY).status_code == 401
+    assert not list((tmp_path / "var" / "celery").glob("idempotency/[0-9a-f]*"))
+    alice = {**KEY, "Authorization": "Bearer " + token(sub="alice")}
+    bob = {**KEY, "Authorization": "Bearer " + token(sub="bob")}
+    first = client.post(route, json={"n": 2}, headers=alice).get_json()["id"]
+    assert client.post(route, json={"n": 2}, headers=alice).get_json()["id"] == first
+    theirs = client.post(route, json={"n": 3}, headers=bob)  # bob's key, bob's fields
+    assert theirs.status_code == 202 and theirs.get_json()["id"] != first
+    assert queued(tmp_path) == 2
+
+
 @pytest.mark.redis
 def test_on_redis_a_claim_expires_with_the_results(
         tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
