@@ -135,6 +135,13 @@ def test_only_a_celery_method_is_scheduled() -> None:
         def plain() -> None: ...
 
 
+def test_one_schedule_per_method() -> None:
+    with pytest.raises(ScheduleError, match="one schedule per method"):
+        @every(hours=1)
+        @cron("0 3 * * *")
+        def twice_celery() -> None: ...
+
+
 def test_the_star_import_gives_both() -> None:
     assert {"every", "cron"} <= set(kernkoa.__all__)
 
