@@ -40,6 +40,7 @@ from ..catalog.schedules import Schedule
 from ..catalog.schedules import schedule_of
 from ..core.errors import KernKoaError
 from ..core.errors import ParameterError
+from ..core.errors import TaskNotFound
 from ..web.params import GivenFields
 from ..web.state import state_of
 from .beatstate import RunRecord
@@ -50,6 +51,7 @@ from .celeryapp import KernKoaCelery
 from .enqueue import CONNECTION_ERRORS
 from .enqueue import enqueue
 from .events import FINAL_STATES
+from .ids import describe_task_id
 from .run import TASK_NAME
 from .store import JobStore
 
@@ -259,13 +261,25 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         self._save()
 
     def _still_going(self, record: RunRecord) -> bool:
-        if record.last_task_id is None:
+        task_id = record.last_task_id
+        if task_id is None:
             return False
         try:
-            body = status_body(JobStore(self.app).read(record.last_task_id))
+            found = JobStore(self.app).read(task_id)
         except CONNECTION_ERRORS:
             return True  # cannot tell: skipping is the safe side
-        return body["status"] not in FINAL_STATES
+        if found.meta is None and not found.revoked:
+            # Nothing stored yet reads PENDING, and so does a run whose results
+            # expired (or that was lost): past RESULT_EXPIRES it is taken as over,
+            # or overlap=False would skip every run from then on.
+            signed = describe_task_id(task_id)
+            expires = self.app.kernkoa_settings.RESULT_EXPIRES
+            if signed is not None and expires and time.time() - signed.created > expires:
+                return False
+        try:
+            return status_body(found)["status"] not in FINAL_STATES
+        except TaskNotFound:
+            return False
 
     def _save(self) -> None:
         try:

@@ -516,3 +516,28 @@ def test_unreadable_run_records_on_redis_are_ignored(
         "/a": "{", "/b": "[1]", "/c": '{"last_run_at": 1.5, "last_task_id": "t"}'})
     runs = RedisRuns(redis.client()).read()
     assert set(runs) == {"/c"} and runs["/c"].last_task_id == "t"
+
+
+def test_no_overlap_runs_again_once_the_last_runs_results_expired(
+        tree: ControllerTree, make_app: t.Callable[..., Flask],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run whose results expired (RESULT_EXPIRES shorter than the interval, or
+    # results pruned) read PENDING for ever: overlap=False skipped every run after.
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0,
+                                        decorator="@every(days=2, overlap=False)"))
+    scheduler = CatalogScheduler(get_celery(make_app(RESULT_EXPIRES=3600)))
+    route = "/s/S/tick_celery"
+    try:
+        assert scheduler.lock.hold()
+        scheduler.apply_entry(scheduler.schedule[route])
+        first = scheduler.records[route].last_task_id
+        assert first is not None
+        scheduler.apply_entry(scheduler.schedule[route])  # never picked up: still going
+        assert scheduler.records[route].skipped == 1
+        later = time.time() + 2 * 86400
+        monkeypatch.setattr(time, "time", lambda: later)
+        scheduler.apply_entry(scheduler.schedule[route])
+        assert scheduler.records[route].skipped == 1
+        assert scheduler.records[route].last_task_id != first
+    finally:
+        scheduler.lock.release()
