@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from kernel.tasks import claims as claim_stores
 from kernel.tasks import idempotency
-from kernel.tasks.idempotency import Claim
-from kernel.tasks.idempotency import FileClaims
-from kernel.tasks.idempotency import RedisClaims
+from kernel.tasks.claims import Claim
+from kernel.tasks.claims import FileClaims
+from kernel.tasks.claims import RedisClaims
 from kernel.tasks.idempotency import parse_key
 from tests.support.auth import KEY as KEY_HS256
 from tests.support.auth import token
@@ -213,7 +214,7 @@ def test_a_key_whose_task_was_never_sent_is_never_replayed(
     # The store failed (or the process died) between the claim and the publish:
     # the claim names a task that does not exist. It was replayed (202 and an id
     # that stays PENDING forever) for all of RESULT_EXPIRES.
-    monkeypatch.setattr(idempotency, "PENDING_SECONDS", 1)
+    monkeypatch.setattr(claim_stores, "PENDING_SECONDS", 1)
     monkeypatch.setattr(idempotency, "SENT_WAIT", 0.2)
     client = _store_away_during_the_publish(app, FileClaims, monkeypatch)
     blocked = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
@@ -367,14 +368,14 @@ def test_on_redis_a_claim_is_provisional_until_its_task_is_sent(
     client = _store_away_during_the_publish(app, RedisClaims, monkeypatch)
     (claim,) = redis.client().keys("kernkoa-idem-*")
     assert not json.loads(redis.client().get(claim))["sent"]
-    assert 0 < redis.client().ttl(claim) <= idempotency.PENDING_SECONDS
+    assert 0 < redis.client().ttl(claim) <= claim_stores.PENDING_SECONDS
     assert client.post("/jobs/jobs/work_celery", json={"n": 2},
                        headers=KEY).status_code == 409
     redis.client().delete(claim)  # as if it lapsed
     sent = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
     assert sent.status_code == 202
     assert json.loads(redis.client().get(claim))["sent"]
-    assert redis.client().ttl(claim) > idempotency.PENDING_SECONDS  # RESULT_EXPIRES
+    assert redis.client().ttl(claim) > claim_stores.PENDING_SECONDS  # RESULT_EXPIRES
 
 
 @pytest.mark.redis
