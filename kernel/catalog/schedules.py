@@ -9,6 +9,7 @@ reported as broken, never silently left out.
 
 from __future__ import annotations
 
+import math
 import re
 import typing as t
 from dataclasses import dataclass
@@ -25,6 +26,14 @@ _CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
 
 #: Fields of a cron expression: minute, hour, day of month, month, day of week.
 CRON_FIELDS = 5
+
+#: Shortest ``@every``: the beat looks at its schedules once a second, and a
+#: shorter interval would fire as fast as the beat can loop.
+MIN_EVERY = timedelta(seconds=1)
+
+#: Longest ``@every``: a year (a rarer run is a ``@cron``); beyond it the next
+#: run soon falls past the last date a ``datetime`` holds.
+MAX_EVERY = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -71,12 +80,33 @@ def every(*, seconds: float = 0, minutes: float = 0, hours: float = 0, days: flo
 
     :param overlap: ``False`` skips a run while the previous one is still queued
         or running.
-    :raises ScheduleError: when the interval is not above zero.
+    :raises ScheduleError: when a keyword is not a finite number, or the
+        interval is not between :data:`MIN_EVERY` and :data:`MAX_EVERY`.
     """
-    interval = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days)
-    if interval.total_seconds() <= 0:
-        raise ScheduleError(f"@every needs an interval above zero, not {interval}")
-    return _mark(Schedule(seconds=interval.total_seconds(), overlap=overlap))
+    parts = {"seconds": seconds, "minutes": minutes, "hours": hours, "days": days}
+    for name, value in parts.items():
+        # bool is an int to Python, but @every(hours=True) is a slip, not an hour.
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise ScheduleError(f"@every: {name} must be a finite number, not {value!r}")
+    try:
+        interval = timedelta(**parts)
+    except OverflowError:
+        interval = MAX_EVERY + MAX_EVERY  # beyond timedelta itself: too long as well
+    if not MIN_EVERY <= interval <= MAX_EVERY:
+        raise ScheduleError(f"@every needs an interval from {MIN_EVERY} to {MAX_EVERY} "
+                            f"(a rarer run is a @cron), not {_spelled(parts)}")
+    return _mark(Schedule(seconds=interval.total_seconds(), overlap=_flag(overlap)))
+
+
+def _spelled(parts: dict[str, float]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in parts.items() if value) or "nothing"
+
+
+def _flag(overlap: t.Any) -> bool:
+    if not isinstance(overlap, bool):
+        raise ScheduleError(f"overlap must be True or False, not {overlap!r}")
+    return overlap
 
 
 def cron(expression: str, *, overlap: bool = True) -> t.Callable[[F], F]:
@@ -96,7 +126,7 @@ def cron(expression: str, *, overlap: bool = True) -> t.Callable[[F], F]:
     if len(fields) != CRON_FIELDS or not all(_CRON_FIELD.fullmatch(f) for f in fields):
         raise ScheduleError(f"@cron needs five fields (minute hour day month weekday), "
                             f"not {expression!r}")
-    return _mark(Schedule(cron=" ".join(fields), overlap=overlap))
+    return _mark(Schedule(cron=" ".join(fields), overlap=_flag(overlap)))
 
 
 def schedule_of(func: t.Callable[..., t.Any]) -> Schedule | None:

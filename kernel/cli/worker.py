@@ -21,7 +21,7 @@ from ..tasks.beat import run_beat
 from ..tasks.celeryapp import embedded_root
 from ..tasks.celeryapp import get_celery
 from ..tasks.celeryapp import is_embedded
-from ..tasks.idempotency import embedded_claims
+from ..tasks.claims import embedded_claims
 from ..tasks.metrics import serve_metrics
 from ..tasks.metrics import watch_worker
 from ..tasks.metrics import worker_folder

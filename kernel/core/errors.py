@@ -238,6 +238,21 @@ class IdempotencyKeyReused(KernelError):
                    "use a new key for a new request.")
 
 
+class IdempotencyKeyInFlight(KernelError):
+    """409: the trigger that claimed this ``Idempotency-Key`` has not sent its task
+    (it failed, or its process died); the key is free again after ``retry_after``
+    seconds."""
+
+    code = 409
+    error_code = "idempotency_key_in_flight"
+    description = ("The first request with this Idempotency-Key has not started its task; "
+                   "retry later.")
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+
 class TooManyFailures(KernelError):
     """429: this client failed to log in too often lately; it is refused
     without checking, until ``retry_after`` seconds have passed."""

@@ -44,6 +44,7 @@ from ..catalog.listing import shown_error
 from ..core.version import __version__
 from .taskdoc import DATA_TYPES
 from .taskdoc import IDEMPOTENCY_ERRORS
+from .taskdoc import IDEMPOTENCY_ONLY_ERRORS
 from .taskdoc import STATUS_REF
 from .taskdoc import data
 from .taskdoc import error
@@ -230,6 +231,8 @@ def _operation(route: dict[str, t.Any], method: str, converters: dict[str, Conve
         parameters += trigger_headers()
         for status, addition in IDEMPOTENCY_ERRORS.items():
             responses[status]["description"] += addition
+        for status, description in IDEMPOTENCY_ONLY_ERRORS.items():
+            responses[status] = error(description)
     if parameters:
         operation["parameters"] = parameters
     if method not in QUERY_METHODS:

@@ -17,6 +17,12 @@ IDEMPOTENCY_ERRORS = {
     "422": " Or the `Idempotency-Key` started a task with other fields.",
 }
 
+#: The error statuses only an ``Idempotency-Key`` brings to a ``_celery`` trigger.
+IDEMPOTENCY_ONLY_ERRORS = {
+    "409": "The first trigger with this `Idempotency-Key` has not sent its task (it failed, "
+           "or its process died): retry after `Retry-After` seconds.",
+}
+
 #: The error statuses of ``/status/{id}`` per operation, besides the auth ones.
 STATUS_ERRORS = {
     "get": {"404": "No such task, or it expired.",

@@ -29,15 +29,18 @@ from datetime import timedelta
 
 from celery import beat
 from celery.schedules import BaseSchedule
+from celery.schedules import ParseException
 from celery.schedules import crontab
 from celery.schedules import schedule as every_schedule
 
+from ..catalog.exposure import Endpoint
 from ..catalog.listing import error_line
 from ..catalog.registry import scan
 from ..catalog.schedules import Schedule
 from ..catalog.schedules import schedule_of
 from ..core.errors import KernKoaError
 from ..core.errors import ParameterError
+from ..core.errors import TaskNotFound
 from ..web.params import GivenFields
 from ..web.state import state_of
 from .beatstate import RunRecord
@@ -48,6 +51,7 @@ from .celeryapp import KernKoaCelery
 from .enqueue import CONNECTION_ERRORS
 from .enqueue import enqueue
 from .events import FINAL_STATES
+from .ids import describe_task_id
 from .run import TASK_NAME
 from .store import JobStore
 
@@ -60,14 +64,18 @@ SYNC_INTERVAL = 1.0
 def celery_schedule(declared: Schedule, celery: KernKoaCelery) -> BaseSchedule:
     """Celery's schedule for a declared one (``@cron`` in ``SCHEDULE_TIMEZONE``).
 
-    :raises ValueError: for a cron field Celery cannot read (``61 * * * *``).
+    :raises ValueError: for a cron field Celery cannot read (``61 * * * *``,
+        ``1,,2 * * * *``).
     """
     if declared.seconds is not None:
         return every_schedule(timedelta(seconds=declared.seconds), app=celery)
     assert declared.cron is not None
     minute, hour, day_of_month, month, day_of_week = declared.cron.split()
-    return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                   month_of_year=month, day_of_week=day_of_week, app=celery)
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                       month_of_year=month, day_of_week=day_of_week, app=celery)
+    except ParseException as error:  # Celery's parser raises it, not a ValueError
+        raise ValueError(str(error)) from error
 
 
 class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no types
@@ -106,6 +114,19 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         if not holding:
             return SYNC_INTERVAL
         return t.cast(float, super().tick(*args, **kwargs))
+
+    def is_due(self, entry: beat.ScheduleEntry) -> t.Any:
+        """Celery's answer, once an ``@every`` whose last run is ahead of the clock
+        (the clock was set back) counts from now."""
+        declared = self.declared.get(entry.name)
+        if declared is not None and declared.seconds is not None:
+            # Else Celery waits for the clock to pass the last run again: a run
+            # every minute would stop for as long as the clock went back. A @cron
+            # keeps its last run: its next time is a date, not a wait.
+            now = entry.default_now()
+            if entry.last_run_at > now:
+                entry.last_run_at = now
+        return entry.is_due()
 
     def apply_entry(self, entry: beat.ScheduleEntry, producer: t.Any = None) -> None:
         """Start one run of ``entry`` (Celery has just advanced its last run time)."""
@@ -152,13 +173,20 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         :raises KernKoaError: when it cannot be sent (a required field, a
             broker that is away).
         """
-        app = self.flask_app
-        with app.app_context():
-            state = state_of(app)
-            _, endpoint = state.catalog.resolve(route)
-            args, kwargs = endpoint.binder.bind(GivenFields({}, state.settings), (),
-                                                route.lstrip("/"))
-            return enqueue(endpoint, route, list(args), kwargs)
+        with self.flask_app.app_context():
+            endpoint, args, kwargs = self._bind(route)
+            return enqueue(endpoint, route, args, kwargs)
+
+    def _bind(self, route: str) -> tuple[Endpoint, list[t.Any], dict[str, t.Any]]:
+        """``route``'s method and its arguments for a run: its defaults (in an app context).
+
+        :raises KernKoaError: when the method requires a field, or cannot be loaded.
+        """
+        state = state_of(self.flask_app)
+        _, endpoint = state.catalog.resolve(route)
+        args, kwargs = endpoint.binder.bind(GivenFields({}, state.settings), (),
+                                            route.lstrip("/"))
+        return endpoint, list(args), kwargs
 
     def sync_catalog(self) -> None:
         """Make the entries those the catalog declares now."""
@@ -202,6 +230,13 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
             record.next_run_at = self._next_run(entry)
             self.schedule[name] = entry
             log.info("beat: %s scheduled %s", name, declared.describe())
+            try:
+                # Told now, not at the first run (a nightly job: tomorrow at 03:00).
+                with self.flask_app.app_context():
+                    self._bind(name)
+            except KernKoaError as error:
+                record.error = _explain(error)
+                log.error("beat: %s cannot run: %s", name, record.error)
         if changed and self._holding:
             self._save()
 
@@ -226,13 +261,25 @@ class CatalogScheduler(beat.Scheduler):  # type: ignore[misc]  # Celery has no t
         self._save()
 
     def _still_going(self, record: RunRecord) -> bool:
-        if record.last_task_id is None:
+        task_id = record.last_task_id
+        if task_id is None:
             return False
         try:
-            body = status_body(JobStore(self.app).read(record.last_task_id))
+            found = JobStore(self.app).read(task_id)
         except CONNECTION_ERRORS:
             return True  # cannot tell: skipping is the safe side
-        return body["status"] not in FINAL_STATES
+        if found.meta is None and not found.revoked:
+            # Nothing stored yet reads PENDING, and so does a run whose results
+            # expired (or that was lost): past RESULT_EXPIRES it is taken as over,
+            # or overlap=False would skip every run from then on.
+            signed = describe_task_id(task_id)
+            expires = self.app.kernkoa_settings.RESULT_EXPIRES
+            if signed is not None and expires and time.time() - signed.created > expires:
+                return False
+        try:
+            return status_body(found)["status"] not in FINAL_STATES
+        except TaskNotFound:
+            return False
 
     def _save(self) -> None:
         try:

@@ -58,10 +58,38 @@ class RunRecord:
     error: str | None = None
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> RunRecord:
-        """A stored record (unknown keys ignored)."""
-        found = json.loads(data)
-        return cls(**{k: found[k] for k in cls.__dataclass_fields__ if k in found})
+    def from_stored(cls, found: t.Any) -> RunRecord:
+        """A stored record, decoded from JSON (unknown keys ignored).
+
+        :raises ValueError: when it is not a record (a file emptied by a crash,
+            edited by hand).
+        """
+        if not isinstance(found, dict):
+            raise ValueError(f"not a run record: {found!r:.80}")
+        values = {k: found[k] for k in cls.__dataclass_fields__ if k in found}
+        for name, value in values.items():
+            if not isinstance(value, _STORED_TYPES[name]) or isinstance(value, bool):
+                raise ValueError(f"not a run record: {name}={value!r:.80}")
+        return cls(**values)
+
+
+#: The JSON types of a stored record's fields.
+_STORED_TYPES: dict[str, tuple[type, ...]] = {
+    "last_run_at": (int, float, type(None)), "next_run_at": (int, float, type(None)),
+    "last_task_id": (str, type(None)), "skipped": (int,), "error": (str, type(None)),
+}
+
+
+def readable(stored: t.Iterable[tuple[str, t.Any]]) -> dict[str, RunRecord]:
+    """The records among ``stored`` (route, decoded JSON) that read as records; the
+    others are logged and left out, as if never written (the beat writes them again)."""
+    records = {}
+    for route, found in stored:
+        try:
+            records[route] = RunRecord.from_stored(found)
+        except ValueError as error:
+            log.warning("beat: run record of %s unreadable, ignored: %s", route, error)
+    return records
 
 
 class RunStore(t.Protocol):
@@ -82,7 +110,7 @@ class RedisRuns:
 
     def read(self) -> dict[str, RunRecord]:
         """See :meth:`RunStore.read`."""
-        return {_text(k): RunRecord.from_json(v) for k, v in self.client.hgetall(RUNS_KEY).items()}
+        return readable((_text(k), _json(v)) for k, v in self.client.hgetall(RUNS_KEY).items())
 
     def write(self, records: dict[str, RunRecord]) -> None:
         """See :meth:`RunStore.write`."""
@@ -105,7 +133,12 @@ class FileRuns:
             found = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return {}
-        return {k: RunRecord.from_json(json.dumps(v)) for k, v in found.items()}
+        except ValueError as error:
+            found = error
+        if not isinstance(found, dict):
+            log.warning("beat: run records %s unreadable, ignored: %.80r", self.path, found)
+            return {}
+        return readable(found.items())
 
     def write(self, records: dict[str, RunRecord]) -> None:
         """See :meth:`RunStore.write`."""
@@ -143,8 +176,11 @@ class RedisBeatLock:
             log.warning("beat: lost the lock to another beat")
             self.held = False
         except RedisError as error:
+            # Not firing while Redis is away; but the lease may well still be
+            # ours when it answers again: forgetting it would leave the lock to
+            # nobody, every beat included, until it expires.
             log.error("beat: Redis unreachable, not firing: %r", error)
-            self.held = False
+            return False
         return self.held
 
     def release(self) -> None:
@@ -167,7 +203,12 @@ class FileBeatLock:
     def hold(self) -> bool:
         """See :meth:`BeatLock.hold`."""
         if self.handle is not None:
-            return True
+            if self._names_our_file():
+                return True
+            # Removed under us (VAR cleaned while the beat runs): the next beat
+            # would lock a new file and fire beside us. Contend for that one.
+            log.warning("beat: lock file %s removed or replaced; taking it again", self.path)
+            self.release()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a")
         try:
@@ -184,9 +225,25 @@ class FileBeatLock:
             self.handle.close()  # closing drops the flock
             self.handle = None
 
+    def _names_our_file(self) -> bool:
+        assert self.handle is not None
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.handle.fileno())
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _json(value: str | bytes) -> t.Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # refused as a record by readable(), with the rest
 
 
 def beat_folder(settings: Settings) -> Path:

@@ -2,52 +2,49 @@
 its work once.
 
 The key is claimed atomically, together with the id of the task it will start
-and a fingerprint of the request's fields, before anything is published:
+and a fingerprint of the request's fields, before anything is published, in the
+result store (:mod:`kernel.tasks.claims`: a Redis key, or a file of the
+embedded store).
 
-- on Redis (the result store), ``SET kernkoa-idem-<hash> <claim> NX EX RESULT_EXPIRES``;
-- on the embedded store, a claim file linked into ``VAR/celery/idempotency/``
-  (``link`` fails when the name exists, and the file is whole before it has a
-  name). An expired file is removed under a lock, after reading it again, so
-  two triggers never both replace it.
-
-``<hash>`` covers the caller (the identity the auth layer established, or
-anonymous), the route and the key. Whoever loses the claim, a retry or a
+The claim's name is a hash of the caller (the identity the auth layer established, or
+anonymous), the method's route (its URL without the path segments that are
+arguments: those are fields) and the key. Whoever loses the claim, a retry or a
 concurrent duplicate, answers with the winner's task id; other fields under the
-same key are a 422. A claim whose publish fails is released, so the client's
-retry starts the work then.
+same key are a 422.
 
-The claim lives as long as the task's results (``RESULT_EXPIRES``), so a replay
-always names a task ``/status`` still knows.
+A claim is provisional until its task is sent (it lives
+:data:`~kernel.tasks.claims.PENDING_SECONDS`), and only the publish's success
+confirms it for as long as the task's results
+(``RESULT_EXPIRES``), so a replay always names a task that was sent and that
+``/status`` still knows. A duplicate that finds a provisional claim waits for it
+(the publish takes milliseconds); a claim still provisional after
+:data:`SENT_WAIT` belongs to a trigger that failed or died, and the duplicate is
+a 409 until it lapses. A claim whose publish fails is released (and if the store
+is away by then too, it lapses by itself), so the client's retry starts the work.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import typing as t
-import uuid
-from dataclasses import asdict
-from dataclasses import dataclass
-from pathlib import Path
 
-from celery.backends.redis import RedisBackend
 from flask import Request
+from werkzeug.datastructures import MultiDict
 
 from ..auth.layer import current_identity
 from ..catalog.exposure import Endpoint
+from ..core.errors import IdempotencyKeyInFlight
 from ..core.errors import IdempotencyKeyReused
-from ..core.errors import IdempotencyUnsupported
 from ..core.errors import InvalidIdempotencyKey
-from ..core.settings import Settings
-from .celeryapp import KernKoaCelery
-from .celeryapp import embedded_root
-from .celeryapp import is_embedded
+from ..web.state import current_state
+from .claims import PENDING_SECONDS
+from .claims import Claim
+from .claims import claim_store
+from .claims import pending_seconds
 from .enqueue import CONNECTION_ERRORS
 from .enqueue import body_fields
 from .enqueue import celery_and_breaker
@@ -63,17 +60,11 @@ MAX_KEY_LENGTH = 255
 #: draft's structured-field string (``"..."``).
 _KEY = re.compile(rf'[!#-\[\]-~]{{1,{MAX_KEY_LENGTH}}}')
 
-#: Prefix of a claim's key on Redis.
-REDIS_PREFIX = "kernkoa-idem-"
+#: Seconds a duplicate waits for the trigger holding its key to send the task.
+SENT_WAIT = 5.0
 
-#: Deletes KEYS[1] only while it holds ARGV[1] (the claim being released).
-RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
+#: Seconds between two looks of a waiting duplicate at the claim.
+SENT_POLL = 0.01
 
 def parse_key(raw: str) -> str:
     """The key of an ``Idempotency-Key`` header value, bare or quoted.
@@ -87,10 +78,26 @@ def parse_key(raw: str) -> str:
     return key
 
 
-def fingerprint(req: Request) -> str:
-    """A digest of the fields ``req`` hands the method: method, query string and body."""
-    fields = [req.method, req.query_string.decode("latin-1"), body_fields(req)]
+def fingerprint(req: Request, path_args: t.Sequence[str] = ()) -> str:
+    """A digest of the fields ``req`` hands the method: method, path segments
+    after the method's name (``path_args``), query and body.
+
+    Fields are compared as the method receives them, not as bytes: the order of
+    names in a query string or a form, a JSON object's key order and
+    percent-escapes make no difference; the order of one name's repeated
+    values does (they reach the method as a list). A form and a JSON body of
+    the same names are different fields (text against typed values).
+    """
+    body = body_fields(req)
+    if "form" in body:
+        body = {"form": _grouped(MultiDict(body["form"]))}
+    fields = [req.method, list(path_args), _grouped(req.args), body]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _grouped(fields: MultiDict[str, t.Any]) -> list[tuple[str, list[t.Any]]]:
+    """Each name with its values in their order, names sorted."""
+    return sorted(fields.lists())
 
 
 def claim_name(caller: str, route: str, key: str) -> str:
@@ -102,148 +109,6 @@ def current_caller() -> str:
     """Who is calling, as the auth layer established it (``""``: anonymous)."""
     identity = current_identity()
     return "" if identity is None else f"{identity.scheme.lower()}:{identity.name}"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a key is claimed with: the task it starts, and the fields it started with."""
-
-    task_id: str
-    fingerprint: str
-
-    def dumps(self) -> str:
-        """The claim as stored."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def loads(cls, data: str | bytes) -> Claim:
-        """A stored claim."""
-        record = json.loads(data)
-        return cls(task_id=record["task_id"], fingerprint=record["fingerprint"])
-
-
-class ClaimStore(t.Protocol):
-    """Where claims live; both methods are atomic."""
-
-    def claim(self, name: str, claim: Claim) -> Claim | None:
-        """Claim ``name`` for ``claim``: ``None`` when it is ours now, else the claim
-        that holds it."""
-
-    def release(self, name: str, claim: Claim) -> None:
-        """Give up ``name`` if ``claim`` still holds it."""
-
-
-class RedisClaims:
-    """Claims as Redis keys that expire (``SET NX EX``)."""
-
-    def __init__(self, client: t.Any, expires: int) -> None:
-        self.client = client
-        self.expires = expires
-
-    def claim(self, name: str, claim: Claim) -> Claim | None:
-        """See :meth:`ClaimStore.claim`."""
-        key = REDIS_PREFIX + name
-        while True:
-            if self.client.set(key, claim.dumps(), nx=True, ex=self.expires or None):
-                return None
-            held = self.client.get(key)
-            if held is not None:
-                return Claim.loads(held)
-            # It expired between the two calls: claim it again.
-
-    def release(self, name: str, claim: Claim) -> None:
-        """See :meth:`ClaimStore.release`."""
-        self.client.eval(RELEASE_SCRIPT, 1, REDIS_PREFIX + name, claim.dumps())
-
-
-class FileClaims:
-    """Claims as files in ``folder``, created by ``link`` (fails when the name exists)."""
-
-    def __init__(self, folder: Path, expires: int) -> None:
-        self.folder = folder
-        self.expires = expires
-
-    def claim(self, name: str, claim: Claim) -> Claim | None:
-        """See :meth:`ClaimStore.claim`."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / name
-        record = {**asdict(claim), "expires": time.time() + self.expires}
-        draft = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
-        draft.write_text(json.dumps(record, sort_keys=True))
-        try:
-            while True:
-                try:
-                    os.link(draft, path)
-                    return None
-                except FileExistsError:
-                    pass
-                held = self._read(path)
-                if held is None:
-                    continue  # released or removed in between: claim it again
-                if held["expires"] > time.time():
-                    return Claim(task_id=held["task_id"], fingerprint=held["fingerprint"])
-                self._remove_if(path, held.__eq__)
-        finally:
-            draft.unlink(missing_ok=True)
-
-    def release(self, name: str, claim: Claim) -> None:
-        """See :meth:`ClaimStore.release`."""
-        self._remove_if(self.folder / name,
-                        lambda found: found.get("task_id") == claim.task_id)
-
-    @staticmethod
-    def _read(path: Path) -> dict[str, t.Any] | None:
-        try:
-            return t.cast(dict[str, t.Any], json.loads(path.read_bytes()))
-        except FileNotFoundError:
-            return None
-
-    def _remove_if(self, path: Path, holds: t.Callable[[dict[str, t.Any]], bool]) -> bool:
-        # Read again under the lock: between our read and the removal another
-        # trigger may have removed the old claim and linked its own.
-        with self._locked():
-            found = self._read(path)
-            if found is None or not holds(found):
-                return False
-            path.unlink()
-            return True
-
-    @contextlib.contextmanager
-    def _locked(self) -> t.Iterator[None]:
-        with open(self.folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def prune(self) -> int:
-        """Remove expired claims; return how many."""
-        removed = 0
-        now = time.time()
-        for path in self.folder.glob("[0-9a-f]*") if self.folder.is_dir() else ():
-            with contextlib.suppress(ValueError, KeyError):  # not a claim: left alone
-                removed += self._remove_if(path, lambda found: found["expires"] <= now)
-        return removed
-
-
-def embedded_claims(settings: Settings) -> FileClaims:
-    """The claims of the embedded store, under ``VAR/celery/idempotency/``."""
-    return FileClaims(embedded_root(settings) / "idempotency", settings.RESULT_EXPIRES)
-
-
-def claim_store(celery: KernKoaCelery) -> ClaimStore:
-    """The claims of ``celery``'s result store.
-
-    :raises IdempotencyUnsupported: when that store is neither Redis nor embedded.
-    """
-    settings = celery.kernkoa_settings
-    backend = celery.backend
-    if isinstance(backend, RedisBackend):
-        return RedisClaims(backend.client, settings.RESULT_EXPIRES)
-    if is_embedded(settings):
-        return embedded_claims(settings)
-    raise IdempotencyUnsupported(detail=f"result backend {type(backend).__name__}")
 
 
 def start_once(endpoint: Endpoint, route: str, args: list[t.Any], kwargs: dict[str, t.Any],
@@ -259,21 +124,42 @@ def start_once(endpoint: Endpoint, route: str, args: list[t.Any], kwargs: dict[s
     key = parse_key(raw_key)
     celery, breaker = celery_and_breaker()
     claims = claim_store(celery)
-    name = claim_name(current_caller(), route, key)
-    mine = Claim(task_id=issue_task_id(endpoint, route), fingerprint=fingerprint(req))
-    held = t.cast("Claim | None", breaker.call(lambda: claims.claim(name, mine)))
-    if held is not None:
+    # /report/Report/build_celery/2024 is build_celery's route with a field in it.
+    target = current_state().catalog.router.resolve(route)
+    name = claim_name(current_caller(), target.route, key)
+    mine = Claim(task_id=issue_task_id(endpoint, route),
+                 fingerprint=fingerprint(req, target.args))
+    deadline = time.monotonic() + SENT_WAIT
+    while (held := t.cast("Claim | None",
+                          breaker.call(lambda: claims.claim(name, mine)))) is not None:
         if held.fingerprint != mine.fingerprint:
             raise IdempotencyKeyReused()
-        return held.task_id, True
+        if held.sent:
+            return held.task_id, True
+        # Its trigger is sending it: answer once it is sent (or claim the key,
+        # should that trigger fail and release it).
+        if time.monotonic() >= deadline:
+            raise IdempotencyKeyInFlight(
+                retry_after=pending_seconds(celery.kernkoa_settings.RESULT_EXPIRES))
+        time.sleep(SENT_POLL)
     try:
         enqueue(endpoint, route, args, kwargs, task_id=mine.task_id)
     except BaseException:
-        # Not sent: the key is free again for the client's retry.
+        # Not sent: the key is free again for the client's retry (if the store
+        # is away, the provisional claim lapses by itself).
         try:
             claims.release(name, mine)
         except CONNECTION_ERRORS as error:
-            log.error("idempotency key of %s not released after a failed publish: %r",
-                      route, error)
+            log.error("idempotency key of %s not released after a failed publish "
+                      "(free again in %d s): %r", route, PENDING_SECONDS, error)
         raise
+    try:
+        if not claims.confirm(name, mine):
+            log.warning("idempotency key of %s lapsed before its task %s was sent",
+                        route, mine.task_id)
+    except CONNECTION_ERRORS as error:
+        # Sent all the same: the answer is the task's id. The key holds only
+        # PENDING_SECONDS then, so only a retry later than that starts again.
+        log.error("idempotency key of %s not confirmed after task %s was sent: %r",
+                  route, mine.task_id, error)
     return mine.task_id, False

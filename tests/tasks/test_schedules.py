@@ -15,10 +15,12 @@ import subprocess
 import textwrap
 import time
 import typing as t
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 import kernkoa
 from kernel.catalog.schedules import Schedule
@@ -29,6 +31,9 @@ from kernel.core.errors import ScheduleError
 from kernel.core.errors import SettingsError
 from kernel.core.settings import PROJECT_ROOT
 from kernel.tasks.beat import CatalogScheduler
+from kernel.tasks.beatstate import FileBeatLock
+from kernel.tasks.beatstate import RedisBeatLock
+from kernel.tasks.beatstate import RedisRuns
 from kernel.tasks.celeryapp import get_celery
 from tests.support.catalogs import ControllerTree
 from tests.support.processes import BIN
@@ -90,16 +95,51 @@ def test_cron_keeps_its_five_fields() -> None:
     lambda: cron("0 3 * *"),
     lambda: cron("0 3 * * * *"),
     lambda: cron("0 3 * * ; rm"),
+    # Beyond timedelta, beyond a datetime's last date, or finer than the beat looks.
+    lambda: every(days=10**9),
+    lambda: every(days=999_999_999),
+    lambda: every(days=1e300),
+    lambda: every(seconds=0.5),
+    lambda: every(seconds=1e-6),
+    lambda: every(seconds=float("nan")),
+    lambda: every(seconds=float("inf")),
+    lambda: every(seconds="60"),  # type: ignore[arg-type]
+    lambda: every(hours=True),
+    lambda: every(minutes=1, overlap="no"),  # type: ignore[arg-type]
+    lambda: cron("0 3 * * *", overlap=None),  # type: ignore[arg-type]
+    lambda: cron("٣ 3 * * *"),  # an Arabic-Indic digit is no cron digit
 ])
 def test_a_wrong_declaration_raises(declare: t.Callable[[], t.Any]) -> None:
     with pytest.raises(ScheduleError):
         declare()
 
 
+def test_every_bounds() -> None:
+    @every(seconds=1)
+    def shortest_celery() -> None: ...
+
+    @every(days=366)
+    def longest_celery() -> None: ...
+
+    @every(seconds=1.5)
+    def fractional_celery() -> None: ...
+
+    assert schedule_of(shortest_celery) == Schedule(seconds=1)
+    assert schedule_of(longest_celery) == Schedule(seconds=366 * 86400)
+    assert schedule_of(fractional_celery).describe() == {"every": 1.5, "overlap": True}
+
+
 def test_only_a_celery_method_is_scheduled() -> None:
     with pytest.raises(ScheduleError, match="only a _celery method"):
         @every(seconds=1)
         def plain() -> None: ...
+
+
+def test_one_schedule_per_method() -> None:
+    with pytest.raises(ScheduleError, match="one schedule per method"):
+        @every(hours=1)
+        @cron("0 3 * * *")
+        def twice_celery() -> None: ...
 
 
 def test_the_star_import_gives_both() -> None:
@@ -318,10 +358,14 @@ def test_serve_runs_schedules_on_the_embedded_default(
     assert os.path.exists(var / "celery" / "beat" / "lock")
 
 
+@pytest.mark.parametrize("expression", ["61 * * * *", "1,,2 * * * *", "*/ * * * *",
+                                        "*/0 * * * *", "0 0 31 2 *"])
 def test_a_cron_celery_cannot_read_is_an_error_of_the_schedule(
-        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+        tree: ControllerTree, make_app: t.Callable[..., Flask], expression: str) -> None:
+    # "1,,2" and "*/" made Celery's parser raise its own ParseException, which
+    # is no ValueError: it stopped the beat instead of being the schedule's error.
     tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0,
-                                        decorator='@cron("61 * * * *")'))
+                                        decorator=f'@cron("{expression}")'))
     tree.write("t.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(hours=1)"))
     scheduler = CatalogScheduler(get_celery(make_app()))
     try:
@@ -351,9 +395,149 @@ def test_a_run_that_needs_fields_is_an_error_of_the_schedule(
         """)
     scheduler = CatalogScheduler(get_celery(make_app()))
     try:
+        # Told as soon as it is scheduled, not only when a run falls due.
+        assert scheduler.records["/s/S/needy_celery"].error == "year: this field is required"
         assert scheduler.lock.hold()
         scheduler.apply_entry(scheduler.schedule["/s/S/needy_celery"])
         assert scheduler.records["/s/S/needy_celery"].error == "year: this field is required"
         assert scheduler.records["/s/S/needy_celery"].last_task_id is None
+    finally:
+        scheduler.lock.release()
+
+
+def test_a_schedule_whose_file_breaks_is_kept_and_shows_why_it_does_not_run(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(seconds=1)"))
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        assert scheduler.lock.hold()
+        time.sleep(1.1)  # a new mtime, whatever the file system's resolution
+        (tree.controllers / "s.py").write_text("def broken(:\n")
+        scheduler.sync_catalog()
+        scheduler.apply_entry(scheduler.schedule["/s/S/tick_celery"])
+        record = scheduler.records["/s/S/tick_celery"]
+        assert record.error == "The controller for this URL failed to load."
+        assert record.last_task_id is None
+    finally:
+        scheduler.lock.release()
+
+
+def test_an_embedded_beat_lock_whose_file_is_removed_is_contended_again(
+        tmp_path: Path) -> None:
+    # The holder kept its flock on the removed file while a second beat locked a
+    # new one: both fired every run.
+    lock = tmp_path / "beat" / "lock"
+    first, second = FileBeatLock(lock), FileBeatLock(lock)
+    try:
+        assert first.hold() and not second.hold()
+        lock.unlink()
+        assert second.hold()
+        assert not first.hold()
+        second.release()
+        assert first.hold() and not second.hold()
+    finally:
+        first.release()
+        second.release()
+
+
+@pytest.mark.redis
+def test_a_redis_blip_does_not_leave_the_beat_lock_to_nobody(redis: RedisServer) -> None:
+    # One failed renewal made the holder forget its lease: no beat, itself
+    # included, could take the lock until it expired (BEAT_LEASE), and runs due
+    # meanwhile were late.
+    lock = RedisBeatLock(redis.client(), lease=60)
+    other = RedisBeatLock(redis.client(), lease=60)
+    try:
+        assert lock.hold() and not other.hold()
+        renew = lock.lock.reacquire
+
+        def blip() -> None:
+            raise RedisConnectionError("restarting")
+
+        lock.lock.reacquire = blip
+        assert not lock.hold()  # not firing while Redis does not answer
+        lock.lock.reacquire = renew
+        assert lock.hold() and not other.hold()
+        redis.client().flushall()  # Redis came back empty: whoever takes it first
+        assert not lock.hold()
+        assert other.hold() and not lock.hold()
+    finally:
+        lock.release()
+        other.release()
+
+
+def test_an_every_runs_on_when_the_clock_is_set_back(
+        tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
+    # Celery waited for the clock to pass the last run again: an hour back
+    # stopped a run every two seconds for an hour.
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(seconds=2)"))
+    tree.write("c.py", SCHEDULED.format(note="/dev/null", pause=0, decorator='@cron("0 3 * * *")'))
+    scheduler = CatalogScheduler(get_celery(make_app()))
+    try:
+        ahead = {}
+        for name, entry in scheduler.schedule.items():
+            entry.last_run_at = ahead[name] = entry.default_now() + timedelta(hours=1)
+        assert scheduler.is_due(scheduler.schedule["/s/S/tick_celery"]).next <= 2
+        # A cron's next run is a date: it is not moved, so 03:00 does not run twice.
+        scheduler.is_due(scheduler.schedule["/c/S/tick_celery"])
+        assert scheduler.schedule["/c/S/tick_celery"].last_run_at == ahead["/c/S/tick_celery"]
+    finally:
+        scheduler.lock.release()
+
+
+@pytest.mark.parametrize("content", ["", "[]", '{"/s/S/tick_celery": 5}',
+                                     '{"/s/S/tick_celery": {"last_run_at": "x"}}',
+                                     '{"/s/S/tick_celery": {"skipped": true}}'])
+def test_unreadable_run_records_are_ignored(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], tmp_path: Path,
+        content: str) -> None:
+    # A run record file emptied by a crash or edited by hand stopped the beat as
+    # it took the lock, and made the listings a 500.
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0, decorator="@every(hours=1)"))
+    app = make_app()
+    runs = tmp_path / "var" / "celery" / "beat" / "runs.json"
+    runs.parent.mkdir(parents=True)
+    runs.write_text(content)
+    listed = app.test_client().get("/_kernkoa/endpoints/s/S/tick_celery")
+    assert listed.status_code == 200
+    assert listed.get_json()["schedule"]["last_run"] is None
+    scheduler = CatalogScheduler(get_celery(app))
+    try:
+        assert scheduler.tick() > 0
+        assert set(json.loads(runs.read_text())) == {"/s/S/tick_celery"}  # written again
+    finally:
+        scheduler.lock.release()
+
+
+@pytest.mark.redis
+def test_unreadable_run_records_on_redis_are_ignored(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    redis.client().hset("kernkoa-beat-runs", mapping={
+        "/a": "{", "/b": "[1]", "/c": '{"last_run_at": 1.5, "last_task_id": "t"}'})
+    runs = RedisRuns(redis.client()).read()
+    assert set(runs) == {"/c"} and runs["/c"].last_task_id == "t"
+
+
+def test_no_overlap_runs_again_once_the_last_runs_results_expired(
+        tree: ControllerTree, make_app: t.Callable[..., Flask],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run whose results expired (RESULT_EXPIRES shorter than the interval, or
+    # results pruned) read PENDING for ever: overlap=False skipped every run after.
+    tree.write("s.py", SCHEDULED.format(note="/dev/null", pause=0,
+                                        decorator="@every(days=2, overlap=False)"))
+    scheduler = CatalogScheduler(get_celery(make_app(RESULT_EXPIRES=3600)))
+    route = "/s/S/tick_celery"
+    try:
+        assert scheduler.lock.hold()
+        scheduler.apply_entry(scheduler.schedule[route])
+        first = scheduler.records[route].last_task_id
+        assert first is not None
+        scheduler.apply_entry(scheduler.schedule[route])  # never picked up: still going
+        assert scheduler.records[route].skipped == 1
+        later = time.time() + 2 * 86400
+        monkeypatch.setattr(time, "time", lambda: later)
+        scheduler.apply_entry(scheduler.schedule[route])
+        assert scheduler.records[route].skipped == 1
+        assert scheduler.records[route].last_task_id != first
     finally:
         scheduler.lock.release()
