@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing as t
+from unittest.mock import ANY
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_held_tasks_run_before_the_next_look(kernkoa_client: KitClient) -> None:
     started = kernkoa_client.call("/jobs/Jobs/later")
     # exeTask's task ran once the call was answered.
     assert kernkoa_client.get(f"/status/{started['id']}").json() == {
-        "status": "SUCCESS", "data": {"counted": 3}}
+        "status": "SUCCESS", "data": {"counted": 3}, "request_id": ANY}
     task = kernkoa_client.start("/jobs/Jobs/count_celery", n=1)
     task.cancel()
     assert task.status == "REVOKED"
