@@ -27,6 +27,7 @@ from . import dispatch_bench
 from . import footprint
 from . import inprocess
 from . import instructions
+from . import scaleout
 from . import serving
 from . import tasks_bench
 from .config import RunConfig
@@ -42,7 +43,12 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "instructions": instructions.run,
     "bodies": bodies_bench.run,
     "serving": serving.run,
+    "scaleout": scaleout.run,
 }
+
+#: Sections ``--smoke`` leaves out: each installs whole nodes, and its own test
+#: runs its measurements at a tiny size on the nodes it starts anyway.
+HEAVY = ("scaleout",)
 
 
 def machine() -> dict[str, str]:
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     print("config:  " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
     results: list[Comparison] = []
     started = time.monotonic()
-    for name in args.only or list(SECTIONS):
+    chosen = args.only or [name for name in SECTIONS if not (args.smoke and name in HEAVY)]
+    for name in chosen:
         section_start = time.monotonic()
         found = SECTIONS[name](config)
         for comparison in found:

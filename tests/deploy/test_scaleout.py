@@ -17,9 +17,11 @@ from unittest.mock import ANY
 
 import pytest
 
+from bench import scaleout
 from bench.cluster import Cluster
 from bench.cluster import Node
 from bench.cluster import cluster
+from bench.config import RunConfig
 from kernel.tasks.leases import WORKERS_KEY
 from tests.support.processes import pid_alive
 from tests.support.redis_server import RedisServer
@@ -148,7 +150,16 @@ def test_a_catalog_change_deployed_to_both_is_served_without_restart(nodes: Clus
     assert [node.pid("kernkoa_uwsgi") for node in nodes.nodes] == masters
 
 
-def test_node_a_stopped_mid_run_loses_nothing(nodes: Cluster, tmp_path: Path) -> None:
+def test_the_scale_out_benchmark_runs_at_a_tiny_size(nodes: Cluster, tmp_path: Path) -> None:
+    # Part 8 of bench.run, which --smoke leaves out since it installs nodes of its own.
+    found = scaleout.measure(RunConfig.smoke(tmp_path), nodes)
+    assert len(found) == 4
+    for comparison in found:
+        assert comparison.ratios(), comparison.case
+        assert all(value > 0 for side in comparison.samples.values() for value in side)
+
+
+def test_node_a_stopped_mid_run_loses_nothing(nodes: Cluster) -> None:
     a, b = nodes.nodes
     task_ids = [trigger(a.base, n, 8) for n in range(8)]
     deadline = time.monotonic() + 60
