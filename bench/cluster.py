@@ -154,6 +154,7 @@ class Balancer:
         self.base = f"http://127.0.0.1:{self.port}"
         self.nodes = list(nodes)
         run.mkdir(parents=True, exist_ok=True)
+        run = run.resolve()
         conf = balancer_conf(run, self.port, nodes)
         self.process = subprocess.Popen(
             ["nginx", "-c", str(conf), "-p", str(run / "nginx"), "-g", "daemon off;"],

@@ -27,8 +27,10 @@ from . import dispatch_bench
 from . import footprint
 from . import inprocess
 from . import instructions
+from . import nginx_bench
 from . import scaleout
 from . import serving
+from . import soak
 from . import tasks_bench
 from .config import RunConfig
 from .servers import ROOT
@@ -44,6 +46,8 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "bodies": bodies_bench.run,
     "serving": serving.run,
     "scaleout": scaleout.run,
+    "nginx": nginx_bench.run,
+    "soak": soak.run,
 }
 
 #: Sections ``--smoke`` leaves out: each installs whole nodes, and its own test
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="task round trips per round")
     parser.add_argument("--steady", type=float, default=defaults.steady,
                         help="seconds of the steady load through nginx (part 7)")
+    parser.add_argument("--soak-requests", type=int, default=defaults.soak_requests,
+                        help="requests the soak answers at least (part 10)")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench",
                         help="scratch folder (emptied first)")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         config = RunConfig(rounds=args.rounds, duration=args.duration, warmup=args.warmup,
                            connections=args.connections, files=args.files,
                            processes=args.processes, trips=args.trips, steady=args.steady,
+                           soak_requests=args.soak_requests,
                            work=args.work)
     shutil.rmtree(config.work, ignore_errors=True)
     config.work.mkdir(parents=True)
