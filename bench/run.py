@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import bodies_bench
 from . import dispatch_bench
+from . import drain_bench
 from . import footprint
 from . import inprocess
 from . import instructions
@@ -31,6 +32,7 @@ from . import nginx_bench
 from . import scaleout
 from . import serving
 from . import soak
+from . import tabpy_bench
 from . import tasks_bench
 from .config import RunConfig
 from .servers import ROOT
@@ -48,11 +50,14 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "scaleout": scaleout.run,
     "nginx": nginx_bench.run,
     "soak": soak.run,
+    "tabpy": tabpy_bench.run,
+    "drain": drain_bench.run,
 }
 
-#: Sections ``--smoke`` leaves out: each installs whole nodes, and its own test
-#: runs its measurements at a tiny size on the nodes it starts anyway.
-HEAVY = ("scaleout",)
+#: Sections ``--smoke`` (the test suite) leaves out: ``scaleout`` installs whole
+#: nodes, and its own test runs its measurements at a tiny size on the nodes it
+#: starts anyway; ``tabpy`` installs TabPy from PyPI.
+HEAVY = ("scaleout", "tabpy")
 
 
 def machine() -> dict[str, str]:
