@@ -59,7 +59,7 @@ Client(sys.argv[1]).deploy("add", add, "x + y, element by element", override=Tru
 
 def tabpy_venv(work: Path) -> Path:
     """A virtualenv holding TabPy (made on first use); its ``bin`` folder."""
-    venv = work / "tabpy-venv"
+    venv = (work / "tabpy-venv").resolve()
     if not (venv / "bin" / "tabpy").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
                        timeout=300)
@@ -118,9 +118,12 @@ def tabpy_server(work: Path) -> t.Iterator[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with open(folder / "tabpy.log", "wb") as log:
+        # Without authentication, as KernKoa's side runs (no auth add-on): TabPy
+        # asks on its terminal to confirm that unless told not to.
         process = subprocess.Popen([str(bin_folder / "tabpy"), "--config",
-                                    str(tabpy_conf(folder, port))], cwd=folder, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                    str(tabpy_conf(folder, port)), "--disable-auth-warning"],
+                                   cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
