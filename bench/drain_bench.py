@@ -18,6 +18,7 @@ import os
 import subprocess
 import time
 import typing as t
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -29,6 +30,8 @@ from .catalog import write_catalog
 from .config import RunConfig
 from .servers import BIN
 from .servers import ROOT
+from .servers import children
+from .servers import cpu_seconds
 from .servers import redis_server
 from .servers import stop
 from .servers import uwsgi
@@ -50,9 +53,25 @@ def _held(client: t.Any) -> int:
     return int(client.llen(QUEUE) + client.hlen("unacked") + in_flight)
 
 
-def _drain_rate(client: t.Any, command: list[str], log: Path, env: dict[str, str]) -> float:
-    """Start a worker on the filled queue; the tasks per second it drained them at,
-    from the first taken to the last acknowledged."""
+@dataclass(frozen=True)
+class Drain:
+    """What one worker draining a filled queue measured."""
+
+    #: Tasks per second, from the first message taken to the last acknowledged.
+    rate: float
+    #: CPU time of the worker (main process and pool processes) per task, in µs.
+    cpu_us: float
+    #: Redis commands per task (``INFO stats``), whoever sent them.
+    commands: float
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its children."""
+    return sum(cpu_seconds(p) for p in (pid, *children(pid)))
+
+
+def _drain(client: t.Any, command: list[str], log: Path, env: dict[str, str]) -> Drain:
+    """Start a worker on the filled queue; what draining it took."""
     queued = int(client.llen(QUEUE))
     if not queued:
         raise RuntimeError("nothing queued to drain")
@@ -70,12 +89,22 @@ def _drain_rate(client: t.Any, command: list[str], log: Path, env: dict[str, str
                 raise RuntimeError(f"the worker took nothing: {log.read_text()[-2000:]}")
             time.sleep(0.001)
         started = time.monotonic()
+        cpu = _tree_cpu(process.pid)
+        commands = client.info("stats")["total_commands_processed"]
+        polls = 0
         while _held(client):
+            polls += 1
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{_held(client)} of {queued} tasks left: "
                                    f"{log.read_text()[-2000:]}")
-            time.sleep(0.001)
-        return queued / (time.monotonic() - started)
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        cpu = _tree_cpu(process.pid) - cpu
+        # Less the commands of this watch itself (two, and one per in-flight list, a loop).
+        in_flight = len(client.smembers(INFLIGHT_KEY))
+        commands = (client.info("stats")["total_commands_processed"] - commands
+                    - polls * (3 + in_flight) - 2)
+        return Drain(queued / elapsed, cpu * 1e6 / queued, commands / queued)
     finally:
         stop(process)
 
@@ -88,6 +117,10 @@ def run(config: RunConfig) -> list[Comparison]:
     scripts = work / "wrk"
     drained = Comparison("12. tasks drained by one worker of 2 processes", "kernkoa", "plain",
                          unit="task/s")
+    cpu = Comparison("12. worker CPU per task drained", "kernkoa", "plain",
+                     higher_is_better=False, unit="us")
+    commands = Comparison("12. Redis commands per task drained", "kernkoa", "plain",
+                          higher_is_better=False, unit="")
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(redis_server(logs))
         urls = {"kernkoa": url[:-1] + "0", "plain": url[:-1] + "1"}
@@ -105,7 +138,7 @@ def run(config: RunConfig) -> list[Comparison]:
         }
         loads = {"kernkoa": Load("drain-kk", (TRIGGER,), "POST"),
                  "plain": Load("drain-plain", ("/trigger",), "POST")}
-        commands = {"kernkoa": [str(BIN / "kernkoa"), "worker", *FLAGS],
+        workers = {"kernkoa": [str(BIN / "kernkoa"), "worker", *FLAGS],
                     "plain": [str(BIN / "celery"), "-A", "bench.plain_tasks:celery", "worker",
                               *FLAGS]}
         clients = {side: stack.enter_context(contextlib.closing(redis.Redis.from_url(u)))
@@ -119,8 +152,11 @@ def run(config: RunConfig) -> list[Comparison]:
             for side in ("kernkoa", "plain"):
                 run_wrk_counted(bases[side], loads[side], scripts, config.duration,
                                 config.connections)
-                drained.add(side, _drain_rate(clients[side], commands[side],
-                                              logs / f"{side}-worker.log", envs[side]))
-    return [drained]
+                found = _drain(clients[side], workers[side], logs / f"{side}-worker.log",
+                               envs[side])
+                drained.add(side, found.rate)
+                cpu.add(side, found.cpu_us)
+                commands.add(side, found.commands)
+    return [drained, cpu, commands]
 
 
