@@ -50,6 +50,8 @@ def run(config: RunConfig) -> list[Comparison]:
              for i, (_, method, _, rest, body) in enumerate(KINDS)]
     memory = Comparison("10. soak, RSS of the most grown worker", "after", "before",
                         higher_is_better=False, unit="MiB")
+    second_half = Comparison("10. soak, RSS of that worker, end vs halfway", "after",
+                             "halfway", higher_is_better=False, unit="MiB")
     answered = Comparison("10. soak, requests answered without error", "soak", "warm-up",
                           unit="req")
     with behind_nginx("kernkoa", "kernkoa", f"{module_path(0)}/Bench/hello", work / "server",
@@ -58,15 +60,21 @@ def run(config: RunConfig) -> list[Comparison]:
                       ) as server:
         warm = _serve(server.base, loads, config, 0,
                       round(config.soak_requests * WARMUP_SHARE))
-        workers = server.worker_pids()
-        before = dict(zip(workers, server.worker_rss_kib(), strict=True))
-        soaked = _serve(server.base, loads, config, config.steady, config.soak_requests)
+        before = dict(zip(server.worker_pids(), server.worker_rss_kib(), strict=True))
+        # Read halfway too: a leak grows in both halves, a cache filling up in the first.
+        soaked = _serve(server.base, loads, config, config.steady / 2, config.soak_requests // 2)
+        halfway = dict(zip(server.worker_pids(), server.worker_rss_kib(), strict=True))
+        soaked += _serve(server.base, loads, config, config.steady / 2,
+                         config.soak_requests - soaked)
         after = dict(zip(server.worker_pids(), server.worker_rss_kib(), strict=True))
-    if set(after) != set(before):
+    if not set(before) == set(halfway) == set(after):
         raise RuntimeError(f"uWSGI replaced workers during the soak: {before} -> {after}")
     grown = max(before, key=lambda pid: after[pid] - before[pid])
     memory.add("after", after[grown] / 1024)
     memory.add("before", before[grown] / 1024)
+    memory.add("halfway", halfway[grown] / 1024)
+    second_half.add("after", after[grown] / 1024)
+    second_half.add("halfway", halfway[grown] / 1024)
     answered.add("soak", soaked)
     answered.add("warm-up", warm)
-    return [memory, answered]
+    return [memory, second_half, answered]

@@ -74,6 +74,7 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
                      "7. p99 vs p50, steady load through nginx",
                      "7. slowest second vs median second",
                      "10. soak, RSS of the most grown worker",
+                     "10. soak, RSS of that worker, end vs halfway",
                      "10. soak, requests answered without error",
                      *(f"4. task round trip, {where}, {client}"
                        for where in ("Redis", "embedded")
