@@ -55,11 +55,12 @@ def _node_rates(config: RunConfig, running: Cluster) -> Comparison:
         scripts = config.work / "scripts"
         if config.warmup > 0:
             for base in bases.values():
-                run_wrk(base, load, scripts, config.warmup, config.connections)
+                run_wrk(base, load, scripts, config.warmup, config.connections,
+                        kept_alive=True)
         for _ in range(config.rounds):
             for side, base in bases.items():
                 rates.add(side, run_wrk(base, load, scripts, config.duration,
-                                        config.connections))
+                                        config.connections, kept_alive=True))
     finally:
         one.stop()
     return rates
@@ -111,7 +112,7 @@ def _redis_reach(config: RunConfig, running: Cluster) -> list[Comparison]:
 
     def triggered_and_drained() -> int:
         answered = run_wrk_counted(base, trigger, scripts, config.duration,
-                                   config.connections)[1]
+                                   config.connections, kept_alive=True)[1]
         _drained(client)
         return answered
 
@@ -120,7 +121,8 @@ def _redis_reach(config: RunConfig, running: Cluster) -> list[Comparison]:
     status = Load("status-balanced", (f"/status/{task_id}",))
 
     def read() -> int:
-        return run_wrk_counted(base, status, scripts, config.duration, config.connections)[1]
+        return run_wrk_counted(base, status, scripts, config.duration, config.connections,
+                               kept_alive=True)[1]
 
     for _ in range(config.rounds):
         rate, cpu, commands = _redis_cost(running, client, triggered_and_drained)
