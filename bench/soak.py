@@ -24,17 +24,25 @@ from .wrk import run_wrk_counted
 #: Requests answered before the first memory reading, per request of the soak.
 WARMUP_SHARE = 0.2
 
+#: Seconds of each wrk run (each kind of request in turn).
+STEP = 10.0
+
 
 def _serve(base: str, loads: list[Load], config: RunConfig, seconds: float,
            at_least: int) -> int:
     """Drive ``loads`` in turn for ``seconds`` at least, then until ``at_least``
-    answers; how many were answered. Any error raises :class:`bench.wrk.WrkError`."""
+    answers; how many were answered. Any error raises :class:`bench.wrk.WrkError`.
+
+    Every wrk run starts at the first path of its load's rotation, so each lasts
+    :data:`STEP` seconds (a tenth of the steady time in a smoke run): a short one
+    would never reach the last files of the catalog.
+    """
     answered = 0
     spent = 0.0
     scripts = config.work / "soak" / "wrk"
+    step = max(1.0, min(STEP, config.steady / 10))
     while spent < seconds or answered < at_least:
         for load in loads:
-            step = max(1.0, min(10.0, seconds / len(loads)))
             answered += run_wrk_counted(base, load, scripts, step, config.connections,
                                         kept_alive=True)[1]
             spent += step

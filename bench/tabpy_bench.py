@@ -32,12 +32,14 @@ from pathlib import Path
 from .catalog import module_path
 from .catalog import write_catalog
 from .config import RunConfig
+from .servers import cpu_seconds
 from .servers import free_port
 from .servers import stop
 from .servers import uwsgi
 from .stats import Comparison
 from .wrk import Load
 from .wrk import run_wrk
+from .wrk import run_wrk_counted
 
 #: The TabPy release measured (pip installs exactly this one).
 TABPY = "tabpy==2.16.0"
@@ -110,8 +112,8 @@ def tabpy_conf(folder: Path, port: int) -> Path:
 
 
 @contextlib.contextmanager
-def tabpy_server(work: Path) -> t.Iterator[str]:
-    """TabPy on a free port with ``add`` deployed; its base URL."""
+def tabpy_server(work: Path) -> t.Iterator[tuple[str, int]]:
+    """TabPy on a free port with ``add`` deployed; its base URL and its pid."""
     bin_folder = tabpy_venv(work)
     folder = (work / "tabpy").resolve()
     (folder / "state").mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,7 @@ def tabpy_server(work: Path) -> t.Iterator[str]:
         answer = _post(base + "/query/add", {"data": {"x": X, "y": Y}})
         if answer.get("response") != [a + b for a, b in zip(X, Y, strict=True)]:
             raise RuntimeError(f"TabPy's add answered {answer}")
-        yield base
+        yield base, process.pid
     finally:
         stop(process)
 
@@ -161,6 +163,12 @@ def run(config: RunConfig) -> list[Comparison]:
     scripts = work / "wrk"
     kernkoa_vs = Comparison("11. JSON add: catalog method vs TabPy /query", "kernkoa", "tabpy")
     plain_vs = Comparison("11. JSON add: plain Flask vs TabPy /query", "plain", "tabpy")
+    # The servers' own CPU per answer: on a loaded machine, the figure the
+    # other processes move least (TabPy's one process, uWSGI's workers).
+    cpu = Comparison("11. JSON add: server CPU per request, catalog method vs TabPy",
+                     "kernkoa", "tabpy", higher_is_better=False, unit="us")
+    plain_cpu = Comparison("11. JSON add: server CPU per request, plain Flask vs TabPy",
+                           "plain", "tabpy", higher_is_better=False, unit="us")
     loads = {
         "kernkoa": Load("add-kernkoa", (f"{module_path(0)}/Bench/add",), "POST",
                         {"x": X, "y": Y}),
@@ -168,14 +176,16 @@ def run(config: RunConfig) -> list[Comparison]:
         "tabpy": Load("add-tabpy", ("/query/add",), "POST", {"data": {"x": X, "y": Y}}),
     }
     with contextlib.ExitStack() as stack:
-        bases = {
-            "tabpy": stack.enter_context(tabpy_server(work)),
-            "plain": stack.enter_context(uwsgi("plain", "bench.plain_app", "/hello", logs,
-                                               config.processes)).base,
-            "kernkoa": stack.enter_context(uwsgi(
-                "kernkoa", "kernkoa", f"{module_path(0)}/Bench/hello", logs, config.processes,
-                env={"KERNKOA_CATALOG": str(catalog), "KERNKOA_VAR": f"{work}/var"})).base,
-        }
+        tabpy_base, tabpy_pid = stack.enter_context(tabpy_server(work))
+        plain = stack.enter_context(uwsgi("plain", "bench.plain_app", "/hello", logs,
+                                          config.processes))
+        kernkoa = stack.enter_context(uwsgi(
+            "kernkoa", "kernkoa", f"{module_path(0)}/Bench/hello", logs, config.processes,
+            env={"KERNKOA_CATALOG": str(catalog), "KERNKOA_VAR": f"{work}/var"}))
+        bases = {"tabpy": tabpy_base, "plain": plain.base, "kernkoa": kernkoa.base}
+        used: dict[str, t.Callable[[], float]] = {
+            "tabpy": lambda: cpu_seconds(tabpy_pid), "plain": plain.worker_cpu_seconds,
+            "kernkoa": kernkoa.worker_cpu_seconds}
         if _post(bases["kernkoa"] + loads["kernkoa"].paths[0], {"x": X, "y": Y}) != _post(
                 bases["plain"] + "/add", {"x": X, "y": Y}):
             raise RuntimeError("KernKoa's add and the plain route's disagree")
@@ -184,8 +194,12 @@ def run(config: RunConfig) -> list[Comparison]:
                 run_wrk(base, loads[side], scripts, config.warmup, config.connections)
         for _ in range(config.rounds):
             for side, base in bases.items():
-                rate = run_wrk(base, loads[side], scripts, config.duration, config.connections)
-                for comparison in (kernkoa_vs, plain_vs):
-                    if side in (comparison.subject, comparison.baseline):
-                        comparison.add(side, rate)
-    return [kernkoa_vs, plain_vs]
+                before = used[side]()
+                rate, answered = run_wrk_counted(base, loads[side], scripts, config.duration,
+                                                 config.connections)
+                spent = (used[side]() - before) * 1e6 / max(answered, 1)
+                for rates, cpus in ((kernkoa_vs, cpu), (plain_vs, plain_cpu)):
+                    if side in (rates.subject, rates.baseline):
+                        rates.add(side, rate)
+                        cpus.add(side, spent)
+    return [kernkoa_vs, plain_vs, cpu, plain_cpu]
