@@ -48,9 +48,21 @@ FLAGS = ["--without-mingle", "--without-gossip", "--without-heartbeat", "--pool=
 DRAIN_TIMEOUT = 600.0
 
 
-def _held(client: t.Any) -> int:
-    in_flight = sum(client.llen(key) for key in client.smembers(INFLIGHT_KEY))
-    return int(client.llen(QUEUE) + client.hlen("unacked") + in_flight)
+class Watch:
+    """Tells how many of the tasks sent are not done yet, on a Redis broker, and
+    counts the Redis commands it sent to tell (to take them out of a count)."""
+
+    def __init__(self, client: t.Any) -> None:
+        self.client = client
+        #: Commands sent by :meth:`held` so far.
+        self.commands = 0
+
+    def held(self) -> int:
+        """Messages on Celery's default queue, or taken by a worker and not acknowledged."""
+        keys = self.client.smembers(INFLIGHT_KEY)
+        in_flight = sum(self.client.llen(key) for key in keys)
+        self.commands += 3 + len(keys)
+        return int(self.client.llen(QUEUE) + self.client.hlen("unacked") + in_flight)
 
 
 @dataclass(frozen=True)
@@ -90,20 +102,18 @@ def _drain(client: t.Any, command: list[str], log: Path, env: dict[str, str]) ->
             time.sleep(0.001)
         started = time.monotonic()
         cpu = _tree_cpu(process.pid)
+        watch = Watch(client)
         commands = client.info("stats")["total_commands_processed"]
-        polls = 0
-        while _held(client):
-            polls += 1
+        while watch.held():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{_held(client)} of {queued} tasks left: "
+                raise RuntimeError(f"{watch.held()} of {queued} tasks left: "
                                    f"{log.read_text()[-2000:]}")
             time.sleep(0.01)
         elapsed = time.monotonic() - started
         cpu = _tree_cpu(process.pid) - cpu
-        # Less the commands of this watch itself (two, and one per in-flight list, a loop).
-        in_flight = len(client.smembers(INFLIGHT_KEY))
+        # Less the watch's own commands and the first INFO.
         commands = (client.info("stats")["total_commands_processed"] - commands
-                    - polls * (3 + in_flight) - 2)
+                    - watch.commands - 1)
         return Drain(queued / elapsed, cpu * 1e6 / queued, commands / queued)
     finally:
         stop(process)

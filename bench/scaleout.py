@@ -22,14 +22,13 @@ import typing as t
 
 import redis
 
-from kernel.tasks.leases import INFLIGHT_KEY
-
 from .catalog import CONTROLLER
 from .cluster import HELLO
 from .cluster import Balancer
 from .cluster import Cluster
 from .cluster import cluster
 from .config import RunConfig
+from .drain_bench import Watch
 from .servers import cpu_seconds
 from .stats import Comparison
 from .tasks_bench import kernkoa_trip
@@ -40,9 +39,6 @@ from .wrk import run_wrk_counted
 #: The benchmark controller, deployed to both nodes' catalogs.
 CONTROLLER_FILE = "controller/bench/m0000.py"
 TRIGGER = "/bench/m0000/Bench/ping_celery"
-
-#: Celery's default queue (KernKoa's tasks go to it unless told otherwise).
-QUEUE = "celery"
 
 
 def _node_rates(config: RunConfig, running: Cluster) -> Comparison:
@@ -66,33 +62,32 @@ def _node_rates(config: RunConfig, running: Cluster) -> Comparison:
     return rates
 
 
-def _redis_cost(running: Cluster, client: t.Any, run: t.Callable[[], int]) -> tuple[float, float,
-                                                                                      float]:
+def _redis_cost(running: Cluster, client: t.Any,
+                run: t.Callable[[Watch], int]) -> tuple[float, float, float]:
     """Run ``run`` (which returns how many requests it made); the requests per
     second, redis-server's CPU µs per request and its commands per request."""
-    pid = t.cast(int, running.redis.process.pid if running.redis.process else 0)
+    process = running.redis.process
+    if process is None:
+        raise RuntimeError("redis-server is not running")
+    watch = Watch(client)
     commands = client.info("stats")["total_commands_processed"]
-    cpu = cpu_seconds(pid)
+    cpu = cpu_seconds(process.pid)
     started = time.monotonic()
-    count = run()
+    count = run(watch)
     elapsed = time.monotonic() - started
-    cpu = cpu_seconds(pid) - cpu
-    commands = client.info("stats")["total_commands_processed"] - commands - 2
+    cpu = cpu_seconds(process.pid) - cpu
+    # Less the watch's own commands and the first INFO.
+    commands = (client.info("stats")["total_commands_processed"] - commands
+                - watch.commands - 1)
     return count / elapsed, cpu * 1e6 / count, commands / count
 
 
-def _held(client: t.Any) -> int:
-    """Messages queued, or taken by a worker and not acknowledged yet."""
-    in_flight = sum(client.llen(key) for key in client.smembers(INFLIGHT_KEY))
-    return int(client.llen(QUEUE) + client.hlen("unacked") + in_flight)
-
-
-def _drained(client: t.Any, timeout: float = 300.0) -> None:
+def _drained(watch: Watch, timeout: float = 300.0) -> None:
     """Wait until every task sent so far has been run and acknowledged."""
     deadline = time.monotonic() + timeout
-    while _held(client):
+    while watch.held():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{client.llen(QUEUE)} tasks still queued")
+            raise TimeoutError(f"{watch.held()} tasks not done")
         time.sleep(0.05)
 
 
@@ -110,17 +105,17 @@ def _redis_reach(config: RunConfig, running: Cluster) -> list[Comparison]:
                              higher_is_better=False, unit="")
     trigger = Load("trigger-balanced", (TRIGGER,), method="POST")
 
-    def triggered_and_drained() -> int:
+    def triggered_and_drained(watch: Watch) -> int:
         answered = run_wrk_counted(base, trigger, scripts, config.duration,
                                    config.connections, kept_alive=True)[1]
-        _drained(client)
+        _drained(watch)
         return answered
 
     # One finished task to read; its id signed by the shared key, any node answers.
     task_id = kernkoa_trip(base, "Prefer: wait")[1]
     status = Load("status-balanced", (f"/status/{task_id}",))
 
-    def read() -> int:
+    def read(watch: Watch) -> int:
         return run_wrk_counted(base, status, scripts, config.duration, config.connections,
                                kept_alive=True)[1]
 
