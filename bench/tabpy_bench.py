@@ -156,7 +156,7 @@ def _post(url: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
 
 
 def run(config: RunConfig) -> list[Comparison]:
-    """Measure part 11; return KernKoa vs TabPy and plain Flask vs TabPy."""
+    """Measure part 11: KernKoa and plain Flask vs TabPy, rates and server CPU per request."""
     work = config.work / "tabpy-part"
     catalog = write_catalog(work / "catalog-1", 1)
     logs = work / "logs"
