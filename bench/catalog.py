@@ -19,6 +19,9 @@ class Bench:
     def echo(self, a: int, b: str, c: bool):
         return {"a": a, "b": b, "c": c}
 
+    def add(self, x: list[float], y: list[float]):
+        return {"response": [a + b for a, b in zip(x, y)]}
+
     def ping_celery(self, task):
         return "pong"
 '''

@@ -26,6 +26,8 @@ class RunConfig:
     trips: int = 200
     #: Seconds of the one steady load through nginx (part 7).
     steady: float = 60.0
+    #: Requests the soak (part 10) answers at least between its two memory readings.
+    soak_requests: int = 100_000
     #: Scratch folder: catalogs, logs, wrk scripts.
     work: Path = Path("var/bench")
 
@@ -33,4 +35,4 @@ class RunConfig:
     def smoke(cls, work: Path) -> RunConfig:
         """The tiny run ``make test`` uses so the scripts cannot rot."""
         return cls(rounds=1, duration=1.0, warmup=0.0, connections=2, files=20, trips=5,
-                   steady=3.0, work=work)
+                   steady=3.0, soak_requests=1000, work=work)

@@ -39,9 +39,9 @@ def run(config: RunConfig) -> list[Comparison]:
     catalog = write_catalog(work / "catalog", 1)
     path = f"{module_path(0)}/Bench/hello"
     load = Load("metrics-get", (path,), "GET", None)
-    on = Comparison("8. GET, METRICS on vs off", "on", "off")
-    noise = Comparison("8. GET, METRICS off vs off", "off-again", "off")
-    cpu = Comparison("8. GET, METRICS on vs off, worker CPU per request", "on", "off",
+    on = Comparison("13. GET, METRICS on vs off", "on", "off")
+    noise = Comparison("13. GET, METRICS off vs off", "off-again", "off")
+    cpu = Comparison("13. GET, METRICS on vs off, worker CPU per request", "on", "off",
                      higher_is_better=False, unit="us")
     with contextlib.ExitStack() as stack:
         servers = {side: stack.enter_context(uwsgi(
@@ -72,7 +72,7 @@ def in_process(config: RunConfig, catalog: Path, path: str) -> Comparison:
                                       "VAR": str(config.work / "metrics" / f"var-in-{side}")}),
                           environ(path), b"")
              for side, metrics in (("off", False), ("on", True))}
-    comparison = Comparison("8. GET in one process, METRICS on vs off", "on", "off",
+    comparison = Comparison("13. GET in one process, METRICS on vs off", "on", "off",
                             higher_is_better=False, unit="us")
     for _ in range(config.rounds):
         on_us, off_us = paired_minimum(calls["on"], calls["off"], requests, batches)

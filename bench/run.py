@@ -24,11 +24,16 @@ from pathlib import Path
 
 from . import bodies_bench
 from . import dispatch_bench
+from . import drain_bench
 from . import footprint
 from . import inprocess
 from . import instructions
 from . import metrics_bench
+from . import nginx_bench
+from . import scaleout
 from . import serving
+from . import soak
+from . import tabpy_bench
 from . import tasks_bench
 from .config import RunConfig
 from .servers import ROOT
@@ -44,7 +49,17 @@ SECTIONS: dict[str, t.Callable[[RunConfig], list[Comparison]]] = {
     "bodies": bodies_bench.run,
     "metrics": metrics_bench.run,
     "serving": serving.run,
+    "scaleout": scaleout.run,
+    "nginx": nginx_bench.run,
+    "soak": soak.run,
+    "tabpy": tabpy_bench.run,
+    "drain": drain_bench.run,
 }
+
+#: Sections ``--smoke`` (the test suite) leaves out: ``scaleout`` installs whole
+#: nodes, and its own test runs its measurements at a tiny size on the nodes it
+#: starts anyway; ``tabpy`` installs TabPy from PyPI.
+HEAVY = ("scaleout", "tabpy")
 
 
 def machine() -> dict[str, str]:
@@ -86,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="task round trips per round")
     parser.add_argument("--steady", type=float, default=defaults.steady,
                         help="seconds of the steady load through nginx (part 7)")
+    parser.add_argument("--soak-requests", type=int, default=defaults.soak_requests,
+                        help="requests the soak answers at least (part 10)")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench",
                         help="scratch folder (emptied first)")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
@@ -105,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         config = RunConfig(rounds=args.rounds, duration=args.duration, warmup=args.warmup,
                            connections=args.connections, files=args.files,
                            processes=args.processes, trips=args.trips, steady=args.steady,
+                           soak_requests=args.soak_requests,
                            work=args.work)
     shutil.rmtree(config.work, ignore_errors=True)
     config.work.mkdir(parents=True)
@@ -113,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     print("config:  " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config).items()))
     results: list[Comparison] = []
     started = time.monotonic()
-    for name in args.only or list(SECTIONS):
+    chosen = args.only or [name for name in SECTIONS if not (args.smoke and name in HEAVY)]
+    for name in chosen:
         section_start = time.monotonic()
         found = SECTIONS[name](config)
         for comparison in found:

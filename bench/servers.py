@@ -107,9 +107,13 @@ class Server:
         """CPU time (user + system) the worker processes have used so far."""
         return sum(cpu_seconds(pid) for pid in children(self.process.pid))
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes' pids (the master's children)."""
+        return children(self.process.pid)
+
     def worker_rss_kib(self) -> list[int]:
-        """Resident memory of each worker process, in KiB."""
-        return [rss_kib(pid) for pid in children(self.process.pid)]
+        """Resident memory of each worker process, in KiB (in :meth:`worker_pids`' order)."""
+        return [rss_kib(pid) for pid in self.worker_pids()]
 
 
 #: uWSGI options both sides get, so the comparison is of the Python code only.

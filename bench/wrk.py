@@ -55,14 +55,18 @@ class WrkError(RuntimeError):
 
 
 def run_wrk(base: str, load: Load, scripts: Path, duration: float, connections: int,
-            threads: int = 1) -> float:
+            threads: int = 1, kept_alive: bool = False) -> float:
     """Requests per second of ``load`` against ``base`` over ``duration`` seconds."""
-    return run_wrk_counted(base, load, scripts, duration, connections, threads)[0]
+    return run_wrk_counted(base, load, scripts, duration, connections, threads, kept_alive)[0]
 
 
 def run_wrk_counted(base: str, load: Load, scripts: Path, duration: float, connections: int,
-                    threads: int = 1) -> tuple[float, int]:
-    """Requests per second of ``load`` against ``base``, and how many were answered."""
+                    threads: int = 1, kept_alive: bool = False) -> tuple[float, int]:
+    """Requests per second of ``load`` against ``base``, and how many were answered.
+
+    ``kept_alive``: the server keeps connections open (nginx), so a closed one
+    is an error too.
+    """
     script = load.script(scripts)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
                "--timeout", "10s", "-s", str(script), base]
@@ -80,7 +84,8 @@ def run_wrk_counted(base: str, load: Load, scripts: Path, duration: float, conne
     errors = _ERRORS.search(out)
     # uWSGI's --http-socket closes the connection after each answer, which wrk
     # counts as a read error before it reconnects: only the other kinds count.
-    if errors is not None and any(int(errors.group(n)) for n in (1, 3, 4)):
+    counted = (1, 2, 3, 4) if kept_alive else (1, 3, 4)
+    if errors is not None and any(int(errors.group(n)) for n in counted):
         raise WrkError(f"socket errors from {base}: {errors.group(0)}")
     total = _TOTAL.search(out)
     if total is None:

@@ -62,7 +62,7 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--work", str(tmp_path / "work"),
          "--json", str(out)],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())["results"]
@@ -73,15 +73,19 @@ def test_every_benchmark_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
                      "3. trigger vs apply_async route", "3. /status vs AsyncResult.state",
                      "7. p99 vs p50, steady load through nginx",
                      "7. slowest second vs median second",
-                     "8. GET, METRICS on vs off", "8. GET, METRICS off vs off",
-                     "8. GET, METRICS on vs off, worker CPU per request",
-                     "8. GET in one process, METRICS on vs off",
+                     "13. GET, METRICS on vs off", "13. GET, METRICS off vs off",
+                     "13. GET, METRICS on vs off, worker CPU per request",
+                     "13. GET in one process, METRICS on vs off",
+                     "10. soak, RSS of the most grown worker",
+                     "10. soak, RSS of that worker, end vs halfway",
+                     "10. soak, requests answered without error",
                      *(f"4. task round trip, {where}, {client}"
                        for where in ("Redis", "embedded")
                        for client in ("polling", "?wait=", "Prefer: wait"))):
         assert expected in cases
     assert sum(c.startswith("2. ") for c in cases) == 3
-    assert sum(c.endswith(", worker CPU per request") for c in cases) == 4
+    assert sum(c.endswith(", worker CPU per request") for c in cases) == 7
+    assert sum(c.startswith("9. ") for c in cases) == 6
     # Part 6: every hostile body shape at both sizes, the worst one named at each.
     part6 = [c for c in cases if c.startswith("6. ")]
     assert len(part6) == 2 * len(HOSTILE)

@@ -31,6 +31,7 @@ import math
 import re
 import typing as t
 from dataclasses import dataclass
+from dataclasses import field
 from dataclasses import fields
 
 import annotated_types as at
@@ -62,10 +63,16 @@ class Rules:
     max_length: int | None = None
     patterns: tuple[re.Pattern[str], ...] = ()
     description: str | None = None
+    #: Whether any rule is set: told once, since every converted value asks.
+    _any: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_any", any(
+            getattr(self, f.name) not in (None, ()) for f in fields(self)
+            if f.init and f.name != "description"))
 
     def __bool__(self) -> bool:
-        return any(getattr(self, f.name) not in (None, ()) for f in fields(self)
-                   if f.name != "description")
+        return self._any
 
     def check(self, value: t.Any) -> None:
         """Refuse a value that breaks a rule.

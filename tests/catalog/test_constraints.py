@@ -21,7 +21,9 @@ from annotated_types import doc
 from flask import Flask
 from flask.testing import FlaskClient
 
+from kernel.catalog.constraints import NO_RULES
 from kernel.catalog.constraints import ConstraintError
+from kernel.catalog.constraints import Rules
 from kernel.catalog.conversion import converter_for
 from kernel.core.errors import ConversionError
 from tests.support.catalogs import ControllerTree
@@ -205,3 +207,20 @@ def test_a_rule_the_kernel_cannot_check_makes_the_method_unroutable(
     detail = make_app(DEBUG=True).test_client().get("/r/R/flagged").get_json()["error"]
     assert "without flags" in detail["detail"]
     assert "/r/R/flagged" not in client.get("/_kernkoa/openapi.json").get_json()["paths"]
+
+
+@pytest.mark.parametrize("rules, active", [
+    (NO_RULES, False), (Rules(description="only words"), False), (Rules(gt=0), True),
+    (Rules(ge=0.5), True), (Rules(lt=-1), True), (Rules(le=0), True),
+    (Rules(multiple_of=(3,)), True), (Rules(min_length=0), True), (Rules(max_length=4), True),
+    (Rules(patterns=(re.compile("a+"),)), True), (NO_RULES.merge(Rules(le=2)), True),
+    (NO_RULES.merge(Rules(description="x")), False),
+])
+def test_rules_are_told_set_or_not_once(rules: Rules, active: bool) -> None:
+    # Every converted value asks whether there is a rule to check: the answer is
+    # computed when the frozen rules are made, and takes no part in equality.
+    assert bool(rules) is active
+    assert rules == Rules(**{f: getattr(rules, f) for f in (
+        "gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "patterns",
+        "description")})
+    assert "_any" not in repr(rules)
