@@ -21,7 +21,8 @@ from tests.support.envelopes import assert_error
 
 #: What ``from kernkoa import *`` gives controllers.
 DOCUMENTED_NAMES = {
-    "ParameterError", "Response", "abort", "config", "dbs", "escape", "exeTask", "json",
+    "ParameterError", "Response", "abort", "config", "cron", "dbs", "escape", "every", "exeTask",
+    "json",
     "jsonify", "load",
     "methods", "public", "redirect", "render", "render_template", "request", "requires",
     "send_file", "session",

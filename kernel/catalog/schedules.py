@@ -22,7 +22,7 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 _ATTR = "__kernkoa_schedule__"
 
 #: One field of a cron expression: numbers, names (``mon``, ``jan``), ``*``, ``/``, ``,``, ``-``.
-_CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]+")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-]++")
 
 #: Fields of a cron expression: minute, hour, day of month, month, day of week.
 CRON_FIELDS = 5

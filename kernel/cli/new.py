@@ -12,7 +12,7 @@ from ..app import RESERVED_SEGMENTS
 from ..core.project import find_project
 
 #: A folder, module or class name of a controller path (the router's rule).
-NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*+")
 
 CONTROLLER = '''\
 """{title}: the methods under /{path}/{cls}/."""

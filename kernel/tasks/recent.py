@@ -81,7 +81,7 @@ end
 DRAFT_AGE = 60.0
 
 #: What a task id may look like to name a file.
-_FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
+_FILE_SAFE = re.compile(r"[A-Za-z0-9_.\-]{1,200}+")
 
 
 #: Longest identity name a record keeps.

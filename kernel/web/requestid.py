@@ -31,7 +31,7 @@ ENVIRON_HEADER = "HTTP_X_REQUEST_ID"
 ENVIRON_KEY = "kernkoa.request_id"
 
 #: What an incoming request id must look like to be kept.
-SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}+")
 
 
 def new_request_id() -> str:

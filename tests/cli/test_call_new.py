@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -69,7 +70,8 @@ def test_call_reports_a_failed_task_and_a_missing_route(
     assert main(["call", "/shop/cart/Cart/fail_celery"]) == 1
     err = capsys.readouterr().err
     assert json.loads(err[err.index('{\n  "status"'):]) == {
-        "status": "FAILURE", "error": {"type": "LookupError", "message": "no such basket"}}
+        "status": "FAILURE", "error": {"type": "LookupError", "message": "no such basket"},
+        "request_id": ANY}
     assert main(["call", "/shop/cart/Nothing/here"]) == 1
     assert '"status": 404' in capsys.readouterr().err
 

@@ -315,7 +315,7 @@ def test_killed_celery_worker_is_started_again(deployment: Deployment) -> None:
         time.sleep(0.1)
     assert _worker_pid(deployment) not in (None, first), "uWSGI did not start another worker"
     assert _run_task(deployment, "/deploytest/probe/probe/double_celery?n=4") == {
-        "status": "SUCCESS", "data": 8}
+        "status": "SUCCESS", "data": 8, "request_id": ANY}
 
 
 #: A method the beat of the install runs every second; it notes each run in ``NOTE``.

@@ -411,3 +411,10 @@ def test_on_redis_a_key_tried_while_redis_is_down_starts_its_task_once_it_is_bac
     again = client.post("/jobs/jobs/work_celery", json={"n": 2}, headers=KEY)
     assert again.get_json()["id"] == sent.get_json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_the_key_pattern_bounds_keys_at_max_key_length() -> None:
+    from kernel.tasks import idempotency
+
+    assert idempotency._KEY.fullmatch("k" * idempotency.MAX_KEY_LENGTH)
+    assert not idempotency._KEY.fullmatch("k" * (idempotency.MAX_KEY_LENGTH + 1))
