@@ -126,7 +126,7 @@ def test_a_task_triggered_through_a_is_followed_through_b(nodes: Cluster) -> Non
     a, b = nodes.nodes
     task_id = trigger(a.base, 7, 2)
     assert wait_done(b.base, task_id) == {
-        "status": "SUCCESS", "data": {"n": 7, "home": ANY, "version": 1}}
+        "status": "SUCCESS", "data": {"n": 7, "home": ANY, "version": 1}, "request_id": ANY}
     # And through the balancer, whichever node answers.
     assert wait_done(nodes.balancer.base, task_id)["status"] == "SUCCESS"
 
