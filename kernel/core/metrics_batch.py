@@ -4,10 +4,11 @@ In multiprocess mode every value ``prometheus_client`` writes takes the
 library's lock, asks the system for the pid (to notice a fork) and writes the
 process's memory-mapped file. A request counted the plain way makes five such
 writes (in flight up and down, its counter, its histogram's sum and bucket):
-16-25 % of a controller GET. Here a request only notes itself in the set of
-requests in flight and appends its answer to a queue (``set`` and ``deque``
-operations are atomic, so no lock either); a daemon thread of the process adds
-the answers up every ``interval`` seconds and writes each changed value once.
+16-25 % of a controller GET. Here a request adds itself to the set of requests
+in flight and takes itself out (``set`` operations are atomic), then adds its
+answer to plain dictionaries under a lock of this tally; a daemon thread of the
+process takes the dictionaries every ``interval`` seconds and writes each
+changed value once.
 
 What Prometheus reads is exact but late by at most ``interval`` (plus the time
 of one flush): nothing is dropped, and nothing waits for a next request, an
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import atexit
 import bisect
-import collections
 import logging
 import math
 import os
@@ -46,8 +46,8 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: One answered request: route, method and status labels, seconds taken.
-Answer = tuple[str, str, str, float]
+#: The labels a request is counted under: route, method, status.
+Labels = tuple[str, str, str]
 
 
 class RequestTally:
@@ -68,7 +68,7 @@ class RequestTally:
         self.interval = interval if 0 < interval < math.inf else 0.0
         # The histogram's upper bounds, +Inf last, as its buckets are ordered.
         self._bounds: list[float] = list(durations._upper_bounds)
-        self._counters: dict[tuple[str, str, str], t.Any] = {}
+        self._counters: dict[Labels, t.Any] = {}
         self._timers: dict[str, t.Any] = {}
         self._forget()
         os.register_at_fork(after_in_child=self._forget)
@@ -76,38 +76,48 @@ class RequestTally:
 
     def _forget(self) -> None:
         """Start empty: in a new tally, or in a forked child (the parent writes its own)."""
-        self._answers: collections.deque[Answer] = collections.deque()
-        self._running: set[int] = set()
+        # Requests noted since the last flush, by labels; by route: the sum of
+        # their seconds, then their count in each bucket.
+        self._counts: dict[Labels, int] = {}
+        self._timings: dict[str, list[float]] = {}
+        self._noting = threading.Lock()
+        #: Numbers naming the requests in flight (unique while they run); a
+        #: request adds and discards its own (``set`` operations are atomic).
+        self.running: set[int] = set()
         self._written_in_flight = 0
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
+        #: Whether this process's thread flushes (else the next request starts it).
+        self.flushing = False
 
-    def started(self, request: int) -> None:
-        """Note ``request`` (any number unique while it runs) as in flight."""
-        self._running.add(request)
-        if self._flusher is None:
-            self._start_flusher()
-
-    def finished(self, request: int, route: str, method: str, status: str,
-                 seconds: float) -> None:
-        """Note the answer to ``request``, no longer in flight."""
-        self._answers.append((route, method, status, seconds))
-        self._running.discard(request)
-        if not self.interval:
-            self.flush()
-
-    def _start_flusher(self) -> None:
-        """Start this process's flusher, on its first request; with ``interval = 0``
-        there is none, and every request flushes (its start too)."""
+    def start_flushing(self) -> None:
+        """Start this process's flushing thread (on its first request: a forked
+        child starts its own); with ``interval = 0`` there is none, and every
+        request flushes instead."""
         if not self.interval:
             self.flush()
             return
         with self._start_lock:
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=self._flush_every_interval,
-                                                 name="kernkoa-metrics", daemon=True)
-                self._flusher.start()
+            if not self.flushing:
+                thread = threading.Thread(target=self._flush_every_interval,
+                                          name="kernkoa-metrics", daemon=True)
+                thread.start()
+                self.flushing = True
+
+    def note(self, route: str, method: str, status: str, seconds: float) -> None:
+        """Note one answered request (its caller took it out of :attr:`running`)."""
+        key = (route, method, status)
+        bucket = bisect.bisect_left(self._bounds, seconds) + 1
+        with self._noting:
+            counts = self._counts
+            counts[key] = counts.get(key, 0) + 1
+            timing = self._timings.get(route)
+            if timing is None:
+                timing = self._timings[route] = [0.0] * (len(self._bounds) + 1)
+            timing[0] += seconds
+            timing[bucket] += 1
+        if not self.interval:
+            self.flush()
 
     def _flush_every_interval(self) -> None:
         while True:
@@ -120,43 +130,32 @@ class RequestTally:
     def flush(self) -> None:
         """Write what was noted since the last flush: one write per changed value."""
         with self._flush_lock:
-            answers = self._answers
-            counts: dict[tuple[str, str, str], int] = {}
-            buckets: dict[str, list[int]] = {}
-            sums: dict[str, float] = {}
-            # Only this drains the deque, under the lock; requests append meanwhile.
-            for _ in range(len(answers)):
-                route, method, status, seconds = answers.popleft()
-                key = (route, method, status)
-                counts[key] = counts.get(key, 0) + 1
-                found = buckets.get(route)
-                if found is None:
-                    found = buckets[route] = [0] * len(self._bounds)
-                found[bisect.bisect_left(self._bounds, seconds)] += 1
-                sums[route] = sums.get(route, 0.0) + seconds
+            with self._noting:
+                counts, timings = self._counts, self._timings
+                self._counts, self._timings = {}, {}
             for key, count in counts.items():
                 self._counter(key).inc(count)
-            for route, counted in buckets.items():
-                self._write_timings(route, counted, sums[route])
-            in_flight = len(self._running)
+            for route, timing in timings.items():
+                self._write_timings(route, timing)
+            in_flight = len(self.running)
             if in_flight != self._written_in_flight:
                 self.in_flight.set(in_flight)
                 self._written_in_flight = in_flight
 
-    def _counter(self, key: tuple[str, str, str]) -> t.Any:
+    def _counter(self, key: Labels) -> t.Any:
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = self.requests.labels(*key)
         return counter
 
-    def _write_timings(self, route: str, buckets: list[int], seconds: float) -> None:
+    def _write_timings(self, route: str, timing: list[float]) -> None:
         timer = self._timers.get(route)
         if timer is None:
             timer = self._timers[route] = self.durations.labels(route)
         # A histogram has no public way to add many observations at once; its
         # values are what ``observe`` writes, once per bucket instead of once per
         # request (tests/core/test_metrics_batch.py holds the two equal).
-        timer._sum.inc(seconds)
-        for index, count in enumerate(buckets):
+        timer._sum.inc(timing[0])
+        for index, count in enumerate(timing[1:]):
             if count:
                 timer._buckets[index].inc(count)

@@ -12,6 +12,7 @@ a kernel view (``/status/<task_id>``, ``/_kernkoa/health``), or
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import typing as t
@@ -21,10 +22,11 @@ from flask import Flask
 from flask import Request
 
 from ..catalog.loader import ModuleLoader
+from ..core.metrics import KNOWN_METHODS
+from ..core.metrics import OTHER_METHOD
 from ..core.metrics import UNRESOLVED
 from ..core.metrics import Metrics
 from ..core.metrics import enable
-from ..core.metrics import method_label
 from ..core.settings import Settings
 
 if t.TYPE_CHECKING:
@@ -36,6 +38,8 @@ try:  # only inside a uWSGI process
     import uwsgi
 except ImportError:
     uwsgi = None
+
+log = logging.getLogger(__name__)
 
 #: The endpoint of the catch-all view, whose route comes from the catalog.
 DISPATCH_ENDPOINT = "dispatch"
@@ -77,6 +81,7 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.tally = metrics.request_tally(interval)
+        self.in_flight = self.tally.running
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> t.Iterable[bytes]:
@@ -95,13 +100,16 @@ class RequestMetrics:
         # The environ is this request's while it runs: its id names it in flight.
         request = id(environ)
         started = time.perf_counter()
-        self.tally.started(request)
+        self.in_flight.add(request)
+        if not self.tally.flushing:
+            self.tally.start_flushing()
         try:
             return self.app(environ, capture)
         finally:
-            self.tally.finished(request, answer[0],
-                                method_label(environ.get("REQUEST_METHOD", "")), answer[1],
-                                time.perf_counter() - started)
+            method = environ.get("REQUEST_METHOD", "")
+            self.in_flight.discard(request)
+            self.tally.note(answer[0], method if method in KNOWN_METHODS else OTHER_METHOD,
+                            answer[1], time.perf_counter() - started)
 
 
 def flush_interval(settings: Settings) -> float:
@@ -109,6 +117,8 @@ def flush_interval(settings: Settings) -> float:
     or 0 (every request writes) in a uWSGI process whose threads cannot run
     between requests, where the flushing thread would wait for the next one."""
     if uwsgi is not None and not _threads_enabled(uwsgi.opt):
+        log.warning("uWSGI runs without enable-threads: METRICS writes every request "
+                    "at once, which costs more (docs/operations.md, Metrics)")
         return 0.0
     return settings.METRICS_FLUSH_SECONDS
 
