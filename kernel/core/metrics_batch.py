@@ -14,8 +14,9 @@ What Prometheus reads is exact but late by at most ``interval`` (plus the time
 of one flush): nothing is dropped, and nothing waits for a next request, an
 idle process is flushed by its thread. The in-flight gauge is the number the
 last flush saw. The process serving a scrape flushes first, so its own counts
-are current. At exit (``atexit``: a graceful stop, a uWSGI worker's reload)
-the rest is flushed; a process killed outright loses at most its last
+are current. At exit (``atexit``: a uWSGI worker's graceful reload, the end
+of ``kernkoa serve``) the rest is flushed; a process killed outright, or a
+uWSGI worker stopped with its whole server, loses at most its last
 ``interval`` of counts, as it would lose the request it was serving.
 
 A forked child starts empty (``os.register_at_fork``): what the parent noted
@@ -70,6 +71,9 @@ class RequestTally:
         self._bounds: list[float] = list(durations._upper_bounds)
         self._counters: dict[Labels, t.Any] = {}
         self._timers: dict[str, t.Any] = {}
+        #: Numbers naming the requests in flight (unique while they run); a
+        #: request adds and discards its own (``set`` operations are atomic).
+        self.running: set[int] = set()
         self._forget()
         os.register_at_fork(after_in_child=self._forget)
         atexit.register(self.flush)
@@ -81,9 +85,7 @@ class RequestTally:
         self._counts: dict[Labels, int] = {}
         self._timings: dict[str, list[float]] = {}
         self._noting = threading.Lock()
-        #: Numbers naming the requests in flight (unique while they run); a
-        #: request adds and discards its own (``set`` operations are atomic).
-        self.running: set[int] = set()
+        self.running.clear()  # in place: the middleware holds this set
         self._written_in_flight = 0
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()

@@ -22,11 +22,10 @@ from flask import Flask
 from flask import Request
 
 from ..catalog.loader import ModuleLoader
-from ..core.metrics import KNOWN_METHODS
-from ..core.metrics import OTHER_METHOD
 from ..core.metrics import UNRESOLVED
 from ..core.metrics import Metrics
 from ..core.metrics import enable
+from ..core.metrics import method_label
 from ..core.settings import Settings
 
 if t.TYPE_CHECKING:
@@ -81,7 +80,7 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.tally = metrics.request_tally(interval)
-        self.in_flight = self.tally.running
+        self.running = self.tally.running
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> t.Iterable[bytes]:
@@ -100,15 +99,14 @@ class RequestMetrics:
         # The environ is this request's while it runs: its id names it in flight.
         request = id(environ)
         started = time.perf_counter()
-        self.in_flight.add(request)
+        self.running.add(request)
         if not self.tally.flushing:
             self.tally.start_flushing()
         try:
             return self.app(environ, capture)
         finally:
-            method = environ.get("REQUEST_METHOD", "")
-            self.in_flight.discard(request)
-            self.tally.note(answer[0], method if method in KNOWN_METHODS else OTHER_METHOD,
+            self.running.discard(request)
+            self.tally.note(answer[0], method_label(environ.get("REQUEST_METHOD", "")),
                             answer[1], time.perf_counter() - started)
 
 
@@ -116,14 +114,14 @@ def flush_interval(settings: Settings) -> float:
     """Seconds between two writes of a process's request counts: ``METRICS_FLUSH_SECONDS``,
     or 0 (every request writes) in a uWSGI process whose threads cannot run
     between requests, where the flushing thread would wait for the next one."""
-    if uwsgi is not None and not _threads_enabled(uwsgi.opt):
+    if uwsgi is not None and not threads_enabled(uwsgi.opt):
         log.warning("uWSGI runs without enable-threads: METRICS writes every request "
                     "at once, which costs more (docs/operations.md, Metrics)")
         return 0.0
     return settings.METRICS_FLUSH_SECONDS
 
 
-def _threads_enabled(options: t.Mapping[str, t.Any]) -> bool:
+def threads_enabled(options: t.Mapping[str, t.Any]) -> bool:
     """Whether uWSGI runs Python threads: ``enable-threads``, or ``threads`` above 1."""
     def text(value: t.Any) -> str:
         return (value.decode() if isinstance(value, bytes) else str(value)).strip().lower()

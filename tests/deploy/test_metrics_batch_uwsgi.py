@@ -74,20 +74,3 @@ def test_workers_reloaded_gracefully_write_their_counts(tmp_path: Path) -> None:
         # Written by the old workers' exit alone: the new ones never served the route.
         assert counted(server, "/m/M/pid") == REQUESTS
 
-
-def test_a_stopped_server_leaves_every_count_in_its_files(tmp_path: Path) -> None:
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    catalog = tmp_path / "catalog"
-    (catalog / "controller").mkdir(parents=True)
-    (catalog / "controller" / "m.py").write_text(PID)
-    env = clean_environ(CATALOG=str(catalog), VAR=str(tmp_path / "var"), METRICS="true",
-                        METRICS_FLUSH_SECONDS="3600")
-    with uwsgi_server(tmp_path, env, "--lazy-apps", "--enable-threads") as server:
-        pids = {pid_of(server, "/m/M/pid") for _ in range(REQUESTS)}
-    # Stopped (SIGTERM to the master, die-on-term): each worker wrote on its way out.
-    folder = tmp_path / "var" / "metrics" / "web"
-    assert sum(sample.value for family in MultiProcessCollector(None, str(folder)).collect()
-               for sample in family.samples
-               if sample.name == "kernkoa_http_requests_total"
-               and sample.labels["route"] == "/m/M/pid") == REQUESTS, pids
