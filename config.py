@@ -95,6 +95,12 @@ HEALTH_TIMEOUT = 3.0
 #: serve theirs with `kernkoa worker --metrics-port N` (docs/operations.md).
 METRICS = False
 
+#: Each process counts its requests in memory and writes them to the metric
+#: files at most this many seconds later (and when it exits), so a scrape may
+#: miss the last half second of another process. 0: every request writes at
+#: once (exact at every scrape, at the old cost: bench/RESULTS.md, part 8).
+METRICS_FLUSH_SECONDS = 0.5
+
 #: Longest accepted URL path, in characters.
 MAX_PATH_LENGTH = 1024
 

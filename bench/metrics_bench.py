@@ -1,6 +1,7 @@
 """Part 8: what METRICS costs a controller GET, on against off, side by side.
 
-Three uWSGI servers on the same one-file catalog and settings: METRICS off,
+Three uWSGI servers on the same one-file catalog and settings (threads enabled,
+as shipped: the thread that writes the batched counts runs): METRICS off,
 METRICS off again (the same server twice: the noise floor, against which "off
 costs nothing" is read, since off installs no hook at all), and METRICS on
 (every request counted, timed and held in flight in the multiprocess files).
@@ -47,7 +48,7 @@ def run(config: RunConfig) -> list[Comparison]:
         servers = {side: stack.enter_context(uwsgi(
             f"metrics-{side}", "kernkoa", path, work / "logs", config.processes,
             env={"KERNKOA_CATALOG": str(catalog), "KERNKOA_VAR": str(work / f"var-{side}"),
-                 "KERNKOA_METRICS": metrics}))
+                 "KERNKOA_METRICS": metrics}, enable_threads=True))
             for side, metrics in SIDES.items()}
         for server in servers.values() if config.warmup > 0 else ():
             run_wrk(server.base, load, work / "wrk", config.warmup, config.connections)

@@ -127,8 +127,11 @@ UWSGI_COMMON = [
 
 @contextlib.contextmanager
 def uwsgi(name: str, module: str, ready_path: str, log_dir: Path, processes: int = 2,
-          threads: int = 1, env: dict[str, str] | None = None) -> t.Iterator[Server]:
-    """Run uWSGI serving ``module:app`` over HTTP on a free loopback port."""
+          threads: int = 1, env: dict[str, str] | None = None,
+          enable_threads: bool = False) -> t.Iterator[Server]:
+    """Run uWSGI serving ``module:app`` over HTTP on a free loopback port
+    (``enable_threads``: Python threads run beside one thread of requests, as
+    ``kernkoa_uwsgi.ini`` has it)."""
     port = free_port()
     command = [
         str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", *UWSGI_COMMON,
@@ -136,7 +139,7 @@ def uwsgi(name: str, module: str, ready_path: str, log_dir: Path, processes: int
         "--chdir", str(ROOT), "--pythonpath", str(ROOT), "--virtualenv", str(BIN.parent),
         "--module", module, "--callable", "app",
     ]
-    if threads > 1:
+    if threads > 1 or enable_threads:
         command.append("--enable-threads")
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{name}-{port}.log", "wb") as log:

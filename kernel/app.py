@@ -113,7 +113,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     install_auth(app, settings)
     install_trusted_proxies(app, settings)
     if metrics is not None:  # last: it times everything above
-        install_metrics(app, metrics, loader)
+        install_metrics(app, metrics, loader, settings)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

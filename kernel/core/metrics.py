@@ -33,6 +33,7 @@ import typing as t
 from pathlib import Path
 
 from .errors import MetricsError
+from .metrics_batch import RequestTally
 
 if t.TYPE_CHECKING:
     from prometheus_client import Counter
@@ -94,6 +95,7 @@ class Metrics:
         self.task_duration: Histogram = Histogram(
             "kernkoa_task_duration_seconds", "Time a _celery call ran on a worker, by route.",
             ["route"], buckets=TASK_BUCKETS, registry=None)
+        self._tally: RequestTally | None = None
 
     @functools.cached_property
     def http_in_flight(self) -> Gauge:
@@ -103,6 +105,19 @@ class Metrics:
 
         return Gauge("kernkoa_http_requests_in_flight", "Requests being answered now.",
                      registry=None, multiprocess_mode="livesum")
+
+    def request_tally(self, interval: float) -> RequestTally:
+        """This process's :class:`RequestTally` of the HTTP families, flushed every
+        ``interval`` seconds; made by the first call, as the families are."""
+        if self._tally is None:
+            self._tally = RequestTally(self.http_requests, self.http_duration,
+                                       self.http_in_flight, interval)
+        return self._tally
+
+    def flush(self) -> None:
+        """Write this process's noted requests now (before a scrape)."""
+        if self._tally is not None:
+            self._tally.flush()
 
     def controller_loaded(self, file: str, reloaded: bool, failed: bool) -> None:
         """Count one load of a catalog file (a listener of the catalog's loader)."""

@@ -144,6 +144,8 @@ class Settings:
     HEALTH_TIMEOUT: float = 3.0
     #: Count requests, tasks and reloads, served at /_kernkoa/metrics (Prometheus).
     METRICS: bool = False
+    #: Most seconds a request's counts wait in its process before the files have them.
+    METRICS_FLUSH_SECONDS: float = 0.5
     #: Longest accepted URL path, in characters.
     MAX_PATH_LENGTH: int = 1024
     #: Most path segments in a URL.

@@ -12,6 +12,7 @@ a kernel view (``/status/<task_id>``, ``/_kernkoa/health``), or
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import typing as t
@@ -36,6 +37,8 @@ try:  # only inside a uWSGI process
     import uwsgi
 except ImportError:
     uwsgi = None
+
+log = logging.getLogger(__name__)
 
 #: The endpoint of the catch-all view, whose route comes from the catalog.
 DISPATCH_ENDPOINT = "dispatch"
@@ -70,19 +73,18 @@ def route_label(req: Request) -> str:
 
 
 class RequestMetrics:
-    """WSGI middleware: in-flight gauge, count and duration of every request."""
+    """WSGI middleware: in-flight gauge, count and duration of every request,
+    noted in the process's :class:`~kernel.core.metrics_batch.RequestTally`."""
 
-    def __init__(self, app: WSGIApplication, metrics: Metrics) -> None:
+    def __init__(self, app: WSGIApplication, metrics: Metrics, interval: float) -> None:
         self.app = app
         self.metrics = metrics
-        self.in_flight = metrics.http_in_flight
-        # Children by label values: ``labels()`` checks its arguments on every call.
-        self._counters: dict[tuple[str, str, str], t.Any] = {}
-        self._timers: dict[str, t.Any] = {}
+        self.tally = metrics.request_tally(interval)
+        self.running = self.tally.running
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> t.Iterable[bytes]:
-        """Answer through the app, then count the answer under its labels."""
+        """Answer through the app, then note the answer under its labels."""
         # Flask starts the response while the request is still reachable from
         # the environ; it is gone once the app returns.
         answer = [UNRESOLVED, "500"]
@@ -94,25 +96,40 @@ class RequestMetrics:
             answer[1] = code[:3]
             return start_response(code, headers, exc_info)
 
+        # The environ is this request's while it runs: its id names it in flight.
+        request = id(environ)
         started = time.perf_counter()
-        self.in_flight.inc()
+        self.running.add(request)
+        if not self.tally.flushing:
+            self.tally.start_flushing()
         try:
             return self.app(environ, capture)
         finally:
-            self.in_flight.dec()
-            self._record(environ, answer[0], answer[1], time.perf_counter() - started)
+            self.running.discard(request)
+            self.tally.note(answer[0], method_label(environ.get("REQUEST_METHOD", "")),
+                            answer[1], time.perf_counter() - started)
 
-    def _record(self, environ: WSGIEnvironment, route: str, status: str,
-                seconds: float) -> None:
-        key = (route, method_label(environ.get("REQUEST_METHOD", "")), status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.metrics.http_requests.labels(*key)
-        counter.inc()
-        timer = self._timers.get(route)
-        if timer is None:
-            timer = self._timers[route] = self.metrics.http_duration.labels(route)
-        timer.observe(seconds)
+
+def flush_interval(settings: Settings) -> float:
+    """Seconds between two writes of a process's request counts: ``METRICS_FLUSH_SECONDS``,
+    or 0 (every request writes) in a uWSGI process whose threads cannot run
+    between requests, where the flushing thread would wait for the next one."""
+    if uwsgi is not None and not threads_enabled(uwsgi.opt):
+        log.warning("uWSGI runs without enable-threads: METRICS writes every request "
+                    "at once, which costs more (docs/operations.md, Metrics)")
+        return 0.0
+    return settings.METRICS_FLUSH_SECONDS
+
+
+def threads_enabled(options: t.Mapping[str, t.Any]) -> bool:
+    """Whether uWSGI runs Python threads: ``enable-threads``, or ``threads`` above 1."""
+    def text(value: t.Any) -> str:
+        return (value.decode() if isinstance(value, bytes) else str(value)).strip().lower()
+
+    enabled = options.get("enable-threads")
+    threads = text(options.get("threads") or "1")
+    return (enabled is not None and text(enabled) not in ("", "0", "false", "off", "no")
+            or threads.isdigit() and int(threads) > 1)
 
 
 def enable_web_metrics(settings: Settings) -> Metrics:
@@ -122,10 +139,12 @@ def enable_web_metrics(settings: Settings) -> Metrics:
     return enable(web_folder(settings), server_start())
 
 
-def install_metrics(app: Flask, metrics: Metrics, loader: ModuleLoader) -> None:
+def install_metrics(app: Flask, metrics: Metrics, loader: ModuleLoader,
+                    settings: Settings) -> None:
     """Count ``app``'s requests and ``loader``'s reloads in ``metrics``."""
     watch_loader(loader, metrics)
-    app.wsgi_app = RequestMetrics(app.wsgi_app, metrics)  # type: ignore[method-assign]
+    app.wsgi_app = RequestMetrics(  # type: ignore[method-assign]
+        app.wsgi_app, metrics, flush_interval(settings))
 
 
 def watch_loader(loader: ModuleLoader, metrics: Metrics) -> None:

@@ -82,7 +82,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Live]:
     worker_port = free_port()
     try:
         worker = stack.worker(env, "--concurrency=2", "--metrics-port", str(worker_port))
-        with uwsgi_server(folder, env, "--lazy-apps") as server:
+        with uwsgi_server(folder, env, "--lazy-apps", "--enable-threads") as server:
             assert not stale.exists()  # the master's start emptied the folder
             web = server.base.removeprefix("http://")
             jobs = {"web": (web, "/_kernkoa/metrics"),

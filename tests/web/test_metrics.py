@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import create_environ
 
 from kernel.web.metrics import RequestMetrics
+from kernel.web.metrics import threads_enabled
 from tests.support.auth import KEY
 from tests.support.auth import bearer
 from tests.support.auth import token
@@ -198,3 +199,18 @@ def test_off_there_is_no_endpoint_and_no_hook(
     assert app.test_client().get("/_kernkoa/metrics").status_code == 404
     assert not isinstance(app.wsgi_app, RequestMetrics)
     assert not app.teardown_request_funcs
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, False),
+    ({"enable-threads": True}, True),
+    ({"enable-threads": b"true"}, True),
+    ({"enable-threads": b"false"}, False),
+    ({"threads": b"1"}, False),
+    ({"threads": b"4"}, True),
+])
+def test_batching_needs_uwsgi_to_run_threads_between_requests(
+        options: dict[str, t.Any], expected: bool) -> None:
+    # Without them the batching thread would wait for the next request: each
+    # request writes at once instead (kernel.web.metrics.flush_interval).
+    assert threads_enabled(options) is expected
