@@ -1,19 +1,26 @@
-"""A worker started as ``setup.sh`` starts it, ``kernkoa worker --logfile=FILE``, writes
-its lines into that file, in both ``LOG_FORMAT``\\ s: Celery's own (``ready``,
-``received``, ``succeeded``), the kernel's, and a method's ``print()``, each line
-of the task with its request id and task id. Real processes: ``kernkoa serve``
-(no worker of its own) and a prefork worker, on the embedded broker."""
+"""Each process ``setup.sh --no-systemd`` starts writes its lines where the
+operator looks: ``kernkoa worker --logfile=FILE`` into that file, in both
+``LOG_FORMAT``\\ s (Celery's own ``ready``, ``received``, ``succeeded``, the
+kernel's, and a method's ``print()``, each line of the task with its request id and
+task id), ``kernkoa beat --logfile=FILE`` too, and uWSGI's app into its
+``logto`` file. Real processes: ``kernkoa serve`` (no worker of its own), a
+prefork worker and beat on the embedded broker; uWSGI."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import typing as t
 from pathlib import Path
 
 import pytest
 
+from kernel.core.settings import PROJECT_ROOT
+from tests.support.processes import BIN
 from tests.support.processes import clean_environ
+from tests.support.processes import stop
+from tests.support.servers import uwsgi_server
 from tests.support.tasks import Stack
 from tests.support.tasks import Worker
 from tests.support.tasks import final
@@ -99,3 +106,39 @@ def test_the_worker_logfile_gets_every_line_of_the_worker(
     if log_format == "json":
         # Every line to the last, the pool's own (a pool process ended at shutdown) included.
         assert all(line["logger"] for line in _parsed(logfile, log_format))
+
+
+def test_beat_logfile_gets_the_lines_of_beat(tmp_path: Path) -> None:
+    env = clean_environ(CATALOG=str(write_catalog(tmp_path / "catalog")),
+                        VAR=str(tmp_path / "var"), LOG_FORMAT="json")
+    logfile = tmp_path / "beat.log"
+    with open(tmp_path / "beat-output.log", "wb") as output:
+        beat = subprocess.Popen([str(BIN / "kernkoa"), "beat", f"--logfile={logfile}"],
+                                cwd=PROJECT_ROOT, env=env, stdout=output,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: logfile.exists() and "holding the lock" in logfile.read_text(),
+                 timeout=60, what="beat's lines in its log file")
+    finally:
+        stop(beat)
+    loggers = {line["logger"] for line in _parsed(logfile, "json")}
+    assert {"celery.beat", "kernkoa.beat"} <= loggers
+
+
+@pytest.mark.uwsgi
+def test_uwsgi_logto_file_gets_the_web_lines_with_their_request_id(tmp_path: Path) -> None:
+    logfile = tmp_path / "kernkoa_uwsgi.log"
+    env = {"KERNKOA_CATALOG": str(write_catalog(tmp_path / "catalog")),
+           "KERNKOA_VAR": str(tmp_path / "var"), "KERNKOA_LOG_FORMAT": "json",
+           "KERNKOA_ADDONS": "access_log"}
+    with uwsgi_server(tmp_path, env, "--logto", str(logfile)) as server:
+        status, _, _ = server.request("/jobs/jobs/hello", headers={"X-Request-Id": "web-file-1"})
+        assert status == 200
+
+        def access() -> list[dict[str, t.Any]]:
+            return [json.loads(line) for line in logfile.read_text().splitlines()
+                    if line.startswith("{") and '"web-file-1"' in line]
+
+        wait_for(lambda: bool(access()), timeout=30, what="the access line in uWSGI's log")
+    [line] = access()
+    assert line["logger"] == "kernkoa.access" and line["route"] == "/jobs/jobs/hello"
