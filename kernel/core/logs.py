@@ -10,15 +10,18 @@ request or a task runs names it, whichever library logged it.
 ``LOG_FORMAT`` picks the formatter: ``text`` (:class:`TextFormatter`, for
 people) or ``json`` (:class:`JsonLineFormatter`, one JSON object per line,
 for log shippers). :func:`install_logging` gives the root logger such a
-handler unless the deployment configured logging itself.
+handler, on stderr, unless the deployment configured logging itself;
+:func:`log_to_file` moves it to a file (a Celery worker's or beat's ``--logfile``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import typing as t
 from contextvars import ContextVar
+from logging.handlers import WatchedFileHandler
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -112,12 +115,23 @@ class KernKoaLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     deployment's own by its class)."""
 
 
+class KernKoaFileHandler(WatchedFileHandler, KernKoaLogHandler):
+    """The kernel's handler once :func:`log_to_file` moved it to a file; it reopens
+    the file when it was rotated away (as Celery's own ``--logfile`` handler does)."""
+
+
 def make_handler(log_format: str, stream: t.IO[str] | None = None) -> logging.Handler:
     """A handler writing to ``stream`` (stderr) in ``log_format``, with the context filter."""
     handler = KernKoaLogHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter_for(log_format))
     handler.addFilter(LogContextFilter())
     return handler
+
+
+def owns_logging(root: logging.Logger | None = None) -> bool:
+    """Whether the root logger's handlers are the kernel's own (at least one)."""
+    handlers = (root if root is not None else logging.getLogger()).handlers
+    return bool(handlers) and all(isinstance(h, KernKoaLogHandler) for h in handlers)
 
 
 def install_logging(log_format: str, root: logging.Logger | None = None) -> bool:
@@ -142,4 +156,31 @@ def install_logging(log_format: str, root: logging.Logger | None = None) -> bool
         return True
     root.addHandler(make_handler(log_format))
     root.setLevel(logging.INFO)
+    return True
+
+
+def log_to_file(path: str, root: logging.Logger | None = None) -> bool:
+    """Write the lines of the kernel's handler to the file ``path`` (appended to)
+    instead of stderr, in the same format; return whether it did.
+
+    A root logger with a handler of someone else's is left alone, as by
+    :func:`install_logging`.
+
+    :raises OSError: when the file cannot be opened.
+    """
+    root = root if root is not None else logging.getLogger()
+    if not owns_logging(root):
+        return False
+    for handler in list(root.handlers):
+        if (isinstance(handler, KernKoaFileHandler)
+                and handler.baseFilename == os.path.abspath(path)):
+            continue
+        moved = KernKoaFileHandler(path, encoding="utf-8")
+        moved.setFormatter(handler.formatter)
+        for kept in handler.filters:
+            moved.addFilter(kept)
+        root.addHandler(moved)
+        root.removeHandler(handler)
+        if isinstance(handler, KernKoaFileHandler):
+            handler.close()
     return True

@@ -16,7 +16,10 @@ worker:
   worker's stdout, which logs every piece a ``print`` writes as a line of its
   own), whatever else reaches stdout or stderr is logged at INFO too (Celery's
   ``worker_redirect_stdouts_level``, set in :mod:`kernel.tasks.celeryapp`), and
-  the ``celery.task`` logger writes through the kernel's handler, in ``LOG_FORMAT``.
+  the ``celery.task`` logger writes through the kernel's handler, in ``LOG_FORMAT``;
+- with ``--logfile`` (a worker's, beat's), the kernel's handler writes to that file
+  (:func:`log_to_celery_logfile`): Celery leaves alone a root logger that has a
+  handler, so without it every line but the pool's would go to stderr.
 
 A queued task has stored nothing yet: until a worker takes it, its status has no
 ``request_id`` (the trigger's ``X-Request-Id`` answer has it).
@@ -32,10 +35,13 @@ import typing as t
 
 from celery import signals
 from celery.utils.log import LoggingProxy
+from celery.utils.log import get_multiprocessing_logger
 
 from ..core.logs import REQUEST_ID
 from ..core.logs import TASK_ID
 from ..core.logs import KernKoaLogHandler
+from ..core.logs import log_to_file
+from ..core.logs import owns_logging
 from .backends import REQUEST_ID_KEY
 from .run import TASK_NAME
 from .run import request_id_of
@@ -79,6 +85,19 @@ def log_tasks_through_root(logger: logging.Logger | None = None, **_: t.Any) -> 
         return
     logger.handlers.clear()
     logger.propagate = True
+
+
+def log_to_celery_logfile(logfile: t.Any = None, **_: t.Any) -> None:
+    """Move the kernel's handler to Celery's ``--logfile`` (a path), and let the
+    pool's (multiprocessing) logger write through it too (``after_setup_logger``),
+    when the kernel's handler is the process's one; without a log file, stderr stays."""
+    ours = log_to_file(logfile) if isinstance(logfile, str) and logfile else owns_logging()
+    if not ours:
+        return
+    pool = get_multiprocessing_logger()
+    if pool is not None:
+        pool.handlers.clear()
+        pool.propagate = True
 
 
 class PrintedLines(io.TextIOBase):
@@ -140,6 +159,8 @@ def connect_task_logging() -> None:
                                 dispatch_uid="kernkoa.bind_log_context")
     signals.task_postrun.connect(unbind_log_context, weak=False,
                                  dispatch_uid="kernkoa.unbind_log_context")
+    signals.after_setup_logger.connect(log_to_celery_logfile, weak=False,
+                                       dispatch_uid="kernkoa.log_to_celery_logfile")
     signals.after_setup_task_logger.connect(log_tasks_through_root, weak=False,
                                             dispatch_uid="kernkoa.log_tasks_through_root")
 

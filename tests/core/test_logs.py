@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import typing as t
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +16,11 @@ from kernel.core.errors import SettingsError
 from kernel.core.logs import REQUEST_ID
 from kernel.core.logs import TASK_ID
 from kernel.core.logs import JsonLineFormatter
+from kernel.core.logs import KernKoaFileHandler
 from kernel.core.logs import KernKoaLogHandler
 from kernel.core.logs import TextFormatter
 from kernel.core.logs import install_logging
+from kernel.core.logs import log_to_file
 from kernel.core.logs import make_handler
 
 
@@ -133,6 +136,44 @@ def test_install_logging_only_where_nothing_configured_it() -> None:
         assert not install_logging("json", root)
         assert root.handlers == [foreign]
     finally:
+        root.handlers.clear()
+
+
+def test_log_to_file_moves_the_kernels_handler_keeping_its_format(tmp_path: Path) -> None:
+    root = logging.getLogger("test.logs.file-root")
+    root.handlers.clear()
+    root.propagate = False
+    path = tmp_path / "worker.log"
+    try:
+        install_logging("json", root)
+        assert log_to_file(str(path), root)
+        [handler] = root.handlers
+        assert isinstance(handler, KernKoaFileHandler)
+        # Still the kernel's: installed again, it keeps the file and takes the format.
+        assert install_logging("json", root) and root.handlers == [handler]
+        assert log_to_file(str(path), root) and root.handlers == [handler]
+        token = REQUEST_ID.set("rid-file")
+        try:
+            root.info("to the file")
+        finally:
+            REQUEST_ID.reset(token)
+        assert json.loads(path.read_text())["request_id"] == "rid-file"
+        # Rotated away (logrotate's move): the next line opens the file again.
+        path.rename(tmp_path / "worker.log.1")
+        root.info("after rotation")
+        assert json.loads(path.read_text())["message"] == "after rotation"
+        # Someone else's handler: theirs to decide; an unopenable file is an error.
+        handler.close()
+        foreign = logging.StreamHandler(io.StringIO())
+        root.handlers[:] = [foreign]
+        assert not log_to_file(str(path), root) and root.handlers == [foreign]
+        root.handlers.clear()
+        install_logging("text", root)
+        with pytest.raises(OSError):
+            log_to_file(str(tmp_path / "missing" / "worker.log"), root)
+    finally:
+        for handler in root.handlers:
+            handler.close()
         root.handlers.clear()
 
 

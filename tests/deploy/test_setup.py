@@ -279,6 +279,19 @@ def test_celery_task_runs_to_success(deployment: Deployment) -> None:
             break
         time.sleep(0.1)
     assert state == {"status": "SUCCESS", "data": 42, "request_id": ANY}
+    # The worker uWSGI keeps running writes into its --logfile, the task's ids on the lines.
+    request_id = {name.lower(): value for name, value in headers.items()}["x-request-id"]
+    worker_log = deployment.prefix / "var/worker.log"
+
+    def succeeded() -> list[str]:
+        return [line for line in worker_log.read_text().splitlines()
+                if "succeeded" in line and f"task_id={task['id']}" in line]
+
+    deadline = time.monotonic() + 30
+    while not succeeded() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [line] = succeeded()
+    assert f"[request_id={request_id} task_id={task['id']}]" in line
 
 
 def _run_task(deployment: Deployment, path: str) -> dict[str, t.Any]:
