@@ -33,6 +33,7 @@ from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
 from celery.exceptions import TaskRevokedError
 
+from ..web.requestid import checked_request_id
 from .events import FINAL_STATES
 
 #: States a write never replaces: a cancellation, and a result (as Celery's
@@ -79,14 +80,22 @@ return 1
 """
 
 #: :meth:`GuardedBackend.cancel_task` on Redis. KEYS: the result key; ARGV: the
-#: REVOKED meta, its expiry. Returns the final state found (then nothing is
-#: written), or false once ``REVOKED`` is stored and announced.
+#: REVOKED meta (a JSON object), its expiry. Returns the final state found (then
+#: nothing is written), or false once ``REVOKED`` is stored and announced, with
+#: the request id the task's stored state had (checked as the edge checks it).
 CANCEL_SCRIPT = _LUA_HELPERS + """
 local status = status_of(KEYS[1])
 if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
   return status
 end
-store(KEYS[1], ARGV[1], ARGV[2], true)
+local value = ARGV[1]
+local ok, current = pcall(cjson.decode, redis.call('GET', KEYS[1]) or 'null')
+local kept = ok and type(current) == 'table' and current['request_id']
+if type(kept) == 'string' and #kept <= 128 and string.match(kept, '^[%w%._%-]+$')
+    and not string.find(value, '"request_id"', 1, true) then
+  value = string.sub(value, 1, -2) .. ', "request_id": "' .. kept .. '"}'
+end
+store(KEYS[1], value, ARGV[2], true)
 return false
 """
 
@@ -209,6 +218,15 @@ def _status(raw: bytes | None) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def _request_id(raw: bytes | None) -> str | None:
+    """The request id a stored state holds, when it is a sane one."""
+    try:
+        meta = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return checked_request_id(meta.get(REQUEST_ID_KEY)) if isinstance(meta, dict) else None
+
+
 class FileResultBackend(GuardedBackend, FilesystemBackend):  # type: ignore[misc]
     """Celery's ``file://`` result backend with whole-file, conditional writes.
 
@@ -251,10 +269,15 @@ class FileResultBackend(GuardedBackend, FilesystemBackend):  # type: ignore[misc
         """See :meth:`GuardedBackend.cancel_task`."""
         key = self._key(self.get_key_for_task(task_id))
         with self._locked():
-            found = _status(self.get(key))
+            raw = self.get(key)
+            found = _status(raw)
             if found in FINAL_STATES:
                 return found
-            self._replace(key, self.encode(self._revoked(task_id)))
+            revoked = self._revoked(task_id)
+            kept = _request_id(raw)
+            if kept is not None:
+                revoked.setdefault(REQUEST_ID_KEY, kept)
+            self._replace(key, self.encode(revoked))
         return None
 
     def start_task(self, task_id: str, hostname: str | None, beside: bytes,

@@ -127,7 +127,7 @@ def test_a_worker_finishing_after_the_cancellation_never_replaces_it(
     assert "end" in note.read_text()
     assert not [c for c in commands if c.startswith("SET ") and task_id in c], commands
     for _ in range(3):
-        assert status_of(live.server, task_id) == (200, {"status": "REVOKED"})
+        assert status_of(live.server, task_id) == (200, {"status": "REVOKED", "request_id": ANY})
         assert _stored(live, task_id) == "REVOKED"
         time.sleep(0.2)
 
