@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..core.containment import stays_inside
@@ -57,9 +58,11 @@ class Target:
     #: Leftover path segments, passed as positional arguments.
     args: tuple[str, ...]
 
-    @property
+    @cached_property
     def route(self) -> str:
         """The canonical URL path of the method, without arguments."""
+        # Built once per target: the catalog keeps a path's target until its
+        # file changes, and METRICS labels every request with this.
         return "/" + "/".join((*self.module_parts, self.class_name, self.method_name))
 
 

@@ -50,6 +50,8 @@ UNRESOLVED = "<unresolved>"
 
 #: The method label of any HTTP method outside these (a client may send any word).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: The ``method`` label of each known method: one dictionary lookup per request.
+METHOD_LABELS = {method: method for method in KNOWN_METHODS}
 OTHER_METHOD = "other"
 
 #: Buckets of the request histogram, in seconds (prometheus_client's default).
@@ -235,4 +237,4 @@ def active() -> Metrics | None:
 
 def method_label(method: str) -> str:
     """The ``method`` label: the method, or ``other`` for a word no server knows."""
-    return method if method in KNOWN_METHODS else OTHER_METHOD
+    return METHOD_LABELS.get(method, OTHER_METHOD)

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import typing as t
 from pathlib import Path
+from time import perf_counter
 
 from flask import Flask
 from flask import Request
 
 from ..catalog.loader import ModuleLoader
+from ..core.metrics import METHOD_LABELS
+from ..core.metrics import OTHER_METHOD
 from ..core.metrics import UNRESOLVED
 from ..core.metrics import Metrics
 from ..core.metrics import enable
-from ..core.metrics import method_label
 from ..core.settings import Settings
 
 if t.TYPE_CHECKING:
@@ -85,29 +86,30 @@ class RequestMetrics:
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> t.Iterable[bytes]:
         """Answer through the app, then note the answer under its labels."""
-        # Flask starts the response while the request is still reachable from
-        # the environ; it is gone once the app returns.
-        answer = [UNRESOLVED, "500"]
+        # What the app answered: the request (reachable from the environ only
+        # while the app runs) and the status line; labelled once it returns.
+        answer: tuple[Request | None, str] = (None, "500")
 
-        def capture(code: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
-            req = environ.get("werkzeug.request")
-            if req is not None:
-                answer[0] = route_label(req)
-            answer[1] = code[:3]
-            return start_response(code, headers, exc_info)
+        def capture(status: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
+            nonlocal answer
+            answer = (environ.get("werkzeug.request"), status)
+            return start_response(status, headers, exc_info)
 
         # The environ is this request's while it runs: its id names it in flight.
         request = id(environ)
-        started = time.perf_counter()
+        started = perf_counter()
         self.running.add(request)
         if not self.tally.flushing:
             self.tally.start_flushing()
         try:
             return self.app(environ, capture)
         finally:
+            seconds = perf_counter() - started
             self.running.discard(request)
-            self.tally.note(answer[0], method_label(environ.get("REQUEST_METHOD", "")),
-                            answer[1], time.perf_counter() - started)
+            req, status = answer
+            self.tally.note(UNRESOLVED if req is None else route_label(req),
+                            METHOD_LABELS.get(environ.get("REQUEST_METHOD", ""), OTHER_METHOD),
+                            status[:3], seconds)
 
 
 def flush_interval(settings: Settings) -> float:

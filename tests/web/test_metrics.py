@@ -192,6 +192,24 @@ def test_reloads_and_load_failures_are_counted_by_catalog_file(
     assert (after[0] - before[0], after[1] - before[1]) == (2, 1)
 
 
+def test_a_reloaded_file_never_leaves_a_stale_route_label(
+        tree: ControllerTree, client: FlaskClient) -> None:
+    # The label is kept on the catalog's answer for a path, which a change of
+    # the file replaces: the method gone, the same URL is no longer its route.
+    assert client.get("/shop/Cart/show").status_code == 200
+    before = requests_of(client)
+    tree.write("shop.py", SHOP.replace("def show(", "def shown("))
+    assert client.get("/shop/Cart/show").status_code == 404
+    tree.write("shop.py", SHOP + "\n# back\n")
+    assert client.get("/shop/Cart/show").status_code == 200
+    grew = grown(before, requests_of(client))
+    grew.pop(labels(route="/_kernkoa/metrics", method="GET", status="200"), None)
+    assert grew == {
+        labels(route="<unresolved>", method="GET", status="404"): 1,
+        labels(route="/shop/Cart/show", method="GET", status="200"): 1,
+    }
+
+
 def test_off_there_is_no_endpoint_and_no_hook(
         tree: ControllerTree, make_app: t.Callable[..., Flask]) -> None:
     tree.write("shop.py", SHOP)
