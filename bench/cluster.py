@@ -15,7 +15,6 @@ The scale-out benchmark (:mod:`bench.scaleout`) and the scale-out test
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import secrets
 import shutil
@@ -28,6 +27,8 @@ from pathlib import Path
 from .servers import ROOT
 from .servers import RedisServer
 from .servers import free_port
+from .servers import nginx_conf
+from .servers import start_nginx
 from .servers import stop
 from .servers import wait_for_http
 
@@ -109,21 +110,10 @@ def balancer_conf(run: Path, port: int, nodes: t.Sequence[Node]) -> Path:
     the client sent passed on, so the URLs a node builds lead back to the
     balancer. Not buffered, so long polls and event streams flow through.
     """
-    (run / "nginx").mkdir(parents=True, exist_ok=True)
     servers = "".join(f"        server 127.0.0.1:{node.port} max_fails=1 fail_timeout=5s;\n"
                       for node in nodes)
-    temp = "".join(f"    {kind}_temp_path {run}/nginx/{kind};\n"
-                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = run / "balancer.conf"
-    conf.write_text(f"""# The load balancer in front of the nodes.
-user {getpass.getuser()};
-worker_processes 1;
-pid {run}/balancer.pid;
-error_log {run}/balancer-error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-{temp}    client_max_body_size 0;
+    return nginx_conf(run, "balancer", f"""    access_log off;
+    client_max_body_size 0;
     upstream kernkoa_nodes {{
 {servers}        keepalive 64;
     }}
@@ -142,9 +132,7 @@ http {{
             proxy_read_timeout 90s;
         }}
     }}
-}}
-""")
-    return conf
+""", connections=4096)
 
 
 class Balancer:
@@ -157,9 +145,7 @@ class Balancer:
         run.mkdir(parents=True, exist_ok=True)
         run = run.resolve()
         conf = balancer_conf(run, self.port, nodes)
-        self.process = subprocess.Popen(
-            ["nginx", "-c", str(conf), "-p", str(run / "nginx"), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = start_nginx(conf)
         try:
             wait_for_http(self.base + HELLO, self.process)
         except BaseException:

@@ -8,7 +8,6 @@ options (:data:`bench.servers.UWSGI_COMMON`); only the app differs.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import subprocess
 import time
@@ -20,6 +19,8 @@ from .servers import ROOT
 from .servers import UWSGI_COMMON
 from .servers import Server
 from .servers import free_port
+from .servers import nginx_conf
+from .servers import start_nginx
 from .servers import stop
 from .servers import wait_for_http
 
@@ -27,20 +28,10 @@ from .servers import wait_for_http
 UWSGI_PARAMS = Path("/etc/nginx/uwsgi_params")
 
 
-def nginx_conf(folder: Path, port: int, socket: Path) -> Path:
-    """A private nginx passing every request to the uWSGI socket; its path."""
-    (folder / "nginx").mkdir(parents=True, exist_ok=True)
-    temp = "".join(f"    {kind}_temp_path {folder}/nginx/{kind};\n"
-                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = folder / "nginx.conf"
-    conf.write_text(f"""user {getpass.getuser()};
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/nginx-error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-{temp}    server {{
+def nginx_site(port: int, socket: Path) -> str:
+    """The ``http`` block of a private nginx passing every request to the uWSGI socket."""
+    return f"""    access_log off;
+    server {{
         listen 127.0.0.1:{port};
         keepalive_timeout 60s;
         keepalive_requests 1000000;
@@ -49,9 +40,7 @@ http {{
             uwsgi_pass unix:{socket};
         }}
     }}
-}}
-""")
-    return conf
+"""
 
 
 @contextlib.contextmanager
@@ -76,10 +65,7 @@ def behind_nginx(name: str, module: str, ready_path: str, folder: Path, processe
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    nginx = subprocess.Popen(
-        ["nginx", "-c", str(nginx_conf(folder, port, socket)), "-p", str(folder / "nginx"),
-         "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    nginx = start_nginx(nginx_conf(folder, "nginx", nginx_site(port, socket)))
     try:
         server = Server(name, f"http://127.0.0.1:{port}", process)
         wait_for_http(server.base + ready_path, process, nginx)

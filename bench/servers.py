@@ -7,6 +7,7 @@ SIGKILL to the whole group) when its ``with`` block ends, whatever happens.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import signal
 import socket
@@ -50,6 +51,36 @@ def wait_for_http(url: str, *processes: subprocess.Popen[bytes],
             pass
         time.sleep(0.01)
     raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+
+
+def nginx_conf(folder: Path, name: str, http: str, connections: int = 1024) -> Path:
+    """A private nginx main configuration, ``folder/<name>.conf``; its path.
+
+    nginx runs as this user with one worker process; its pid file, error log
+    and temporary folders are under ``folder`` (``<name>.pid``,
+    ``<name>-error.log``, ``nginx/``), so it needs no root and touches nothing
+    of the system's nginx. ``http`` is the inside of the ``http`` block.
+    """
+    (folder / "nginx").mkdir(parents=True, exist_ok=True)
+    temp = "".join(f"    {kind}_temp_path {folder}/nginx/{kind};\n"
+                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = folder / f"{name}.conf"
+    conf.write_text(f"""user {getpass.getuser()};
+worker_processes 1;
+pid {folder}/{name}.pid;
+error_log {folder}/{name}-error.log;
+events {{ worker_connections {connections}; }}
+http {{
+{temp}{http}}}
+""")
+    return conf
+
+
+def start_nginx(conf: Path) -> subprocess.Popen[bytes]:
+    """nginx in the foreground on ``conf`` (made by :func:`nginx_conf`), in its own session."""
+    return subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(conf.parent / "nginx"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:

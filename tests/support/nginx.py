@@ -9,7 +9,6 @@ the test, on a free port of 127.0.0.1, and are stopped on the way out.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import shutil
 import signal
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import nginx_conf
+from bench.servers import start_nginx
 from bench.servers import wait_for_http as wait_until_served
 from kernel.cli.nginx_errors import directives as nginx_error_pages
 from kernel.core.settings import PROJECT_ROOT
@@ -35,9 +36,8 @@ from tests.support.servers import LiveServer
 NGINX_ETC = Path("/etc/nginx")
 
 
-def nginx_conf(run: Path, port: int, body_limit: int) -> Path:
+def shipped_nginx_conf(run: Path, port: int, body_limit: int) -> Path:
     """A private nginx configuration around the shipped server block; its path."""
-    (run / "nginx").mkdir(parents=True, exist_ok=True)
     site = (PROJECT_ROOT / "kernkoa_nginx.conf").read_text()
     for placeholder, value in (("@PORT@", str(port)), ("@HOME@", str(PROJECT_ROOT)),
                                ("@RUN@", str(run)), ("@NGINX_ETC@", str(NGINX_ETC)),
@@ -49,23 +49,10 @@ def nginx_conf(run: Path, port: int, body_limit: int) -> Path:
     (run / "kernkoa_nginx.conf").write_text(site)
     # What setup.sh writes with `python -m kernel.cli.nginx_errors`.
     (run / "kernkoa_nginx_errors.conf").write_text(nginx_error_pages())
-    temp = "\n".join(f"    {kind}_temp_path {run}/nginx/{kind};"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = run / "nginx.conf"
-    conf.write_text(f"""
-user {getpass.getuser()};
-worker_processes 1;
-pid {run}/nginx.pid;
-error_log {run}/nginx-error.log;
-events {{ worker_connections 256; }}
-http {{
-    include {NGINX_ETC}/mime.types;
+    return nginx_conf(run, "nginx", f"""    include {NGINX_ETC}/mime.types;
     access_log {run}/nginx-access.log;
-{temp}
     include {run}/kernkoa_nginx.conf;
-}}
-""")
-    return conf
+""", connections=256)
 
 
 @contextlib.contextmanager
@@ -83,7 +70,7 @@ def uwsgi_behind_nginx(folder: Path, env: dict[str, str],
     run = folder / "run"
     run.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    conf = nginx_conf(run, port, Settings.load().MAX_CONTENT_LENGTH)
+    conf = shipped_nginx_conf(run, port, Settings.load().MAX_CONTENT_LENGTH)
     uwsgi_env = {**env, "KERNKOA_HOME": str(PROJECT_ROOT), "KERNKOA_RUN": str(run),
                  "KERNKOA_VENV": str(BIN.parent)}
     uwsgi = subprocess.Popen(
@@ -91,10 +78,7 @@ def uwsgi_behind_nginx(folder: Path, env: dict[str, str],
         cwd=PROJECT_ROOT, env=uwsgi_env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    nginx = subprocess.Popen(
-        ["nginx", "-c", str(conf), "-p", str(run / "nginx"), "-g", "daemon off;"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    nginx = start_nginx(conf)
     base = f"http://127.0.0.1:{port}"
     workers: list[int] = []
     try:

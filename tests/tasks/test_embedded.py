@@ -11,7 +11,6 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import cbor2
-import pytest
 
 from tests.support.processes import children
 from tests.support.processes import clean_environ
@@ -21,13 +20,6 @@ from tests.support.tasks import trigger
 from tests.support.tasks import wait_for
 from tests.support.tasks import wait_status
 from tests.support.tasks import write_catalog
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> t.Iterator[Stack]:
-    started = Stack(tmp_path)
-    yield started
-    started.close()
 
 
 def _children(pid: int) -> list[int]:

@@ -26,13 +26,6 @@ from tests.support.tasks import write_catalog
 pytestmark = pytest.mark.uwsgi
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> t.Iterator[Stack]:
-    started = Stack(tmp_path)
-    yield started
-    started.close()
-
-
 def _post(server: LiveServer, key: str, note: Path, seconds: float = 0.2,
           ) -> tuple[int, dict[str, str], dict[str, t.Any]]:
     status, headers, body = server.request(

@@ -28,13 +28,6 @@ from tests.support.tasks import write_catalog
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> t.Iterator[Stack]:
-    started = Stack(tmp_path)
-    yield started
-    started.close()
-
-
 #: Short heartbeats, so a dead worker's tasks come back within seconds (the
 #: visibility timeout stays at its default: a week without a time limit).
 FAST_LEASES = {"WORKER_HEARTBEAT": "0.3", "WORKER_LEASE": "1.5"}

@@ -220,13 +220,6 @@ def test_hostile_ids_are_replaced_never_echoed_never_break_a_line(live: Live) ->
             assert field not in line or re.fullmatch(r"[A-Za-z0-9._-]{1,128}", line[field])
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> t.Iterator[Stack]:
-    started = Stack(tmp_path)
-    yield started
-    started.close()
-
-
 def test_embedded_stack_text_logs(stack: Stack, tmp_path: Path) -> None:
     """``kernkoa serve`` with its own worker (files under VAR, text logs): the same id in
     the status, on the worker's lines and the server's."""
