@@ -40,6 +40,7 @@ from .wrk import Load
 from .wrk import run_wrk_counted
 
 TRIGGER = f"{module_path(0)}/Bench/ping_celery"
+# The bench's tasks set no priority: on Redis they all wait in the plain queue key (priority 0).
 QUEUE = "celery"
 FLAGS = ["--without-mingle", "--without-gossip", "--without-heartbeat", "--pool=prefork",
          "--concurrency=2", "--loglevel=INFO"]

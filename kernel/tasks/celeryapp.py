@@ -217,9 +217,6 @@ def celery_config(settings: Settings) -> dict[str, t.Any]:
             # Sweep for abandoned messages often enough for the timeout.
             "unacked_restore_interval": max(1, min(10, visible // 4)),
             "unacked_restore_throttle": 1 if visible < 100 else 10,
-            # One list per queue (KernKoa sets no priorities): the reliable
-            # fetch of kernel.redisbroker moves from exactly one list.
-            "priority_steps": [0],
             REDIS_LEASE_OPTION: worker_lease(settings),
         }
         config["broker_url"] = settings.BROKER_URL

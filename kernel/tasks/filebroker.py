@@ -25,6 +25,14 @@ fails on it (:meth:`Channel._get`): a young one is put back for a later try
 (its writer may not be done), one older than :data:`UNREADABLE_GRACE` seconds
 is moved to ``VAR/celery/rejected/`` with an error in the log, for an operator
 to look at. Either way no message is lost.
+
+A consumer takes a queue's files in the order of :func:`taking_order`: priority
+first (9 highest, :mod:`kernel.tasks.priorities`), then arrival. The name says
+both: ``<9 - priority>-<arrival, ns, 20 digits>_<uuid>.<queue>.msg``, so that a
+plain sort of the names is the order. A message put back by a sweep arrives at
+time 0: the front of its level. Files named by a kernel of before priorities
+(kombu's ``<ms>_<uuid>.<queue>.msg``) are taken at the default level, before
+its newer files, in their old order.
 """
 
 from __future__ import annotations
@@ -49,6 +57,9 @@ from .leases import Waiting
 from .leases import WorkerRecord
 from .leases import finished
 from .leases import holder_name
+from .priorities import DEFAULT_PRIORITY
+from .priorities import HIGHEST
+from .priorities import priority_of
 
 log = logging.getLogger("kernkoa.worker")
 
@@ -64,6 +75,26 @@ SWEEPING = ".sweeping"
 #: Seconds a message file that cannot be read is left to its writer, before
 #: it is moved out of the queue.
 UNREADABLE_GRACE = 10.0
+
+
+#: Width of the arrival time in a message file's name (nanoseconds).
+ARRIVAL_DIGITS = 20
+
+
+def message_file_name(queue: str, payload: t.Any, arrival: int) -> str:
+    """The file name of ``payload`` queued on ``queue`` at ``arrival`` (ns)."""
+    return (f"{HIGHEST - priority_of(payload)}-{arrival:0{ARRIVAL_DIGITS}d}_{uuid.uuid4()}"
+            f".{queue}.msg")
+
+
+def taking_order(name: str) -> tuple[int, int, str]:
+    """The sort key of a message file's name: the highest priority first, then the
+    oldest; a name of before priorities (no ``-``) at the default level, before
+    the named ones, in name order (kombu's)."""
+    rank, dash, _ = name.partition("_")[0].partition("-")
+    if dash and len(rank) == 1 and rank.isdigit():
+        return int(rank), 1, name
+    return HIGHEST - DEFAULT_PRIORITY, 0, name
 
 
 def _write_atomically(path: Path, data: str) -> None:
@@ -123,10 +154,10 @@ class Channel(filesystem.Channel):
 
     # kombu's two bases name the message argument differently.
     def _put(self, queue: str, payload: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
-        """kombu's put (same file name, same JSON), written under a draft name
-        and renamed: a consumer never sees the file before it is whole."""
-        # Queue files are taken in name order: kombu's names, milliseconds first.
-        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        """kombu's put (the same JSON), under a name that sorts by priority, then
+        arrival (:func:`message_file_name`), written under a draft name and
+        renamed: a consumer never sees the file before it is whole."""
+        name = message_file_name(queue, payload, time.time_ns())
         try:
             _write_atomically(Path(self.data_folder_out) / name, dumps(payload))
         except OSError as error:
@@ -137,7 +168,7 @@ class Channel(filesystem.Channel):
         the ``processed`` folder (one consumer wins), read, then removed."""
         wanted = f"{queue}.msg"
         inbox = Path(self.data_folder_in)
-        for name in sorted(os.listdir(inbox)):
+        for name in sorted(os.listdir(inbox), key=taking_order):
             if name.partition(".")[2] != wanted:
                 continue  # another queue's, or a draft
             taken = Path(self.processed_folder) / name
@@ -172,13 +203,13 @@ class Channel(filesystem.Channel):
                   rejected)
 
     def restore_record(self, record: list[t.Any]) -> None:
-        """Put a recorded message back at the front of its queues (redelivered)."""
+        """Put a recorded message back at the front of its level of its queues
+        (redelivered)."""
         payload, exchange, routing_key = record
         payload.setdefault("headers", {})["redelivered"] = True
         payload.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
         for queue in self._lookup(exchange, routing_key):  # type: ignore[no-untyped-call]
-            # Queue files are taken in name order: a name that sorts first.
-            name = f"0_{uuid.uuid4()}.{queue}.msg"
+            name = message_file_name(queue, payload, 0)
             _write_atomically(Path(self.data_folder_out) / name, json.dumps(payload))
 
 

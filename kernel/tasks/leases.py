@@ -44,6 +44,8 @@ from celery import bootsteps
 from celery import states
 from celery.worker import state as worker_state
 
+from .priorities import level_keys
+from .priorities import move_back
 from .ratelimit import HELD
 from .store import JobStore
 
@@ -82,15 +84,6 @@ def parse_inflight_key(key: str) -> tuple[str, str]:
     """The holder and the queue of an in-flight list."""
     holder, queue = key[len(INFLIGHT_PREFIX):].split(SEP, 1)
     return holder, queue
-
-
-def move_back(client: t.Any, key: str, queue: str) -> int:
-    """Put every message of the in-flight list ``key`` back at the front of
-    ``queue`` (one atomic LMOVE each); return how many."""
-    moved = 0
-    while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
-        moved += 1
-    return moved
 
 
 @dataclass(frozen=True)
@@ -211,23 +204,31 @@ class RedisLeases:
         return [WorkerRecord(**json.loads(raw)) for raw in found if raw is not None]
 
     def waiting(self, queue: str) -> Waiting:
-        """How many tasks wait in ``queue``, and since when the oldest does.
+        """How many tasks wait in ``queue``, every priority level summed, and since
+        when the oldest does.
 
-        kombu pushes on the left and takes from the right: the oldest is the
-        rightmost; its id (or, for an old-form id, its issued marker) tells when
-        it was triggered.
+        kombu pushes on the left and takes from the right: the oldest of a level
+        is its rightmost; its id (or, for an old-form id, its issued marker) tells
+        when it was triggered. One round trip, and one store read per level that
+        holds messages.
         """
+        keys = level_keys(queue)
         with self.celery.connection_for_write() as connection:
             channel = connection.default_channel
             with channel.conn_or_acquire() as client:
                 pipe = client.pipeline(transaction=False)
-                count, oldest = pipe.llen(queue).lindex(queue, -1).execute()
-        since = None
-        if oldest is not None:
-            task_id = json.loads(oldest).get("headers", {}).get("id")
-            issued = JobStore(self.celery).read(task_id).issued if task_id else None
-            since = issued["created"] if issued else None
-        return Waiting(int(count), since)
+                for key in keys:
+                    pipe.llen(key).lindex(key, -1)
+                replies = pipe.execute()
+        triggered = [self._triggered(raw) for raw in replies[1::2] if raw is not None]
+        known = [since for since in triggered if since is not None]
+        return Waiting(sum(int(count) for count in replies[0::2]),
+                       min(known) if known else None)
+
+    def _triggered(self, raw: bytes) -> float | None:
+        task_id = json.loads(raw).get("headers", {}).get("id")
+        issued = JobStore(self.celery).read(task_id).issued if task_id else None
+        return t.cast("float | None", issued["created"]) if issued else None
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,31 @@ that always finishes closing.
 the server sends it, and records it as unacknowledged only after reading the
 reply: a worker killed in between lost it (celery/celery#1392; measured: one
 task lost out of 150 with one SIGKILL under load). Here the message is moved
-with BLMOVE into an in-flight list of the taking process and leaves that list
-in the same transaction that records it as unacknowledged (see
-:meth:`Channel._brpop_start`). Needs Redis 6.2 or later.
+into an in-flight list of the taking process, and leaves that list in the same
+transaction that records it as unacknowledged (see :class:`QoS`). Needs Redis
+6.2 or later.
+
+**Priorities.** Each queue has one list per priority level
+(:mod:`kernel.tasks.priorities`: 0 to 9, 9 highest, level 0 the plain queue
+key). A pop of several lists (BRPOP, BLMPOP) is the loss above; BLMOVE, which
+moves atomically, blocks on one list only. So the take is a script,
+:data:`FETCH_SCRIPT`: it moves the oldest message of the highest level that
+holds one into the in-flight list, in one step, and replies with it. Only when
+it finds every level empty does the worker block, with ``BLMOVE bell bell``
+(a rotation: it waits until the queue's *bell* list holds a token, and takes
+nothing), then runs the script again. A producer pushes the message, then a
+token onto the bell, in one pipeline (:meth:`Channel._put`); the script
+deletes the bell when it finds every level empty, and trims it to one token
+now and then (:data:`BELL_TRIM_EVERY`) so that a queue that never empties does
+not grow it. The order matters, not a transaction: a script that runs between
+the two pushes either takes the message, or ran before it arrived, and the
+bell pushed after it wakes the waiting workers; a stale token costs one
+spurious wake. A bell that never came (a producer whose connection broke
+between its two commands, or a kernel of before priorities pushing into the
+plain key during a rolling upgrade) costs latency, not the message: each
+bell wait ends after the poll timeout (one second) and the script runs again.
+A busy worker takes messages with the script alone, one round trip each as
+with BLMOVE before.
 
 **Close.** A worker holding a task lost its connection when Redis restarted and
 died with ``Unrecoverable error: AttributeError("'NoneType' object has no
@@ -44,6 +66,7 @@ timeout requeues them), so the later ``close()`` finds it closed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import typing as t
@@ -53,12 +76,20 @@ from kombu.transport import redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
 
 from .leases import HOLDER_PREFIX
 from .leases import INFLIGHT_KEY
 from .leases import holder_name
 from .leases import inflight_key
-from .leases import move_back
+from .priorities import BELL_TOKEN
+from .priorities import DESCENDING
+from .priorities import LOWEST
+from .priorities import bell_key
+from .priorities import level_key
+from .priorities import level_keys
+from .priorities import move_back
+from .priorities import priority_of
 
 log = logging.getLogger("kernkoa.worker")
 
@@ -68,8 +99,41 @@ TRANSPORT = f"{__name__}:Transport"
 #: The transport option giving a holder's first lease, in seconds.
 LEASE_OPTION = "kernkoa_lease"
 
-#: Shortest wait of one fetch when several queues take turns, in seconds.
+#: Shortest bell wait when several queues take turns, in seconds.
 SHORTEST_WAIT = 0.1
+
+#: Takes one message for the worker: for each queue in turn (KEYS: its levels,
+#: highest first and the plain key last, its in-flight list, its bell), the
+#: oldest message of its highest non-empty level, moved into the in-flight list;
+#: replies ``{queue's index, message}``. A queue found empty has its bell
+#: deleted; every level empty replies nil. One EXISTS tells whether any level
+#: above 0 holds a message, so a queue whose tasks have no priority costs one
+#: LMOVE. ARGV: the number of levels, and "1" to trim the bell to one token.
+FETCH_SCRIPT = """
+local levels = tonumber(ARGV[1])
+local per = levels + 2
+local index = 0
+for base = 0, #KEYS - per, per do
+  local first = levels
+  if redis.call('EXISTS', unpack(KEYS, base + 1, base + levels - 1)) > 0 then first = 1 end
+  for i = base + first, base + levels do
+    local message = redis.call('LMOVE', KEYS[i], KEYS[base + levels + 1], 'RIGHT', 'LEFT')
+    if message then
+      if ARGV[2] == '1' then redis.call('LTRIM', KEYS[base + per], 0, 0) end
+      return {index, message}
+    end
+  end
+  redis.call('DEL', KEYS[base + per])
+  index = index + 1
+end
+return false
+"""
+
+#: The SHA1 Redis knows :data:`FETCH_SCRIPT` by.
+FETCH_SHA = hashlib.sha1(FETCH_SCRIPT.encode()).hexdigest()
+
+#: Every how many messages a channel takes it trims the bell of their queue.
+BELL_TRIM_EVERY = 64
 
 
 class QoS(redis.QoS):
@@ -95,29 +159,42 @@ class QoS(redis.QoS):
 
 
 class Channel(redis.Channel):
-    """kombu's Redis channel, with a reliable fetch and a close that never
-    stops halfway (see the module doc)."""
+    """kombu's Redis channel, with a reliable fetch by priority and a close that
+    never stops halfway (see the module doc)."""
 
     QoS = QoS
 
+    #: kombu's priority lists, one per level (its own order is 0 first; the
+    #: fetch here takes the highest first).
+    priority_steps = list(range(LOWEST, DESCENDING[0] + 1))
+
     #: The in-flight list and raw message of the fetch being delivered.
     fetched: tuple[str, bytes] | None = None
-    _fetching: str | None = None
+    #: The queues of the fetch script in flight.
+    _fetching: list[str] | None = None
+    #: The queue whose bell is being waited on.
+    _ringing: str | None = None
+    #: Whether the last fetch found every queue empty (the next one waits on a bell).
+    _quiet = False
+    _taken = 0
     _recovered = False
 
-    def _brpop_start(self, timeout: float | None = None) -> None:
-        """Fetch the next message with BLMOVE into this process's in-flight list.
+    def _q_for_pri(self, queue: str, pri: int) -> str:
+        return level_key(queue, pri)
 
-        kombu's BRPOP takes the message out of Redis when it is sent to the
-        worker; a worker killed before it read the reply lost the message
-        (celery/celery#1392). BLMOVE leaves it in an in-flight list until
-        :meth:`QoS.append` records it; the lists of a process that is gone
-        are put back by :mod:`kernel.tasks.leases`, and this process puts back its
-        own (fetches whose reply a lost connection swallowed) on its first
-        fetch after connecting. BLMOVE takes one list: several queues take
-        turns, each waited on for a share of the poll timeout.
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Send the next fetch: the script that takes a message, or, when the
+        last one found nothing, a wait on a queue's bell.
+
+        The script moves the message into this process's in-flight list, where
+        it stays until :meth:`QoS.append` records it as unacknowledged; the lists
+        of a process that is gone are put back by :mod:`kernel.tasks.leases`, and
+        this process puts back its own (fetches whose reply a lost connection
+        swallowed) on its first fetch after connecting. A bell wait takes
+        nothing. Several queues' bells take turns, each waited on for a share
+        of the poll timeout.
         """
-        if self.global_keyprefix:
+        if self.global_keyprefix:  # no KernKoa setting sets one: kombu's own fetch
             super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
             return
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -126,20 +203,29 @@ class Channel(redis.Channel):
         holder = holder_name()
         if not self._recovered:
             self._recover(holder)
-        wait = timeout if timeout is not None else self.brpop_timeout
-        if wait and len(queues) > 1:
-            wait = max(SHORTEST_WAIT, wait / len(queues))
-        queue = queues[0]
-        self._fetching = queue
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
-        self.client.connection.send_command(
-            "BLMOVE", queue, inflight_key(holder, queue), "RIGHT", "LEFT", wait or 0)
+        if self._quiet:
+            wait = timeout if timeout is not None else self.brpop_timeout
+            if wait and len(queues) > 1:
+                wait = max(SHORTEST_WAIT, wait / len(queues))
+            self._ringing = queues[0]
+            bell = bell_key(queues[0])
+            self.client.connection.send_command("BLMOVE", bell, bell, "RIGHT", "LEFT", wait or 0)
+            return
+        keys: list[str] = []
+        for queue in queues:
+            keys += [*level_keys(queue), inflight_key(holder, queue), bell_key(queue)]
+        trim = "1" if self._taken % BELL_TRIM_EVERY == 0 else "0"
+        self._fetching = queues
+        self.client.connection.send_command("EVALSHA", FETCH_SHA, len(keys), *keys,
+                                            len(DESCENDING), trim)
 
     def _recover(self, holder: str) -> None:
         lease = int(self.connection.client.transport_options.get(LEASE_OPTION, 30))
         with self.conn_or_acquire() as client:
             client.set(HOLDER_PREFIX + holder, "", ex=max(1, lease), nx=True)
+            client.script_load(FETCH_SCRIPT)
             for queue in self.active_queues:
                 key = inflight_key(holder, queue)
                 client.sadd(INFLIGHT_KEY, key)
@@ -151,33 +237,108 @@ class Channel(redis.Channel):
 
     def _brpop_read(self, **options: t.Any) -> bool:
         """Read the reply of the fetch in flight; deliver its message."""
-        if self._fetching is None:
+        if self._fetching is None and self._ringing is None:
             return t.cast(bool, super()._brpop_read(**options))  # type: ignore[no-untyped-call]
-        queue, self._fetching = self._fetching, None
         try:
-            try:
-                raw = self.client.parse_response(self.client.connection, "BLMOVE", **options)
-            except self.connection_errors:
-                # The next fetch reconnects (and puts this one back).
-                self.client.connection.disconnect()
-                self._recovered = False
-                raise
-            # The next fetch tries the next queue first.
-            self._queue_cycle.rotate(queue)
-            if raw is None:
-                raise Empty()
-            self.fetched = (inflight_key(holder_name(), queue), raw)
-            try:
-                self.connection._deliver(loads(raw.decode()), queue)
-            finally:
-                unrecorded, self.fetched = self.fetched, None
-            if unrecorded is not None:  # delivered without an acknowledgement to wait for
-                with self.conn_or_acquire() as client:
-                    client.lrem(unrecorded[0], 1, unrecorded[1])
-            return True
+            if self._ringing is not None:
+                return self._read_bell(**options)
+            return self._read_fetch(**options)
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
+
+    def _reply(self, command: str, **options: t.Any) -> t.Any:
+        try:
+            return self.client.parse_response(self.client.connection, command, **options)
+        except self.connection_errors:
+            # The next fetch reconnects (and puts back what this one took).
+            self.client.connection.disconnect()
+            self._recovered = False
+            raise
+
+    def _read_bell(self, **options: t.Any) -> t.NoReturn:
+        queue, self._ringing = t.cast(str, self._ringing), None
+        self._reply("BLMOVE", **options)
+        # Rung or timed out: the script runs next, then the next queue's bell waits.
+        self._quiet = False
+        self._queue_cycle.rotate(queue)
+        raise Empty()
+
+    def _read_fetch(self, **options: t.Any) -> bool:
+        queues, self._fetching = t.cast(list[str], self._fetching), None
+        try:
+            reply = self._reply("EVALSHA", **options)
+        except NoScriptError:  # a Redis restarted or flushed: the next fetch runs it
+            with self.conn_or_acquire() as client:
+                client.script_load(FETCH_SCRIPT)
+            raise Empty() from None
+        if reply is None:
+            self._quiet = True
+            raise Empty()
+        index, raw = reply
+        queue = queues[int(index)]
+        self._taken += 1
+        # The next fetch tries the next queue first.
+        self._queue_cycle.rotate(queue)
+        self.fetched = (inflight_key(holder_name(), queue), raw)
+        try:
+            self.connection._deliver(loads(raw.decode()), queue)
+        finally:
+            unrecorded, self.fetched = self.fetched, None
+        if unrecorded is not None:  # delivered without an acknowledgement to wait for
+            with self.conn_or_acquire() as client:
+                client.lrem(unrecorded[0], 1, unrecorded[1])
+        return True
+
+    def _put(self, queue: str, message: t.Any, **kwargs: t.Any) -> None:
+        """Push ``message`` onto its priority level of ``queue``, then ring the
+        queue's bell, in one pipeline (in this order: see the module doc)."""
+        key = level_key(queue, priority_of(message))
+        bell = bell_key(queue)
+        payload = dumps(message)
+        expires = self._expires.get(queue) if self._expires else None
+        batch = kwargs.pop("_publish_batch", None)
+        if batch is not None:
+            batch.add("lpush", key, payload)
+            batch.add("lpush", bell, BELL_TOKEN)
+            for level_list in ([*level_keys(queue), bell] if expires else ()):
+                batch.add("pexpire", level_list, expires)
+            return
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.lpush(key, payload).lpush(bell, BELL_TOKEN)
+            for level_list in ([*level_keys(queue), bell] if expires else ()):
+                pipe.pexpire(level_list, expires)
+            pipe.execute()
+
+    def _do_restore_message(self, payload: t.Any, exchange: str, routing_key: str,
+                            pipe: t.Any, leftmost: bool = False) -> None:
+        """Put a message back (kombu's restore of an unacknowledged one, in the
+        caller's transaction) at the front of its level, and ring the bell."""
+        try:
+            payload["headers"]["redelivered"] = True
+            payload["properties"]["delivery_info"]["redelivered"] = True
+        except (KeyError, TypeError):
+            pass
+        push = pipe.lpush if leftmost else pipe.rpush
+        for queue in self._lookup(exchange, routing_key):  # type: ignore[no-untyped-call]
+            push(level_key(queue, priority_of(payload)), dumps(payload))
+            pipe.lpush(bell_key(queue), BELL_TOKEN)
+
+    def _get(self, queue: str, timeout: float | None = None) -> t.Any:
+        """kombu's synchronous get (``basic_get``), highest level first."""
+        with self.conn_or_acquire() as client:
+            for key in level_keys(queue):
+                item = client.rpop(key)
+                if item:
+                    return loads(item.decode())
+        raise Empty()
+
+    def _delete(self, queue: str, *args: t.Any, **kwargs: t.Any) -> None:
+        """kombu's delete of every level of ``queue``, and of its bell."""
+        super()._delete(queue, *args, **kwargs)  # type: ignore[no-untyped-call]
+        with self.conn_or_acquire(client=kwargs.get("client")) as client:
+            client.delete(bell_key(queue))
 
     def close(self) -> None:
         """Read the pending fetch's reply if the connection allows, then close."""

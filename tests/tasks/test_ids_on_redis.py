@@ -114,9 +114,11 @@ def test_the_trigger_is_the_publish_alone(
     commands = monitor.stop()
     assert not [c for c in commands if "kernkoa-task-" in c], commands
     # The publish is all (the recent-tasks index is written by the worker): one LPUSH,
-    # under the signed id (what Flower and celery inspect show).
-    assert len(commands) == 1 and commands[0].startswith("LPUSH "), commands
+    # under the signed id (what Flower and celery inspect show), then the queue's bell
+    # rung (kernel.tasks.redisbroker), in the same round trip.
+    assert len(commands) == 2 and commands[0].startswith("LPUSH celery "), commands
     assert task_id in commands[0]
+    assert commands[1] == "LPUSH kernkoa-bell|celery 1", commands
 
 
 def test_a_task_started_on_one_node_reads_on_another_that_shares_the_secret(
