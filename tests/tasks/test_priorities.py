@@ -75,13 +75,6 @@ FAST_LEASES = {"WORKER_HEARTBEAT": "0.3", "WORKER_LEASE": "1.5"}
 WORKER = ("--concurrency=1", "--prefetch-multiplier=1")
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> t.Iterator[Stack]:
-    started = Stack(tmp_path)
-    yield started
-    started.close()
-
-
 def _start(app: Flask, method: str, **fields: t.Any) -> str:
     answer = app.test_client().post(f"/prio/prio/{method}_celery", json=fields)
     assert answer.status_code == 202, answer.data
