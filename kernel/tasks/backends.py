@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import typing as t
+from dataclasses import dataclass
 
 from celery import states
 from celery.backends.filesystem import FilesystemBackend
@@ -99,28 +100,106 @@ store(KEYS[1], value, ARGV[2], true)
 return false
 """
 
+# A listing (:class:`Listing`): a hash of fields per item and a sorted set of the
+# items by score, cut to its size (the hashes of the items cut are deleted with
+# them: only the set finds them), both expiring. ``first``: the index in ARGV of
+# the listing's arguments: the item, its score, the size, the expiry in seconds
+# (0: none), the hashes' prefix, the number of fields, then the fields as name,
+# value pairs.
+_LUA_LISTING = """
+local function list_item(index, hash, first)
+  local item, score = ARGV[first], ARGV[first + 1]
+  local cut = -tonumber(ARGV[first + 2]) - 1
+  local prefix, expires = ARGV[first + 4], tonumber(ARGV[first + 3])
+  local fields = first + 6
+  redis.call('HSET', hash, unpack(ARGV, fields, fields + 2 * tonumber(ARGV[first + 5]) - 1))
+  redis.call('ZADD', index, score, item)
+  for _, old in ipairs(redis.call('ZRANGE', index, 0, cut)) do
+    redis.call('DEL', prefix .. old)
+  end
+  redis.call('ZREMRANGEBYRANK', index, 0, cut)
+  if expires > 0 then
+    redis.call('EXPIRE', hash, expires)
+    redis.call('EXPIRE', index, expires)
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', tonumber(score) - expires)
+  end
+end
+"""
+
+#: A :class:`Listing` written alone. KEYS: the sorted set, the item's hash; ARGV:
+#: the listing's arguments (see ``_LUA_LISTING``).
+LISTING_SCRIPT = _LUA_LISTING + """
+list_item(KEYS[1], KEYS[2], 1)
+"""
+
 #: :meth:`GuardedBackend.start_task` on Redis. KEYS: the result key, a
-#: cancellation record of the kind kept beside it; ARGV: the STARTED meta, the
-#: REVOKED meta, their expiry. Returns 1 when the task was cancelled (a record
+#: cancellation record of the kind kept beside it, and with a :class:`Listing`
+#: its sorted set and the task's hash; ARGV: the STARTED meta, the REVOKED meta,
+#: their expiry, then the listing's arguments and the name of its field emptied
+#: when the task was cancelled. Returns 1 when the task was cancelled (a record
 #: found beside the result is then folded into it), else 0 once STARTED is
 #: stored (never over a SUCCESS of an earlier delivery). STARTED is not
-#: announced: nobody waits for a task to start, only for it to end.
-START_SCRIPT = _LUA_HELPERS + """
-local status = status_of(KEYS[1])
-if status == 'REVOKED' then
-  return 1
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  if status ~= 'SUCCESS' and status ~= 'FAILURE' then
-    store(KEYS[1], ARGV[2], ARGV[3], true)
+#: announced: nobody waits for a task to start, only for it to end. The listing
+#: is written either way; an error of its own (a key of another type) costs the
+#: listing, never the start.
+START_SCRIPT = _LUA_HELPERS + _LUA_LISTING + """
+local function start()
+  local status = status_of(KEYS[1])
+  if status == 'REVOKED' then
+    return 1
   end
-  return 1
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    if status ~= 'SUCCESS' and status ~= 'FAILURE' then
+      store(KEYS[1], ARGV[2], ARGV[3], true)
+    end
+    return 1
+  end
+  if status ~= 'SUCCESS' then
+    store(KEYS[1], ARGV[1], ARGV[3], false)
+  end
+  return 0
 end
-if status ~= 'SUCCESS' then
-  store(KEYS[1], ARGV[1], ARGV[3], false)
+local cancelled = start()
+if #KEYS > 2 then
+  pcall(function()
+    list_item(KEYS[3], KEYS[4], 4)
+    if cancelled == 1 then
+      redis.call('HSET', KEYS[4], ARGV[#ARGV], '')
+    end
+  end)
 end
-return 0
+return cancelled
 """
+
+
+@dataclass(frozen=True)
+class Listing:
+    """An item of a bounded listing in Redis written with a task's start, in the
+    same script (:meth:`PublishingRedisBackend.start_task`): a hash of
+    ``fields`` at ``prefix + item``, its place in the sorted set ``index`` by
+    ``score``, the set cut to its ``size`` newest, both expiring in ``expires``
+    seconds (0: never). ``emptied_if_cancelled`` names the field set to the
+    empty string when the task turns out cancelled."""
+
+    index: str
+    prefix: str
+    item: str
+    score: float
+    size: int
+    expires: int
+    fields: dict[str, t.Any]
+    emptied_if_cancelled: str
+
+    def keys(self) -> list[str]:
+        """The listing's keys, as the scripts take them."""
+        return [self.index, self.prefix + self.item]
+
+    def args(self) -> list[t.Any]:
+        """The listing's arguments, as the scripts take them (``None`` fields empty)."""
+        pairs = [part for name, value in self.fields.items()
+                 for part in (name, "" if value is None else str(value))]
+        return [self.item, repr(self.score), self.size, int(self.expires), self.prefix,
+                len(self.fields), *pairs]
 
 
 class GuardedBackend:
@@ -198,13 +277,17 @@ class PublishingRedisBackend(GuardedBackend, RedisBackend):  # type: ignore[misc
         return found.decode() if isinstance(found, bytes) else found
 
     def start_task(self, task_id: str, hostname: str | None, beside: bytes,
-                   request_id: str | None = None) -> bool:
+                   request_id: str | None = None, listing: Listing | None = None) -> bool:
         """See :meth:`GuardedBackend.start_task`: one script, one round trip
-        (Celery's own STARTED write reads, then writes and announces: two)."""
-        return bool(self._script("kernkoa_start", START_SCRIPT)(
-            keys=[self.get_key_for_task(task_id), beside],
-            args=[self.encode(self._started(task_id, hostname, request_id)),
-                  self.encode(self._revoked(task_id)), int(self.expires or 0)]))
+        (Celery's own STARTED write reads, then writes and announces: two), the
+        ``listing`` written in it too."""
+        keys: list[t.Any] = [self.get_key_for_task(task_id), beside]
+        args: list[t.Any] = [self.encode(self._started(task_id, hostname, request_id)),
+                             self.encode(self._revoked(task_id)), int(self.expires or 0)]
+        if listing is not None:
+            keys += listing.keys()
+            args += [*listing.args(), listing.emptied_if_cancelled]
+        return bool(self._script("kernkoa_start", START_SCRIPT)(keys=keys, args=args))
 
 
 def _status(raw: bytes | None) -> str | None:

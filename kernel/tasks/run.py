@@ -21,7 +21,6 @@ from celery import Celery
 from celery import Task
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
-from werkzeug.datastructures import MultiDict
 
 from ..catalog.binding import PARAMS_NAME
 from ..core.errors import TaskCancelled
@@ -30,13 +29,14 @@ from ..web.addons import notify_task_finish
 from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
-from ..web.requestid import HEADER as REQUEST_ID_HEADER
-from ..web.requestid import checked_request_id
 from ..web.state import state_of
+from .environ import request_context_args
+from .environ import request_id_of
+from .environ import task_environ
 from .ratelimit import tasks_per_second
 from .recent import TRIGGER_HEADER
 from .recent import note_change
-from .recent import note_started
+from .recent import start_and_note
 from .recent import started_record
 from .store import JobStore
 
@@ -204,39 +204,6 @@ def send_state_event(task: Task, state: str, meta: t.Any) -> None:
         log.warning("task %s: cannot send its %s event: %r", task.request.id, state, error)
 
 
-def request_id_of(snapshot: t.Any) -> str | None:
-    """The id of the request a snapshot was taken of (``None``: a snapshot from
-    before request ids, or a value that is not a sane id)."""
-    return checked_request_id(snapshot.get("request_id")) if isinstance(snapshot, dict) else None
-
-
-def request_context_args(snapshot: dict[str, t.Any] | None, route: str) -> dict[str, t.Any]:
-    """Arguments of ``app.test_request_context`` that rebuild the triggering request.
-
-    Its ``X-Request-Id`` is the triggering request's id, so the rebuilt request
-    has the same id (``flask.g.request_id``) and a task it starts carries it on.
-    """
-    if not snapshot:
-        return {"path": route}
-    headers = [tuple(pair) for pair in snapshot["headers"]]
-    request_id = request_id_of(snapshot)
-    if request_id is not None:
-        headers = [pair for pair in headers if pair[0].lower() != REQUEST_ID_HEADER.lower()]
-        headers.append((REQUEST_ID_HEADER, request_id))
-    args: dict[str, t.Any] = {
-        "path": snapshot["path"],
-        "base_url": snapshot["root_url"],
-        "query_string": snapshot["query_string"],
-        "method": snapshot["method"],
-        "headers": headers,
-    }
-    if "json" in snapshot:
-        args["json"] = snapshot["json"]
-    elif "form" in snapshot:
-        args["data"] = MultiDict([tuple(pair) for pair in snapshot["form"]])
-    return args
-
-
 def _decode(value: t.Any, urlpath: str) -> t.Any:
     if value == PARAMS_FROM_REQUEST:
         from flask import request
@@ -254,14 +221,17 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     begun = time.monotonic()  # about when the pool's timer of the soft limit started
     store = JobStore(task.app, fail_fast=False)
     request_id = request_id_of(request)
-    cancelled = store.start(task.request.id, task.request.hostname, request_id)
     # Listed on the tasks page from now on, a task cancelled while queued too.
-    note_started(celery, task.request.id, started_record(
-        task.request.get(TRIGGER_HEADER), route, None if cancelled else time.time(),
-        task.request.hostname, request_id))
+    cancelled = start_and_note(celery, store, task.request.id, task.request.hostname,
+                               request_id, started_record(task.request.get(TRIGGER_HEADER),
+                                                          route, time.time(),
+                                                          task.request.hostname, request_id))
     if cancelled:
         raise Ignore()  # cancelled while queued: never starts
-    with flask_app.test_request_context(**request_context_args(request, route)):
+    context_args = request_context_args(request, route)
+    environ = task_environ(context_args, flask_app.json.dumps) if request else None
+    with (flask_app.request_context(environ) if environ is not None
+          else flask_app.test_request_context(**context_args)):
         target, endpoint = state_of(flask_app).catalog.resolve(route)
         if not endpoint.is_celery:
             raise LookupError(f"{route} is not a _celery method")

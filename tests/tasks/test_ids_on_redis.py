@@ -4,10 +4,12 @@ without the same secret key."""
 
 from __future__ import annotations
 
+import json
 import time
 import typing as t
 
 import pytest
+from celery.exceptions import Ignore
 from flask import Flask
 
 from kernel.catalog.access import OPEN
@@ -18,6 +20,7 @@ from tests.support.catalogs import ControllerTree
 from tests.support.envelopes import assert_error
 from tests.support.redis_server import Monitor
 from tests.support.redis_server import RedisServer
+from tests.support.tasks import run_queued
 
 pytestmark = [
     pytest.mark.redis,
@@ -130,3 +133,52 @@ def test_a_task_started_on_one_node_reads_on_another_that_shares_the_secret(
     # A cancellation through the second node is seen by the first.
     assert second.test_client().delete(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
     assert first.test_client().get(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
+
+
+def _taken(app: Flask, redis: RedisServer, task_id: str) -> list[str]:
+    """What Redis saw while the worker's own code took and ran the queued ``task_id``."""
+    store = redis.client()
+    [message] = [json.loads(raw) for raw in store.lrange("celery", 0, -1)
+                 if task_id.encode() in raw]
+    monitor = Monitor(redis)
+    try:
+        run_queued(app, [message])
+    finally:
+        commands = monitor.stop()
+    return commands
+
+
+def test_taking_a_task_is_one_script_with_its_recent_tasks_record(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    app = _node(tree, make_app, redis, SECRET)
+    client = app.test_client()
+    _taken(app, redis, _started(app))  # warm: the script is loaded in Redis
+    task_id = _started(app)
+    commands = _taken(app, redis, task_id)
+    # Before the method runs: one script, which stores STARTED (checking for a
+    # cancellation) and writes the record and its place in the index (the
+    # script's own commands follow it in MONITOR's list).
+    scripts = [c for c in commands if c.startswith("EVALSHA ")]
+    assert len(scripts) == 1, commands
+    assert f"celery-task-meta-{task_id}" in scripts[0], scripts
+    assert f"kernkoa-recent-{task_id}" in scripts[0], scripts
+    [task] = [t for t in client.get("/_kernkoa/tasks?format=json").get_json()["tasks"]
+              if t["id"] == task_id]
+    assert task["state"] == "STARTED" and task["started"] and task["worker"] == "w1@test"
+    # A task cancelled while queued: listed, as never started, in the same one script.
+    cancelled = _started(app)
+    assert client.delete(f"/status/{cancelled}").get_json() == {"status": "REVOKED"}
+    with pytest.raises(Ignore):
+        _taken(app, redis, cancelled)
+    [task] = [t for t in client.get("/_kernkoa/tasks?format=json").get_json()["tasks"]
+              if t["id"] == cancelled]
+    assert task["state"] == "REVOKED" and task["started"] is None and task["created"]
+
+
+def test_a_broken_index_costs_the_record_never_the_start(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    app = _node(tree, make_app, redis, SECRET)
+    redis.client().set("kernkoa-recent", "not a sorted set")
+    task_id = _started(app)
+    _taken(app, redis, task_id)
+    assert app.test_client().get(f"/status/{task_id}").get_json()["status"] == "STARTED"
