@@ -23,6 +23,7 @@ other kind keep the cancellation in a record of its own
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -32,10 +33,15 @@ from dataclasses import dataclass
 from celery import states
 from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
 from celery.exceptions import TaskRevokedError
 
 from ..web.requestid import checked_request_id
 from .events import FINAL_STATES
+from .luascripts import CANCEL_SCRIPT
+from .luascripts import GUARDED_SET_SCRIPT
+from .luascripts import NOTE_SCRIPT
+from .luascripts import START_SCRIPT
 
 #: States a write never replaces: a cancellation, and a result (as Celery's
 #: own ``_store_result`` means to, without its race).
@@ -44,133 +50,11 @@ KEPT_STATES = (states.REVOKED, states.SUCCESS)
 #: The key of a task's stored meta that holds the id of the request that started it.
 REQUEST_ID_KEY = "request_id"
 
+#: Where a Redis backend keeps the note waiting for a task's result (its own attribute).
+_WAITING_NOTE = "kernkoa_waiting_note"
+
 #: Why a cancelled task's result says it was revoked (``TaskRevokedError``).
 CANCELLED = "cancelled"
-
-# Shared by the scripts below: the state stored under a key (nil when it holds
-# no task meta), and a write with the results' expiry and its announcement.
-_LUA_HELPERS = """
-local function status_of(key)
-  local raw = redis.call('GET', key)
-  if not raw then return nil end
-  local ok, meta = pcall(cjson.decode, raw)
-  if ok and type(meta) == 'table' and type(meta['status']) == 'string' then
-    return meta['status']
-  end
-  return nil
-end
-local function store(key, value, expires, announce)
-  if tonumber(expires) > 0 then
-    redis.call('SET', key, value, 'EX', expires)
-  else
-    redis.call('SET', key, value)
-  end
-  if announce then redis.call('PUBLISH', key, value) end
-end
-"""
-
-#: Every write of the Redis backend. KEYS: the key; ARGV: the value, its expiry
-#: in seconds (0: none). Returns 1 when written (and announced, as Celery does).
-GUARDED_SET_SCRIPT = _LUA_HELPERS + """
-local status = status_of(KEYS[1])
-if status == 'REVOKED' or status == 'SUCCESS' then
-  return 0
-end
-store(KEYS[1], ARGV[1], ARGV[2], true)
-return 1
-"""
-
-#: :meth:`GuardedBackend.cancel_task` on Redis. KEYS: the result key; ARGV: the
-#: REVOKED meta (a JSON object), its expiry. Returns the final state found (then
-#: nothing is written), or false once ``REVOKED`` is stored and announced, with
-#: the request id the task's stored state had (checked as the edge checks it).
-CANCEL_SCRIPT = _LUA_HELPERS + """
-local status = status_of(KEYS[1])
-if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
-  return status
-end
-local value = ARGV[1]
-local ok, current = pcall(cjson.decode, redis.call('GET', KEYS[1]) or 'null')
-local kept = ok and type(current) == 'table' and current['request_id']
-if type(kept) == 'string' and #kept <= 128 and string.match(kept, '^[%w%._%-]+$')
-    and not string.find(value, '"request_id"', 1, true) then
-  value = string.sub(value, 1, -2) .. ', "request_id": "' .. kept .. '"}'
-end
-store(KEYS[1], value, ARGV[2], true)
-return false
-"""
-
-# A listing (:class:`Listing`): a hash of fields per item and a sorted set of the
-# items by score, cut to its size (the hashes of the items cut are deleted with
-# them: only the set finds them), both expiring. ``first``: the index in ARGV of
-# the listing's arguments: the item, its score, the size, the expiry in seconds
-# (0: none), the hashes' prefix, the number of fields, then the fields as name,
-# value pairs.
-_LUA_LISTING = """
-local function list_item(index, hash, first)
-  local item, score = ARGV[first], ARGV[first + 1]
-  local cut = -tonumber(ARGV[first + 2]) - 1
-  local prefix, expires = ARGV[first + 4], tonumber(ARGV[first + 3])
-  local fields = first + 6
-  redis.call('HSET', hash, unpack(ARGV, fields, fields + 2 * tonumber(ARGV[first + 5]) - 1))
-  redis.call('ZADD', index, score, item)
-  for _, old in ipairs(redis.call('ZRANGE', index, 0, cut)) do
-    redis.call('DEL', prefix .. old)
-  end
-  redis.call('ZREMRANGEBYRANK', index, 0, cut)
-  if expires > 0 then
-    redis.call('EXPIRE', hash, expires)
-    redis.call('EXPIRE', index, expires)
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', tonumber(score) - expires)
-  end
-end
-"""
-
-#: A :class:`Listing` written alone. KEYS: the sorted set, the item's hash; ARGV:
-#: the listing's arguments (see ``_LUA_LISTING``).
-LISTING_SCRIPT = _LUA_LISTING + """
-list_item(KEYS[1], KEYS[2], 1)
-"""
-
-#: :meth:`GuardedBackend.start_task` on Redis. KEYS: the result key, a
-#: cancellation record of the kind kept beside it, and with a :class:`Listing`
-#: its sorted set and the task's hash; ARGV: the STARTED meta, the REVOKED meta,
-#: their expiry, then the listing's arguments and the name of its field emptied
-#: when the task was cancelled. Returns 1 when the task was cancelled (a record
-#: found beside the result is then folded into it), else 0 once STARTED is
-#: stored (never over a SUCCESS of an earlier delivery). STARTED is not
-#: announced: nobody waits for a task to start, only for it to end. The listing
-#: is written either way; an error of its own (a key of another type) costs the
-#: listing, never the start.
-START_SCRIPT = _LUA_HELPERS + _LUA_LISTING + """
-local function start()
-  local status = status_of(KEYS[1])
-  if status == 'REVOKED' then
-    return 1
-  end
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    if status ~= 'SUCCESS' and status ~= 'FAILURE' then
-      store(KEYS[1], ARGV[2], ARGV[3], true)
-    end
-    return 1
-  end
-  if status ~= 'SUCCESS' then
-    store(KEYS[1], ARGV[1], ARGV[3], false)
-  end
-  return 0
-end
-local cancelled = start()
-if #KEYS > 2 then
-  pcall(function()
-    list_item(KEYS[3], KEYS[4], 4)
-    if cancelled == 1 then
-      redis.call('HSET', KEYS[4], ARGV[#ARGV], '')
-    end
-  end)
-end
-return cancelled
-"""
-
 
 @dataclass(frozen=True)
 class Listing:
@@ -202,6 +86,25 @@ class Listing:
                 len(self.fields), *pairs]
 
 
+@dataclass(frozen=True)
+class Note:
+    """Fields set on the hash ``hash`` if it exists (a record of the task's),
+    which then expires in ``expires`` seconds (0: keeps its expiry), written
+    with the task's next stored state (:meth:`PublishingRedisBackend.note_with_result`)."""
+
+    hash: str
+    fields: dict[str, t.Any]
+    expires: int
+    #: The result key it waits for (set by ``note_with_result``).
+    result_key: bytes | str = b""
+
+    def args(self) -> list[t.Any]:
+        """The note's arguments, as the scripts take them (``None`` fields empty)."""
+        pairs = [part for name, value in self.fields.items()
+                 for part in (name, "" if value is None else str(value))]
+        return [int(self.expires), len(self.fields), *pairs]
+
+
 class GuardedBackend:
     """What the result backends of this module add to Celery's (see module doc)."""
 
@@ -218,6 +121,22 @@ class GuardedBackend:
         it was: ``REVOKED`` stored, or a record at the key ``beside`` (a
         cancellation kept beside the result, which is then folded into it)."""
         raise NotImplementedError
+
+    def _store_result(self, task_id: str, result: t.Any, state: str, traceback: t.Any = None,
+                      request: t.Any = None, **kwargs: t.Any) -> t.Any:
+        """Celery's store of a task's state, without the read of the stored state
+        Celery makes first to keep a ``SUCCESS``: every write here keeps it
+        itself, in the same atomic step (a round trip less per stored state)."""
+        backend = t.cast(t.Any, self)
+        meta = backend._get_result_meta(result=result, state=state, traceback=traceback,
+                                        request=request)
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        try:
+            backend._set_with_state(backend.get_key_for_task(task_id), backend.encode(meta),
+                                    state)
+        except BackendStoreError as error:  # said with the task's id and state, as Celery does
+            raise BackendStoreError(str(error), state=state, task_id=task_id) from error
+        return result
 
     def _meta(self, task_id: str, result: t.Any, state: str) -> dict[str, t.Any]:
         backend = t.cast(t.Any, self)
@@ -263,11 +182,44 @@ class PublishingRedisBackend(GuardedBackend, RedisBackend):  # type: ignore[misc
 
     def _set(self, key: bytes | str, value: str | bytes, expires: int | None = None) -> None:
         """Celery's write of a state (SET and PUBLISH), unless the key holds a
-        ``REVOKED`` or ``SUCCESS`` state: one script, one round trip."""
+        ``REVOKED`` or ``SUCCESS`` state: one script, one round trip, which also
+        writes the note waiting for this key (:meth:`note_with_result`)."""
         if expires is None:
             expires = self.expires
-        self._script("kernkoa_set", GUARDED_SET_SCRIPT)(
-            keys=[key], args=[value, int(expires or 0)])
+        keys: list[t.Any] = [key]
+        args: list[t.Any] = [value, int(expires or 0)]
+        note = self.__dict__.get(_WAITING_NOTE)
+        if note is not None and self._key(note.result_key) == self._key(key):
+            keys.append(note.hash)
+            args += note.args()
+        self._script("kernkoa_set", GUARDED_SET_SCRIPT)(keys=keys, args=args)
+        if note is not None and self.__dict__.get(_WAITING_NOTE) is note and keys[1:]:
+            del self.__dict__[_WAITING_NOTE]
+
+    @staticmethod
+    def _key(key: bytes | str) -> bytes:
+        return key.encode() if isinstance(key, str) else key
+
+    def note_with_result(self, task_id: str, note: Note) -> None:
+        """Write ``note`` with the next state stored for ``task_id`` (its result,
+        stored once the task's function returns), in the same script, or alone
+        by :meth:`flush_note` if nothing is stored (an ignored task). One note
+        waits at a time per backend (Celery's are per thread): an older one is
+        written first."""
+        self.flush_note()
+        self.__dict__[_WAITING_NOTE] = dataclasses.replace(
+            note, result_key=self.get_key_for_task(task_id))
+
+    def flush_note(self, task_id: str | None = None) -> None:
+        """Write the note still waiting (for ``task_id``: only if it is that
+        task's) alone: one script, one round trip."""
+        note = self.__dict__.get(_WAITING_NOTE)
+        if note is None or (task_id is not None and self._key(note.result_key)
+                            != self._key(self.get_key_for_task(task_id))):
+            return
+        script = self._script("kernkoa_note", NOTE_SCRIPT)
+        self.ensure(lambda: script(keys=[note.hash], args=note.args()), ())
+        self.__dict__.pop(_WAITING_NOTE, None)
 
     def cancel_task(self, task_id: str) -> str | None:
         """See :meth:`GuardedBackend.cancel_task`: one script, one round trip."""

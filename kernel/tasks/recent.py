@@ -42,10 +42,12 @@ from flask import has_request_context
 
 from ..auth.layer import current_identity
 from ..core.files import write_private
-from .backends import LISTING_SCRIPT
 from .backends import Listing
+from .backends import Note
+from .backends import PublishingRedisBackend
 from .body import status_body
 from .ids import describe_task_id
+from .luascripts import LISTING_SCRIPT
 from .store import REVOKED_PREFIX
 from .store import JobStore
 from .store import TaskRecord
@@ -130,7 +132,7 @@ class RedisRecent:
                        fields=record, emptied_if_cancelled="started")
 
     def started(self, task_id: str, record: dict[str, t.Any]) -> None:
-        """One command (:data:`~kernel.tasks.backends.LISTING_SCRIPT`): the record,
+        """One command (:data:`~kernel.tasks.luascripts.LISTING_SCRIPT`): the record,
         its place in the index, the cut (the worker's retries wait for Redis)."""
         script = self.backend.__dict__.get("kernkoa_recent_script")
         if script is None:
@@ -318,6 +320,36 @@ def start_and_note(celery: Celery, store: JobStore, task_id: str, hostname: str 
     if index is not None:
         note_started(celery, task_id, {**record, "started": None} if cancelled else record)
     return cancelled
+
+
+def note_finished(celery: Celery, task_id: str, finished: float) -> None:
+    """The worker's side, when the task's function is done: its record's ``finished``.
+    On Redis it waits for the task's result and goes in the same script (one
+    round trip for both), or alone once the task is over if no result is stored
+    (:func:`write_waiting_note`); elsewhere it is written now. A store that is
+    away costs the record, never the task."""
+    backend = celery.backend
+    index = recent_index(celery)
+    if isinstance(index, RedisRecent) and isinstance(backend, PublishingRedisBackend):
+        try:
+            backend.note_with_result(task_id, Note(RECENT_PREFIX + task_id,
+                                                   {"finished": finished}, index.expires))
+        except Exception as error:
+            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
+        return
+    note_change(celery, task_id, finished=finished)
+
+
+def write_waiting_note(sender: t.Any = None, task_id: str | None = None,
+                       **_: t.Any) -> None:
+    """Write the record's end still waiting once a task is over (Celery's
+    ``task_postrun``: after its result, if one is stored)."""
+    backend = getattr(sender, "backend", None)
+    if isinstance(backend, PublishingRedisBackend) and task_id is not None:
+        try:
+            backend.flush_note(task_id)
+        except Exception as error:
+            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
 
 
 def note_change(celery: Celery, task_id: str, **fields: t.Any) -> None:

@@ -19,6 +19,7 @@ import typing as t
 
 from celery import Celery
 from celery import Task
+from celery import signals
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -35,9 +36,10 @@ from .environ import request_id_of
 from .environ import task_environ
 from .ratelimit import tasks_per_second
 from .recent import TRIGGER_HEADER
-from .recent import note_change
+from .recent import note_finished
 from .recent import start_and_note
 from .recent import started_record
+from .recent import write_waiting_note
 from .store import JobStore
 
 if t.TYPE_CHECKING:  # the Celery app imports this module to register the task
@@ -282,7 +284,7 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                                  max_retries=options["retries"]) from error
             raise
         finally:
-            note_change(celery, task.request.id, finished=time.time())
+            note_finished(celery, task.request.id, time.time())
             notify_task_finish(task.request.id, route, state, time.monotonic() - started,
                                error=failure, retries=retries)
 
@@ -303,3 +305,6 @@ def register_tasks(celery: Celery) -> None:
     """Register the generic task on ``celery``, with the strategy that applies
     each route's rate limit (:mod:`kernel.tasks.ratelimit`)."""
     celery.task(name=TASK_NAME, bind=True, Strategy=ROUTE_STRATEGY)(run_controller)
+    # The end of a task's recent-tasks record goes with its result, or after it.
+    signals.task_postrun.connect(write_waiting_note, weak=False,
+                                 dispatch_uid="kernkoa.recent.write_waiting_note")
