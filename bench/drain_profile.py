@@ -7,6 +7,7 @@ connections send::
 
     python -m bench.drain_profile                  # commands and CPU per task
     python -m bench.drain_profile --tasks 3000 --profile kk.prof   # and a cProfile
+    python -m bench.drain_profile --tasks 200 --instructions       # callgrind, per task
 
 The command counts are deterministic (they do not move with the machine's
 load, apart from the idle polls of the fetch and the lease renewals, which
@@ -22,6 +23,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,7 +47,9 @@ from .tasks_bench import TRIGGER
 
 QUEUE = "celery"
 SOLO = ["--pool=solo", "--without-mingle", "--without-gossip", "--without-heartbeat",
-        "--loglevel=WARNING"]
+        "--loglevel=INFO"]
+CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+_COLLECTED = re.compile(r"Collected : (\d++)")
 
 
 class Monitor:
@@ -110,13 +114,17 @@ def _held(client: t.Any) -> int:
     return int(client.llen(QUEUE) + client.hlen("unacked") + in_flight)
 
 
-def drain(work: Path, url: str, side: str, tasks: int, profile: str | None) -> None:
-    """Fill ``side``'s queue with ``tasks`` messages, drain it with a solo worker; print."""
-    subprocess.run([sys.executable, "-m", "bench.drain_profile", "--fill", side, str(tasks),
-                    str(work), url], cwd=ROOT, check=True)
+def drain(work: Path, url: str, side: str, tasks: int, profile: str | None,
+          counting: bool = False) -> int | None:
+    """Fill ``side``'s queue with ``tasks`` messages, drain it with a solo worker; print.
+    ``counting``: under callgrind, and return the instructions of the worker's
+    whole life (``tasks`` 0: started, then stopped once ready)."""
+    if tasks:
+        subprocess.run([sys.executable, "-m", "bench.drain_profile", "--fill", side,
+                        str(tasks), str(work), url], cwd=ROOT, check=True)
     client = redis.Redis.from_url(url)
     queued = int(client.llen(QUEUE))
-    local = client.connection_pool.get_connection("PING")
+    local = client.connection_pool.get_connection()
     skip = {f"127.0.0.1:{local._sock.getsockname()[1]}"}  # the watch's own commands
     client.connection_pool.release(local)
     monitor = Monitor(url, skip)
@@ -127,11 +135,25 @@ def drain(work: Path, url: str, side: str, tasks: int, profile: str | None) -> N
         env = {"KERNKOA_CATALOG": str(work / "catalog-1"), "KERNKOA_VAR": str(work / "var"),
                "KERNKOA_BROKER_URL": url, "KERNKOA_RESULT_BACKEND": url}
         command = [str(BIN / "kernkoa"), "worker", *SOLO]
+    command = [sys.executable, *command]
     if profile:
-        command = [sys.executable, "-m", "cProfile", "-o", profile, *command]
-    with open(work / f"{side}-worker.log", "ab") as log:
+        command = [sys.executable, "-m", "cProfile", "-o", profile, *command[1:]]
+    if counting:
+        command = [*CALLGRIND, *command]
+    log_path = work / f"{side}-worker-{os.getpid()}-{tasks}.log"
+    with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+    if not tasks:
+        try:
+            while b" ready." not in log_path.read_bytes():
+                if process.poll() is not None:
+                    raise RuntimeError(f"the worker exited: {log_path.read_text()[-2000:]}")
+                time.sleep(0.05)
+        finally:
+            stop(process, grace=120.0)
+            monitor.close()
+        return _collected(log_path)
     try:
         while client.llen(QUEUE) == queued:
             if process.poll() is not None:
@@ -144,14 +166,38 @@ def drain(work: Path, url: str, side: str, tasks: int, profile: str | None) -> N
         elapsed, cpu = time.monotonic() - started, cpu_seconds(process.pid) - cpu
         monitor.counting = False
     finally:
-        stop(process)
+        stop(process, grace=120.0)
         monitor.close()
+    if counting:
+        return _collected(log_path)
     total = sum(monitor.counts.values())
     print(f"{side}: {queued} tasks, {queued / elapsed:,.0f} tasks/s, "
           f"{cpu * 1e6 / queued:,.0f} µs CPU per task, "
           f"{total / queued:.2f} Redis commands per task (the first message's included)")
     for name, count in monitor.counts.most_common():
         print(f"  {name:24} {count / queued:6.2f}")
+    return None
+
+
+def _collected(log: Path) -> int:
+    found = _COLLECTED.search(log.read_text(errors="replace"))
+    if found is None:
+        raise RuntimeError(f"no callgrind count: {log.read_text()[-2000:]}")
+    return int(found.group(1))
+
+
+#: Tasks both counted workers drain first (the first task's imports and caches).
+WARMUP = 20
+
+
+def instructions(work: Path, url: str, side: str, tasks: int) -> None:
+    """Print the instructions per task of ``side``'s worker: a worker draining
+    ``WARMUP + tasks`` less one draining ``WARMUP``, under callgrind."""
+    full = drain(work, url, side, WARMUP + tasks, None, counting=True)
+    warm = drain(work, url, side, WARMUP, None, counting=True)
+    assert full is not None and warm is not None
+    print(f"{side}: {(full - warm) / tasks:,.0f} instructions per task "
+          f"({WARMUP} + {tasks} tasks: {full:,}; {WARMUP}: {warm:,})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--side", choices=("kernkoa", "plain", "both"), default="both")
     parser.add_argument("--profile", help="cProfile output file prefix (one per side)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="callgrind's instructions per task instead (slow: use ~100 tasks)")
     parser.add_argument("--fill", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fill:
@@ -170,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     write_catalog(work / "catalog-1", 1)
     with redis_server(work / "logs") as url:
         for number, side in enumerate(("kernkoa", "plain")):
-            if args.side in (side, "both"):
+            if args.side in (side, "both") and args.instructions:
+                instructions(work, url[:-1] + str(number), side, args.tasks)
+            elif args.side in (side, "both"):
                 drain(work, url[:-1] + str(number), side, args.tasks,
                       f"{args.profile}.{side}" if args.profile else None)
     return 0

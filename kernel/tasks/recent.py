@@ -9,9 +9,10 @@ The trigger writes nothing for it: who triggered the task and when travel in
 the message's :data:`TRIGGER_HEADER`, so a trigger stays the one publish of
 issue 19. The worker writes the record when it takes the task, and its end.
 On Redis the record, its place in the index and the cut are written by the
-script that stores the task's STARTED state (:func:`start_and_note`): taking a
-task is one round trip. A task therefore shows once a worker has taken it, a cancelled one
-too; the tasks still waiting in a queue are counted there, not listed.
+script that stores the task's STARTED state, and its end by the one that
+stores its result (:mod:`kernel.tasks.run`): neither is a round trip of its
+own. A task therefore shows once a worker has taken it, a cancelled one too;
+the tasks still waiting in a queue are counted there, not listed.
 
 - **Redis**: a hash ``kernkoa-recent-<id>`` per task and a sorted set
   ``kernkoa-recent`` of the ids by trigger time, cut to ``RECENT_TASKS`` at
@@ -43,13 +44,10 @@ from flask import has_request_context
 from ..auth.layer import current_identity
 from ..core.files import write_private
 from .backends import Listing
-from .backends import Note
-from .backends import PublishingRedisBackend
 from .body import status_body
 from .ids import describe_task_id
 from .luascripts import LISTING_SCRIPT
 from .store import REVOKED_PREFIX
-from .store import JobStore
 from .store import TaskRecord
 
 log = logging.getLogger("kernkoa.tasks")
@@ -124,8 +122,8 @@ class RedisRecent:
         self.expires = expires
 
     def listing(self, task_id: str, record: dict[str, t.Any]) -> Listing:
-        """The record of a task a worker takes as the result backend writes it
-        with the task's STARTED state (:func:`start_and_note`): its hash, its
+        """The record of a task a worker takes, as the result backend writes it
+        with the task's STARTED state (:mod:`kernel.tasks.run`): its hash, its
         place in the index, the cut; ``started`` emptied if it was cancelled."""
         return Listing(index=RECENT_KEY, prefix=RECENT_PREFIX, item=task_id,
                        score=record["created"], size=self.size, expires=int(self.expires or 0),
@@ -302,54 +300,6 @@ def note_started(celery: Celery, task_id: str, record: dict[str, t.Any]) -> None
             index.started(task_id, record)
     except Exception as error:
         log.warning("task %s: cannot write its recent-tasks record: %r", task_id, error)
-
-
-def start_and_note(celery: Celery, store: JobStore, task_id: str, hostname: str | None,
-                   request_id: str | None, record: dict[str, t.Any]) -> bool:
-    """The worker's side, when it takes a task: store its STARTED state unless it
-    was cancelled (:meth:`JobStore.start`, whose answer this returns), and write
-    its record (:func:`started_record`, ``started`` emptied if it was cancelled:
-    it is listed, but never started). On Redis, one script does both (one round
-    trip); elsewhere the record follows, and a store that is away then costs
-    the record, never the task."""
-    index = recent_index(celery)
-    if isinstance(index, RedisRecent) and store.writes_listings:
-        return store.start(task_id, hostname, request_id,
-                           listing=index.listing(task_id, record))
-    cancelled = store.start(task_id, hostname, request_id)
-    if index is not None:
-        note_started(celery, task_id, {**record, "started": None} if cancelled else record)
-    return cancelled
-
-
-def note_finished(celery: Celery, task_id: str, finished: float) -> None:
-    """The worker's side, when the task's function is done: its record's ``finished``.
-    On Redis it waits for the task's result and goes in the same script (one
-    round trip for both), or alone once the task is over if no result is stored
-    (:func:`write_waiting_note`); elsewhere it is written now. A store that is
-    away costs the record, never the task."""
-    backend = celery.backend
-    index = recent_index(celery)
-    if isinstance(index, RedisRecent) and isinstance(backend, PublishingRedisBackend):
-        try:
-            backend.note_with_result(task_id, Note(RECENT_PREFIX + task_id,
-                                                   {"finished": finished}, index.expires))
-        except Exception as error:
-            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
-        return
-    note_change(celery, task_id, finished=finished)
-
-
-def write_waiting_note(sender: t.Any = None, task_id: str | None = None,
-                       **_: t.Any) -> None:
-    """Write the record's end still waiting once a task is over (Celery's
-    ``task_postrun``: after its result, if one is stored)."""
-    backend = getattr(sender, "backend", None)
-    if isinstance(backend, PublishingRedisBackend) and task_id is not None:
-        try:
-            backend.flush_note(task_id)
-        except Exception as error:
-            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
 
 
 def note_change(celery: Celery, task_id: str, **fields: t.Any) -> None:

@@ -31,15 +31,19 @@ from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
 from ..web.state import state_of
+from .backends import Note
+from .backends import PublishingRedisBackend
 from .environ import request_context_args
 from .environ import request_id_of
 from .environ import task_environ
 from .ratelimit import tasks_per_second
+from .recent import RECENT_PREFIX
 from .recent import TRIGGER_HEADER
-from .recent import note_finished
-from .recent import start_and_note
+from .recent import RedisRecent
+from .recent import note_change
+from .recent import note_started
+from .recent import recent_index
 from .recent import started_record
-from .recent import write_waiting_note
 from .store import JobStore
 
 if t.TYPE_CHECKING:  # the Celery app imports this module to register the task
@@ -287,6 +291,54 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
             note_finished(celery, task.request.id, time.time())
             notify_task_finish(task.request.id, route, state, time.monotonic() - started,
                                error=failure, retries=retries)
+
+
+def start_and_note(celery: Celery, store: JobStore, task_id: str, hostname: str | None,
+                   request_id: str | None, record: dict[str, t.Any]) -> bool:
+    """The worker's side, when it takes a task: store its STARTED state unless it
+    was cancelled (:meth:`~kernel.tasks.store.JobStore.start`, whose answer this returns), and write
+    its record (:func:`started_record`, ``started`` emptied if it was cancelled:
+    it is listed, but never started). On Redis, one script does both (one round
+    trip); elsewhere the record follows, and a store that is away then costs
+    the record, never the task."""
+    index = recent_index(celery)
+    if isinstance(index, RedisRecent) and store.writes_listings:
+        return store.start(task_id, hostname, request_id,
+                           listing=index.listing(task_id, record))
+    cancelled = store.start(task_id, hostname, request_id)
+    if index is not None:
+        note_started(celery, task_id, {**record, "started": None} if cancelled else record)
+    return cancelled
+
+
+def note_finished(celery: Celery, task_id: str, finished: float) -> None:
+    """The worker's side, when the task's function is done: its record's ``finished``.
+    On Redis it waits for the task's result and goes in the same script (one
+    round trip for both), or alone once the task is over if no result is stored
+    (:func:`write_waiting_note`); elsewhere it is written now. A store that is
+    away costs the record, never the task."""
+    backend = celery.backend
+    index = recent_index(celery)
+    if isinstance(index, RedisRecent) and isinstance(backend, PublishingRedisBackend):
+        try:
+            backend.note_with_result(task_id, Note(RECENT_PREFIX + task_id,
+                                                   {"finished": finished}, index.expires))
+        except Exception as error:
+            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
+        return
+    note_change(celery, task_id, finished=finished)
+
+
+def write_waiting_note(sender: t.Any = None, task_id: str | None = None,
+                       **_: t.Any) -> None:
+    """Write the record's end still waiting once a task is over (Celery's
+    ``task_postrun``: after its result, if one is stored)."""
+    backend = getattr(sender, "backend", None)
+    if isinstance(backend, PublishingRedisBackend) and task_id is not None:
+        try:
+            backend.flush_note(task_id)
+        except Exception as error:
+            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
 
 
 #: The worker strategy of the generic task: Celery's own, rate-limited per route.

@@ -22,9 +22,9 @@ from flask import Flask
 from kernel.core.settings import PROJECT_ROOT
 from kernel.tasks.enqueue import celery_and_breaker
 from kernel.tasks.recent import TRIGGER_HEADER
-from kernel.tasks.recent import write_waiting_note
 from kernel.tasks.run import TASK_NAME
 from kernel.tasks.run import run_controller
+from kernel.tasks.run import write_waiting_note
 from tests.support.processes import BIN
 from tests.support.processes import free_port
 from tests.support.processes import stop
