@@ -208,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="cProfile output file prefix (one per side)")
     parser.add_argument("--instructions", action="store_true",
                         help="callgrind's instructions per task instead (slow: use ~100 tasks)")
+    parser.add_argument("--prefork", type=int, default=0,
+                        help="a prefork pool of this many processes instead of solo")
     parser.add_argument("--fill", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.prefork:
+        SOLO[0] = "--pool=prefork"
+        SOLO.append(f"--concurrency={args.prefork}")
     if args.fill:
         side, tasks, work, url = args.fill
         _fill(Path(work), url, side, int(tasks))
