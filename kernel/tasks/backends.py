@@ -50,6 +50,10 @@ KEPT_STATES = (states.REVOKED, states.SUCCESS)
 #: The key of a task's stored meta that holds the id of the request that started it.
 REQUEST_ID_KEY = "request_id"
 
+#: What the start script answers when a cancellation record beside the result
+#: must be folded into it.
+FOLD_BESIDE = 2
+
 #: Where a Redis backend keeps the note waiting for a task's result (its own attribute).
 _WAITING_NOTE = "kernkoa_waiting_note"
 
@@ -235,11 +239,14 @@ class PublishingRedisBackend(GuardedBackend, RedisBackend):  # type: ignore[misc
         ``listing`` written in it too."""
         keys: list[t.Any] = [self.get_key_for_task(task_id), beside]
         args: list[t.Any] = [self.encode(self._started(task_id, hostname, request_id)),
-                             self.encode(self._revoked(task_id)), int(self.expires or 0)]
+                             int(self.expires or 0)]
         if listing is not None:
             keys += listing.keys()
             args += [*listing.args(), listing.emptied_if_cancelled]
-        return bool(self._script("kernkoa_start", START_SCRIPT)(keys=keys, args=args))
+        found = self._script("kernkoa_start", START_SCRIPT)(keys=keys, args=args)
+        if found == FOLD_BESIDE:
+            self.cancel_task(task_id)  # REVOKED, unless it has finished meanwhile
+        return bool(found)
 
 
 def _status(raw: bytes | None) -> str | None:

@@ -116,16 +116,16 @@ LISTING_SCRIPT = _LUA_LISTING + """
 list_item(KEYS[1], KEYS[2], 1)
 """
 
-#: ``start_task`` on Redis. KEYS: the result key, a
-#: cancellation record of the kind kept beside it, and with a ``Listing``
-#: its sorted set and the task's hash; ARGV: the STARTED meta, the REVOKED meta,
-#: their expiry, then the listing's arguments and the name of its field emptied
-#: when the task was cancelled. Returns 1 when the task was cancelled (a record
-#: found beside the result is then folded into it), else 0 once STARTED is
-#: stored (never over a SUCCESS of an earlier delivery). STARTED is not
-#: announced: nobody waits for a task to start, only for it to end. The listing
-#: is written either way; an error of its own (a key of another type) costs the
-#: listing, never the start.
+#: ``start_task`` on Redis. KEYS: the result key, a cancellation record of the
+#: kind kept beside it, and with a ``Listing`` its sorted set and the task's hash;
+#: ARGV: the STARTED meta, its expiry, then the listing's arguments and the name
+#: of its field emptied when the task was cancelled. Returns 1 when the task was
+#: cancelled, 2 when it was by a record beside the result which the caller must
+#: fold into it (rare: an old-form id, or a kernel before this one; the REVOKED
+#: meta is not built for every start), else 0 once STARTED is stored (never over
+#: a SUCCESS of an earlier delivery). STARTED is not announced: nobody waits for
+#: a task to start, only for it to end. The listing is written either way; an
+#: error of its own (a key of another type) costs the listing, never the start.
 START_SCRIPT = _LUA_HELPERS + _LUA_LISTING + """
 local function start()
   local status = status_of(KEYS[1])
@@ -134,20 +134,20 @@ local function start()
   end
   if redis.call('EXISTS', KEYS[2]) == 1 then
     if status ~= 'SUCCESS' and status ~= 'FAILURE' then
-      store(KEYS[1], ARGV[2], ARGV[3], true)
+      return 2
     end
     return 1
   end
   if status ~= 'SUCCESS' then
-    store(KEYS[1], ARGV[1], ARGV[3], false)
+    store(KEYS[1], ARGV[1], ARGV[2], false)
   end
   return 0
 end
 local cancelled = start()
 if #KEYS > 2 then
   pcall(function()
-    list_item(KEYS[3], KEYS[4], 4)
-    if cancelled == 1 then
+    list_item(KEYS[3], KEYS[4], 3)
+    if cancelled ~= 0 then
       redis.call('HSET', KEYS[4], ARGV[#ARGV], '')
     end
   end)
