@@ -23,18 +23,25 @@ other kind keep the cancellation in a record of its own
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import typing as t
+from dataclasses import dataclass
 
 from celery import states
 from celery.backends.filesystem import FilesystemBackend
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
 from celery.exceptions import TaskRevokedError
 
 from ..web.requestid import checked_request_id
 from .events import FINAL_STATES
+from .luascripts import CANCEL_SCRIPT
+from .luascripts import GUARDED_SET_SCRIPT
+from .luascripts import NOTE_SCRIPT
+from .luascripts import START_SCRIPT
 
 #: States a write never replaces: a cancellation, and a result (as Celery's
 #: own ``_store_result`` means to, without its race).
@@ -43,84 +50,63 @@ KEPT_STATES = (states.REVOKED, states.SUCCESS)
 #: The key of a task's stored meta that holds the id of the request that started it.
 REQUEST_ID_KEY = "request_id"
 
+#: What the start script answers when a cancellation record beside the result
+#: must be folded into it.
+FOLD_BESIDE = 2
+
+#: Where a Redis backend keeps the note waiting for a task's result (its own attribute).
+_WAITING_NOTE = "kernkoa_waiting_note"
+
 #: Why a cancelled task's result says it was revoked (``TaskRevokedError``).
 CANCELLED = "cancelled"
 
-# Shared by the scripts below: the state stored under a key (nil when it holds
-# no task meta), and a write with the results' expiry and its announcement.
-_LUA_HELPERS = """
-local function status_of(key)
-  local raw = redis.call('GET', key)
-  if not raw then return nil end
-  local ok, meta = pcall(cjson.decode, raw)
-  if ok and type(meta) == 'table' and type(meta['status']) == 'string' then
-    return meta['status']
-  end
-  return nil
-end
-local function store(key, value, expires, announce)
-  if tonumber(expires) > 0 then
-    redis.call('SET', key, value, 'EX', expires)
-  else
-    redis.call('SET', key, value)
-  end
-  if announce then redis.call('PUBLISH', key, value) end
-end
-"""
+@dataclass(frozen=True)
+class Listing:
+    """An item of a bounded listing in Redis written with a task's start, in the
+    same script (:meth:`PublishingRedisBackend.start_task`): a hash of
+    ``fields`` at ``prefix + item``, its place in the sorted set ``index`` by
+    ``score``, the set cut to its ``size`` newest, both expiring in ``expires``
+    seconds (0: never). ``emptied_if_cancelled`` names the field set to the
+    empty string when the task turns out cancelled."""
 
-#: Every write of the Redis backend. KEYS: the key; ARGV: the value, its expiry
-#: in seconds (0: none). Returns 1 when written (and announced, as Celery does).
-GUARDED_SET_SCRIPT = _LUA_HELPERS + """
-local status = status_of(KEYS[1])
-if status == 'REVOKED' or status == 'SUCCESS' then
-  return 0
-end
-store(KEYS[1], ARGV[1], ARGV[2], true)
-return 1
-"""
+    index: str
+    prefix: str
+    item: str
+    score: float
+    size: int
+    expires: int
+    fields: dict[str, t.Any]
+    emptied_if_cancelled: str
 
-#: :meth:`GuardedBackend.cancel_task` on Redis. KEYS: the result key; ARGV: the
-#: REVOKED meta (a JSON object), its expiry. Returns the final state found (then
-#: nothing is written), or false once ``REVOKED`` is stored and announced, with
-#: the request id the task's stored state had (checked as the edge checks it).
-CANCEL_SCRIPT = _LUA_HELPERS + """
-local status = status_of(KEYS[1])
-if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
-  return status
-end
-local value = ARGV[1]
-local ok, current = pcall(cjson.decode, redis.call('GET', KEYS[1]) or 'null')
-local kept = ok and type(current) == 'table' and current['request_id']
-if type(kept) == 'string' and #kept <= 128 and string.match(kept, '^[%w%._%-]+$')
-    and not string.find(value, '"request_id"', 1, true) then
-  value = string.sub(value, 1, -2) .. ', "request_id": "' .. kept .. '"}'
-end
-store(KEYS[1], value, ARGV[2], true)
-return false
-"""
+    def keys(self) -> list[str]:
+        """The listing's keys, as the scripts take them."""
+        return [self.index, self.prefix + self.item]
 
-#: :meth:`GuardedBackend.start_task` on Redis. KEYS: the result key, a
-#: cancellation record of the kind kept beside it; ARGV: the STARTED meta, the
-#: REVOKED meta, their expiry. Returns 1 when the task was cancelled (a record
-#: found beside the result is then folded into it), else 0 once STARTED is
-#: stored (never over a SUCCESS of an earlier delivery). STARTED is not
-#: announced: nobody waits for a task to start, only for it to end.
-START_SCRIPT = _LUA_HELPERS + """
-local status = status_of(KEYS[1])
-if status == 'REVOKED' then
-  return 1
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  if status ~= 'SUCCESS' and status ~= 'FAILURE' then
-    store(KEYS[1], ARGV[2], ARGV[3], true)
-  end
-  return 1
-end
-if status ~= 'SUCCESS' then
-  store(KEYS[1], ARGV[1], ARGV[3], false)
-end
-return 0
-"""
+    def args(self) -> list[t.Any]:
+        """The listing's arguments, as the scripts take them (``None`` fields empty)."""
+        pairs = [part for name, value in self.fields.items()
+                 for part in (name, "" if value is None else str(value))]
+        return [self.item, repr(self.score), self.size, int(self.expires), self.prefix,
+                len(self.fields), *pairs]
+
+
+@dataclass(frozen=True)
+class Note:
+    """Fields set on the hash ``hash`` if it exists (a record of the task's),
+    which then expires in ``expires`` seconds (0: keeps its expiry), written
+    with the task's next stored state (:meth:`PublishingRedisBackend.note_with_result`)."""
+
+    hash: str
+    fields: dict[str, t.Any]
+    expires: int
+    #: The result key it waits for (set by ``note_with_result``).
+    result_key: bytes | str = b""
+
+    def args(self) -> list[t.Any]:
+        """The note's arguments, as the scripts take them (``None`` fields empty)."""
+        pairs = [part for name, value in self.fields.items()
+                 for part in (name, "" if value is None else str(value))]
+        return [int(self.expires), len(self.fields), *pairs]
 
 
 class GuardedBackend:
@@ -139,6 +125,22 @@ class GuardedBackend:
         it was: ``REVOKED`` stored, or a record at the key ``beside`` (a
         cancellation kept beside the result, which is then folded into it)."""
         raise NotImplementedError
+
+    def _store_result(self, task_id: str, result: t.Any, state: str, traceback: t.Any = None,
+                      request: t.Any = None, **kwargs: t.Any) -> t.Any:
+        """Celery's store of a task's state, without the read of the stored state
+        Celery makes first to keep a ``SUCCESS``: every write here keeps it
+        itself, in the same atomic step (a round trip less per stored state)."""
+        backend = t.cast(t.Any, self)
+        meta = backend._get_result_meta(result=result, state=state, traceback=traceback,
+                                        request=request)
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        try:
+            backend._set_with_state(backend.get_key_for_task(task_id), backend.encode(meta),
+                                    state)
+        except BackendStoreError as error:  # said with the task's id and state, as Celery does
+            raise BackendStoreError(str(error), state=state, task_id=task_id) from error
+        return result
 
     def _meta(self, task_id: str, result: t.Any, state: str) -> dict[str, t.Any]:
         backend = t.cast(t.Any, self)
@@ -184,11 +186,44 @@ class PublishingRedisBackend(GuardedBackend, RedisBackend):  # type: ignore[misc
 
     def _set(self, key: bytes | str, value: str | bytes, expires: int | None = None) -> None:
         """Celery's write of a state (SET and PUBLISH), unless the key holds a
-        ``REVOKED`` or ``SUCCESS`` state: one script, one round trip."""
+        ``REVOKED`` or ``SUCCESS`` state: one script, one round trip, which also
+        writes the note waiting for this key (:meth:`note_with_result`)."""
         if expires is None:
             expires = self.expires
-        self._script("kernkoa_set", GUARDED_SET_SCRIPT)(
-            keys=[key], args=[value, int(expires or 0)])
+        keys: list[t.Any] = [key]
+        args: list[t.Any] = [value, int(expires or 0)]
+        note = self.__dict__.get(_WAITING_NOTE)
+        if note is not None and self._key(note.result_key) == self._key(key):
+            keys.append(note.hash)
+            args += note.args()
+        self._script("kernkoa_set", GUARDED_SET_SCRIPT)(keys=keys, args=args)
+        if note is not None and self.__dict__.get(_WAITING_NOTE) is note and keys[1:]:
+            del self.__dict__[_WAITING_NOTE]
+
+    @staticmethod
+    def _key(key: bytes | str) -> bytes:
+        return key.encode() if isinstance(key, str) else key
+
+    def note_with_result(self, task_id: str, note: Note) -> None:
+        """Write ``note`` with the next state stored for ``task_id`` (its result,
+        stored once the task's function returns), in the same script, or alone
+        by :meth:`flush_note` if nothing is stored (an ignored task). One note
+        waits at a time per backend (Celery's are per thread): an older one is
+        written first."""
+        self.flush_note()
+        self.__dict__[_WAITING_NOTE] = dataclasses.replace(
+            note, result_key=self.get_key_for_task(task_id))
+
+    def flush_note(self, task_id: str | None = None) -> None:
+        """Write the note still waiting (for ``task_id``: only if it is that
+        task's) alone: one script, one round trip."""
+        note = self.__dict__.get(_WAITING_NOTE)
+        if note is None or (task_id is not None and self._key(note.result_key)
+                            != self._key(self.get_key_for_task(task_id))):
+            return
+        script = self._script("kernkoa_note", NOTE_SCRIPT)
+        self.ensure(lambda: script(keys=[note.hash], args=note.args()), ())
+        self.__dict__.pop(_WAITING_NOTE, None)
 
     def cancel_task(self, task_id: str) -> str | None:
         """See :meth:`GuardedBackend.cancel_task`: one script, one round trip."""
@@ -198,13 +233,20 @@ class PublishingRedisBackend(GuardedBackend, RedisBackend):  # type: ignore[misc
         return found.decode() if isinstance(found, bytes) else found
 
     def start_task(self, task_id: str, hostname: str | None, beside: bytes,
-                   request_id: str | None = None) -> bool:
+                   request_id: str | None = None, listing: Listing | None = None) -> bool:
         """See :meth:`GuardedBackend.start_task`: one script, one round trip
-        (Celery's own STARTED write reads, then writes and announces: two)."""
-        return bool(self._script("kernkoa_start", START_SCRIPT)(
-            keys=[self.get_key_for_task(task_id), beside],
-            args=[self.encode(self._started(task_id, hostname, request_id)),
-                  self.encode(self._revoked(task_id)), int(self.expires or 0)]))
+        (Celery's own STARTED write reads, then writes and announces: two), the
+        ``listing`` written in it too."""
+        keys: list[t.Any] = [self.get_key_for_task(task_id), beside]
+        args: list[t.Any] = [self.encode(self._started(task_id, hostname, request_id)),
+                             int(self.expires or 0)]
+        if listing is not None:
+            keys += listing.keys()
+            args += [*listing.args(), listing.emptied_if_cancelled]
+        found = self._script("kernkoa_start", START_SCRIPT)(keys=keys, args=args)
+        if found == FOLD_BESIDE:
+            self.cancel_task(task_id)  # REVOKED, unless it has finished meanwhile
+        return bool(found)
 
 
 def _status(raw: bytes | None) -> str | None:

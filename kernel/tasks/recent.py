@@ -7,10 +7,12 @@ Its live state and progress are Celery's own meta, read with the record.
 
 The trigger writes nothing for it: who triggered the task and when travel in
 the message's :data:`TRIGGER_HEADER`, so a trigger stays the one publish of
-issue 19. The worker writes the record when it takes the task (one command:
-the record, its place in the index and the cut, :data:`RECORD_SCRIPT`), and
-its end. A task therefore shows once a worker has taken it, a cancelled one
-too; the tasks still waiting in a queue are counted there, not listed.
+issue 19. The worker writes the record when it takes the task, and its end.
+On Redis the record, its place in the index and the cut are written by the
+script that stores the task's STARTED state, and its end by the one that
+stores its result (:mod:`kernel.tasks.run`): neither is a round trip of its
+own. A task therefore shows once a worker has taken it, a cancelled one too;
+the tasks still waiting in a queue are counted there, not listed.
 
 - **Redis**: a hash ``kernkoa-recent-<id>`` per task and a sorted set
   ``kernkoa-recent`` of the ids by trigger time, cut to ``RECENT_TASKS`` at
@@ -41,8 +43,10 @@ from flask import has_request_context
 
 from ..auth.layer import current_identity
 from ..core.files import write_private
+from .backends import Listing
 from .body import status_body
 from .ids import describe_task_id
+from .luascripts import LISTING_SCRIPT
 from .store import REVOKED_PREFIX
 from .store import TaskRecord
 
@@ -56,26 +60,6 @@ RECENT_PREFIX = "kernkoa-recent-"
 
 #: The message header that carries who triggered a task and when (:func:`trigger_details`).
 TRIGGER_HEADER = "kernkoa_trigger"
-
-#: :meth:`RedisRecent.started`. KEYS: the index, the task's hash; ARGV: the id, its
-#: trigger time, the index's size, the expiry in seconds (0: none), the hashes' prefix,
-#: then the fields of the record as name, value pairs. The hashes of the ids cut from
-#: the index are deleted with them (only the index finds them; left to expire, a busy
-#: kernel would keep a day of them).
-RECORD_SCRIPT = """
-redis.call('HSET', KEYS[2], unpack(ARGV, 6))
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -tonumber(ARGV[3]) - 1)) do
-  redis.call('DEL', ARGV[5] .. id)
-end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
-local expires = tonumber(ARGV[4])
-if expires > 0 then
-  redis.call('EXPIRE', KEYS[2], expires)
-  redis.call('EXPIRE', KEYS[1], expires)
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - expires)
-end
-"""
 
 #: Seconds after which a draft file in the index folder is taken as left by a killed writer.
 DRAFT_AGE = 60.0
@@ -137,20 +121,23 @@ class RedisRecent:
         self.size = size
         self.expires = expires
 
+    def listing(self, task_id: str, record: dict[str, t.Any]) -> Listing:
+        """The record of a task a worker takes, as the result backend writes it
+        with the task's STARTED state (:mod:`kernel.tasks.run`): its hash, its
+        place in the index, the cut; ``started`` emptied if it was cancelled."""
+        return Listing(index=RECENT_KEY, prefix=RECENT_PREFIX, item=task_id,
+                       score=record["created"], size=self.size, expires=int(self.expires or 0),
+                       fields=record, emptied_if_cancelled="started")
+
     def started(self, task_id: str, record: dict[str, t.Any]) -> None:
-        """One command (:data:`RECORD_SCRIPT`): the record, its place in the index, the
-        cut (the worker's retries wait for Redis)."""
+        """One command (:data:`~kernel.tasks.luascripts.LISTING_SCRIPT`): the record,
+        its place in the index, the cut (the worker's retries wait for Redis)."""
         script = self.backend.__dict__.get("kernkoa_recent_script")
         if script is None:
             script = self.backend.__dict__["kernkoa_recent_script"] = \
-                self.backend.client.register_script(RECORD_SCRIPT)
-        fields = [item for name, value in record.items()
-                  for item in (name, "" if value is None else str(value))]
-        self.backend.ensure(lambda: script(
-            keys=[RECENT_KEY, RECENT_PREFIX + task_id],
-            args=[task_id, repr(record["created"]), self.size, int(self.expires or 0),
-                  RECENT_PREFIX, *fields]),
-            ())
+                self.backend.client.register_script(LISTING_SCRIPT)
+        listing = self.listing(task_id, record)
+        self.backend.ensure(lambda: script(keys=listing.keys(), args=listing.args()), ())
 
     def changed(self, task_id: str, fields: dict[str, t.Any]) -> None:
         """Set ``fields`` on the record (the worker's retries wait for Redis)."""

@@ -19,9 +19,9 @@ import typing as t
 
 from celery import Celery
 from celery import Task
+from celery import signals
 from celery.exceptions import Ignore
 from celery.exceptions import SoftTimeLimitExceeded
-from werkzeug.datastructures import MultiDict
 
 from ..catalog.binding import PARAMS_NAME
 from ..core.errors import TaskCancelled
@@ -30,13 +30,19 @@ from ..web.addons import notify_task_finish
 from ..web.addons import notify_task_start
 from ..web.params import RequestFields
 from ..web.params import build_params
-from ..web.requestid import HEADER as REQUEST_ID_HEADER
-from ..web.requestid import checked_request_id
 from ..web.state import state_of
+from .backends import Note
+from .backends import PublishingRedisBackend
+from .environ import request_context_args
+from .environ import request_id_of
+from .environ import task_environ
 from .ratelimit import tasks_per_second
+from .recent import RECENT_PREFIX
 from .recent import TRIGGER_HEADER
+from .recent import RedisRecent
 from .recent import note_change
 from .recent import note_started
+from .recent import recent_index
 from .recent import started_record
 from .store import JobStore
 
@@ -204,39 +210,6 @@ def send_state_event(task: Task, state: str, meta: t.Any) -> None:
         log.warning("task %s: cannot send its %s event: %r", task.request.id, state, error)
 
 
-def request_id_of(snapshot: t.Any) -> str | None:
-    """The id of the request a snapshot was taken of (``None``: a snapshot from
-    before request ids, or a value that is not a sane id)."""
-    return checked_request_id(snapshot.get("request_id")) if isinstance(snapshot, dict) else None
-
-
-def request_context_args(snapshot: dict[str, t.Any] | None, route: str) -> dict[str, t.Any]:
-    """Arguments of ``app.test_request_context`` that rebuild the triggering request.
-
-    Its ``X-Request-Id`` is the triggering request's id, so the rebuilt request
-    has the same id (``flask.g.request_id``) and a task it starts carries it on.
-    """
-    if not snapshot:
-        return {"path": route}
-    headers = [tuple(pair) for pair in snapshot["headers"]]
-    request_id = request_id_of(snapshot)
-    if request_id is not None:
-        headers = [pair for pair in headers if pair[0].lower() != REQUEST_ID_HEADER.lower()]
-        headers.append((REQUEST_ID_HEADER, request_id))
-    args: dict[str, t.Any] = {
-        "path": snapshot["path"],
-        "base_url": snapshot["root_url"],
-        "query_string": snapshot["query_string"],
-        "method": snapshot["method"],
-        "headers": headers,
-    }
-    if "json" in snapshot:
-        args["json"] = snapshot["json"]
-    elif "form" in snapshot:
-        args["data"] = MultiDict([tuple(pair) for pair in snapshot["form"]])
-    return args
-
-
 def _decode(value: t.Any, urlpath: str) -> t.Any:
     if value == PARAMS_FROM_REQUEST:
         from flask import request
@@ -254,14 +227,17 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
     begun = time.monotonic()  # about when the pool's timer of the soft limit started
     store = JobStore(task.app, fail_fast=False)
     request_id = request_id_of(request)
-    cancelled = store.start(task.request.id, task.request.hostname, request_id)
     # Listed on the tasks page from now on, a task cancelled while queued too.
-    note_started(celery, task.request.id, started_record(
-        task.request.get(TRIGGER_HEADER), route, None if cancelled else time.time(),
-        task.request.hostname, request_id))
+    cancelled = start_and_note(celery, store, task.request.id, task.request.hostname,
+                               request_id, started_record(task.request.get(TRIGGER_HEADER),
+                                                          route, time.time(),
+                                                          task.request.hostname, request_id))
     if cancelled:
         raise Ignore()  # cancelled while queued: never starts
-    with flask_app.test_request_context(**request_context_args(request, route)):
+    context_args = request_context_args(request, route)
+    environ = task_environ(context_args, flask_app.json.dumps) if request else None
+    with (flask_app.request_context(environ) if environ is not None
+          else flask_app.test_request_context(**context_args)):
         target, endpoint = state_of(flask_app).catalog.resolve(route)
         if not endpoint.is_celery:
             raise LookupError(f"{route} is not a _celery method")
@@ -312,9 +288,57 @@ def run_controller(task: Task, route: str, args: list[t.Any], kwargs: dict[str, 
                                  max_retries=options["retries"]) from error
             raise
         finally:
-            note_change(celery, task.request.id, finished=time.time())
+            note_finished(celery, task.request.id, time.time())
             notify_task_finish(task.request.id, route, state, time.monotonic() - started,
                                error=failure, retries=retries)
+
+
+def start_and_note(celery: Celery, store: JobStore, task_id: str, hostname: str | None,
+                   request_id: str | None, record: dict[str, t.Any]) -> bool:
+    """The worker's side, when it takes a task: store its STARTED state unless it
+    was cancelled (:meth:`~kernel.tasks.store.JobStore.start`, whose answer this returns), and write
+    its record (:func:`started_record`, ``started`` emptied if it was cancelled:
+    it is listed, but never started). On Redis, one script does both (one round
+    trip); elsewhere the record follows, and a store that is away then costs
+    the record, never the task."""
+    index = recent_index(celery)
+    if isinstance(index, RedisRecent) and store.writes_listings:
+        return store.start(task_id, hostname, request_id,
+                           listing=index.listing(task_id, record))
+    cancelled = store.start(task_id, hostname, request_id)
+    if index is not None:
+        note_started(celery, task_id, {**record, "started": None} if cancelled else record)
+    return cancelled
+
+
+def note_finished(celery: Celery, task_id: str, finished: float) -> None:
+    """The worker's side, when the task's function is done: its record's ``finished``.
+    On Redis it waits for the task's result and goes in the same script (one
+    round trip for both), or alone once the task is over if no result is stored
+    (:func:`write_waiting_note`); elsewhere it is written now. A store that is
+    away costs the record, never the task."""
+    backend = celery.backend
+    index = recent_index(celery)
+    if isinstance(index, RedisRecent) and isinstance(backend, PublishingRedisBackend):
+        try:
+            backend.note_with_result(task_id, Note(RECENT_PREFIX + task_id,
+                                                   {"finished": finished}, index.expires))
+        except Exception as error:
+            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
+        return
+    note_change(celery, task_id, finished=finished)
+
+
+def write_waiting_note(sender: t.Any = None, task_id: str | None = None,
+                       **_: t.Any) -> None:
+    """Write the record's end still waiting once a task is over (Celery's
+    ``task_postrun``: after its result, if one is stored)."""
+    backend = getattr(sender, "backend", None)
+    if isinstance(backend, PublishingRedisBackend) and task_id is not None:
+        try:
+            backend.flush_note(task_id)
+        except Exception as error:
+            log.warning("task %s: cannot update its recent-tasks record: %r", task_id, error)
 
 
 #: The worker strategy of the generic task: Celery's own, rate-limited per route.
@@ -333,3 +357,6 @@ def register_tasks(celery: Celery) -> None:
     """Register the generic task on ``celery``, with the strategy that applies
     each route's rate limit (:mod:`kernel.tasks.ratelimit`)."""
     celery.task(name=TASK_NAME, bind=True, Strategy=ROUTE_STRATEGY)(run_controller)
+    # The end of a task's recent-tasks record goes with its result, or after it.
+    signals.task_postrun.connect(write_waiting_note, weak=False,
+                                 dispatch_uid="kernkoa.recent.write_waiting_note")

@@ -35,6 +35,8 @@ from celery.backends.redis import RedisBackend
 
 from ..catalog.access import AccessRule
 from .backends import GuardedBackend
+from .backends import Listing
+from .backends import PublishingRedisBackend
 from .ids import describe_task_id
 from .ids import is_signed_form
 
@@ -128,7 +130,14 @@ class JobStore:
         if guarded is not None:
             self._call(guarded.cancel_task, task_id)
 
-    def start(self, task_id: str, hostname: str | None, request_id: str | None = None) -> bool:
+    @property
+    def writes_listings(self) -> bool:
+        """Whether :meth:`start` can write a :class:`~kernel.tasks.backends.Listing`
+        in the same step (the Redis result backend)."""
+        return isinstance(self.backend, PublishingRedisBackend)
+
+    def start(self, task_id: str, hostname: str | None, request_id: str | None = None,
+              listing: Listing | None = None) -> bool:
         """Store Celery's STARTED state of ``task_id`` (the meta its
         ``task_track_started`` would store, and like it never over a SUCCESS
         of an earlier delivery, with the ``request_id`` of the request that
@@ -138,7 +147,15 @@ class JobStore:
         On the result backends of :mod:`kernel.tasks.backends` one atomic step
         does both (on Redis, one round trip), without announcing the state on
         the task's channel: nobody waits for a task to start, only for it to end.
+        A ``listing`` (only where :attr:`writes_listings`) is written in that
+        same step, cancelled or not.
         """
+        if listing is not None:
+            if not isinstance(self.backend, PublishingRedisBackend):
+                raise TypeError("this result backend writes no listing with a start")
+            redis_backend = self.backend
+            return bool(self._call(lambda: redis_backend.start_task(
+                task_id, hostname, REVOKED_PREFIX + task_id.encode(), request_id, listing)))
         guarded = self._guarded()
         if guarded is not None:
             return bool(self._call(guarded.start_task, task_id, hostname,

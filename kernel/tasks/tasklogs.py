@@ -43,8 +43,8 @@ from ..core.logs import KernKoaLogHandler
 from ..core.logs import log_to_file
 from ..core.logs import owns_logging
 from .backends import REQUEST_ID_KEY
+from .environ import request_id_of
 from .run import TASK_NAME
-from .run import request_id_of
 
 #: The attribute of a running task's Celery request holding its context tokens.
 _TOKENS = "kernkoa_log_tokens"

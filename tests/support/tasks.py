@@ -24,6 +24,7 @@ from kernel.tasks.enqueue import celery_and_breaker
 from kernel.tasks.recent import TRIGGER_HEADER
 from kernel.tasks.run import TASK_NAME
 from kernel.tasks.run import run_controller
+from kernel.tasks.run import write_waiting_note
 from tests.support.processes import BIN
 from tests.support.processes import free_port
 from tests.support.processes import stop
@@ -274,3 +275,5 @@ def run_queued(app: Flask, messages: list[dict[str, t.Any]]) -> None:
             run_controller(task, **kwargs)
         finally:
             task.pop_request()
+            # As Celery's tracer has the worker do once the task is over.
+            write_waiting_note(sender=task, task_id=headers["id"])

@@ -4,20 +4,26 @@ without the same secret key."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import typing as t
 
 import pytest
+from celery.exceptions import Ignore
 from flask import Flask
 
 from kernel.catalog.access import OPEN
 from kernel.tasks import ids
 from kernel.tasks.celeryapp import get_celery
 from kernel.tasks.ids import new_task_id
+from kernel.tasks.recent import TRIGGER_HEADER
+from kernel.tasks.run import TASK_NAME
 from tests.support.catalogs import ControllerTree
 from tests.support.envelopes import assert_error
 from tests.support.redis_server import Monitor
 from tests.support.redis_server import RedisServer
+from tests.support.tasks import run_queued
 
 pytestmark = [
     pytest.mark.redis,
@@ -132,3 +138,90 @@ def test_a_task_started_on_one_node_reads_on_another_that_shares_the_secret(
     # A cancellation through the second node is seen by the first.
     assert second.test_client().delete(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
     assert first.test_client().get(f"/status/{task_id}").get_json() == {"status": "REVOKED"}
+
+
+def _taken(app: Flask, redis: RedisServer, task_id: str) -> list[str]:
+    """What Redis saw while the worker's own code took and ran the queued ``task_id``."""
+    store = redis.client()
+    [message] = [json.loads(raw) for raw in store.lrange("celery", 0, -1)
+                 if task_id.encode() in raw]
+    monitor = Monitor(redis)
+    try:
+        run_queued(app, [message])
+    finally:
+        commands = monitor.stop()
+    return commands
+
+
+def test_taking_a_task_is_one_script_with_its_recent_tasks_record(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    app = _node(tree, make_app, redis, SECRET)
+    client = app.test_client()
+    _taken(app, redis, _started(app))  # warm: the script is loaded in Redis
+    task_id = _started(app)
+    commands = _taken(app, redis, task_id)
+    # Before the method runs: one script, which stores STARTED (checking for a
+    # cancellation) and writes the record and its place in the index (the
+    # script's own commands follow it in MONITOR's list). After it, with no
+    # result stored (Celery's tracer stores it; not called here), the record's
+    # end alone, once the task is over.
+    scripts = [c for c in commands if c.startswith("EVALSHA ")]
+    assert len(scripts) == 2, commands
+    assert f"celery-task-meta-{task_id}" in scripts[0], scripts
+    assert f"kernkoa-recent-{task_id}" in scripts[0], scripts
+    assert f"kernkoa-recent-{task_id}" in scripts[1], scripts
+    assert "celery-task-meta-" not in scripts[1], scripts
+    [task] = [t for t in client.get("/_kernkoa/tasks?format=json").get_json()["tasks"]
+              if t["id"] == task_id]
+    assert task["state"] == "STARTED" and task["worker"] == "w1@test"
+    assert task["created"] <= task["started"] <= task["finished"]
+    # A task cancelled while queued: listed, as never started, in the same one script.
+    cancelled = _started(app)
+    assert client.delete(f"/status/{cancelled}").get_json() == {"status": "REVOKED"}
+    with pytest.raises(Ignore):
+        _taken(app, redis, cancelled)
+    [task] = [t for t in client.get("/_kernkoa/tasks?format=json").get_json()["tasks"]
+              if t["id"] == cancelled]
+    assert task["state"] == "REVOKED" and task["started"] is None and task["created"]
+
+
+def test_a_broken_index_costs_the_record_never_the_start(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    app = _node(tree, make_app, redis, SECRET)
+    redis.client().set("kernkoa-recent", "not a sorted set")
+    task_id = _started(app)
+    _taken(app, redis, task_id)
+    assert app.test_client().get(f"/status/{task_id}").get_json()["status"] == "STARTED"
+
+
+def test_a_task_run_by_celery_is_two_scripts_its_result_with_the_records_end(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    app = _node(tree, make_app, redis, SECRET)
+    celery = get_celery(app)
+    celery.conf.task_store_eager_result = True  # Celery's tracer stores, as on a worker
+    task = celery.tasks[TASK_NAME]
+
+    def run(task_id: str) -> list[str]:
+        [message] = [json.loads(raw) for raw in redis.client().lrange("celery", 0, -1)
+                     if task_id.encode() in raw]
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        monitor = Monitor(redis)
+        task.apply(kwargs=kwargs, task_id=task_id,
+                   headers={TRIGGER_HEADER: message["headers"].get(TRIGGER_HEADER)})
+        return monitor.stop()
+
+    run(_started(app))  # warm: the scripts are loaded in Redis
+    task_id = _started(app)
+    commands = run(task_id)
+    # The start (STARTED and the record), then the result with the record's end;
+    # no read of the stored state before the result (the script keeps a SUCCESS).
+    scripts = [c for c in commands if c.startswith("EVALSHA ")]
+    assert len(scripts) == 2, commands
+    assert f"celery-task-meta-{task_id}" in scripts[1], scripts
+    assert f"kernkoa-recent-{task_id}" in scripts[1], scripts
+    # Each script reads the state once (MONITOR lists a script's commands after
+    # it); Celery's own read before the result would be a third.
+    assert commands.count(f"GET celery-task-meta-{task_id}") == 2, commands
+    [row] = [r for r in app.test_client().get("/_kernkoa/tasks?format=json").get_json()["tasks"]
+             if r["id"] == task_id]
+    assert row["state"] == "SUCCESS" and row["started"] <= row["finished"]

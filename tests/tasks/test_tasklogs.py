@@ -20,9 +20,9 @@ from kernel.core.logs import KernKoaLogHandler
 from kernel.tasks.body import status_body
 from kernel.tasks.celeryapp import celery_config
 from kernel.tasks.celeryapp import get_celery
+from kernel.tasks.environ import request_context_args
+from kernel.tasks.environ import request_id_of
 from kernel.tasks.run import TASK_NAME
-from kernel.tasks.run import request_context_args
-from kernel.tasks.run import request_id_of
 from kernel.tasks.store import JobStore
 from kernel.tasks.store import TaskRecord
 from kernel.tasks.tasklogs import bind_log_context
