@@ -22,11 +22,10 @@ from flask import Flask
 from flask import Request
 
 from ..catalog.loader import ModuleLoader
-from ..core.metrics import METHOD_LABELS
-from ..core.metrics import OTHER_METHOD
 from ..core.metrics import UNRESOLVED
 from ..core.metrics import Metrics
 from ..core.metrics import enable
+from ..core.metrics_batch import STARTED
 from ..core.settings import Settings
 
 if t.TYPE_CHECKING:
@@ -81,35 +80,36 @@ class RequestMetrics:
         self.app = app
         self.metrics = metrics
         self.tally = metrics.request_tally(interval)
-        self.running = self.tally.running
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> t.Iterable[bytes]:
         """Answer through the app, then note the answer under its labels."""
         # What the app answered: the request (reachable from the environ only
         # while the app runs) and the status line; labelled once it returns.
-        answer: tuple[Request | None, str] = (None, "500")
+        answer: tuple[Request | None, str] | None = None
 
         def capture(status: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
             nonlocal answer
             answer = (environ.get("werkzeug.request"), status)
             return start_response(status, headers, exc_info)
 
-        # The environ is this request's while it runs: its id names it in flight.
-        request = id(environ)
+        tally = self.tally
+        note = tally.note
+        note(STARTED)
+        if not tally.flushing:
+            tally.start_flushing()
         started = perf_counter()
-        self.running.add(request)
-        if not self.tally.flushing:
-            self.tally.start_flushing()
         try:
             return self.app(environ, capture)
         finally:
             seconds = perf_counter() - started
-            self.running.discard(request)
-            req, status = answer
-            self.tally.note(UNRESOLVED if req is None else route_label(req),
-                            METHOD_LABELS.get(environ.get("REQUEST_METHOD", ""), OTHER_METHOD),
-                            status[:3], seconds)
+            if answer is None or answer[0] is None:
+                note((UNRESOLVED, environ.get("REQUEST_METHOD"),
+                      "500" if answer is None else answer[1], seconds))
+            else:
+                note((route_label(answer[0]), environ.get("REQUEST_METHOD"), answer[1], seconds))
+            if not tally.interval:
+                tally.flush()
 
 
 def flush_interval(settings: Settings) -> float:

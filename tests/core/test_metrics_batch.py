@@ -23,25 +23,23 @@ PROGRAM = """
 import os, sys, time
 from pathlib import Path
 from kernel.core.metrics import enable
+from kernel.core.metrics_batch import STARTED
 
 folder, interval, scenario = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 metrics = enable(folder)
 tally = metrics.request_tally(interval)
-serial = iter(range(1, 10**6))
 
-def answer(seconds=0.001, route="/a/B/c", status="200"):
-    request = next(serial)
-    tally.running.add(request)  # as the web middleware does
+def answer(seconds=0.001, route="/a/B/c", status="200 OK"):
+    tally.note(STARTED)  # as the web middleware does
     if not tally.flushing:
         tally.start_flushing()
-    tally.running.discard(request)
-    tally.note(route, "GET", status, seconds)
+    tally.note((route, "GET", status, seconds))
 
 if scenario == "timings":
     for seconds in (0.001, 0.005, 0.02, 0.3, 0.3, 3.0, 100.0):
         answer(seconds)
-    answer(route="/x/Y/z", status="404")
-    tally.running.add(next(serial))  # still running
+    answer(route="/x/Y/z", status="404 NOT FOUND")
+    tally.note(STARTED)  # still running
     tally.flush()
     sys.stdout.write("flushed\\n"); sys.stdout.flush()
     time.sleep(600)
