@@ -43,6 +43,25 @@ if scenario == "timings":
     tally.flush()
     sys.stdout.write("flushed\\n"); sys.stdout.flush()
     time.sleep(600)
+elif scenario == "threads":
+    import threading
+    sys.setswitchinterval(1e-6)  # threads switch between any two steps of a flush
+    # Eight threads answer at once while the tally flushes every millisecond and
+    # the main thread flushes too: every append lands in exactly one flush.
+    def serve():
+        for _ in range(2000):
+            answer()
+    tally.note(STARTED)  # one request held in flight throughout
+    workers = [threading.Thread(target=serve) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        tally.flush()
+    for worker in workers:
+        worker.join()
+    tally.flush()
+    sys.stdout.write("flushed\\n"); sys.stdout.flush()
+    time.sleep(600)
 elif scenario == "idle":
     for _ in range(5):
         answer()
@@ -121,6 +140,20 @@ def test_a_batch_writes_what_one_write_per_request_would(tmp_path: Path) -> None
     for le, count in expected.items():
         key = ("kernkoa_http_request_duration_seconds_bucket", (("le", le), *route))
         assert found[key] == count, le
+    assert found["kernkoa_http_requests_in_flight", ()] == 1
+
+
+def test_requests_noted_from_many_threads_during_flushes_are_all_written(
+        tmp_path: Path) -> None:
+    process = run(tmp_path, 0.001, "threads")
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "flushed\n"
+        found = read(tmp_path)
+    finally:
+        stop(process)
+    assert requests(tmp_path) == 8 * 2000
+    assert found["kernkoa_http_request_duration_seconds_count", (("route", "/a/B/c"),)] == 16000
+    # Every thread's requests started and ended: only the held one is in flight.
     assert found["kernkoa_http_requests_in_flight", ()] == 1
 
 
