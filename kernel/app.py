@@ -43,8 +43,9 @@ from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
 from .web.hooks import add_before_request
 from .web.limits import install_limits
+from .web.metrics import count_requests
 from .web.metrics import enable_web_metrics
-from .web.metrics import install_metrics
+from .web.metrics import watch_loader
 from .web.proxies import install_trusted_proxies
 from .web.sessions import CachedSecureCookieSessionInterface
 from .web.state import install_state
@@ -109,11 +110,13 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
     if app.config["TRUSTED_HOSTS"]:
         add_before_request(app, refuse_untrusted_host)
     install_limits(app, settings)
+    if metrics is not None:  # before any WSGI middleware: it replaces the callable
+        count_requests(app, metrics, settings)
     install_addons(app, settings)
     install_auth(app, settings)
     install_trusted_proxies(app, settings)
-    if metrics is not None:  # last: it times everything above
-        install_metrics(app, metrics, loader, settings)
+    if metrics is not None:
+        watch_loader(loader, metrics)
     _warn_about_shadowed_controllers(router.root, reserved)
     return app
 

@@ -113,7 +113,7 @@ class Metrics:
         ``interval`` seconds; made by the first call, as the families are."""
         if self._tally is None:
             self._tally = RequestTally(self.http_requests, self.http_duration,
-                                       self.http_in_flight, interval)
+                                       self.http_in_flight, interval, method_label)
         return self._tally
 
     def flush(self) -> None:

@@ -4,11 +4,11 @@ In multiprocess mode every value ``prometheus_client`` writes takes the
 library's lock, asks the system for the pid (to notice a fork) and writes the
 process's memory-mapped file. A request counted the plain way makes five such
 writes (in flight up and down, its counter, its histogram's sum and bucket):
-16-25 % of a controller GET. Here a request adds itself to the set of requests
-in flight and takes itself out (``set`` operations are atomic), then adds its
-answer to plain dictionaries under a lock of this tally; a daemon thread of the
-process takes the dictionaries every ``interval`` seconds and writes each
-changed value once.
+16-25 % of a controller GET. Here a request only appends two notes to a list
+of the process (``list.append`` is atomic): one when it starts, one with its
+answer when it ends. A daemon thread of the process takes the list every
+``interval`` seconds, counts its notes by label and writes each changed value
+once; the in-flight gauge is the requests started minus those answered.
 
 What Prometheus reads is exact but late by at most ``interval`` (plus the time
 of one flush): nothing is dropped, and nothing waits for a next request, an
@@ -39,9 +39,12 @@ import os
 import threading
 import time
 import typing as t
+from collections import Counter
+from itertools import repeat
+from operator import itemgetter
 
 if t.TYPE_CHECKING:
-    from prometheus_client import Counter
+    from prometheus_client import Counter as CounterMetric
     from prometheus_client import Gauge
     from prometheus_client import Histogram
 
@@ -49,6 +52,17 @@ log = logging.getLogger(__name__)
 
 #: The labels a request is counted under: route, method, status.
 Labels = tuple[str, str, str]
+#: What a request notes when it is answered: its route label, its method as
+#: sent, its status line, its seconds (method and status become labels when
+#: written, in the flushing thread).
+Answer = tuple[str, str | None, str, float]
+
+#: What a request notes when it starts.
+STARTED = None
+
+_ROUTE_METHOD_STATUS = itemgetter(0, 1, 2)
+_ROUTE = itemgetter(0)
+_SECONDS = itemgetter(3)
 
 
 class RequestTally:
@@ -58,34 +72,35 @@ class RequestTally:
     :param durations: the histogram by ``route``.
     :param in_flight: the gauge of requests being answered (``livesum``).
     :param interval: the most seconds between two flushes; ``0``: flush at once.
+    :param method_label: the ``method`` label of a method as a client sent it.
     """
 
-    def __init__(self, requests: Counter, durations: Histogram, in_flight: Gauge,
-                 interval: float) -> None:
+    def __init__(self, requests: CounterMetric, durations: Histogram, in_flight: Gauge,
+                 interval: float, method_label: t.Callable[[str], str]) -> None:
         self.requests = requests
         self.durations = durations
         self.in_flight = in_flight
+        self.method_label = method_label
         # Anything but a finite positive number (0, nan, inf): write at once.
         self.interval = interval if 0 < interval < math.inf else 0.0
         # The histogram's upper bounds, +Inf last, as its buckets are ordered.
         self._bounds: list[float] = list(durations._upper_bounds)
         self._counters: dict[Labels, t.Any] = {}
         self._timers: dict[str, t.Any] = {}
-        #: Numbers naming the requests in flight (unique while they run); a
-        #: request adds and discards its own (``set`` operations are atomic).
-        self.running: set[int] = set()
+        self._notes: list[Answer | None] = []
+        #: Notes :data:`STARTED` when a request starts, its :data:`Answer` when it
+        #: ends: one ``list.append``, atomic, with no lock (the list is never
+        #: replaced, so this stays the process's).
+        self.note = self._notes.append
         self._forget()
         os.register_at_fork(after_in_child=self._forget)
         atexit.register(self.flush)
 
     def _forget(self) -> None:
         """Start empty: in a new tally, or in a forked child (the parent writes its own)."""
-        # Requests noted since the last flush, by labels; by route: the sum of
-        # their seconds, then their count in each bucket.
-        self._counts: dict[Labels, int] = {}
-        self._timings: dict[str, list[float]] = {}
-        self._noting = threading.Lock()
-        self.running.clear()  # in place: the middleware holds this set
+        self._notes.clear()  # in place: the middleware holds its append
+        # Requests started minus requests answered, up to the last flush.
+        self._in_flight = 0
         self._written_in_flight = 0
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -106,21 +121,6 @@ class RequestTally:
                 thread.start()
                 self.flushing = True
 
-    def note(self, route: str, method: str, status: str, seconds: float) -> None:
-        """Note one answered request (its caller took it out of :attr:`running`)."""
-        key = (route, method, status)
-        bucket = bisect.bisect_left(self._bounds, seconds) + 1
-        with self._noting:
-            counts = self._counts
-            counts[key] = counts.get(key, 0) + 1
-            timing = self._timings.get(route)
-            if timing is None:
-                timing = self._timings[route] = [0.0] * (len(self._bounds) + 1)
-            timing[0] += seconds
-            timing[bucket] += 1
-        if not self.interval:
-            self.flush()
-
     def _flush_every_interval(self) -> None:
         while True:
             time.sleep(self.interval)
@@ -132,32 +132,51 @@ class RequestTally:
     def flush(self) -> None:
         """Write what was noted since the last flush: one write per changed value."""
         with self._flush_lock:
-            with self._noting:
-                counts, timings = self._counts, self._timings
-                self._counts, self._timings = {}, {}
-            for key, count in counts.items():
-                self._counter(key).inc(count)
-            for route, timing in timings.items():
-                self._write_timings(route, timing)
-            in_flight = len(self.running)
-            if in_flight != self._written_in_flight:
-                self.in_flight.set(in_flight)
-                self._written_in_flight = in_flight
+            notes = self._notes
+            taken = notes[:]
+            # Requests append at the end meanwhile: only the copied notes go
+            # (both steps are atomic, as the appends are).
+            del notes[:len(taken)]
+            answers: list[Answer] = list(filter(None, taken))
+            self._in_flight += len(taken) - 2 * len(answers)
+            if answers:
+                self._write_counts(answers)
+                self._write_timings(answers)
+            if self._in_flight != self._written_in_flight:
+                self.in_flight.set(self._in_flight)
+                self._written_in_flight = self._in_flight
 
-    def _counter(self, key: Labels) -> t.Any:
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.requests.labels(*key)
-        return counter
+    def _write_counts(self, answers: list[Answer]) -> None:
+        # Counted by what the requests sent (in C), then by label: few keys.
+        counts: dict[Labels, int] = {}
+        for (route, method, status), count in Counter(
+                map(_ROUTE_METHOD_STATUS, answers)).items():
+            key = (route, self.method_label(method or ""), status[:3])
+            counts[key] = counts.get(key, 0) + count
+        for key, count in counts.items():
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.requests.labels(*key)
+            counter.inc(count)
 
-    def _write_timings(self, route: str, timing: list[float]) -> None:
-        timer = self._timers.get(route)
-        if timer is None:
-            timer = self._timers[route] = self.durations.labels(route)
+    def _write_timings(self, answers: list[Answer]) -> None:
+        routes = list(map(_ROUTE, answers))
+        seconds = list(map(_SECONDS, answers))
+        sums: dict[str, float] = {}
+        for route, spent in zip(routes, seconds, strict=True):
+            sums[route] = sums.get(route, 0.0) + spent
         # A histogram has no public way to add many observations at once; its
         # values are what ``observe`` writes, once per bucket instead of once per
         # request (tests/core/test_metrics_batch.py holds the two equal).
-        timer._sum.inc(timing[0])
-        for index, count in enumerate(timing[1:]):
-            if count:
-                timer._buckets[index].inc(count)
+        for route, spent in sums.items():
+            self._timer(route)._sum.inc(spent)
+        buckets = Counter(zip(routes, map(bisect.bisect_left, repeat(self._bounds), seconds),
+                              strict=True))
+        for (route, bucket), count in buckets.items():
+            self._timer(route)._buckets[bucket].inc(count)
+
+    def _timer(self, route: str) -> t.Any:
+        timer = self._timers.get(route)
+        if timer is None:
+            timer = self._timers[route] = self.durations.labels(route)
+        return timer

@@ -31,6 +31,7 @@ from __future__ import annotations
 import typing as t
 from contextvars import Token
 from functools import partial
+from time import perf_counter
 
 from flask import Flask
 from flask import Request
@@ -40,9 +41,13 @@ from flask.ctx import _sentinel
 from werkzeug.routing import MapAdapter
 
 from ..core.logs import REQUEST_ID
+from ..core.metrics import UNRESOLVED
+from ..core.metrics_batch import STARTED
+from ..core.metrics_batch import RequestTally
 from .fastmatch import CatchAllShortcut
 from .fastmatch import VersionedMap
 from .formbody import KernKoaRequest
+from .metrics import route_label
 from .requestid import HEADER as REQUEST_ID_HEADER
 from .requestid import request_id_of
 
@@ -138,6 +143,9 @@ class KernKoaFlask(Flask):
     #: Set by the app factory once the catch-all rule exists.
     catch_all_shortcut: CatchAllShortcut | None = None
 
+    #: Where :meth:`counted_wsgi_app` notes each request (``METRICS`` on).
+    request_tally: RequestTally | None = None
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         self._sync_functions: dict[t.Callable[..., t.Any], t.Callable[..., t.Any]] = {}
@@ -171,6 +179,54 @@ class KernKoaFlask(Flask):
             return start_response(status, headers, exc_info)
 
         return super().wsgi_app(environ, start_with_request_id)
+
+    def count_requests(self, tally: RequestTally) -> None:
+        """Answer through :meth:`counted_wsgi_app` from now on, noting in ``tally``.
+        Called before anything wraps :meth:`wsgi_app` (trusted proxies, add-ons):
+        a wrapper keeps the callable it wrapped."""
+        if getattr(self.wsgi_app, "__func__", None) is not KernKoaFlask.wsgi_app:
+            raise RuntimeError("count_requests must come before any WSGI middleware")
+        self.request_tally = tally
+        self.wsgi_app = self.counted_wsgi_app  # type: ignore[method-assign]
+
+    def counted_wsgi_app(self, environ: dict[str, t.Any],
+                         start_response: t.Callable[..., t.Any]) -> t.Any:
+        """:meth:`wsgi_app`, noting each request in :attr:`request_tally`: in
+        flight while it runs, then its route, method, status and seconds. The
+        one ``start_response`` wrapper sends the id and keeps the answer (a
+        second wrapper per request cost as much as the rest of the counting)."""
+        tally = t.cast(RequestTally, self.request_tally)
+        note = tally.note
+        note(STARTED)
+        if not tally.flushing:
+            tally.start_flushing()
+        started = perf_counter()
+        request_id = request_id_of(environ)
+        # The request (reachable from the environ only while the app runs) and
+        # the status line; labelled once the app returns.
+        answer: tuple[Request | None, str] | None = None
+
+        def start_counted(status: str, headers: list[tuple[str, str]],
+                          exc_info: t.Any = None) -> t.Any:
+            nonlocal answer
+            answer = (environ.get("werkzeug.request"), status)
+            # As in wsgi_app: the kernel's id replaces any a view set.
+            headers[:] = [h for h in headers if h[0].lower() != _REQUEST_ID_NAME]
+            headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return Flask.wsgi_app(self, environ, start_counted)
+        finally:
+            seconds = perf_counter() - started
+            if answer is None:  # the app raised before answering
+                note((UNRESOLVED, environ.get("REQUEST_METHOD"), "500", seconds))
+            else:
+                request, status = answer
+                note((UNRESOLVED if request is None else route_label(request),
+                      environ.get("REQUEST_METHOD"), status, seconds))
+            if not tally.interval:
+                tally.flush()
 
     def ensure_sync(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
         """Flask's ``ensure_sync``, its answer remembered for plain functions."""

@@ -1,9 +1,10 @@
-"""Counting requests for ``/_kernkoa/metrics`` (``METRICS``), as WSGI middleware.
+"""Counting requests for ``/_kernkoa/metrics`` (``METRICS``).
 
 Installed only when ``METRICS`` is on, so an app without metrics runs no code
-of this module per request. The middleware wraps the whole app (proxies,
-hooks, error handlers), so a refused request is counted and timed like any
-other. Labels are bounded whatever the URLs: the route is the template the
+of this per request: the app's WSGI callable becomes
+:meth:`~kernel.web.flaskapp.KernKoaFlask.counted_wsgi_app`, which times all
+Flask does (hooks, error handlers), so a refused request is counted and timed
+like any other. Labels are bounded whatever the URLs: the route is the template the
 catalog resolved (``/shop/cart/Cart/show``, never its arguments), the rule of
 a kernel view (``/status/<task_id>``, ``/_kernkoa/health``), or
 ``<unresolved>`` for everything else; the method is one of the known ones or
@@ -16,23 +17,17 @@ import logging
 import os
 import typing as t
 from pathlib import Path
-from time import perf_counter
 
-from flask import Flask
 from flask import Request
 
 from ..catalog.loader import ModuleLoader
-from ..core.metrics import METHOD_LABELS
-from ..core.metrics import OTHER_METHOD
 from ..core.metrics import UNRESOLVED
 from ..core.metrics import Metrics
 from ..core.metrics import enable
 from ..core.settings import Settings
 
 if t.TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse
-    from _typeshed.wsgi import WSGIApplication
-    from _typeshed.wsgi import WSGIEnvironment
+    from .flaskapp import KernKoaFlask
 
 try:  # only inside a uWSGI process
     import uwsgi
@@ -73,45 +68,6 @@ def route_label(req: Request) -> str:
     return t.cast(str, resolved[1].route)
 
 
-class RequestMetrics:
-    """WSGI middleware: in-flight gauge, count and duration of every request,
-    noted in the process's :class:`~kernel.core.metrics_batch.RequestTally`."""
-
-    def __init__(self, app: WSGIApplication, metrics: Metrics, interval: float) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.tally = metrics.request_tally(interval)
-        self.running = self.tally.running
-
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> t.Iterable[bytes]:
-        """Answer through the app, then note the answer under its labels."""
-        # What the app answered: the request (reachable from the environ only
-        # while the app runs) and the status line; labelled once it returns.
-        answer: tuple[Request | None, str] = (None, "500")
-
-        def capture(status: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
-            nonlocal answer
-            answer = (environ.get("werkzeug.request"), status)
-            return start_response(status, headers, exc_info)
-
-        # The environ is this request's while it runs: its id names it in flight.
-        request = id(environ)
-        started = perf_counter()
-        self.running.add(request)
-        if not self.tally.flushing:
-            self.tally.start_flushing()
-        try:
-            return self.app(environ, capture)
-        finally:
-            seconds = perf_counter() - started
-            self.running.discard(request)
-            req, status = answer
-            self.tally.note(UNRESOLVED if req is None else route_label(req),
-                            METHOD_LABELS.get(environ.get("REQUEST_METHOD", ""), OTHER_METHOD),
-                            status[:3], seconds)
-
-
 def flush_interval(settings: Settings) -> float:
     """Seconds between two writes of a process's request counts: ``METRICS_FLUSH_SECONDS``,
     or 0 (every request writes) in a uWSGI process whose threads cannot run
@@ -141,12 +97,10 @@ def enable_web_metrics(settings: Settings) -> Metrics:
     return enable(web_folder(settings), server_start())
 
 
-def install_metrics(app: Flask, metrics: Metrics, loader: ModuleLoader,
-                    settings: Settings) -> None:
-    """Count ``app``'s requests and ``loader``'s reloads in ``metrics``."""
-    watch_loader(loader, metrics)
-    app.wsgi_app = RequestMetrics(  # type: ignore[method-assign]
-        app.wsgi_app, metrics, flush_interval(settings))
+def count_requests(app: KernKoaFlask, metrics: Metrics, settings: Settings) -> None:
+    """Count ``app``'s requests in ``metrics``
+    (:meth:`~kernel.web.flaskapp.KernKoaFlask.count_requests`)."""
+    app.count_requests(metrics.request_tally(flush_interval(settings)))
 
 
 def watch_loader(loader: ModuleLoader, metrics: Metrics) -> None:

@@ -23,25 +23,42 @@ PROGRAM = """
 import os, sys, time
 from pathlib import Path
 from kernel.core.metrics import enable
+from kernel.core.metrics_batch import STARTED
 
 folder, interval, scenario = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 metrics = enable(folder)
 tally = metrics.request_tally(interval)
-serial = iter(range(1, 10**6))
 
-def answer(seconds=0.001, route="/a/B/c", status="200"):
-    request = next(serial)
-    tally.running.add(request)  # as the web middleware does
+def answer(seconds=0.001, route="/a/B/c", status="200 OK"):
+    tally.note(STARTED)  # as the web middleware does
     if not tally.flushing:
         tally.start_flushing()
-    tally.running.discard(request)
-    tally.note(route, "GET", status, seconds)
+    tally.note((route, "GET", status, seconds))
 
 if scenario == "timings":
     for seconds in (0.001, 0.005, 0.02, 0.3, 0.3, 3.0, 100.0):
         answer(seconds)
-    answer(route="/x/Y/z", status="404")
-    tally.running.add(next(serial))  # still running
+    answer(route="/x/Y/z", status="404 NOT FOUND")
+    tally.note(STARTED)  # still running
+    tally.flush()
+    sys.stdout.write("flushed\\n"); sys.stdout.flush()
+    time.sleep(600)
+elif scenario == "threads":
+    import threading
+    sys.setswitchinterval(1e-6)  # threads switch between any two steps of a flush
+    # Eight threads answer at once while the tally flushes every millisecond and
+    # the main thread flushes too: every append lands in exactly one flush.
+    def serve():
+        for _ in range(2000):
+            answer()
+    tally.note(STARTED)  # one request held in flight throughout
+    workers = [threading.Thread(target=serve) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        tally.flush()
+    for worker in workers:
+        worker.join()
     tally.flush()
     sys.stdout.write("flushed\\n"); sys.stdout.flush()
     time.sleep(600)
@@ -123,6 +140,20 @@ def test_a_batch_writes_what_one_write_per_request_would(tmp_path: Path) -> None
     for le, count in expected.items():
         key = ("kernkoa_http_request_duration_seconds_bucket", (("le", le), *route))
         assert found[key] == count, le
+    assert found["kernkoa_http_requests_in_flight", ()] == 1
+
+
+def test_requests_noted_from_many_threads_during_flushes_are_all_written(
+        tmp_path: Path) -> None:
+    process = run(tmp_path, 0.001, "threads")
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "flushed\n"
+        found = read(tmp_path)
+    finally:
+        stop(process)
+    assert requests(tmp_path) == 8 * 2000
+    assert found["kernkoa_http_request_duration_seconds_count", (("route", "/a/B/c"),)] == 16000
+    # Every thread's requests started and ended: only the held one is in flight.
     assert found["kernkoa_http_requests_in_flight", ()] == 1
 
 

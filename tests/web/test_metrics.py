@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import create_environ
 
-from kernel.web.metrics import RequestMetrics
+from kernel.web.flaskapp import KernKoaFlask
 from kernel.web.metrics import threads_enabled
 from tests.support.auth import KEY
 from tests.support.auth import bearer
@@ -215,7 +215,8 @@ def test_off_there_is_no_endpoint_and_no_hook(
     tree.write("shop.py", SHOP)
     app = make_app()
     assert app.test_client().get("/_kernkoa/metrics").status_code == 404
-    assert not isinstance(app.wsgi_app, RequestMetrics)
+    assert app.wsgi_app.__func__ is KernKoaFlask.wsgi_app  # type: ignore[attr-defined]
+    assert app.request_tally is None  # type: ignore[attr-defined]
     assert not app.teardown_request_funcs
 
 
