@@ -151,6 +151,16 @@ class RequestFields:
         form, body = self._parse_body()
         return (body if isinstance(body, dict) else _NO_FIELDS), form, query
 
+    def json_object_fields(self) -> dict[str, t.Any] | None:
+        """The JSON (or CBOR) object body when its keys are the request's only
+        fields: no query string, and a body that is an object (so no form and
+        no files); else ``None``. The body is read and checked as by
+        :meth:`sources`."""
+        if not self.has_body or self.request.environ.get("QUERY_STRING"):
+            return None
+        body = self._parse_body()[1]
+        return body if isinstance(body, dict) else None
+
     def lookup(self, name: str) -> tuple[str, t.Any] | None:
         """The winning source of field ``name`` and its value there.
 
