@@ -29,6 +29,7 @@ from ..core.errors import ParameterError
 from ..core.errors import RouteNotFound
 from ..core.errors import UnsupportedBody
 from .conversion import Converter
+from .conversion import JsonConversion
 from .conversion import converter_for
 
 if t.TYPE_CHECKING:
@@ -189,15 +190,16 @@ class Binder:
         #: fields (a file, an image, a webhook's payload) is its own to read
         #: (``request.get_data()``); fields sent to it are still refused.
         self.takes_no_fields = not self.slots and not self._open
-        #: ``(name, converter, required)`` of every slot when a JSON object body
+        #: ``(name, JSON conversion, required)`` of every slot when a JSON object body
         #: alone can bind the method (named fields only: no ``params``,
         #: ``**kwargs``, ``*args``, files or positional-only parameters): such a
         #: request is bound by :meth:`_bind_json_object`, with the same checks
         #: as the general path, in one pass. ``None`` otherwise.
-        self._json_plan: tuple[tuple[str, Converter, bool], ...] | None = None
+        self._json_plan: tuple[tuple[str, JsonConversion, bool], ...] | None = None
         if self.slots and not self._open and not self._by_position and not any(
                 s.converter.wants_file for s in self.slots):
-            self._json_plan = tuple((s.name, s.converter, s.required) for s in self.slots)
+            self._json_plan = tuple((s.name, s.converter.for_json(), s.required)
+                                    for s in self.slots)
 
     @property
     def requires_upload(self) -> bool:
@@ -266,7 +268,7 @@ class Binder:
             raise ParameterError(errors)
         return self._arrange(values, path_args, extra_kwargs)
 
-    def _bind_json_object(self, plan: tuple[tuple[str, Converter, bool], ...],
+    def _bind_json_object(self, plan: tuple[tuple[str, JsonConversion, bool], ...],
                           body: dict[str, t.Any]) -> dict[str, t.Any]:
         """The keyword arguments from a JSON object body that holds every field
         of the call: what :meth:`bind` gives for it, the same errors in the
@@ -280,7 +282,7 @@ class Binder:
         for name, converter, required in plan:
             if name in body:
                 try:
-                    values[name] = converter("json", body[name])
+                    values[name] = converter(body[name])
                 except ConversionError as error:
                     errors.append({"name": name, "source": "json", "message": str(error)})
             elif required:

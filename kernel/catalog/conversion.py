@@ -22,6 +22,7 @@ objects that convert, so the OpenAPI document cannot drift from the binder.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -264,6 +265,10 @@ def _scalar(annotation: t.Any) -> Scalar:
     return found.with_rules(rules)
 
 
+#: Converts one field's JSON value into its argument (raises ConversionError).
+JsonConversion = t.Callable[[t.Any], t.Any]
+
+
 @dataclass(frozen=True)
 class Converter:
     """How to turn a field's value(s) into one parameter's argument."""
@@ -314,6 +319,15 @@ class Converter:
             value = [self._item(v, text, i) for i, v in enumerate(values)]
         self.rules.check(value)
         return value
+
+    def for_json(self) -> JsonConversion:
+        """What converts a JSON value of this parameter: ``self("json", value)``,
+        or the bare conversion itself when that is all it does (a single value,
+        neither optional nor ruled: one call per field instead of two)."""
+        bare = self._bare_json
+        if bare is not None and not self.optional:
+            return bare
+        return functools.partial(self, "json")
 
     def _item(self, value: t.Any, text: bool, index: int) -> t.Any:
         try:

@@ -66,7 +66,9 @@ class RequestFields:
         #: Whether the request carries a body at all (every binding asks, most
         #: more than once: told once, from the environ as Werkzeug reads it,
         #: chunked meaning length ``None``, without building the header object).
-        self.has_body = _carries_body(request.environ)
+        environ = request.environ
+        self.has_body = bool(environ.get("CONTENT_LENGTH") or "HTTP_TRANSFER_ENCODING" in environ
+                             ) and (bool(get_content_length(environ)) or is_chunked(environ))
 
     @property
     def query(self) -> MultiDict[str, str]:
@@ -235,12 +237,6 @@ class RequestFields:
     def _settings(self) -> Settings:
         # The limits of the app serving the request (config.py's outside one).
         return self._limits or current_settings()
-
-
-def _carries_body(environ: dict[str, t.Any]) -> bool:
-    if not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ:
-        return False  # the usual bodiless request
-    return bool(get_content_length(environ)) or is_chunked(environ)
 
 
 def _refuse_lone_surrogates(body: t.Any) -> None:
