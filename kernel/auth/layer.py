@@ -52,11 +52,11 @@ from ..catalog.access import AUTHENTICATED
 from ..catalog.access import DENIED
 from ..catalog.access import KERNEL_PAGE
 from ..catalog.access import ROUTE_OF_PATH
+from ..catalog.access import VIEW_ACCESS_ATTR
 from ..catalog.access import AccessRule
 from ..catalog.access import RouteOfTask
 from ..catalog.access import default_rule
-from ..catalog.access import rule_for
-from ..catalog.access import view_access
+from ..catalog.exposure import Endpoint
 from ..core.errors import AccessUndecidable
 from ..core.errors import AuthConfigError
 from ..core.errors import AuthenticationRequired
@@ -135,7 +135,11 @@ class AuthLayer:
         when the caller already holds it), as its view declares."""
         if req is None:
             req = request._get_current_object()  # type: ignore[attr-defined]
-        declared = view_access(self.views.get(req.endpoint)) if req.endpoint else None
+        rule = req.url_rule
+        endpoint = rule.endpoint if rule is not None else None
+        # view_access's lookup, inlined: it runs on every request.
+        declared = getattr(self.views.get(endpoint), VIEW_ACCESS_ATTR, None) \
+            if endpoint else None
         if declared is ROUTE_OF_PATH:
             return self._route_rule(req, (req.view_args or {}).get("path", ""))
         if isinstance(declared, RouteOfTask):
@@ -156,7 +160,14 @@ class AuthLayer:
             # under this rule. The default rule decides only between that
             # answer and a 401, so anonymous callers cannot map a closed site.
             return self._default
-        return rule_for(endpoint, self.auth_default)
+        declared = endpoint.access  # rule_for, with the default made once
+        return self._default if declared is None else declared
+
+    def _rule_of(self, endpoint: Endpoint) -> AccessRule:
+        # rule_for with this app's default rule, made once (per request it
+        # would be made again from AUTH_DEFAULT).
+        declared = endpoint.access
+        return self._default if declared is None else declared
 
     def _task_rule(self, declared: RouteOfTask, task_id: str) -> AccessRule:
         # A store that cannot be read raises BrokerUnavailable (503): no guess.
@@ -178,7 +189,7 @@ class AuthLayer:
             _, endpoint = self.state.catalog.resolve(route)
         except KernelError:
             return None
-        return rule_for(endpoint, self.auth_default)
+        return self._rule_of(endpoint)
 
     def check(self, req: Request) -> None:
         """The ``before_request`` step: let ``req`` go on, or raise 401/403.
@@ -192,7 +203,7 @@ class AuthLayer:
             g.identity = None
         if rule.public:
             return
-        identity = self.authenticate()
+        identity = self.authenticate() if self.schemes else None
         if identity is not None:
             g.identity = identity
         if not rule.required:

@@ -29,6 +29,7 @@ from ..core.errors import ParameterError
 from ..core.errors import RouteNotFound
 from ..core.errors import UnsupportedBody
 from .conversion import Converter
+from .conversion import JsonConversion
 from .conversion import converter_for
 
 if t.TYPE_CHECKING:
@@ -72,6 +73,10 @@ class FieldSource(t.Protocol):
 
     def sources(self) -> tuple[dict[str, t.Any], MultiDict[str, t.Any], MultiDict[str, str]]:
         """The JSON fields, the form fields and the query fields."""
+
+    def json_object_fields(self) -> dict[str, t.Any] | None:
+        """The body's JSON object when its keys are the call's only fields (no
+        query string, no form, no files), else ``None``."""
 
     def body_field_names(self) -> set[str]:
         """The names of the fields the body holds."""
@@ -185,6 +190,16 @@ class Binder:
         #: fields (a file, an image, a webhook's payload) is its own to read
         #: (``request.get_data()``); fields sent to it are still refused.
         self.takes_no_fields = not self.slots and not self._open
+        #: ``(name, JSON conversion, required)`` of every slot when a JSON object body
+        #: alone can bind the method (named fields only: no ``params``,
+        #: ``**kwargs``, ``*args``, files or positional-only parameters): such a
+        #: request is bound by :meth:`_bind_json_object`, with the same checks
+        #: as the general path, in one pass. ``None`` otherwise.
+        self._json_plan: tuple[tuple[str, JsonConversion, bool], ...] | None = None
+        if self.slots and not self._open and not self._by_position and not any(
+                s.converter.wants_file for s in self.slots):
+            self._json_plan = tuple((s.name, s.converter.for_json(), s.required)
+                                    for s in self.slots)
 
     @property
     def requires_upload(self) -> bool:
@@ -207,6 +222,11 @@ class Binder:
         if self._takes_nothing and not path_args and not fields.has_body:
             # Nothing to bind and no body whose fields would be refused.
             return [], {}
+        plan = self._json_plan
+        if plan is not None and not path_args:
+            body = fields.json_object_fields()
+            if body is not None:
+                return [], self._bind_json_object(plan, body)
         limit = self.max_path_args
         if limit is not None and len(path_args) > limit:
             raise RouteNotFound(detail=f"the method takes {limit} path argument(s)")
@@ -247,6 +267,35 @@ class Binder:
         if errors:
             raise ParameterError(errors)
         return self._arrange(values, path_args, extra_kwargs)
+
+    def _bind_json_object(self, plan: tuple[tuple[str, JsonConversion, bool], ...],
+                          body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """The keyword arguments from a JSON object body that holds every field
+        of the call: what :meth:`bind` gives for it, the same errors in the
+        same order (the body's media type and type need no check: it is an
+        object of a type fields are read from).
+
+        :raises ParameterError: when fields are missing, unconvertible or unexpected.
+        """
+        values: dict[str, t.Any] = {}
+        errors: list[dict[str, str]] = []
+        for name, converter, required in plan:
+            if name in body:
+                try:
+                    values[name] = converter(body[name])
+                except ConversionError as error:
+                    errors.append({"name": name, "source": "json", "message": str(error)})
+            elif required:
+                errors.append({"name": name, "source": "request",
+                               "message": "this field is required"})
+        # A keys view compares with the set without building one.
+        if not body.keys() <= self._declared:
+            for name in sorted(body.keys() - self._declared):
+                errors.append({"name": name, "source": "body",
+                               "message": "the method takes no such field"})
+        if errors:
+            raise ParameterError(errors)
+        return values
 
     @staticmethod
     def _convert(slot: Slot, source: str, raw: t.Any, errors: list[dict[str, str]]) -> t.Any:

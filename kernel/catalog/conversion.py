@@ -22,6 +22,7 @@ objects that convert, so the OpenAPI document cannot drift from the binder.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -264,6 +265,10 @@ def _scalar(annotation: t.Any) -> Scalar:
     return found.with_rules(rules)
 
 
+#: Converts one field's JSON value into its argument (raises ConversionError).
+JsonConversion = t.Callable[[t.Any], t.Any]
+
+
 @dataclass(frozen=True)
 class Converter:
     """How to turn a field's value(s) into one parameter's argument."""
@@ -280,9 +285,16 @@ class Converter:
     rules: Rules = NO_RULES
     #: Whether the parameter takes uploaded files (read per field per request).
     wants_file: bool = field(init=False)
+    #: The JSON conversion of a single value with no rule to check, or ``None``:
+    #: what :meth:`__call__` does for such a value, without the rule checks
+    #: that would find nothing (told once: every JSON field asks).
+    _bare_json: t.Callable[[t.Any], t.Any] | None = field(init=False, repr=False,
+                                                           compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wants_file", self.item.from_text is _file)
+        bare = not self.many and not self.item.rules and not self.rules
+        object.__setattr__(self, "_bare_json", self.item.from_json if bare else None)
 
     def __call__(self, source: str, raw: t.Any) -> t.Any:
         """Convert a value as :meth:`RequestFields.lookup` returns it: the JSON
@@ -295,6 +307,9 @@ class Converter:
         else:
             if raw is None and self.optional:
                 return None
+            bare = self._bare_json
+            if bare is not None:
+                return bare(raw)
             if self.many and not isinstance(raw, list):
                 raise ConversionError(f"expected a list, got {_show_json(raw)}")
             values = raw if self.many else [raw]
@@ -304,6 +319,15 @@ class Converter:
             value = [self._item(v, text, i) for i, v in enumerate(values)]
         self.rules.check(value)
         return value
+
+    def for_json(self) -> JsonConversion:
+        """What converts a JSON value of this parameter: ``self("json", value)``,
+        or the bare conversion itself when that is all it does (a single value,
+        neither optional nor ruled: one call per field instead of two)."""
+        bare = self._bare_json
+        if bare is not None and not self.optional:
+            return bare
+        return functools.partial(self, "json")
 
     def _item(self, value: t.Any, text: bool, index: int) -> t.Any:
         try:

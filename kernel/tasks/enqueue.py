@@ -24,6 +24,7 @@ import time
 import typing as t
 from pathlib import Path
 
+from flask import Flask
 from flask import Request
 from flask import current_app
 from flask import g
@@ -47,6 +48,7 @@ from ..web.params import Params
 from ..web.params import RequestFields
 from ..web.requestid import HEADER as REQUEST_ID_HEADER
 from ..web.state import current_state
+from ..web.state import state_of
 from .body import valid_task_id
 from .celeryapp import KernKoaCelery
 from .celeryapp import get_celery
@@ -247,16 +249,25 @@ def enqueue(endpoint: Endpoint, route: str, args: list[t.Any],
     return sent_id
 
 
-def signing_secrets() -> tuple[str | bytes, ...]:
-    """The current app's secret keys, the signing one last (Flask's fallbacks first)."""
-    app = current_app
-    return (*(app.config["SECRET_KEY_FALLBACKS"] or ()), t.cast("str | bytes", app.secret_key))
+def signing_secrets(app: Flask | None = None) -> tuple[str | bytes, ...]:
+    """The secret keys of ``app`` (default: the current app), the signing one last
+    (Flask's fallbacks first).
+
+    Read from the config each time: a key set or rotated at run time counts at once.
+    """
+    if app is None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    config = app.config
+    secret: str | bytes = config["SECRET_KEY"]
+    fallbacks = config["SECRET_KEY_FALLBACKS"]
+    return (*fallbacks, secret) if fallbacks else (secret,)
 
 
 def verified_task_id(task_id: str) -> SignedId | None:
     """What the signed ``task_id`` says, or ``None`` when this app did not sign it or
     it is older than its results live (``RESULT_EXPIRES``). Reads no store."""
-    return verify_task_id(signing_secrets(), task_id, current_state().settings.RESULT_EXPIRES)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return verify_task_id(signing_secrets(app), task_id, state_of(app).settings.RESULT_EXPIRES)
 
 
 def known_task_id(task_id: str) -> bool:
@@ -338,8 +349,7 @@ def task_origin(task_id: str) -> TaskOrigin | None:
     """
     if is_signed_form(task_id):
         signed = verified_task_id(task_id)
-        return None if signed is None else TaskOrigin(route=signed.route,
-                                                      recorded=signed.access)
+        return None if signed is None else signed.origin
     if not valid_task_id(task_id):
         return None
     record = read_task_for_request(task_id)

@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import os
 import time
+import types
 import typing as t
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from itsdangerous import TimestampSigner
 from itsdangerous.signer import HMACAlgorithm
 
 from ..catalog.access import AccessRule
+from ..catalog.access import TaskOrigin
 
 #: The salt of the key ids are signed with (derived from the secret key).
 SALT = b"kernkoa.task-id"
@@ -76,9 +78,22 @@ class SignedId:
     #: When the task was enqueued (seconds since the epoch, whole).
     created: float
 
+    @functools.cached_property
+    def origin(self) -> TaskOrigin:
+        """Where the task came from, for the access rule of its views (made once
+        per id: verified ids are cached, and every ``/status`` asks)."""
+        return TaskOrigin(route=self.route, recorded=self.access)
+
+    @functools.cached_property
+    def issued(self) -> t.Mapping[str, t.Any]:
+        """The id as the *issued* marker of old-form ids reads (made once per id,
+        read-only: the cached id is shared by the requests that name it)."""
+        return types.MappingProxyType({"route": self.route, "created": self.created,
+                                       "access": self.access.as_record()})
+
     def as_issued(self) -> dict[str, t.Any]:
-        """The id as the *issued* marker of old-form ids reads."""
-        return {"route": self.route, "created": self.created, "access": self.access.as_record()}
+        """The id as the *issued* marker of old-form ids reads (a new dict)."""
+        return dict(self.issued)
 
 
 def is_signed_form(task_id: str) -> bool:

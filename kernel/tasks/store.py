@@ -49,8 +49,8 @@ class TaskRecord:
     """What the backend holds about one task id."""
 
     #: Where the task came from: what a signed id says, or the marker of an
-    #: old-form id (``None``: never issued or expired).
-    issued: dict[str, t.Any] | None
+    #: old-form id (``None``: never issued or expired). Read-only for a signed id.
+    issued: t.Mapping[str, t.Any] | None
     #: Whether the task was cancelled.
     revoked: bool
     #: Celery's raw result meta (``status``, ``result``), undecoded exceptions.
@@ -184,7 +184,7 @@ class JobStore:
         key = task_id.encode()
         if is_signed_form(task_id):
             signed = describe_task_id(task_id)
-            issued = None if signed is None else signed.as_issued()
+            issued = None if signed is None else signed.issued
             result_key = self.backend.get_key_for_task(task_id)
             if self._guarded() is not None:
                 raw = self.backend.get(result_key)

@@ -31,6 +31,7 @@ import json
 import typing as t
 
 from celery import states
+from flask import Request
 from flask import current_app
 from flask import redirect
 from flask import request
@@ -46,8 +47,10 @@ from ..web.state import current_state
 from .body import status_body
 from .enqueue import cancel_task
 from .enqueue import known_task_id
+from .enqueue import read_task
 from .enqueue import read_task_for_request
 from .events import FINAL_STATES
+from .ids import is_signed_form
 from .page import status_page
 from .store import TaskRecord
 from .waiting import is_settled
@@ -56,32 +59,53 @@ from .waiting import wait_for_task
 from .waiting import wait_seconds
 
 
-def prefers_html() -> bool:
-    """Whether the client would rather have HTML than JSON (a browser)."""
-    if request.args.get("format") == "json":
+def _query_value(req: Request, name: str) -> str | None:
+    """The first value of query field ``name``, or ``None``: without parsing an
+    empty query string, and without the exception ``args.get`` raises and
+    catches inside for a missing field (per request, on every ``/status``)."""
+    if not req.environ.get("QUERY_STRING"):
+        return None
+    args = req.args
+    return args[name] if name in args else None
+
+
+def prefers_html(req: Request | None = None) -> bool:
+    """Whether the client would rather have HTML than JSON (a browser).
+
+    :param req: the request, when the caller holds it (default: the current one).
+    """
+    if req is None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+    if _query_value(req, "format") == "json":
         return False
     # Parsing Accept costs more than the rest of a /status answer, and only
     # a header naming HTML can prefer it (machines mostly send */* or JSON).
-    if "html" not in request.headers.get("Accept", "").lower():
+    if "html" not in req.environ.get("HTTP_ACCEPT", "").lower():
         return False
-    accept = request.accept_mimetypes
+    accept = req.accept_mimetypes
     return accept.best_match(["application/json", "text/html"]) == "text/html" and (
         accept["text/html"] > accept["application/json"]
     )
 
 
-def status_response(body: dict[str, t.Any], status: int = 200) -> Response:
-    """Send a status body: JSON, the HTML page when the client prefers HTML, or CBOR."""
-    if prefers_html():
+def status_response(body: dict[str, t.Any], status: int = 200,
+                    req: Request | None = None) -> Response:
+    """Send a status body: JSON, the HTML page when the client prefers HTML, or CBOR.
+
+    :param req: the request, when the caller holds it (default: the current one).
+    """
+    if req is None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+    if prefers_html(req):
         response = status_page(body, status)
     else:
+        response_class = current_app.response_class
         # json.dumps keeps "status" first with KernKoa's spacing:
         # {"status": "SUCCESS", "data": 10}, byte for byte as clients saw it.
         response = cbor_or_json(
             body, status,
-            lambda: current_app.response_class(json.dumps(body), status=status,
-                                               mimetype="application/json"),
-            _prefers_cbor())
+            lambda: response_class(json.dumps(body), status=status, mimetype="application/json"),
+            _prefers_cbor(req))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -90,20 +114,23 @@ def task_status(task_id: str) -> Response:
     """``GET``/``HEAD``/``DELETE /status/<id>``."""
     if not known_task_id(task_id):
         raise TaskNotFound()
-    # The auth layer read the record for its decision: the same one answers.
-    record = read_task_for_request(task_id)
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    # The auth layer read an old-form id's record for its decision: the same
+    # one answers. A signed id's decision read nothing: its one read is here.
+    record = read_task(task_id) if is_signed_form(task_id) else read_task_for_request(task_id)
     body = status_body(record)
-    wait = request.args.get("wait")
-    if wait is not None and request.method == "GET":
+    method = req.method
+    wait = _query_value(req, "wait")
+    if wait is not None and method == "GET":
         seconds = wait_seconds(wait)  # refused when malformed, settled task or not
         if not is_settled(record) and (waited := _wait(task_id, seconds)) is not None:
             body = status_body(waited)
-    if request.method == "DELETE":
+    if method == "DELETE":
         if body["status"] in FINAL_STATES - {states.REVOKED}:
             raise TaskFinished()
         cancel_task(task_id)
         body = {"status": states.REVOKED}
-    return status_response(body)
+    return status_response(body, req=req)
 
 
 def task_started(task_id: str) -> Response:
@@ -125,9 +152,10 @@ def task_started(task_id: str) -> Response:
     return response
 
 
-def _prefers_cbor() -> bool:
-    return request.args.get("format") != "json" and prefers_cbor(
-        request._get_current_object())  # type: ignore[attr-defined]
+def _prefers_cbor(req: Request | None = None) -> bool:
+    if req is None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+    return _query_value(req, "format") != "json" and prefers_cbor(req)
 
 
 def _json_or_cbor(body: dict[str, t.Any], status: int) -> Response:

@@ -16,6 +16,7 @@ a Flask or Werkzeug ``Response``                passed through
 from __future__ import annotations
 
 import collections.abc as cabc
+import functools
 import typing as t
 
 from flask import Flask
@@ -57,11 +58,12 @@ def to_response(value: t.Any, app: Flask | None = None,
     if isinstance(value, _JSON_TYPES):
         if req is None:
             req = request._get_current_object()  # type: ignore[attr-defined]
-        json = app.json
         # Flask annotates the provider's answer as the sans-IO base class; it
-        # is an instance of app.response_class.
-        return cbor_or_json(value, 200, lambda: t.cast(WerkzeugResponse, json.response(value)),
-                            prefers_cbor(req))
+        # is an instance of app.response_class. A partial, not a lambda: no
+        # Python frame per answer.
+        json_answer: t.Callable[[], WerkzeugResponse] = functools.partial(  # type: ignore[assignment]
+            app.json.response, value)
+        return cbor_or_json(value, 200, json_answer, prefers_cbor(req))
     if isinstance(value, cabc.Iterator):
         return response_class(stream_with_context(value), mimetype="text/html")
     raise TypeError(f"a controller method returned a {type(value).__name__}, which is not a "

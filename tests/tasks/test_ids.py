@@ -213,3 +213,36 @@ def test_an_old_form_id_still_answers_from_its_marker(
     unknown = str(uuid.uuid4())
     assert_error(client.get(f"/status/{unknown}"), 404, "not_found")
     assert json.loads(client.get(f"/status/{task_id}").data)["data"] == 3
+
+
+def test_a_secret_key_changed_at_run_time_counts_at_once(
+        tree: ControllerTree, make_app: t.Callable[..., Flask],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Verified ids are cached, keyed by the keys that verified them: a new key
+    # (a rotation, without a restart) must not find the old answer.
+    app = _app(tree, make_app)
+    task_id = _started(app)
+    client = app.test_client()
+    assert client.get(f"/status/{task_id}").get_json() == {"status": "PENDING"}
+    spy = StoreSpy(app, monkeypatch)
+    app.config["SECRET_KEY"] = "a newer secret key, long enough too"
+    assert_error(client.get(f"/status/{task_id}"), 404, "not_found")
+    assert spy.reads == []
+    app.config["SECRET_KEY_FALLBACKS"] = [SECRET]
+    assert client.get(f"/status/{task_id}").get_json() == {"status": "PENDING"}
+    assert spy.reads == ["get"]
+
+
+def test_what_a_verified_id_says_is_made_once_and_read_only() -> None:
+    task_id = new_task_id(KEYS, ROUTE, AUTHENTICATED)
+    signed = verify_task_id(KEYS, task_id, None)
+    assert signed is not None
+    # Shared by every request naming the id (the cache): one origin, one record.
+    assert signed.origin is signed.origin
+    assert (signed.origin.route, signed.origin.recorded) == (ROUTE, AUTHENTICATED)
+    assert signed.issued is signed.issued
+    with pytest.raises(TypeError):
+        signed.issued["route"] = "/another/route"  # type: ignore[index]
+    assert signed.as_issued() == {"route": ROUTE, "created": signed.created,
+                                  "access": AUTHENTICATED.as_record()}
+    assert signed.as_issued() is not signed.as_issued()
