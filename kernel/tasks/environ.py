@@ -7,7 +7,7 @@ request through Werkzeug's test ``EnvironBuilder``, whose generality (URL
 quoting, header objects, content-type properties) cost about a quarter of a
 trivial task's own time on the worker. :func:`task_environ` writes the same WSGI
 environ directly for a snapshot of the usual shape (a path and root URL that
-quoting leaves alone, no body headers among the headers kept); any other goes
+quoting leaves alone, no body or ``Host`` header among the headers kept); any other goes
 through the builder as before (``tests/tasks/test_task_environ.py`` checks
 the two agree).
 """
@@ -40,8 +40,9 @@ _PORT_MAX = 65535
 #: What Werkzeug's builder leaves unquoted in a form body.
 _FORM_SAFE = "!$'()*,/:;?@"
 
-#: Headers the builder turns into ``CONTENT_TYPE`` and ``CONTENT_LENGTH``.
-_BODY_HEADERS = frozenset({"content-type", "content-length"})
+#: Headers the builder treats apart: it turns the first two into ``CONTENT_TYPE``
+#: and ``CONTENT_LENGTH``, and lets a ``Host`` header replace the base URL's host.
+_BUILDER_HEADERS = frozenset({"content-type", "content-length", "host"})
 
 _REQUEST_ID_NAME = REQUEST_ID_HEADER.lower()
 
@@ -103,7 +104,7 @@ def task_environ(args: dict[str, t.Any],
     scheme, host, script_root = base
     environ: dict[str, t.Any] = {}
     for name, value in args["headers"]:
-        if name.lower() in _BODY_HEADERS:
+        if name.lower() in _BUILDER_HEADERS:
             return None
         key = "HTTP_" + name.upper().replace("-", "_")
         # Repeated headers are joined, as the builder joins them.

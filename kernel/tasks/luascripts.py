@@ -47,9 +47,10 @@ end
 #: of a record of the task's, set when its result is: ``note_with_result``)
 #: that record's hash; ARGV: the value, its expiry in seconds (0: none), then the
 #: note's expiry, number of fields and fields. Returns 1 when written (and
-#: announced, as Celery does). The note is written either way (the run did end).
+#: announced, as Celery does). The note is written either way (the run did end);
+#: an error of its own (a key of another type) costs the note, never the result.
 GUARDED_SET_SCRIPT = _LUA_HELPERS + _LUA_NOTE + """
-if #KEYS > 1 then note(KEYS[2], 3) end
+if #KEYS > 1 then pcall(note, KEYS[2], 3) end
 local status = status_of(KEYS[1])
 if status == 'REVOKED' or status == 'SUCCESS' then
   return 0
@@ -97,13 +98,15 @@ local function list_item(index, hash, first)
   local prefix, expires = ARGV[first + 4], tonumber(ARGV[first + 3])
   local fields = first + 6
   redis.call('HSET', hash, unpack(ARGV, fields, fields + 2 * tonumber(ARGV[first + 5]) - 1))
+  -- At once: a script that fails later keeps what it wrote, and the hash
+  -- must not outlive the results then.
+  if expires > 0 then redis.call('EXPIRE', hash, expires) end
   redis.call('ZADD', index, score, item)
   for _, old in ipairs(redis.call('ZRANGE', index, 0, cut)) do
     redis.call('DEL', prefix .. old)
   end
   redis.call('ZREMRANGEBYRANK', index, 0, cut)
   if expires > 0 then
-    redis.call('EXPIRE', hash, expires)
     redis.call('EXPIRE', index, expires)
     redis.call('ZREMRANGEBYSCORE', index, '-inf', tonumber(score) - expires)
   end

@@ -36,6 +36,8 @@ from .backends import PublishingRedisBackend
 from .environ import request_context_args
 from .environ import request_id_of
 from .environ import task_environ
+from .priorities import HIGHEST
+from .priorities import LOWEST
 from .ratelimit import tasks_per_second
 from .recent import RECENT_PREFIX
 from .recent import TRIGGER_HEADER
@@ -56,9 +58,6 @@ TASK_NAME = "kernkoa.run"
 
 #: State written by :meth:`TaskHandle.progress`.
 PROGRESS = "PROGRESS"
-
-#: Highest ``priority`` of :func:`task_options` (the range Redis and RabbitMQ share).
-MAX_PRIORITY = 9
 
 #: How a ``params`` argument built from the request travels in a message: the
 #: worker rebuilds it from the request snapshot.
@@ -100,8 +99,9 @@ def task_options(
     :param rate_limit: most tasks of this route a worker starts, Celery's form
         (``"10/s"``, ``"100/m"``, ``"1000/h"``, or a number per second), per
         worker process group, whatever other routes do (:mod:`kernel.tasks.ratelimit`).
-    :param priority: the message's priority, 0 (lowest) to 9, for brokers whose
-        queues order by it (RabbitMQ queues with ``x-max-priority``).
+    :param priority: the message's priority, 0 (lowest) to 9: the Redis and embedded
+        brokers take the highest first (:mod:`kernel.tasks.priorities`), as do
+        RabbitMQ queues declared with ``x-max-priority``.
     :param expires: seconds after the trigger past which a task not yet started
         is dropped as ``REVOKED`` instead of run.
     :raises ValueError: for a malformed ``rate_limit``, ``priority`` or ``expires``.
@@ -113,8 +113,8 @@ def task_options(
             raise ValueError(f"rate_limit must be like '10/s', '5/m' or '100/h', "
                              f"not {rate_limit!r}") from None
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 0 <= priority <= MAX_PRIORITY):
-        raise ValueError(f"priority must be an integer from 0 to {MAX_PRIORITY}")
+                                 or not LOWEST <= priority <= HIGHEST):
+        raise ValueError(f"priority must be an integer from {LOWEST} to {HIGHEST}")
     if expires is not None and (isinstance(expires, bool)
                                 or not isinstance(expires, (int, float)) or expires <= 0):
         raise ValueError("expires must be a positive number of seconds")

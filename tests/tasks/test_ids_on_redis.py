@@ -194,21 +194,36 @@ def test_a_broken_index_costs_the_record_never_the_start(
     assert app.test_client().get(f"/status/{task_id}").get_json()["status"] == "STARTED"
 
 
+def _run_by_celery(app: Flask, redis: RedisServer, task_id: str) -> list[str]:
+    """What Redis saw while Celery's tracer ran the queued ``task_id`` and stored its
+    result, as on a worker."""
+    celery = get_celery(app)
+    celery.conf.task_store_eager_result = True
+    [message] = [json.loads(raw) for raw in redis.client().lrange("celery", 0, -1)
+                 if task_id.encode() in raw]
+    _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    monitor = Monitor(redis)
+    celery.tasks[TASK_NAME].apply(
+        kwargs=kwargs, task_id=task_id,
+        headers={TRIGGER_HEADER: message["headers"].get(TRIGGER_HEADER)})
+    return monitor.stop()
+
+
+def test_a_broken_record_costs_the_record_never_the_result(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
+    app = _node(tree, make_app, redis, SECRET)
+    task_id = _started(app)
+    redis.client().set(f"kernkoa-recent-{task_id}", "not a hash")
+    _run_by_celery(app, redis, task_id)
+    assert app.test_client().get(f"/status/{task_id}").get_json()["status"] == "SUCCESS"
+
+
 def test_a_task_run_by_celery_is_two_scripts_its_result_with_the_records_end(
         tree: ControllerTree, make_app: t.Callable[..., Flask], redis: RedisServer) -> None:
     app = _node(tree, make_app, redis, SECRET)
-    celery = get_celery(app)
-    celery.conf.task_store_eager_result = True  # Celery's tracer stores, as on a worker
-    task = celery.tasks[TASK_NAME]
 
     def run(task_id: str) -> list[str]:
-        [message] = [json.loads(raw) for raw in redis.client().lrange("celery", 0, -1)
-                     if task_id.encode() in raw]
-        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-        monitor = Monitor(redis)
-        task.apply(kwargs=kwargs, task_id=task_id,
-                   headers={TRIGGER_HEADER: message["headers"].get(TRIGGER_HEADER)})
-        return monitor.stop()
+        return _run_by_celery(app, redis, task_id)
 
     run(_started(app))  # warm: the scripts are loaded in Redis
     task_id = _started(app)

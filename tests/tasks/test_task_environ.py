@@ -49,7 +49,7 @@ DIRECT = {
     "odd but plain path": _snapshot(path="/a/B/c_celery;v=1:x@y!$&'()*+,="),
 }
 
-#: Snapshots left to the builder (quoting, host normalising or body headers).
+#: Snapshots left to the builder (quoting, host normalising, body or host headers).
 BUILDER = {
     "a path to quote": _snapshot(path="/a/B/é c"),
     "a percent in the path": _snapshot(path="/a/B/%41"),
@@ -63,6 +63,8 @@ BUILDER = {
     "a unicode host": _snapshot(root_url="http://bücher.example/"),
     "a script root to quote": _snapshot(root_url="http://h/a b/"),
     "a content type header": _snapshot(headers=[["Content-Type", "text/plain"]]),
+    # The builder lets a Host header replace the root URL's host.
+    "a host header": _snapshot(headers=[["Host", "other.example"]]),
 }
 
 
