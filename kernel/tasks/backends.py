@@ -60,6 +60,12 @@ _WAITING_NOTE = "kernkoa_waiting_note"
 #: Why a cancelled task's result says it was revoked (``TaskRevokedError``).
 CANCELLED = "cancelled"
 
+
+def _as_bytes(key: bytes | str) -> bytes:
+    """A store key as bytes (Celery passes both kinds)."""
+    return key.encode() if isinstance(key, str) else key
+
+
 @dataclass(frozen=True)
 class Listing:
     """An item of a bounded listing in Redis written with a task's start, in the
@@ -193,16 +199,12 @@ class PublishingRedisBackend(GuardedBackend, RedisBackend):  # type: ignore[misc
         keys: list[t.Any] = [key]
         args: list[t.Any] = [value, int(expires or 0)]
         note = self.__dict__.get(_WAITING_NOTE)
-        if note is not None and self._key(note.result_key) == self._key(key):
+        if note is not None and _as_bytes(note.result_key) == _as_bytes(key):
             keys.append(note.hash)
             args += note.args()
         self._script("kernkoa_set", GUARDED_SET_SCRIPT)(keys=keys, args=args)
         if note is not None and self.__dict__.get(_WAITING_NOTE) is note and keys[1:]:
             del self.__dict__[_WAITING_NOTE]
-
-    @staticmethod
-    def _key(key: bytes | str) -> bytes:
-        return key.encode() if isinstance(key, str) else key
 
     def note_with_result(self, task_id: str, note: Note) -> None:
         """Write ``note`` with the next state stored for ``task_id`` (its result,
@@ -218,8 +220,8 @@ class PublishingRedisBackend(GuardedBackend, RedisBackend):  # type: ignore[misc
         """Write the note still waiting (for ``task_id``: only if it is that
         task's) alone: one script, one round trip."""
         note = self.__dict__.get(_WAITING_NOTE)
-        if note is None or (task_id is not None and self._key(note.result_key)
-                            != self._key(self.get_key_for_task(task_id))):
+        if note is None or (task_id is not None and _as_bytes(note.result_key)
+                            != _as_bytes(self.get_key_for_task(task_id))):
             return
         script = self._script("kernkoa_note", NOTE_SCRIPT)
         self.ensure(lambda: script(keys=[note.hash], args=note.args()), ())
@@ -297,19 +299,15 @@ class FileResultBackend(GuardedBackend, FilesystemBackend):  # type: ignore[misc
             out.write(value.encode() if isinstance(value, str) else value)
         os.replace(draft, path)
 
-    @staticmethod
-    def _key(key: bytes | str) -> bytes:
-        return key.encode() if isinstance(key, str) else key
-
     def set(self, key: bytes | str, value: bytes | str) -> None:
         """Write ``value`` whole, unless ``key`` holds a ``REVOKED`` or ``SUCCESS`` state."""
         with self._locked():
-            if _status(self.get(self._key(key))) not in KEPT_STATES:
-                self._replace(self._key(key), value)
+            if _status(self.get(_as_bytes(key))) not in KEPT_STATES:
+                self._replace(_as_bytes(key), value)
 
     def cancel_task(self, task_id: str) -> str | None:
         """See :meth:`GuardedBackend.cancel_task`."""
-        key = self._key(self.get_key_for_task(task_id))
+        key = _as_bytes(self.get_key_for_task(task_id))
         with self._locked():
             raw = self.get(key)
             found = _status(raw)
@@ -325,7 +323,7 @@ class FileResultBackend(GuardedBackend, FilesystemBackend):  # type: ignore[misc
     def start_task(self, task_id: str, hostname: str | None, beside: bytes,
                    request_id: str | None = None) -> bool:
         """See :meth:`GuardedBackend.start_task`."""
-        key = self._key(self.get_key_for_task(task_id))
+        key = _as_bytes(self.get_key_for_task(task_id))
         with self._locked():
             found = _status(self.get(key))
             if found == states.REVOKED:

@@ -133,6 +133,13 @@ class KernKoaGlobals(_AppCtxGlobals):
         return REQUEST_ID.get()
 
 
+def _send_request_id(headers: list[tuple[str, str]], request_id: str) -> None:
+    """Put ``request_id`` in the answer's headers, replacing any a view set (the
+    id is sane: no header check needed)."""
+    headers[:] = [h for h in headers if h[0].lower() != _REQUEST_ID_NAME]
+    headers.append((REQUEST_ID_HEADER, request_id))
+
+
 class KernKoaFlask(Flask):
     """Flask, with the request context and per-function caches described above."""
 
@@ -173,9 +180,7 @@ class KernKoaFlask(Flask):
 
         def start_with_request_id(status: str, headers: list[tuple[str, str]],
                                   exc_info: t.Any = None) -> t.Any:
-            # The id is sane (no header check needed); drop a view's own first.
-            headers[:] = [h for h in headers if h[0].lower() != _REQUEST_ID_NAME]
-            headers.append((REQUEST_ID_HEADER, request_id))
+            _send_request_id(headers, request_id)
             return start_response(status, headers, exc_info)
 
         return super().wsgi_app(environ, start_with_request_id)
@@ -210,9 +215,7 @@ class KernKoaFlask(Flask):
                           exc_info: t.Any = None) -> t.Any:
             nonlocal answer
             answer = (environ.get("werkzeug.request"), status)
-            # As in wsgi_app: the kernel's id replaces any a view set.
-            headers[:] = [h for h in headers if h[0].lower() != _REQUEST_ID_NAME]
-            headers.append((REQUEST_ID_HEADER, request_id))
+            _send_request_id(headers, request_id)
             return start_response(status, headers, exc_info)
 
         try:
