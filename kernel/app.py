@@ -43,8 +43,8 @@ from .web.fastmatch import CatchAllShortcut
 from .web.flaskapp import KernKoaFlask
 from .web.hooks import add_before_request
 from .web.limits import install_limits
-from .web.metrics import count_requests
 from .web.metrics import enable_web_metrics
+from .web.metrics import install_request_counting
 from .web.metrics import watch_loader
 from .web.proxies import install_trusted_proxies
 from .web.sessions import CachedSecureCookieSessionInterface
@@ -111,7 +111,7 @@ def create_app(overrides: t.Mapping[str, t.Any] | None = None) -> Flask:
         add_before_request(app, refuse_untrusted_host)
     install_limits(app, settings)
     if metrics is not None:  # before any WSGI middleware: it replaces the callable
-        count_requests(app, metrics, settings)
+        install_request_counting(app, metrics, settings)
     install_addons(app, settings)
     install_auth(app, settings)
     install_trusted_proxies(app, settings)

@@ -36,6 +36,7 @@ LEVEL_SEP = "\x06\x16"
 #: ``BELL_PREFIX + queue``: the list a producer pushes :data:`BELL_TOKEN` onto after a
 #: message, and a waiting worker blocks on.
 BELL_PREFIX = "kernkoa-bell|"
+#: What a trigger pushes onto the bell (any value would do: a worker only waits for one).
 BELL_TOKEN = "1"
 
 

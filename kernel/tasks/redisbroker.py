@@ -84,6 +84,7 @@ from .leases import holder_name
 from .leases import inflight_key
 from .priorities import BELL_TOKEN
 from .priorities import DESCENDING
+from .priorities import HIGHEST
 from .priorities import LOWEST
 from .priorities import bell_key
 from .priorities import level_key
@@ -164,9 +165,20 @@ class Channel(redis.Channel):
 
     QoS = QoS
 
-    #: kombu's priority lists, one per level (its own order is 0 first; the
-    #: fetch here takes the highest first).
-    priority_steps = list(range(LOWEST, DESCENDING[0] + 1))
+    @property
+    def priority_steps(self) -> list[int]:
+        """kombu's priority lists, one per level, always all of them: the fetch
+        and the publish use every level, so kombu's size and purge must too
+        (its own order is 0 first; the fetch here takes the highest first)."""
+        return list(range(LOWEST, HIGHEST + 1))
+
+    @priority_steps.setter
+    def priority_steps(self, steps: t.Any) -> None:
+        # kombu sets it from the transport options: fewer lists there would
+        # make the queue's length and purge miss messages.
+        if list(steps) != self.priority_steps:
+            log.warning("ignoring the priority_steps transport option: KernKoa's Redis "
+                        "broker keeps one list per priority, %d to %d", LOWEST, HIGHEST)
 
     #: The in-flight list and raw message of the fetch being delivered.
     fetched: tuple[str, bytes] | None = None

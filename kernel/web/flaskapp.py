@@ -20,8 +20,9 @@ malformed form body is told from an empty one.
 Its request context binds the request's id (:mod:`kernel.web.requestid`) to the
 log context from before the first hook until after the last teardown, so every
 log line of the request names it (``g.request_id`` reads it), and
-:meth:`KernKoaFlask.wsgi_app` sends it in ``X-Request-Id`` with every response
-the app answers: errors, 404s, 413s and the kernel's pages too.
+:meth:`KernKoaFlask.wsgi_app` (:meth:`~KernKoaFlask.counted_wsgi_app` with
+``METRICS`` on) sends it in ``X-Request-Id`` with every response the app
+answers: errors, 404s, 413s and the kernel's pages too.
 
 Everything else is Flask's own code path.
 """

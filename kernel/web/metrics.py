@@ -97,7 +97,8 @@ def enable_web_metrics(settings: Settings) -> Metrics:
     return enable(web_folder(settings), server_start())
 
 
-def count_requests(app: KernKoaFlask, metrics: Metrics, settings: Settings) -> None:
+def install_request_counting(app: KernKoaFlask, metrics: Metrics,
+                             settings: Settings) -> None:
     """Count ``app``'s requests in ``metrics``
     (:meth:`~kernel.web.flaskapp.KernKoaFlask.count_requests`)."""
     app.count_requests(metrics.request_tally(flush_interval(settings)))

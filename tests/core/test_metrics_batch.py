@@ -122,13 +122,19 @@ def stop(process: subprocess.Popen[str]) -> None:
     process.communicate(timeout=30)
 
 
-def test_a_batch_writes_what_one_write_per_request_would(tmp_path: Path) -> None:
-    process = run(tmp_path, 3600, "timings")
+
+def flushed(tmp_path: Path, interval: float,
+            scenario: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Run ``scenario`` until it says it flushed; the values written then."""
+    process = run(tmp_path, interval, scenario)
     try:
         assert process.stdout is not None and process.stdout.readline() == "flushed\n"
-        found = read(tmp_path)
+        return read(tmp_path)
     finally:
         stop(process)
+
+def test_a_batch_writes_what_one_write_per_request_would(tmp_path: Path) -> None:
+    found = flushed(tmp_path, 3600, "timings")
     route = (("route", "/a/B/c"),)
     assert requests(tmp_path) == 7
     assert requests(tmp_path, "/x/Y/z", "404") == 1
@@ -145,12 +151,7 @@ def test_a_batch_writes_what_one_write_per_request_would(tmp_path: Path) -> None
 
 def test_requests_noted_from_many_threads_during_flushes_are_all_written(
         tmp_path: Path) -> None:
-    process = run(tmp_path, 0.001, "threads")
-    try:
-        assert process.stdout is not None and process.stdout.readline() == "flushed\n"
-        found = read(tmp_path)
-    finally:
-        stop(process)
+    found = flushed(tmp_path, 0.001, "threads")
     assert requests(tmp_path) == 8 * 2000
     assert found["kernkoa_http_request_duration_seconds_count", (("route", "/a/B/c"),)] == 16000
     # Every thread's requests started and ended: only the held one is in flight.

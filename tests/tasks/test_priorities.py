@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from kombu import Connection
 
+from kernel.tasks.celeryapp import REDIS_TRANSPORT
 from kernel.tasks.celeryapp import get_celery
 from kernel.tasks.priorities import bell_key
 from kernel.tasks.priorities import level_key
@@ -335,3 +337,21 @@ def test_embedded_a_message_with_a_priority_that_is_no_number_is_taken_at_level_
         channel._put("celery", {"body": "none"})
         taken = [channel._get("celery")["body"] for _ in range(5)]
     assert taken == ["9", "3", "urgent", "None", "none"]
+
+
+@pytest.mark.redis
+def test_redis_a_priority_steps_option_cannot_hide_levels_from_size_and_purge(
+        redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    # kombu copies priority_steps from the transport options; with fewer lists
+    # there, the length and the purge would miss messages of the other levels.
+    with Connection(redis.url, transport=REDIS_TRANSPORT,
+                    transport_options={"priority_steps": [0]}) as connection:
+        channel = connection.default_channel
+        assert channel.priority_steps == list(range(10))
+        assert "ignoring the priority_steps transport option" in caplog.text
+        client = redis.client()
+        client.lpush(level_key("celery", 0), "{}")
+        client.lpush(level_key("celery", 9), "{}")
+        assert channel._size("celery") == 2
+        assert channel._purge("celery") == 2
+        assert _levels(client) == {}
