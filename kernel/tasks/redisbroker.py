@@ -17,7 +17,9 @@ moves atomically, blocks on one list only. So the take is a script,
 holds one into the in-flight list, in one step, and replies with it. Only when
 it finds every level empty does the worker block, with ``BLMOVE bell bell``
 (a rotation: it waits until the queue's *bell* list holds a token, and takes
-nothing), then runs the script again. A producer pushes the message, then a
+nothing); rung, it runs the script again at once, in the same turn of kombu's
+event loop (a woken worker makes two round trips where a single-list ``BLMOVE``
+made one). A producer pushes the message, then a
 token onto the bell, in one pipeline (:meth:`Channel._put`); the script
 deletes the bell when it finds every level empty, and trims it to one token
 now and then (:data:`BELL_TRIM_EVERY`) so that a queue that never empties does
@@ -225,6 +227,10 @@ class Channel(redis.Channel):
             bell = bell_key(queues[0])
             self.client.connection.send_command("BLMOVE", bell, bell, "RIGHT", "LEFT", wait or 0)
             return
+        self._send_fetch(queues, holder)
+
+    def _send_fetch(self, queues: list[str], holder: str) -> None:
+        # The fetch script over ``queues``' levels, into ``holder``'s in-flight lists.
         keys: list[str] = []
         for queue in queues:
             keys += [*level_keys(queue), inflight_key(holder, queue), bell_key(queue)]
@@ -268,13 +274,20 @@ class Channel(redis.Channel):
             self._recovered = False
             raise
 
-    def _read_bell(self, **options: t.Any) -> t.NoReturn:
+    def _read_bell(self, **options: t.Any) -> bool:
         queue, self._ringing = t.cast(str, self._ringing), None
-        self._reply("BLMOVE", **options)
-        # Rung or timed out: the script runs next, then the next queue's bell waits.
+        rung = self._reply("BLMOVE", **options)
         self._quiet = False
         self._queue_cycle.rotate(queue)
-        raise Empty()
+        if rung is None:
+            # Timed out: the script runs at the next turn of the event loop,
+            # then the next queue's bell waits.
+            raise Empty()
+        # Rung: the script runs now, not at the event loop's next turn, which
+        # would leave the message waiting for a whole turn of the loop (polls,
+        # timers) on top of the script's round trip.
+        self._send_fetch(self._queue_cycle.consume(len(self.active_queues)), holder_name())
+        return self._read_fetch(**options)
 
     def _read_fetch(self, **options: t.Any) -> bool:
         queues, self._fetching = t.cast(list[str], self._fetching), None

@@ -183,16 +183,12 @@ class JobStore:
         """
         key = task_id.encode()
         if is_signed_form(task_id):
-            signed = describe_task_id(task_id)
-            issued = None if signed is None else signed.issued
             result_key = self.backend.get_key_for_task(task_id)
             if self._guarded() is not None:
                 raw = self.backend.get(result_key)
-                meta = self.backend.decode(raw) if raw else None
-                return TaskRecord(issued=issued, revoked=_status(meta) == states.REVOKED,
-                                  meta=meta)
+                return _signed_record(task_id, self.backend.decode(raw) if raw else None)
             revoked, raw = list(self.backend.mget([REVOKED_PREFIX + key, result_key]))
-            return TaskRecord(issued=issued, revoked=revoked is not None,
+            return TaskRecord(issued=_issued_by(task_id), revoked=revoked is not None,
                               meta=self.backend.decode(raw) if raw else None)
         keys = [ISSUED_PREFIX + key, REVOKED_PREFIX + key, self.backend.get_key_for_task(task_id)]
         issued, revoked, meta = list(self.backend.mget(keys))
@@ -203,6 +199,30 @@ class JobStore:
             # their type name and message.
             meta=self.backend.decode(meta) if meta else None,
         )
+
+
+    def announced(self, task_id: str, meta: t.Any) -> TaskRecord | None:
+        """``task_id``'s record as ``meta``, a state announced on its result's
+        channel, says it; ``None`` where only a :meth:`read` can tell.
+
+        The Redis backend of conditional writes announces the value it stores,
+        in the same atomic step, so for a signed id (whose origin the id itself
+        says) its announcement is the record of that moment: no read is needed.
+        """
+        if self._guarded() is None or not isinstance(meta, dict) or not is_signed_form(task_id):
+            return None
+        return _signed_record(task_id, meta)
+
+
+def _issued_by(task_id: str) -> t.Mapping[str, t.Any] | None:
+    signed = describe_task_id(task_id)
+    return None if signed is None else signed.issued
+
+
+def _signed_record(task_id: str, meta: dict[str, t.Any] | None) -> TaskRecord:
+    # On a backend of conditional writes a cancellation is the stored state itself.
+    return TaskRecord(issued=_issued_by(task_id), revoked=_status(meta) == states.REVOKED,
+                      meta=meta)
 
 
 def _status(meta: t.Any) -> t.Any:

@@ -220,8 +220,12 @@ def _wait_subscribed(backend: RedisBackend, pubsub: t.Any, store: JobStore, task
     recheck = clock() + RECHECK
     while not is_settled(record) and (remaining := deadline - clock()) > 0:
         message = pubsub.get_message(timeout=min(remaining, max(recheck - clock(), 0.0)))
-        final = _is(message, "message", channel) and _announces_final(backend, message)
-        if final or clock() >= recheck:
+        final = _final_announced(backend, message, channel)
+        if final is not None:
+            # The announcement says the record itself, else the record is read.
+            record = store.announced(task_id, final) or store.read(task_id)
+            recheck = clock() + RECHECK
+        elif clock() >= recheck:
             record = store.read(task_id)
             recheck = clock() + RECHECK
     # The wait is over: what is true now, a cancellation of the last moment included.
@@ -232,13 +236,21 @@ def _is(message: dict[str, t.Any] | None, kind: str, channel: bytes) -> bool:
     return message is not None and message["type"] == kind and message["channel"] == channel
 
 
-def _announces_final(backend: RedisBackend, message: dict[str, t.Any]) -> bool:
-    # A STARTED or progress announcement cannot settle the task: no read for it.
+def _final_announced(backend: RedisBackend, message: dict[str, t.Any] | None,
+                     channel: bytes) -> t.Any:
+    """The final state ``message`` announces on ``channel`` (``True`` when it
+    cannot be read, so the record is read to be sure); ``None`` for anything
+    else: no message, another channel, a ``STARTED`` or progress announcement,
+    which cannot settle the task and cost no read."""
+    if not _is(message, "message", channel):
+        return None
     try:
-        meta = backend.decode(message["data"])
+        meta = backend.decode(t.cast(dict[str, t.Any], message)["data"])
     except Exception:  # not Celery's: read the record to be sure
         return True
-    return not isinstance(meta, dict) or meta.get("status") in FINAL_STATES
+    if not isinstance(meta, dict):
+        return True
+    return meta if meta.get("status") in FINAL_STATES else None
 
 
 def wait_for_task(task_id: str, timeout: float) -> TaskRecord:

@@ -22,6 +22,7 @@ from kernel.tasks import enqueue
 from kernel.tasks import views as status
 from kernel.tasks import waiting
 from kernel.tasks.celeryapp import get_celery
+from kernel.tasks.ids import describe_task_id
 from kernel.tasks.ids import new_task_id
 from kernel.tasks.store import JobStore
 from kernel.tasks.store import TaskRecord
@@ -149,6 +150,66 @@ def test_redis_wait_answers_when_the_task_settles(
     assert _long_poll(app, action) == (200, body)
     # The wait's subscription is gone with it: nothing stays subscribed.
     assert redis.client().pubsub_channels() == []
+
+
+def _spied_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record, in order, each read of a task record and each record an announcement gave."""
+    events: list[str] = []
+    read, announced = JobStore.read, JobStore.announced
+
+    def spy_read(store: JobStore, task_id: str) -> TaskRecord:
+        events.append("read")
+        return read(store, task_id)
+
+    def spy_announced(store: JobStore, task_id: str, meta: t.Any) -> TaskRecord | None:
+        record = announced(store, task_id, meta)
+        events.append("announced" if record is not None else "not announced")
+        return record
+
+    monkeypatch.setattr(JobStore, "read", spy_read)
+    monkeypatch.setattr(JobStore, "announced", spy_announced)
+    return events
+
+
+def test_a_final_announcement_answers_without_reading_the_store(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "RECHECK", 60.0)
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    events = _spied_reads(monkeypatch)
+    assert _long_poll(app, _succeed) == (200, {"status": "SUCCESS", "data": 7})
+    # Read once the subscription stood; the announced success was the record.
+    assert events[-2:] == ["read", "announced"]
+
+
+def test_an_unreadable_announcement_is_checked_by_a_read(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "RECHECK", 60.0)
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    events = _spied_reads(monkeypatch)
+
+    def garbage_then_succeed(store: JobStore, backend: t.Any, task_id: str) -> None:
+        # Not a state: the wait reads the record (still PENDING) and waits on.
+        redis.client().publish(backend.get_key_for_task(task_id), b"\xff not json")
+        time.sleep(0.3)
+        _succeed(store, backend, task_id)
+
+    assert _long_poll(app, garbage_then_succeed) == (200, {"status": "SUCCESS", "data": 7})
+    assert events[-4:] == ["read", "not announced", "read", "announced"]
+
+
+def test_an_old_form_id_is_read_after_its_announcement(
+        tree: ControllerTree, make_app: t.Callable[..., Flask], redis: t.Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(tree, make_app, BROKER_URL=redis.url)
+    store = JobStore(get_celery(app))
+    task_id = "0b4a8d1e-5f6c-4e2a-9d3b-7c1f2e3a4b5c"  # the form before signed ids
+    meta = {"status": "SUCCESS", "result": 7}
+    # Its origin is a record of its own, which only a read finds.
+    assert store.announced(task_id, meta) is None
+    assert store.announced(FIXED_ID, meta) == TaskRecord(
+        issued=describe_task_id(FIXED_ID).issued, revoked=False, meta=meta)  # type: ignore[union-attr]
 
 
 def test_a_wait_that_runs_out_answers_the_status_of_that_moment(
