@@ -112,3 +112,21 @@ def test_the_fault_suite_runs_once_at_a_tiny_size(tmp_path: Path) -> None:
     accepted, lost = int(cells[1]), int(cells[5])
     assert accepted > 0 and lost == 0
     assert _processes_under(work) == []
+
+
+@pytest.mark.uwsgi
+@pytest.mark.redis
+def test_the_round_trip_profile_splits_both_sides_trips() -> None:
+    before = _bench_processes()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.trip_profile", "--trips", "3", "--show", "1"],
+        cwd=PROJECT_ROOT, env=clean_environ(), capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for side in ("kernkoa", "raw celery"):
+        assert f"{side}: " in done.stdout and "of 3 trips split" in done.stdout
+    # Each side's stages, and the commands of one trip (a push among them).
+    assert done.stdout.count("client → message pushed") == 2
+    assert " LPUSH celery " in done.stdout
+    assert _bench_processes() <= before
