@@ -184,6 +184,8 @@ class Channel(redis.Channel):
 
     #: The in-flight list and raw message of the fetch being delivered.
     fetched: tuple[str, bytes] | None = None
+    #: The redis-py client of :attr:`pool`, made once (see :meth:`_create_client`).
+    _pool_client: t.Any = None
     #: The queues of the fetch script in flight.
     _fetching: list[str] | None = None
     #: The queue whose bell is being waited on.
@@ -192,6 +194,23 @@ class Channel(redis.Channel):
     _quiet = False
     _taken = 0
     _recovered = False
+
+    def _create_client(self, asynchronous: bool = False) -> t.Any:
+        """A redis-py client of the channel's pool: kombu's asks for one for
+        every publish, acknowledgement and unacknowledged record, and makes a
+        new one each time; one costs more to make (redis-py fills its table of
+        reply callbacks, some hundred entries) than the command it then sends.
+        The pool's client is made once and kept (it holds no connection of its
+        own: each command takes one from the pool), and made anew when kombu
+        replaces the pool (it drops its pools when a connection is lost).
+        """
+        if asynchronous:  # the channel's own, kept by kombu (``self.client``)
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        pool = self.pool
+        client = self._pool_client
+        if client is None or client.connection_pool is not pool:
+            client = self._pool_client = super()._create_client()  # type: ignore[no-untyped-call]
+        return client
 
     def _q_for_pri(self, queue: str, pri: int) -> str:
         return level_key(queue, pri)

@@ -13,7 +13,9 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
+from kombu import Connection
 
+from kernel.tasks.celeryapp import REDIS_TRANSPORT
 from tests.support.processes import clean_environ
 from tests.support.redis_server import RedisServer
 from tests.support.servers import LiveServer
@@ -244,3 +246,22 @@ def test_a_message_taken_by_a_worker_killed_before_reading_it_is_requeued(
     assert client.llen("celery") == 1
     stack.worker(env, "--concurrency=1")
     assert wait_status(server, task_id, final, timeout=REQUEUE_BOUND + 30)["status"] == "SUCCESS"
+
+
+@pytest.mark.redis
+def test_the_channel_keeps_one_client_of_its_pool_and_makes_one_for_a_new_pool(
+        redis: RedisServer) -> None:
+    with Connection(redis.url, transport=REDIS_TRANSPORT) as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second and first.connection_pool is channel.pool
+        channel._put("celery", {"body": "one"})
+        # kombu drops its pools when a connection is lost: the next client is the new pool's.
+        channel._disconnect_pools()
+        with channel.conn_or_acquire() as third:
+            assert third is not first and third.connection_pool is channel.pool
+        channel._put("celery", {"body": "two"})
+        assert [json.loads(m)["body"] for m in redis.client().lrange("celery", 0, -1)] \
+            == ["two", "one"]
+        # The channel's own client (its fetch and bell waits) is kombu's, apart.
+        assert channel.client is not third
