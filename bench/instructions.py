@@ -10,12 +10,20 @@ Kernel time (the ``stat`` system call, the socket) is not counted.
 ``python -m bench.run --only instructions`` prints, for each request kind,
 KernKoa's instructions per request against plain Flask's (the in-process
 requests of :mod:`bench.inprocess`, same apps, same answers).
+
+Part 2 (1,000 files vs 1) by hand: the counted process with ``--files 1000``
+loads every file, then spreads its requests over all of them, each request
+another module, as part 2's wrk script does; count it with ``n`` requests and
+with none under ``valgrind --tool=callgrind`` (``--cache-sim=yes`` for cache
+misses). Loading 1,000 files costs billions of instructions that vary a little
+between runs, so send a few thousand requests for the difference to hold.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import json
 import os
 import re
@@ -23,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import typing as t
 from pathlib import Path
 
 from .catalog import module_path
@@ -81,8 +90,10 @@ def run(config: RunConfig) -> list[Comparison]:
     return results
 
 
-def _serve(side: str, kind: int, requests: int, work: Path) -> None:
-    """The counted process: build one side's app, warm up, send ``requests`` requests."""
+def _serve(side: str, kind: int, requests: int, work: Path, files: int = 1) -> None:
+    """The counted process: build one side's app, warm up, send ``requests`` requests
+    (KernKoa on ``files`` controller files: every one loaded first, then one
+    after the other)."""
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work) as folder:
         name, method, plain_path, rest, query, body = KINDS[kind]
@@ -94,12 +105,24 @@ def _serve(side: str, kind: int, requests: int, work: Path) -> None:
         else:
             from kernel import create_app
 
-            catalog = write_catalog(Path(folder) / "catalog", 1)
+            catalog = write_catalog(Path(folder) / "catalog", files)
             kernkoa = create_app({"CATALOG": str(catalog), "VAR": str(Path(folder) / "var")})
-            call = caller(kernkoa, environ(f"{module_path(0)}/{rest}", query, method, data),
-                          data)
+            calls = [caller(kernkoa, environ(f"{module_path(n)}/{rest}", query, method, data),
+                            data) for n in range(files)]
+            for each in calls[1:]:
+                each()  # loads the file: start-up, not a request
+            call = calls[0] if files == 1 else _rotating(calls)
         for _ in range(WARMUP + requests):
             call()
+
+
+def _rotating(calls: list[t.Callable[[], bytes]]) -> t.Callable[[], bytes]:
+    """One call that sends each request of ``calls`` in turn."""
+    turn = itertools.cycle(calls)
+
+    def call() -> bytes:
+        return next(turn)()
+    return call
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", type=int)
     parser.add_argument("requests", type=int)
     parser.add_argument("work", type=Path)
+    parser.add_argument("--files", type=int, default=1,
+                        help="controller files in KernKoa's catalog (part 2: 1000)")
     args = parser.parse_args(argv)
-    _serve(args.side, args.kind, args.requests, args.work)
+    _serve(args.side, args.kind, args.requests, args.work, args.files)
     return 0
 
 
