@@ -25,6 +25,8 @@ import io
 import typing as t
 
 from flask import Request
+from flask import current_app
+from flask import has_app_context
 from werkzeug.exceptions import LengthRequired
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_set_header
@@ -141,6 +143,23 @@ def body_stream(environ: dict[str, t.Any], limit: int | None) -> t.IO[bytes]:
 
 class WholeBodyRequest(Request):
     """Flask's request, whose body is read whole or refused: :func:`body_stream`."""
+
+    @property
+    def max_content_length(self) -> int | None:
+        """Flask's: the limit set on this request, else the app's
+        ``MAX_CONTENT_LENGTH`` (read per request: a change counts at once),
+        else Werkzeug's. The app is taken once from its context: a config
+        read through the ``current_app`` proxy raised and caught an
+        ``AttributeError`` on every request with a body."""
+        if self._max_content_length is None and has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            limit: int | None = app.config["MAX_CONTENT_LENGTH"]
+            return limit
+        return Request.max_content_length.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._max_content_length = value
 
     @cached_property
     def stream(self) -> t.IO[bytes]:

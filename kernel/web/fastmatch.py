@@ -98,7 +98,11 @@ class CatchAllShortcut:
 
     def match(self, request: Request) -> tuple[Rule, dict[str, t.Any]] | None:
         """The catch-all rule and its ``path`` for ``request``, or ``None`` to ask Werkzeug."""
-        if rules_version(self.app.url_map) != self._rules_version:
+        app = self.app
+        url_map = app.url_map
+        # rules_version, inlined for the kernel's own map: this runs per request.
+        version = url_map.version if type(url_map) is VersionedMap else rules_version(url_map)
+        if version != self._rules_version:
             self._build()
         table = self._table
         if table is None:
@@ -112,26 +116,25 @@ class CatchAllShortcut:
             or path in exact
             or path.startswith(prefixes)
             or "HTTP_UPGRADE" in environ
-            or not self._binds(environ)
+            or app.subdomain_matching
         ):
             return None
-        return rule, {"path": path[cut:]}
-
-    def _binds(self, environ: dict[str, t.Any]) -> bool:
-        """Whether Flask's ``create_url_adapter`` would bind without an error."""
-        app = self.app
-        if app.subdomain_matching:
-            return False
-        trusted = app.config["TRUSTED_HOSTS"]
+        # Whether Flask's create_url_adapter would bind without an error (the
+        # settings are read per request: a change at run time counts at once).
+        config = app.config
+        trusted = config["TRUSTED_HOSTS"]
         trusted = tuple(trusted) if trusted else None
-        server_name = app.config["SERVER_NAME"]
+        server_name = config["SERVER_NAME"]
         # Flask checks the Host header's trust, then binds to SERVER_NAME if set.
         if (server_name is None or trusted is not None) and not _host_binds(
             environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), environ.get("SERVER_NAME"),
             environ.get("SERVER_PORT"), trusted,
         ):
-            return False
-        return server_name is None or _encodes_as_idna(server_name.lower().partition(":")[0])
+            return None
+        if server_name is not None and not _encodes_as_idna(
+                server_name.lower().partition(":")[0]):
+            return None
+        return rule, {"path": path[cut:]}
 
 
 class VersionedMap(Map):

@@ -13,6 +13,13 @@ advance for a controller URL, costing about as much as the whole dispatch:
 - ``g.identity = None`` for every anonymous request: :class:`KernKoaGlobals`
   answers ``None`` until the auth layer sets an identity.
 
+Flask's request steps (``preprocess_request``, ``dispatch_request``,
+``process_response``, ``do_teardown_request``) also read the request through
+its context proxy, and a name the proxy lacks (``request.blueprints``) costs a
+raised and caught ``AttributeError`` each time. :class:`KernKoaFlask` takes the
+request object once instead; where a blueprint registered a hook of a kind,
+that step is Flask's own, unchanged.
+
 Its requests are :class:`~kernel.web.formbody.KernKoaRequest`: a body past
 ``MAX_CONTENT_LENGTH`` is a 413 in every server, never a body cut short, and a
 malformed form body is told from an empty one.
@@ -29,6 +36,7 @@ Everything else is Flask's own code path.
 
 from __future__ import annotations
 
+import sys
 import typing as t
 from contextvars import Token
 from functools import partial
@@ -36,9 +44,12 @@ from time import perf_counter
 
 from flask import Flask
 from flask import Request
+from flask import request
 from flask.ctx import RequestContext
 from flask.ctx import _AppCtxGlobals
 from flask.ctx import _sentinel
+from flask.globals import request_ctx
+from flask.signals import request_tearing_down
 from werkzeug.routing import MapAdapter
 
 from ..core.logs import REQUEST_ID
@@ -53,6 +64,9 @@ from .requestid import HEADER as REQUEST_ID_HEADER
 from .requestid import request_id_of
 
 _REQUEST_ID_NAME = REQUEST_ID_HEADER.lower()
+
+#: The hook keys meaning "the app's own hooks, no blueprint's".
+_APP_ONLY = frozenset({None})
 
 #: Most functions whose ``ensure_sync`` answer is remembered (hooks and views
 #: are registered once; the bound keeps a pathological app from growing it).
@@ -137,7 +151,11 @@ class KernKoaGlobals(_AppCtxGlobals):
 def _send_request_id(headers: list[tuple[str, str]], request_id: str) -> None:
     """Put ``request_id`` in the answer's headers, replacing any a view set (the
     id is sane: no header check needed)."""
-    headers[:] = [h for h in headers if h[0].lower() != _REQUEST_ID_NAME]
+    # Most answers carry none: a plain loop finds that without building a list.
+    for name, _ in headers:
+        if name.lower() == _REQUEST_ID_NAME:
+            headers[:] = [h for h in headers if h[0].lower() != _REQUEST_ID_NAME]
+            break
     headers.append((REQUEST_ID_HEADER, request_id))
 
 
@@ -231,6 +249,57 @@ class KernKoaFlask(Flask):
                       environ.get("REQUEST_METHOD"), status, seconds))
             if not tally.interval:
                 tally.flush()
+
+    def preprocess_request(self) -> t.Any:
+        """Flask's ``preprocess_request``: the app's before-request hooks in
+        order, the first answer ending the request. Flask's own when a URL value
+        preprocessor or a blueprint's before-request hook is registered."""
+        if self.url_value_preprocessors or not self.before_request_funcs.keys() <= _APP_ONLY:
+            return super().preprocess_request()
+        for before_func in self.before_request_funcs.get(None, ()):
+            rv = self.ensure_sync(before_func)()
+            if rv is not None:
+                return rv
+        return None
+
+    def dispatch_request(self) -> t.Any:
+        """Flask's ``dispatch_request``, the request taken once from its context."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        if req.routing_exception is not None:
+            self.raise_routing_exception(req)
+        rule = req.url_rule
+        if getattr(rule, "provide_automatic_options", False) and req.method == "OPTIONS":
+            return self.make_default_options_response()
+        return self.ensure_sync(self.view_functions[rule.endpoint])(**req.view_args)
+
+    def process_response(self, response: t.Any) -> t.Any:
+        """Flask's ``process_response``: the request's own after-request
+        functions, the app's in reverse order, then the session saved. Flask's
+        own when a blueprint registered an after-request hook."""
+        if not self.after_request_funcs.keys() <= _APP_ONLY:
+            return super().process_response(response)
+        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        for func in ctx._after_request_functions:
+            response = self.ensure_sync(func)(response)
+        for func in reversed(self.after_request_funcs.get(None, ())):
+            response = self.ensure_sync(func)(response)
+        if not self.session_interface.is_null_session(ctx._session):
+            self.session_interface.save_session(self, ctx._session, response)
+        return response
+
+    def do_teardown_request(self, exc: BaseException | None = _sentinel,  # type: ignore[assignment]
+                            ) -> None:
+        """Flask's ``do_teardown_request``: the app's teardown hooks in reverse
+        order, then the ``request_tearing_down`` signal. Flask's own when a
+        blueprint registered a teardown hook."""
+        if not self.teardown_request_funcs.keys() <= _APP_ONLY:
+            return super().do_teardown_request(exc)
+        if exc is _sentinel:
+            exc = sys.exc_info()[1]
+        for func in reversed(self.teardown_request_funcs.get(None, ())):
+            self.ensure_sync(func)(exc)
+        request_tearing_down.send(self, _async_wrapper=self.ensure_sync, exc=exc)
+        return None
 
     def ensure_sync(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
         """Flask's ``ensure_sync``, its answer remembered for plain functions."""

@@ -24,6 +24,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from kernel.web.body import UwsgiChunks
 from kernel.web.body import WholeBody
+from kernel.web.body import WholeBodyRequest
+from kernel.web.flaskapp import KernKoaFlask
 from tests.support.catalogs import ControllerTree
 from tests.support.envelopes import assert_error
 from tests.support.servers import LiveServer
@@ -179,3 +181,20 @@ def test_a_chunked_body_the_server_cannot_hand_on_is_a_411(
                            headers={"Transfer-Encoding": "chunked"},
                            environ_overrides={"wsgi.input_terminated": True})
     assert response.get_json()["bytes"] == 5
+
+
+def test_the_body_limit_is_flasks_and_read_per_request() -> None:
+    # The limit is read through the app, not its proxy: still the request's own
+    # limit first, then the app's MAX_CONTENT_LENGTH as it is now, then none.
+    app = KernKoaFlask("limits")
+    environ = {"REQUEST_METHOD": "POST", "wsgi.input": io.BytesIO(b"")}
+    assert WholeBodyRequest(dict(environ)).max_content_length is None  # no app
+    with app.app_context():
+        req = WholeBodyRequest(dict(environ))
+        app.config["MAX_CONTENT_LENGTH"] = 10
+        assert req.max_content_length == 10
+        app.config["MAX_CONTENT_LENGTH"] = 20
+        assert req.max_content_length == 20
+        req.max_content_length = 5
+        assert req.max_content_length == 5
+    assert req.max_content_length == 5

@@ -5,8 +5,11 @@ from __future__ import annotations
 import typing as t
 
 import pytest
+from flask import Blueprint
 from flask import Flask
+from flask import after_this_request
 from flask import g
+from flask import request
 from flask import url_for
 from flask.ctx import RequestContext
 from werkzeug.routing import MapAdapter
@@ -159,3 +162,90 @@ def test_identity_is_none_without_a_write(kk_app: KernKoaFlask) -> None:
         assert g.identity == "someone"
     with kk_app.test_request_context():
         assert url_for("dispatch", path="a/B/c") == "/a/B/c"
+
+
+def _hooked_app(cls: type[Flask], events: list[str]) -> Flask:
+    """The same small app on ``cls``: app hooks, a blueprint with its own, a
+    URL value preprocessor added later by the test when it wants one."""
+    app = cls("hooked")
+    app.before_request(lambda: events.append("before 1"))
+    app.before_request(lambda: events.append("before 2"))
+
+    def stop_early() -> str | None:
+        return "stopped" if "stop" in g.get("query", "") else None
+
+    @app.before_request
+    def read_query() -> str | None:
+        g.query = request.query_string.decode()
+        return stop_early()
+
+    def after(name: str) -> t.Callable[[t.Any], t.Any]:
+        def hook(response: t.Any) -> t.Any:
+            events.append(f"after {name}")
+            response.headers.add("X-After", name)
+            return response
+        return hook
+
+    app.after_request(after("1"))
+    app.after_request(after("2"))
+    app.teardown_request(lambda exc: events.append(f"teardown 1 {exc!r}"))
+    app.teardown_request(lambda exc: events.append(f"teardown 2 {exc!r}"))
+
+    @app.route("/plain", methods=["GET", "POST"])
+    def plain() -> str:
+        after_this_request(after("this request"))
+        return "plain"
+
+    @app.route("/fails")
+    def fails() -> str:
+        raise RuntimeError("boom")
+
+    shop = Blueprint("shop", __name__)
+
+    @shop.route("/item/<int:number>")
+    def item(number: int) -> str:
+        return f"item {number}"
+
+    app.register_blueprint(shop, url_prefix="/shop")
+    return app
+
+
+def _run(app: Flask, events: list[str], path: str, method: str = "GET") -> list[t.Any]:
+    events.clear()
+    response = app.test_client().open(path, method=method)
+    return [response.status_code, response.get_data(as_text=True),
+            response.headers.getlist("X-After"), response.headers.get("Allow"), list(events)]
+
+
+def _answers(cls: type[Flask], blueprint_hooks: bool) -> list[list[t.Any]]:
+    events: list[str] = []
+    app = _hooked_app(cls, events)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    runs = [_run(app, events, "/plain"), _run(app, events, "/plain?stop"),
+            _run(app, events, "/plain", "OPTIONS"), _run(app, events, "/shop/item/3"),
+            _run(app, events, "/fails")]
+    if blueprint_hooks:
+        # Added after requests were served: counted at once.
+        bp = "shop"
+        app.before_request_funcs.setdefault(bp, []).append(lambda: events.append("bp before"))
+        app.after_request_funcs.setdefault(bp, []).append(
+            lambda response: events.append("bp after") or response)
+        app.teardown_request_funcs.setdefault(bp, []).append(
+            lambda exc: events.append("bp teardown"))
+        app.url_value_preprocessors.setdefault(bp, []).append(
+            lambda endpoint, values: events.append(f"bp values {values}"))
+        runs += [_run(app, events, "/shop/item/4"), _run(app, events, "/plain")]
+    return runs
+
+
+@pytest.mark.parametrize("blueprint_hooks", [False, True])
+def test_request_steps_run_as_flasks_do(blueprint_hooks: bool) -> None:
+    # Every hook, in Flask's order, with and without a blueprint's own hooks
+    # (which send KernKoaFlask back to Flask's own steps).
+    flasks, ours = _answers(Flask, blueprint_hooks), _answers(KernKoaFlask, blueprint_hooks)
+    assert ours == flasks
+    assert ours[0][-1][:3] == ["before 1", "before 2", "after this request"]
+    if blueprint_hooks:
+        assert "bp values {'number': 4}" in ours[-2][-1]
+        assert "bp teardown" in ours[-2][-1]
+        assert "bp after" not in ours[-1][-1]
