@@ -196,14 +196,11 @@ class Channel(redis.Channel):
     _recovered = False
 
     def _create_client(self, asynchronous: bool = False) -> t.Any:
-        """A redis-py client of the channel's pool: kombu's asks for one for
-        every publish, acknowledgement and unacknowledged record, and makes a
-        new one each time; one costs more to make (redis-py fills its table of
-        reply callbacks, some hundred entries) than the command it then sends.
-        The pool's client is made once and kept (it holds no connection of its
-        own: each command takes one from the pool), and made anew when kombu
-        replaces the pool (it drops its pools when a connection is lost).
-        """
+        """A redis-py client of the channel's pool, made once and kept (kombu
+        makes one per publish, acknowledgement and unacknowledged record, each
+        costing more than the command: redis-py fills a table of some hundred
+        reply callbacks), anew when kombu replaces the pool. It holds no
+        connection of its own: each command takes one from the pool."""
         if asynchronous:  # the channel's own, kept by kombu (``self.client``)
             return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
         pool = self.pool
