@@ -52,18 +52,23 @@ CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
 _COLLECTED = re.compile(r"Collected : (\d++)")
 
 
-class Monitor:
-    """Counts, by name, the commands ``MONITOR`` shows from clients other than ``skip``."""
+class MonitorReader:
+    """Reads what Redis's ``MONITOR`` shows, line by line, in a thread of its own;
+    subclasses say what a line is for (:meth:`_line`)."""
 
-    def __init__(self, url: str, skip: t.Collection[str]) -> None:
+    def __init__(self, url: str) -> None:
         host, port = url.split("//")[1].split("/")[0].split(":")
         self.sock = socket.create_connection((host, int(port)))
         self.sock.sendall(b"MONITOR\r\n")
-        self.skip = set(skip)
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.counting = False
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+
+    def _line(self, line: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop reading."""
+        self.sock.close()
 
     def _read(self) -> None:
         buffer = b""
@@ -73,6 +78,16 @@ class Monitor:
                 *lines, buffer = buffer.split(b"\r\n")
                 for line in lines:
                     self._line(line.decode(errors="replace"))
+
+
+class Monitor(MonitorReader):
+    """Counts, by name, the commands ``MONITOR`` shows from clients other than ``skip``."""
+
+    def __init__(self, url: str, skip: t.Collection[str]) -> None:
+        self.skip = set(skip)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.counting = False
+        super().__init__(url)
 
     def _line(self, line: str) -> None:
         # +1700000000.123456 [0 127.0.0.1:5555] "EVALSHA" "abc..." ...
@@ -86,10 +101,6 @@ class Monitor:
         if name in ("EVALSHA", "EVAL") and len(words) > 1:
             name += " " + words[1].strip('"')[:8]
         self.counts[name] += 1
-
-    def close(self) -> None:
-        """Stop reading."""
-        self.sock.close()
 
 
 def _fill(work: Path, url: str, side: str, tasks: int) -> None:

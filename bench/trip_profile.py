@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import statistics
 import threading
 import time
@@ -32,6 +31,7 @@ import typing as t
 
 from .catalog import module_path
 from .catalog import write_catalog
+from .drain_profile import MonitorReader
 from .servers import BIN
 from .servers import ROOT
 from .servers import celery_worker
@@ -55,26 +55,13 @@ class Command(t.NamedTuple):
     words: tuple[str, ...]
 
 
-class Recorder:
+class Recorder(MonitorReader):
     """Keeps every command ``MONITOR`` shows, with Redis's timestamp."""
 
     def __init__(self, url: str) -> None:
-        host, port = url.split("//")[1].split("/")[0].split(":")
-        self.sock = socket.create_connection((host, int(port)))
-        self.sock.sendall(b"MONITOR\r\n")
         self.commands: list[Command] = []
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        buffer = b""
-        with contextlib.suppress(OSError):
-            while chunk := self.sock.recv(65536):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\r\n")
-                for line in lines:
-                    self._line(line.decode(errors="replace"))
+        super().__init__(url)
 
     def _line(self, line: str) -> None:
         # +1700000000.123456 [0 127.0.0.1:5555] "EVALSHA" "abc..." ...
@@ -93,10 +80,6 @@ class Recorder:
         with self.lock:
             return [c for c in self.commands
                     if c.database == database and start <= c.at <= end]
-
-    def close(self) -> None:
-        """Stop reading."""
-        self.sock.close()
 
 
 def _first(commands: list[Command], test: t.Callable[[Command], bool],
