@@ -200,7 +200,6 @@ class JobStore:
             meta=self.backend.decode(meta) if meta else None,
         )
 
-
     def announced(self, task_id: str, meta: t.Any) -> TaskRecord | None:
         """``task_id``'s record as ``meta``, a state announced on its result's
         channel, says it; ``None`` where only a :meth:`read` can tell.
