@@ -160,9 +160,7 @@ class AuthLayer:
             # under this rule. The default rule decides only between that
             # answer and a 401, so anonymous callers cannot map a closed site.
             return self._default
-        # _rule_of, inlined: it runs on every controller request.
-        declared = endpoint.access
-        return self._default if declared is None else declared
+        return self._rule_of(endpoint)
 
     def _rule_of(self, endpoint: Endpoint) -> AccessRule:
         # rule_for with this app's default rule, made once (per request it

@@ -99,10 +99,7 @@ class CatchAllShortcut:
     def match(self, request: Request) -> tuple[Rule, dict[str, t.Any]] | None:
         """The catch-all rule and its ``path`` for ``request``, or ``None`` to ask Werkzeug."""
         app = self.app
-        url_map = app.url_map
-        # rules_version, inlined for the kernel's own map: this runs per request.
-        version = url_map.version if type(url_map) is VersionedMap else rules_version(url_map)
-        if version != self._rules_version:
+        if rules_version(app.url_map) != self._rules_version:
             self._build()
         table = self._table
         if table is None:

@@ -55,9 +55,5 @@ def request_id_of(environ: dict[str, t.Any]) -> str:
     """The id of the request ``environ`` describes, settled on first use and kept in it."""
     request_id: str | None = environ.get(ENVIRON_KEY)
     if request_id is None:
-        # settle_request_id, inlined: it runs for every request.
-        incoming = environ.get(ENVIRON_HEADER)
-        request_id = environ[ENVIRON_KEY] = (
-            incoming if isinstance(incoming, str) and SANE_ID.fullmatch(incoming)
-            else os.urandom(16).hex())
+        request_id = environ[ENVIRON_KEY] = settle_request_id(environ.get(ENVIRON_HEADER))
     return request_id
